@@ -1,0 +1,178 @@
+// Package collateral answers the verifier's requests for vendor collateral (Intel PCS TCB info,
+// QE identity and CRLs; AMD KDS certificates and CRLs) by exact URL.
+//
+// This package holds the recorded form used offline and in tests: a directory of recorded vendor
+// responses. The live fetching service is built on the same Source interface.
+package collateral
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// ErrUnavailable is wrapped by Get when no response is known for a URL. A verifier treats it as
+// "collateral unavailable": a failure, never a pass.
+var ErrUnavailable = errors.New("collateral unavailable")
+
+// MaxResponseSize bounds one recorded response body.
+const MaxResponseSize = 8 << 20
+
+// Response is one recorded vendor response. Its JSON form is the recorded collateral file format:
+//
+//	{"url": "https://…", "status": 200, "headers": {"Name": ["value"]}, "body": "<base64>"}
+type Response struct {
+	URL     string              `json:"url"`
+	Status  int                 `json:"status"`
+	Headers map[string][]string `json:"headers,omitempty"`
+	Body    []byte              `json:"body"`
+}
+
+// Header returns the values of a header, matching its name case-insensitively as HTTP does.
+func (r *Response) Header(name string) []string {
+	for k, v := range r.Headers {
+		if strings.EqualFold(k, name) {
+			return v
+		}
+	}
+	return nil
+}
+
+// Digest is the SHA-256 of the response in canonical JSON (URL, status, headers with canonical
+// names and sorted keys, body). Evidence records refer to collateral by this digest, so issuer
+// chains carried in headers are covered too.
+func (r *Response) Digest() [32]byte {
+	canon := struct {
+		URL     string              `json:"url"`
+		Status  int                 `json:"status"`
+		Headers map[string][]string `json:"headers"`
+		Body    []byte              `json:"body"`
+	}{URL: r.URL, Status: r.Status, Headers: map[string][]string{}, Body: r.Body}
+	for k, v := range r.Headers {
+		ck := http.CanonicalHeaderKey(k)
+		canon.Headers[ck] = append(canon.Headers[ck], v...)
+	}
+	// encoding/json sorts map keys, which makes this encoding canonical.
+	b, err := json.Marshal(canon)
+	if err != nil {
+		// Marshal of strings, ints and byte slices cannot fail.
+		panic(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// Source answers collateral requests by exact URL. Get returns an error wrapping ErrUnavailable
+// when it has no answer. Implementations must be safe for concurrent use.
+type Source interface {
+	Get(ctx context.Context, url string) (*Response, error)
+}
+
+// Set is an in-memory Source keyed by exact URL.
+type Set map[string]*Response
+
+// Get implements Source. Only 200 responses count as an answer.
+func (s Set) Get(_ context.Context, url string) (*Response, error) {
+	r, ok := s[url]
+	if !ok {
+		return nil, fmt.Errorf("%w: no recorded response for %s", ErrUnavailable, url)
+	}
+	if r.Status != http.StatusOK {
+		return nil, fmt.Errorf("%w: recorded response for %s has status %d", ErrUnavailable, url, r.Status)
+	}
+	return r, nil
+}
+
+// Add inserts responses, refusing a URL that is already present.
+func (s Set) Add(rs ...*Response) error {
+	for _, r := range rs {
+		if r.URL == "" {
+			return errors.New("recorded response has no url")
+		}
+		if _, dup := s[r.URL]; dup {
+			return fmt.Errorf("recorded collateral holds %s twice", r.URL)
+		}
+		s[r.URL] = r
+	}
+	return nil
+}
+
+// URLs returns the recorded URLs in sorted order.
+func (s Set) URLs() []string {
+	out := make([]string, 0, len(s))
+	for u := range s {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// ReadDir loads every *.json file in dir. Each file holds one Response or a JSON array of them;
+// the same URL twice, in one file or across files, is an error.
+func ReadDir(dir string) (Set, error) {
+	paths, err := filepath.Glob(filepath.Join(dir, "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("collateral directory: %w", err)
+	}
+	sort.Strings(paths)
+	set := Set{}
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		if err := set.Add(rs...); err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+	}
+	return set, nil
+}
+
+// Parse reads one recorded response or a JSON array of them.
+func Parse(data []byte) ([]*Response, error) {
+	data = bytes.TrimSpace(data)
+	var rs []*Response
+	if len(data) > 0 && data[0] == '[' {
+		if err := json.Unmarshal(data, &rs); err != nil {
+			return nil, fmt.Errorf("not a recorded response array: %w", err)
+		}
+	} else {
+		var r Response
+		if err := json.Unmarshal(data, &r); err != nil {
+			return nil, fmt.Errorf("not a recorded response: %w", err)
+		}
+		rs = []*Response{&r}
+	}
+	for _, r := range rs {
+		if r == nil || r.URL == "" {
+			return nil, errors.New("recorded response without url")
+		}
+		if len(r.Body) > MaxResponseSize {
+			return nil, fmt.Errorf("recorded response for %s is over %d bytes", r.URL, MaxResponseSize)
+		}
+	}
+	return rs, nil
+}
+
+// WriteFile writes responses as one recorded collateral file.
+func WriteFile(path string, rs []*Response) error {
+	b, err := json.MarshalIndent(rs, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
+}

@@ -1,0 +1,133 @@
+package ear
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Hex is a byte string that encodes as lower-case hex in JSON.
+type Hex []byte
+
+// MarshalJSON implements json.Marshaler.
+func (h Hex) MarshalJSON() ([]byte, error) { return json.Marshal(hex.EncodeToString(h)) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (h *Hex) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := hex.DecodeString(s)
+	if err != nil {
+		return fmt.Errorf("not hex: %w", err)
+	}
+	*h = v
+	return nil
+}
+
+// CollateralInfo describes one piece of vendor collateral an appraisal used.
+type CollateralInfo struct {
+	Kind string `json:"kind"`
+	URL  string `json:"url"`
+	// Digest is "sha256:<hex>" of the recorded response (collateral.Response.Digest).
+	Digest     string     `json:"digest"`
+	IssuedAt   *time.Time `json:"issued_at,omitempty"`
+	NextUpdate *time.Time `json:"next_update,omitempty"`
+}
+
+// TDXClaims are the claims established from a TDX quote.
+type TDXClaims struct {
+	QuoteVersion   int    `json:"quote_version"`
+	TeeTCBSVN      Hex    `json:"tee_tcb_svn"`
+	MRSeam         Hex    `json:"mr_seam"`
+	MRSignerSeam   Hex    `json:"mr_signer_seam"`
+	SeamAttributes Hex    `json:"seam_attributes"`
+	TDAttributes   Hex    `json:"td_attributes"`
+	XFAM           Hex    `json:"xfam"`
+	MRTD           Hex    `json:"mr_td"`
+	MRConfigID     Hex    `json:"mr_config_id"`
+	MROwner        Hex    `json:"mr_owner"`
+	MROwnerConfig  Hex    `json:"mr_owner_config"`
+	RTMRs          [4]Hex `json:"rtmrs"`
+	ReportData     Hex    `json:"report_data"`
+	TeeTCBSVN2     Hex    `json:"tee_tcb_svn2,omitempty"`
+	MRServiceTD    Hex    `json:"mr_service_td,omitempty"`
+	// Decoded TD_ATTRIBUTES flags.
+	Debug         bool `json:"debug"`
+	SeptVEDisable bool `json:"sept_ve_disable"`
+	Migratable    bool `json:"migratable"`
+
+	FMSPC string  `json:"fmspc,omitempty"`
+	PCEID string  `json:"pceid,omitempty"`
+	TCB   *TDXTCB `json:"tcb,omitempty"`
+	QE    *TDXQE  `json:"qe"`
+	// Collateral lists every collateral item the appraisal used, in a fixed order.
+	Collateral []CollateralInfo `json:"collateral"`
+}
+
+// TDXQE describes the quoting enclave that signed the quote.
+type TDXQE struct {
+	MRSigner  Hex    `json:"mr_signer"`
+	ISVProdID uint16 `json:"isv_prod_id"`
+	ISVSVN    uint16 `json:"isv_svn"`
+	// TCBStatus is the QE identity's status for ISVSVN; empty when not evaluated.
+	TCBStatus   string   `json:"tcb_status,omitempty"`
+	AdvisoryIDs []string `json:"advisory_ids,omitempty"`
+}
+
+// TDXTCB is the platform TCB level the verifier's own evaluation selected from the TCB info.
+type TDXTCB struct {
+	Status               string    `json:"status"`
+	Date                 string    `json:"date,omitempty"`
+	AdvisoryIDs          []string  `json:"advisory_ids,omitempty"`
+	EvaluationDataNumber int       `json:"tcb_evaluation_data_number"`
+	TCBInfoIssueDate     time.Time `json:"tcb_info_issue_date"`
+	TCBInfoNextUpdate    time.Time `json:"tcb_info_next_update"`
+	QEIdentityIssueDate  time.Time `json:"qe_identity_issue_date"`
+	QEIdentityNextUpdate time.Time `json:"qe_identity_next_update"`
+	TDXModuleIdentity    string    `json:"tdx_module_identity,omitempty"`
+	TDXModuleStatus      string    `json:"tdx_module_status,omitempty"`
+}
+
+// SNPClaims are the claims established from an SEV-SNP report.
+type SNPClaims struct {
+	Version         uint32 `json:"version"`
+	ProductLine     string `json:"product_line,omitempty"`
+	SigningKey      string `json:"signing_key"`
+	GuestSVN        uint32 `json:"guest_svn"`
+	Policy          string `json:"policy"`
+	Debug           bool   `json:"debug"`
+	MigrateMA       bool   `json:"migrate_ma"`
+	SMT             bool   `json:"smt"`
+	ABIMajor        uint8  `json:"abi_major"`
+	ABIMinor        uint8  `json:"abi_minor"`
+	FamilyID        Hex    `json:"family_id"`
+	ImageID         Hex    `json:"image_id"`
+	VMPL            uint32 `json:"vmpl"`
+	CurrentTCB      SNPTCB `json:"current_tcb"`
+	ReportedTCB     SNPTCB `json:"reported_tcb"`
+	CommittedTCB    SNPTCB `json:"committed_tcb"`
+	LaunchTCB       SNPTCB `json:"launch_tcb"`
+	PlatformInfo    string `json:"platform_info"`
+	ReportData      Hex    `json:"report_data"`
+	Measurement     Hex    `json:"measurement"`
+	HostData        Hex    `json:"host_data"`
+	IDKeyDigest     Hex    `json:"id_key_digest"`
+	AuthorKeyDigest Hex    `json:"author_key_digest"`
+	ReportID        Hex    `json:"report_id"`
+	ChipID          Hex    `json:"chip_id"`
+	// Collateral lists every collateral item the appraisal used, in a fixed order.
+	Collateral []CollateralInfo `json:"collateral"`
+}
+
+// SNPTCB is a decomposed SEV-SNP TCB_VERSION.
+type SNPTCB struct {
+	Raw        string `json:"raw"`
+	Bootloader uint8  `json:"bootloader"`
+	TEE        uint8  `json:"tee"`
+	SNP        uint8  `json:"snp"`
+	Microcode  uint8  `json:"microcode"`
+	FMC        uint8  `json:"fmc,omitempty"`
+}

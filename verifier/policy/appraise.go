@@ -1,0 +1,222 @@
+package policy
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/snp"
+	"github.com/proofline/proofline/verifier/tdx"
+)
+
+// Check references into VERIFIER-CHECKS.md.
+const (
+	checkTDXQEIdentity = "tdx.5"
+	checkTDXTCBInfo    = "tdx.6"
+	checkTDXBody       = "tdx.7"
+	checkSNPPolicy     = "snp.5"
+	checkSNPVMPL       = "snp.6"
+	checkSNPTCB        = "snp.7"
+	checkSNPValues     = "snp.8"
+	checkSNPPlatform   = "snp.10"
+)
+
+func unsafeWarning(res *ear.Result, check, option, what string) {
+	res.Warn(ear.CodeUnsafeOption, check, fmt.Sprintf("policy option %s is set: %s; the result is capped at warning", option, what))
+}
+
+// oneOf records a failure when allowed is non-empty and v is not in it.
+func oneOf(res *ear.Result, code ear.Code, check, field string, v []byte, allowed []Hex) {
+	if len(allowed) == 0 {
+		return
+	}
+	for _, a := range allowed {
+		if bytes.Equal(v, a) {
+			return
+		}
+	}
+	res.Fail(code, check, fmt.Sprintf("%s %x is not one of the policy's %d reference value(s)", field, v, len(allowed)))
+}
+
+// AppraiseTDX applies the TDX rules to a parsed quote and the claims the authenticity checks
+// established (TCB and QE statuses, when collateral was evaluated). It records every failed rule.
+func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
+	t := p.TDX
+	if t == nil {
+		res.Fail(ear.CodePlatformNotInPolicy, "policy", fmt.Sprintf("policy %q has no tdx section: TDX evidence is not accepted", p.ID))
+		return
+	}
+	b := q.Body
+
+	// Check 7: attributes.
+	attrs := tdx.TDAttributes(tdx.Uint64LE(b.TDAttributes))
+	if attrs&tdx.AttrDebug != 0 {
+		if t.AllowDebugUnsafe {
+			unsafeWarning(res, checkTDXBody, "tdx.allow_debug_unsafe", "a debug TD's memory and state are readable by the host")
+		} else {
+			res.Fail(ear.CodeTDXDebug, checkTDXBody, "the TD has the DEBUG attribute: its memory and CPU state are visible to the host")
+		}
+	}
+	if attrs&tdx.AttrSeptVEDisable == 0 {
+		if t.AllowSeptVEUnsafe {
+			unsafeWarning(res, checkTDXBody, "tdx.allow_sept_ve_unsafe", "the TD accepts #VE on EPT violations")
+		} else {
+			res.Fail(ear.CodeTDXSeptVEDisable, checkTDXBody, "SEPT_VE_DISABLE is clear: the host can inject #VE on EPT violations")
+		}
+	}
+	if attrs&tdx.AttrMigratable != 0 && !t.AllowMigratable {
+		res.Fail(ear.CodeTDXMigratable, checkTDXBody, "the TD is MIGRATABLE and the policy does not set allow_migratable")
+	}
+	if unknown := attrs &^ tdx.AttrKnown; unknown != 0 {
+		res.Fail(ear.CodeTDXAttributesUnknown, checkTDXBody, fmt.Sprintf("TD_ATTRIBUTES has bits 0x%x set that have no defined meaning", uint64(unknown)))
+	}
+	features := attrs & (tdx.AttrLASS | tdx.AttrPKS | tdx.AttrKL | tdx.AttrPerfmon)
+	if extra := features &^ t.allowAttrs; extra != 0 {
+		res.Fail(ear.CodeTDXAttributesUnknown, checkTDXBody, fmt.Sprintf("TD_ATTRIBUTES feature bits 0x%x are not in the policy's allowed_attributes", uint64(extra)))
+	}
+	xfam := tdx.Uint64LE(b.XFAM)
+	if xfam&tdx.XFAMFixed1 != tdx.XFAMFixed1 || xfam&^t.xfamMask != 0 {
+		res.Fail(ear.CodeTDXXFAM, checkTDXBody, fmt.Sprintf("XFAM 0x%x enables features outside the allowed mask 0x%x (or lacks x87/SSE)", xfam, t.xfamMask))
+	}
+
+	// Check 7: reference values.
+	oneOf(res, ear.CodeTDXMRTD, checkTDXBody, "MRTD", b.MRTD, t.MRTD)
+	for i, allowed := range [][]Hex{t.RTMR0, t.RTMR1, t.RTMR2, t.RTMR3} {
+		oneOf(res, ear.CodeTDXRTMR, checkTDXBody, fmt.Sprintf("RTMR%d", i), b.RTMRs[i], allowed)
+	}
+	oneOf(res, ear.CodeTDXMRConfigID, checkTDXBody, "MRCONFIGID", b.MRConfigID, t.MRConfigID)
+	oneOf(res, ear.CodeTDXMROwner, checkTDXBody, "MROWNER", b.MROwner, t.MROwner)
+	oneOf(res, ear.CodeTDXMROwnerConfig, checkTDXBody, "MROWNERCONFIG", b.MROwnerConfig, t.MROwnerConfig)
+	oneOf(res, ear.CodeTDXMRSeam, checkTDXBody, "MRSEAM", b.MRSeam, t.MRSeam)
+	if b.MRServiceTD != nil {
+		if len(t.MRServiceTD) > 0 {
+			oneOf(res, ear.CodeTDXMRServiceTD, checkTDXBody, "MRSERVICETD", b.MRServiceTD, t.MRServiceTD)
+		} else if !allZero(b.MRServiceTD) {
+			res.Fail(ear.CodeTDXMRServiceTD, checkTDXBody, fmt.Sprintf("MRSERVICETD %x is not zero: a service TD is bound and the policy allows none", b.MRServiceTD))
+		}
+	}
+	if len(t.MRTD)+len(t.RTMR0)+len(t.RTMR1)+len(t.RTMR2)+len(t.RTMR3)+len(t.MRConfigID)+len(t.MROwner)+len(t.MROwnerConfig) == 0 {
+		res.Warn(ear.CodeNoReferenceValues, checkTDXBody, "the policy pins no TD measurement (MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG): any software is accepted")
+	}
+
+	// Checks 5 and 6: TCB statuses and collateral age, as evaluated by the authenticity checks.
+	if t.SkipCollateralUnsafe {
+		unsafeWarning(res, checkTDXTCBInfo, "tdx.skip_collateral_unsafe", "TCB status, QE identity and revocation were not checked")
+		return
+	}
+	if tcb := c.TCB; tcb != nil {
+		if tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status) {
+			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s; the policy accepts %s%s", tcb.Status, strings.Join(t.AcceptedTCBStatuses, ", "), advisories(tcb.AdvisoryIDs)))
+		}
+		if tcb.EvaluationDataNumber < t.MinTCBEvaluationDataNumber {
+			res.Fail(ear.CodeTDXTCBEvaluationNumber, checkTDXTCBInfo, fmt.Sprintf("the TCB info's tcbEvaluationDataNumber %d is below the policy's minimum %d", tcb.EvaluationDataNumber, t.MinTCBEvaluationDataNumber))
+		}
+		if t.maxAge > 0 && res.VerifiedAt.Sub(tcb.TCBInfoIssueDate) > t.maxAge {
+			res.Fail(ear.CodeTDXTCBInfoExpired, checkTDXTCBInfo, fmt.Sprintf("the TCB info was issued %s, more than max_collateral_age %s before the verification time", tcb.TCBInfoIssueDate.Format("2006-01-02T15:04:05Z"), t.MaxCollateralAge))
+		}
+		if t.maxAge > 0 && !tcb.QEIdentityIssueDate.IsZero() && res.VerifiedAt.Sub(tcb.QEIdentityIssueDate) > t.maxAge {
+			res.Fail(ear.CodeTDXQEIdentityExpired, checkTDXQEIdentity, fmt.Sprintf("the QE identity was issued %s, more than max_collateral_age %s before the verification time", tcb.QEIdentityIssueDate.Format("2006-01-02T15:04:05Z"), t.MaxCollateralAge))
+		}
+	}
+	if qe := c.QE; qe != nil && qe.TCBStatus != "" && !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) {
+		res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s; the policy accepts %s%s", qe.TCBStatus, strings.Join(t.AcceptedQETCBStatuses, ", "), advisories(qe.AdvisoryIDs)))
+	}
+}
+
+func advisories(ids []string) string {
+	if len(ids) == 0 {
+		return ""
+	}
+	return " (Intel advisories: " + strings.Join(ids, ", ") + ")"
+}
+
+func allZero(b []byte) bool {
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// PLATFORM_INFO bits (SEV-SNP Firmware ABI, Table "PLATFORM_INFO Field").
+const (
+	platformSMTEnabled  = 1 << 0
+	platformTSMEEnabled = 1 << 1
+)
+
+// AppraiseSNP applies the SEV-SNP rules to a report. It records every failed rule.
+func (p *Policy) AppraiseSNP(r *snp.Report, c *ear.SNPClaims, res *ear.Result) {
+	s := p.SNP
+	if s == nil {
+		res.Fail(ear.CodePlatformNotInPolicy, "policy", fmt.Sprintf("policy %q has no sev_snp section: SEV-SNP evidence is not accepted", p.ID))
+		return
+	}
+	// Check 5: guest policy. ParseReport already rejected reserved-bit violations.
+	gp, _ := abi.ParseSnpPolicy(r.Policy)
+	if gp.Debug {
+		if s.AllowDebugUnsafe {
+			unsafeWarning(res, checkSNPPolicy, "sev_snp.allow_debug_unsafe", "the guest policy lets the host debug (decrypt) the VM")
+		} else {
+			res.Fail(ear.CodeSNPDebug, checkSNPPolicy, "the guest policy allows DEBUG: the host can decrypt the VM's memory")
+		}
+	}
+	if gp.MigrateMA && !s.AllowMigrateMA {
+		res.Fail(ear.CodeSNPMigrateMA, checkSNPPolicy, "the guest policy allows a migration agent and the policy does not set allow_migrate_ma")
+	}
+	if gp.SMT && !*s.AllowSMT {
+		res.Fail(ear.CodeSNPSMT, checkSNPPolicy, "the guest policy allows SMT and the policy sets allow_smt: false")
+	}
+	if gp.ABIMajor < s.minABI[0] || (gp.ABIMajor == s.minABI[0] && gp.ABIMinor < s.minABI[1]) {
+		res.Fail(ear.CodeSNPABI, checkSNPPolicy, fmt.Sprintf("the guest policy's minimum ABI %d.%d is below the policy's min_abi %s", gp.ABIMajor, gp.ABIMinor, s.MinABI))
+	}
+
+	// Check 6.
+	if r.VMPL != *s.VMPL {
+		res.Fail(ear.CodeSNPVMPL, checkSNPVMPL, fmt.Sprintf("the report comes from VMPL %d; the policy expects VMPL %d", r.VMPL, *s.VMPL))
+	}
+
+	// Check 7: TCB.
+	if floor, ok := s.TCBFloors[c.ProductLine]; ok {
+		got := snp.DecomposeTCB(r.ReportedTCB, c.ProductLine)
+		want := snp.TCB{FMC: floor.FMC, Bootloader: floor.Bootloader, TEE: floor.TEE, SNP: floor.SNP, Microcode: floor.Microcode}
+		if !got.AtLeast(want) {
+			res.Fail(ear.CodeSNPTCBBelowFloor, checkSNPTCB, fmt.Sprintf("REPORTED_TCB %+v is below the %s floor %+v", got, c.ProductLine, want))
+		}
+	}
+	if s.RequireCommittedTCB && r.CommittedTCB != r.CurrentTCB {
+		res.Fail(ear.CodeSNPCommittedTCB, checkSNPTCB, fmt.Sprintf("COMMITTED_TCB 0x%x differs from CURRENT_TCB 0x%x: the firmware can still be rolled back", r.CommittedTCB, r.CurrentTCB))
+	}
+
+	// Check 8: reference values.
+	oneOf(res, ear.CodeSNPMeasurement, checkSNPValues, "MEASUREMENT", r.Measurement, s.Measurement)
+	oneOf(res, ear.CodeSNPHostData, checkSNPValues, "HOST_DATA", r.HostData, s.HostData)
+	oneOf(res, ear.CodeSNPIDKeyDigest, checkSNPValues, "ID_KEY_DIGEST", r.IDKeyDigest, s.IDKeyDigest)
+	oneOf(res, ear.CodeSNPAuthorKeyDigest, checkSNPValues, "AUTHOR_KEY_DIGEST", r.AuthorKeyDigest, s.AuthorKeyDigest)
+	oneOf(res, ear.CodeSNPFamilyID, checkSNPValues, "FAMILY_ID", r.FamilyID, s.FamilyID)
+	oneOf(res, ear.CodeSNPImageID, checkSNPValues, "IMAGE_ID", r.ImageID, s.ImageID)
+	if r.GuestSVN < s.MinGuestSVN {
+		res.Fail(ear.CodeSNPGuestSVN, checkSNPValues, fmt.Sprintf("GUEST_SVN %d is below the policy's min_guest_svn %d", r.GuestSVN, s.MinGuestSVN))
+	}
+	if len(s.Measurement)+len(s.HostData)+len(s.IDKeyDigest)+len(s.AuthorKeyDigest)+len(s.FamilyID)+len(s.ImageID) == 0 {
+		res.Warn(ear.CodeNoReferenceValues, checkSNPValues, "the policy pins no guest measurement (MEASUREMENT, HOST_DATA, ID key digests, FAMILY_ID, IMAGE_ID): any software is accepted")
+	}
+
+	// Check 10: platform info.
+	if _, err := abi.ParseSnpPlatformInfo(r.PlatformInfo); err != nil {
+		res.Fail(ear.CodeSNPPlatformInfo, checkSNPPlatform, fmt.Sprintf("PLATFORM_INFO 0x%x: %v", r.PlatformInfo, err))
+	}
+	if r.PlatformInfo&platformSMTEnabled != 0 && !*s.AllowSMT {
+		res.Fail(ear.CodeSNPSMT, checkSNPPlatform, "the platform has SMT enabled and the policy sets allow_smt: false")
+	}
+	if s.RequireTSME && r.PlatformInfo&platformTSMEEnabled == 0 {
+		res.Fail(ear.CodeSNPPlatformInfo, checkSNPPlatform, "the platform does not have TSME enabled and the policy sets require_tsme")
+	}
+
+	if s.SkipCollateralUnsafe {
+		unsafeWarning(res, "snp.4", "sev_snp.skip_collateral_unsafe", "the AMD CRL was not checked: a revoked VCEK, VLEK, ASK or ASVK would be accepted")
+	}
+}

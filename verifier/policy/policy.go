@@ -1,0 +1,337 @@
+// Package policy is appraisal: it decides whether the claims that the authenticity checks
+// established (measurements, attributes, TCB levels and statuses) are acceptable, using reference
+// values and rules from a YAML policy. It never decides whether evidence is genuine; that is the
+// job of verifier/tdx and verifier/snp.
+//
+// The policy format is documented in README.md, with a complete example; default.yaml is the
+// policy applied when none is given.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/tdx"
+)
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// MaxSize bounds a policy file.
+const MaxSize = 1 << 20
+
+// Policy is an appraisal policy. Build it with Parse, Load or Default: they apply defaults and
+// validate, so every field below holds a usable value.
+type Policy struct {
+	// ID names the policy in results and evidence records. Required.
+	ID string `yaml:"id"`
+	// Description is free text for operators and auditors.
+	Description string `yaml:"description,omitempty"`
+	// TDX holds the rules for Intel TDX evidence; nil rejects TDX evidence.
+	TDX *TDX `yaml:"tdx"`
+	// SNP holds the rules for AMD SEV-SNP evidence; nil rejects SEV-SNP evidence.
+	SNP *SNP `yaml:"sev_snp"`
+
+	digest string
+}
+
+// TDX is the policy for Intel TDX quotes (VERIFIER-CHECKS "Intel TDX quote" 5–7).
+type TDX struct {
+	// Reference values: each list holds every allowed value (fleets roll images); an empty list
+	// pins nothing. Values are lower- or upper-case hex of the field's exact size (48 bytes).
+	MRTD          []Hex `yaml:"mrtd"`
+	RTMR0         []Hex `yaml:"rtmr0"`
+	RTMR1         []Hex `yaml:"rtmr1"`
+	RTMR2         []Hex `yaml:"rtmr2"`
+	RTMR3         []Hex `yaml:"rtmr3"`
+	MRConfigID    []Hex `yaml:"mr_config_id"`
+	MROwner       []Hex `yaml:"mr_owner"`
+	MROwnerConfig []Hex `yaml:"mr_owner_config"`
+	MRSeam        []Hex `yaml:"mr_seam"`
+	// MRServiceTD lists allowed MRSERVICETD values (TDX 1.5 quotes). Default: only all-zero.
+	MRServiceTD []Hex `yaml:"mr_service_td"`
+
+	// AllowMigratable permits TDs with the MIGRATABLE attribute. Default false.
+	AllowMigratable bool `yaml:"allow_migratable"`
+	// AllowedAttributes names the TD_ATTRIBUTES feature bits a TD may set besides DEBUG,
+	// MIGRATABLE and SEPT_VE_DISABLE: any of "lass", "pks", "kl", "perfmon". Default: all four.
+	// Bits without a defined meaning are always rejected.
+	AllowedAttributes []string `yaml:"allowed_attributes"`
+	// XFAMAllowedMask is the set of XFAM bits a TD may enable, as hex. Default 0x6dbe7 (every
+	// bit the TDX module can allow). The x87 and SSE bits are always required.
+	XFAMAllowedMask string `yaml:"xfam_allowed_mask"`
+
+	// AcceptedTCBStatuses lists the platform TCB statuses accepted. Default [UpToDate].
+	// "Revoked" is never accepted and is refused at load time.
+	AcceptedTCBStatuses []string `yaml:"accepted_tcb_statuses"`
+	// AcceptedQETCBStatuses lists the QE identity TCB statuses accepted. Default [UpToDate].
+	AcceptedQETCBStatuses []string `yaml:"accepted_qe_tcb_statuses"`
+	// MinTCBEvaluationDataNumber rejects TCB info older than this Intel TCB recovery. Default 0.
+	MinTCBEvaluationDataNumber int `yaml:"min_tcb_evaluation_data_number"`
+	// MaxCollateralAge rejects TCB info and QE identity issued longer ago than this (a Go
+	// duration such as "720h"). Default: no limit other than their nextUpdate.
+	MaxCollateralAge string `yaml:"max_collateral_age"`
+
+	// AllowDebugUnsafe accepts TDs with the DEBUG attribute. Caps the result at warning.
+	AllowDebugUnsafe bool `yaml:"allow_debug_unsafe"`
+	// AllowSeptVEUnsafe accepts TDs without SEPT_VE_DISABLE. Caps the result at warning.
+	AllowSeptVEUnsafe bool `yaml:"allow_sept_ve_unsafe"`
+	// SkipCollateralUnsafe skips TCB info, QE identity and CRL checks (the PCK chain and the
+	// signatures are still checked). Caps the result at warning.
+	SkipCollateralUnsafe bool `yaml:"skip_collateral_unsafe"`
+
+	xfamMask   uint64
+	allowAttrs tdx.TDAttributes
+	maxAge     time.Duration
+}
+
+// SNP is the policy for AMD SEV-SNP reports (VERIFIER-CHECKS "AMD SEV-SNP report" 5–10).
+type SNP struct {
+	// Reference values, each a list of allowed hex values of the field's exact size.
+	Measurement     []Hex `yaml:"measurement"`       // 48 bytes
+	HostData        []Hex `yaml:"host_data"`         // 32 bytes
+	IDKeyDigest     []Hex `yaml:"id_key_digest"`     // 48 bytes
+	AuthorKeyDigest []Hex `yaml:"author_key_digest"` // 48 bytes
+	FamilyID        []Hex `yaml:"family_id"`         // 16 bytes
+	ImageID         []Hex `yaml:"image_id"`          // 16 bytes
+	// MinGuestSVN rejects reports with a lower GUEST_SVN. Default 0.
+	MinGuestSVN uint32 `yaml:"min_guest_svn"`
+
+	// VMPL is the VM privilege level the report must come from. Default 0.
+	VMPL *uint32 `yaml:"vmpl"`
+	// AllowMigrateMA permits a migration agent. Default false.
+	AllowMigrateMA bool `yaml:"allow_migrate_ma"`
+	// AllowSMT permits guest policies that allow SMT, and platforms with SMT enabled. Default true.
+	AllowSMT *bool `yaml:"allow_smt"`
+	// RequireTSME requires PLATFORM_INFO.TSME_EN. Default false.
+	RequireTSME bool `yaml:"require_tsme"`
+	// MinABI is the lowest guest-policy ABI version accepted, "major.minor". Default "0.0".
+	MinABI string `yaml:"min_abi"`
+	// TCBFloors sets, per product line (Milan, Genoa, Turin), the lowest REPORTED_TCB accepted.
+	TCBFloors map[string]TCBFloor `yaml:"tcb_floors"`
+	// RequireCommittedTCB requires COMMITTED_TCB to equal CURRENT_TCB (no pending rollback).
+	RequireCommittedTCB bool `yaml:"require_committed_tcb"`
+
+	// AllowDebugUnsafe accepts guests whose policy allows DEBUG. Caps the result at warning.
+	AllowDebugUnsafe bool `yaml:"allow_debug_unsafe"`
+	// SkipCollateralUnsafe skips the AMD CRL checks. Caps the result at warning.
+	SkipCollateralUnsafe bool `yaml:"skip_collateral_unsafe"`
+
+	minABI [2]uint8
+}
+
+// TCBFloor is the lowest acceptable SPL per component.
+type TCBFloor struct {
+	FMC        uint8 `yaml:"fmc"`
+	Bootloader uint8 `yaml:"bootloader"`
+	TEE        uint8 `yaml:"tee"`
+	SNP        uint8 `yaml:"snp"`
+	Microcode  uint8 `yaml:"microcode"`
+}
+
+// Hex is a byte string written as hex in the policy.
+type Hex []byte
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (h *Hex) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	b, err := hex.DecodeString(strings.TrimPrefix(strings.TrimSpace(s), "0x"))
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not hex", n.Line, s)
+	}
+	*h = b
+	return nil
+}
+
+// Default returns the policy applied when none is given: every security rule at its default,
+// no reference values (so the best result is warning with no_reference_values).
+func Default() *Policy {
+	p, err := Parse(defaultYAML)
+	if err != nil {
+		// default.yaml is embedded and covered by tests; it cannot fail to parse.
+		panic("embedded default policy: " + err.Error())
+	}
+	return p
+}
+
+// Load reads and parses a policy file.
+func Load(path string) (*Policy, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data)
+}
+
+// Parse parses a YAML policy strictly (unknown keys are errors), applies defaults and validates.
+// Its digest is the SHA-256 of the exact bytes given.
+func Parse(data []byte) (*Policy, error) {
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("policy is %d bytes, over the %d-byte limit", len(data), MaxSize)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err == nil {
+		return nil, errors.New("policy: the file holds more than one YAML document")
+	}
+	if err := p.validate(); err != nil {
+		return nil, fmt.Errorf("policy %q: %w", p.ID, err)
+	}
+	sum := sha256.Sum256(data)
+	p.digest = "sha256:" + hex.EncodeToString(sum[:])
+	return &p, nil
+}
+
+// Ref names the policy in results.
+func (p *Policy) Ref() ear.PolicyRef { return ear.PolicyRef{ID: p.ID, Digest: p.digest} }
+
+func (p *Policy) validate() error {
+	if strings.TrimSpace(p.ID) == "" {
+		return errors.New("id is required")
+	}
+	if p.TDX == nil && p.SNP == nil {
+		return errors.New("the policy has neither a tdx nor a sev_snp section")
+	}
+	if p.TDX != nil {
+		if err := p.TDX.validate(); err != nil {
+			return fmt.Errorf("tdx: %w", err)
+		}
+	}
+	if p.SNP != nil {
+		if err := p.SNP.validate(); err != nil {
+			return fmt.Errorf("sev_snp: %w", err)
+		}
+	}
+	return nil
+}
+
+func checkSizes(name string, vals []Hex, size int) error {
+	for _, v := range vals {
+		if len(v) != size {
+			return fmt.Errorf("%s value %x is %d bytes, want %d", name, []byte(v), len(v), size)
+		}
+	}
+	return nil
+}
+
+var tdxFeatureBits = map[string]tdx.TDAttributes{
+	"lass": tdx.AttrLASS, "pks": tdx.AttrPKS, "kl": tdx.AttrKL, "perfmon": tdx.AttrPerfmon,
+}
+
+func (t *TDX) validate() error {
+	for name, vals := range map[string][]Hex{
+		"mrtd": t.MRTD, "rtmr0": t.RTMR0, "rtmr1": t.RTMR1, "rtmr2": t.RTMR2, "rtmr3": t.RTMR3,
+		"mr_config_id": t.MRConfigID, "mr_owner": t.MROwner, "mr_owner_config": t.MROwnerConfig,
+		"mr_seam": t.MRSeam, "mr_service_td": t.MRServiceTD,
+	} {
+		if err := checkSizes(name, vals, 48); err != nil {
+			return err
+		}
+	}
+	if t.AllowedAttributes == nil {
+		t.AllowedAttributes = []string{"lass", "pks", "kl", "perfmon"}
+	}
+	for _, a := range t.AllowedAttributes {
+		bit, ok := tdxFeatureBits[a]
+		if !ok {
+			return fmt.Errorf("allowed_attributes: %q is not one of lass, pks, kl, perfmon (DEBUG, MIGRATABLE and SEPT_VE_DISABLE have their own options)", a)
+		}
+		t.allowAttrs |= bit
+	}
+	if t.XFAMAllowedMask == "" {
+		t.XFAMAllowedMask = fmt.Sprintf("0x%x", tdx.XFAMFixed0)
+	}
+	m, err := strconv.ParseUint(strings.TrimPrefix(t.XFAMAllowedMask, "0x"), 16, 64)
+	if err != nil {
+		return fmt.Errorf("xfam_allowed_mask %q is not a hex number", t.XFAMAllowedMask)
+	}
+	t.xfamMask = m
+	if t.AcceptedTCBStatuses == nil {
+		t.AcceptedTCBStatuses = []string{tdx.StatusUpToDate}
+	}
+	if t.AcceptedQETCBStatuses == nil {
+		t.AcceptedQETCBStatuses = []string{tdx.StatusUpToDate}
+	}
+	for _, list := range [][]string{t.AcceptedTCBStatuses, t.AcceptedQETCBStatuses} {
+		for _, s := range list {
+			if s == tdx.StatusRevoked {
+				return errors.New("a Revoked TCB is never accepted: remove it from the accepted statuses")
+			}
+			if !slices.Contains(tdx.KnownStatuses, s) {
+				return fmt.Errorf("TCB status %q is not one Intel defines (%s)", s, strings.Join(tdx.KnownStatuses, ", "))
+			}
+		}
+	}
+	if t.MinTCBEvaluationDataNumber < 0 {
+		return errors.New("min_tcb_evaluation_data_number is negative")
+	}
+	if t.MaxCollateralAge != "" {
+		d, err := time.ParseDuration(t.MaxCollateralAge)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("max_collateral_age %q is not a positive duration such as \"720h\"", t.MaxCollateralAge)
+		}
+		t.maxAge = d
+	}
+	return nil
+}
+
+func (s *SNP) validate() error {
+	for _, c := range []struct {
+		name string
+		vals []Hex
+		size int
+	}{
+		{"measurement", s.Measurement, 48}, {"host_data", s.HostData, 32}, {"id_key_digest", s.IDKeyDigest, 48},
+		{"author_key_digest", s.AuthorKeyDigest, 48}, {"family_id", s.FamilyID, 16}, {"image_id", s.ImageID, 16},
+	} {
+		if err := checkSizes(c.name, c.vals, c.size); err != nil {
+			return err
+		}
+	}
+	if s.VMPL == nil {
+		s.VMPL = new(uint32)
+	}
+	if *s.VMPL > 3 {
+		return fmt.Errorf("vmpl %d is not 0–3", *s.VMPL)
+	}
+	if s.AllowSMT == nil {
+		t := true
+		s.AllowSMT = &t
+	}
+	if s.MinABI == "" {
+		s.MinABI = "0.0"
+	}
+	major, minor, ok := strings.Cut(s.MinABI, ".")
+	ma, err1 := strconv.ParseUint(major, 10, 8)
+	mi, err2 := strconv.ParseUint(minor, 10, 8)
+	if !ok || err1 != nil || err2 != nil {
+		return fmt.Errorf("min_abi %q is not \"major.minor\"", s.MinABI)
+	}
+	s.minABI = [2]uint8{uint8(ma), uint8(mi)}
+	for line := range s.TCBFloors {
+		if line != "Milan" && line != "Genoa" && line != "Turin" {
+			return fmt.Errorf("tcb_floors: %q is not a product line (Milan, Genoa, Turin)", line)
+		}
+	}
+	return nil
+}

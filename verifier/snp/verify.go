@@ -1,0 +1,372 @@
+// Package snp checks the authenticity of AMD SEV-SNP attestation reports: that a report was
+// signed by a VCEK or VLEK that chains to the pinned ARK of its product line and is not revoked.
+// Whether the measurements, the guest policy and the TCB are acceptable is the policy package's
+// decision.
+//
+// go-sev-guest's verify package is not used for the chain: it checks nothing it is not given,
+// never checks CRL freshness, never checks the VCEK/VLEK itself against the CRL, and reports
+// failures as strings. The project needs each of those as a distinct failure code, so the chain,
+// CRL and extension checks are written here on crypto/x509 and go-sev-guest's kds and abi.
+package snp
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha512"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/roots"
+)
+
+// Options are the inputs of one verification. Build one per request.
+type Options struct {
+	// Now is the verification time for every certificate and CRL check.
+	Now time.Time
+	// Roots holds the pinned ARK (and ASK/ASVK) per product line. Required.
+	Roots map[string]*roots.AMDProduct
+	// Collateral answers AMD KDS requests by URL. Nil means none is available.
+	Collateral collateral.Source
+	// SkipCollateralUnsafe skips the CRL checks. The chain and the signature are still checked.
+	SkipCollateralUnsafe bool
+}
+
+const (
+	checkParse     = "snp.1"
+	checkChain     = "snp.2"
+	checkSignature = "snp.3"
+	checkCRL       = "snp.4"
+)
+
+// Verify checks the authenticity of a raw report and the certificates from the evidence envelope
+// (DER, any order), recording every failed check in res. It returns the parsed report and its
+// claims; both are nil when the report could not be parsed.
+func Verify(ctx context.Context, raw []byte, certs [][]byte, opts Options, res *ear.Result) (*Report, *ear.SNPClaims) {
+	r, err := ParseReport(raw)
+	if err != nil {
+		res.Fail(ear.CodeSNPReportMalformed, checkParse, err.Error())
+		return nil, nil
+	}
+	v := &verification{ctx: ctx, opts: opts, res: res, r: r}
+	v.claims = v.reportClaims()
+	if !v.classify(certs) {
+		return r, v.claims
+	}
+	v.claims.ProductLine = v.line
+	// Claims decompose TCBs per product line, which is known only now.
+	v.claims.CurrentTCB = tcbClaim(r.CurrentTCB, v.line)
+	v.claims.ReportedTCB = tcbClaim(r.ReportedTCB, v.line)
+	v.claims.CommittedTCB = tcbClaim(r.CommittedTCB, v.line)
+	v.claims.LaunchTCB = tcbClaim(r.LaunchTCB, v.line)
+	if v.checkChain() {
+		v.checkExtensions()
+		v.checkSignature()
+		if !opts.SkipCollateralUnsafe {
+			v.checkCRL()
+		}
+	}
+	return r, v.claims
+}
+
+type verification struct {
+	ctx    context.Context
+	opts   Options
+	res    *ear.Result
+	r      *Report
+	claims *ear.SNPClaims
+
+	line         string
+	product      *roots.AMDProduct
+	leaf         *x509.Certificate   // VCEK or VLEK
+	intermediate *x509.Certificate   // ASK or ASVK the chain ran through
+	candidates   []*x509.Certificate // intermediates offered by the evidence
+}
+
+func (v *verification) fail(code ear.Code, check, format string, args ...any) {
+	v.res.Fail(code, check, fmt.Sprintf(format, args...))
+}
+
+func (v *verification) reportClaims() *ear.SNPClaims {
+	r := v.r
+	pol, _ := abi.ParseSnpPolicy(r.Policy) // already validated by ParseReport
+	return &ear.SNPClaims{
+		Version:         r.Version,
+		SigningKey:      r.SignerInfo.SigningKey.String(),
+		GuestSVN:        r.GuestSVN,
+		Policy:          fmt.Sprintf("0x%x", r.Policy),
+		Debug:           pol.Debug,
+		MigrateMA:       pol.MigrateMA,
+		SMT:             pol.SMT,
+		ABIMajor:        pol.ABIMajor,
+		ABIMinor:        pol.ABIMinor,
+		FamilyID:        r.FamilyID,
+		ImageID:         r.ImageID,
+		VMPL:            r.VMPL,
+		CurrentTCB:      tcbClaim(r.CurrentTCB, ""),
+		ReportedTCB:     tcbClaim(r.ReportedTCB, ""),
+		CommittedTCB:    tcbClaim(r.CommittedTCB, ""),
+		LaunchTCB:       tcbClaim(r.LaunchTCB, ""),
+		PlatformInfo:    fmt.Sprintf("0x%x", r.PlatformInfo),
+		ReportData:      r.ReportData,
+		Measurement:     r.Measurement,
+		HostData:        r.HostData,
+		IDKeyDigest:     r.IDKeyDigest,
+		AuthorKeyDigest: r.AuthorKeyDigest,
+		ReportID:        r.ReportID,
+		ChipID:          r.ChipID,
+		Collateral:      []ear.CollateralInfo{},
+	}
+}
+
+func tcbClaim(v uint64, line string) ear.SNPTCB {
+	t := DecomposeTCB(v, line)
+	return ear.SNPTCB{Raw: fmt.Sprintf("0x%016x", v), Bootloader: t.Bootloader, TEE: t.TEE, SNP: t.SNP, Microcode: t.Microcode, FMC: t.FMC}
+}
+
+// Certificate roles, recognised by subject common name as AMD's KDS specification assigns them.
+func leafCN(k abi.ReportSigner) string { return "SEV-" + k.String() }
+
+// classify identifies the endorsement certificate and candidate intermediates among the
+// evidence's certificates by content, then determines the product line. When the evidence
+// carries no endorsement certificate it is fetched from the collateral (VCEK only: VLEKs are
+// not published by KDS).
+func (v *verification) classify(certs [][]byte) bool {
+	key := v.r.SignerInfo.SigningKey
+	var other *x509.Certificate
+	for i, der := range certs {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			v.fail(ear.CodeSNPChainInvalid, checkChain, "certificate %d in the evidence does not parse: %v", i, err)
+			return false
+		}
+		switch cn := c.Subject.CommonName; {
+		case cn == leafCN(key):
+			if v.leaf != nil && !v.leaf.Equal(c) {
+				v.fail(ear.CodeSNPChainInvalid, checkChain, "the evidence carries two different %s certificates", key)
+				return false
+			}
+			v.leaf = c
+		case cn == "SEV-VCEK" || cn == "SEV-VLEK":
+			other = c
+		case strings.HasPrefix(cn, "SEV-"):
+			v.candidates = append(v.candidates, c)
+		case strings.HasPrefix(cn, "ARK-"):
+			// ARKs in the evidence are ignored: only pinned ARKs are trusted.
+		default:
+			v.fail(ear.CodeSNPChainInvalid, checkChain, "certificate %d in the evidence (%q) is not an AMD certificate", i, cn)
+			return false
+		}
+	}
+	if v.leaf == nil && other != nil {
+		v.fail(ear.CodeSNPSigningKeyMismatch, checkChain, "the report's SIGNING_KEY is %s but the evidence carries a %s certificate", key, other.Subject.CommonName)
+		return false
+	}
+	// The product line: from the endorsement certificate's issuer (SEV-<line> or SEV-VLEK-<line>),
+	// or, for version 3+ reports, from the report's CPUID family/model.
+	if v.leaf != nil {
+		v.line = strings.TrimPrefix(strings.TrimPrefix(v.leaf.Issuer.CommonName, "SEV-"), "VLEK-")
+	}
+	if v.r.Version >= abi.ReportVersion3 {
+		fmsLine := kds.ProductLineFromFms(v.r.CPUID1EAX)
+		if v.line == "" {
+			v.line = fmsLine
+		} else if fmsLine != v.line {
+			v.fail(ear.CodeSNPChainInvalid, checkChain, "the report's CPUID identifies product line %s but its certificate was issued for %s", fmsLine, v.line)
+			return false
+		}
+	}
+	v.product = v.opts.Roots[v.line]
+	if v.product == nil || v.product.ARK == nil {
+		if v.line == "" {
+			v.fail(ear.CodeSNPCertMissing, checkChain, "the evidence carries no %s certificate and this version %d report does not name its product line; include the %s in the evidence", key, v.r.Version, key)
+		} else {
+			v.fail(ear.CodeSNPChainInvalid, checkChain, "no ARK is pinned for product line %q", v.line)
+		}
+		return false
+	}
+	if v.leaf == nil {
+		if key != abi.VcekReportSigner {
+			v.fail(ear.CodeSNPCertMissing, checkChain, "the evidence carries no VLEK certificate; VLEKs are not published by AMD KDS and must come with the evidence")
+			return false
+		}
+		u := kds.VCEKCertURL(v.line, v.r.ChipID, kds.TCBVersion(v.r.ReportedTCB))
+		resp := v.fetch("vcek", u, checkChain)
+		if resp == nil {
+			return false
+		}
+		c, err := x509.ParseCertificate(resp.Body)
+		if err != nil {
+			v.fail(ear.CodeCollateralMalformed, checkChain, "VCEK from %s: %v", u, err)
+			return false
+		}
+		v.leaf = c
+	}
+	return true
+}
+
+// fetch gets a collateral item by URL and records it in the claims.
+func (v *verification) fetch(kind, u, check string) *collateral.Response {
+	if v.opts.Collateral == nil {
+		v.fail(ear.CodeCollateralUnavailable, check, "%s is needed and no collateral source is configured (give --collateral DIR, or waive with skip_collateral_unsafe)", kind)
+		return nil
+	}
+	r, err := v.opts.Collateral.Get(v.ctx, u)
+	if err != nil {
+		v.fail(ear.CodeCollateralUnavailable, check, "%s: %v", kind, err)
+		return nil
+	}
+	d := r.Digest()
+	v.claims.Collateral = append(v.claims.Collateral, ear.CollateralInfo{Kind: kind, URL: u, Digest: "sha256:" + hex.EncodeToString(d[:])})
+	return r
+}
+
+// checkChain verifies VCEK → ASK → ARK or VLEK → ASVK → ARK (check 2), with the intermediate
+// taken from the pinned roots, else the evidence, and always verified against the pinned ARK.
+func (v *verification) checkChain() bool {
+	key := v.r.SignerInfo.SigningKey
+	wantInter := "SEV-" + v.line
+	pinned := v.product.ASK
+	if key == abi.VlekReportSigner {
+		wantInter = "SEV-VLEK-" + v.line
+		pinned = v.product.ASVK
+	}
+	if v.leaf.Issuer.CommonName != wantInter {
+		v.fail(ear.CodeSNPSigningKeyMismatch, checkChain, "the %s certificate is issued by %q, want %q", key, v.leaf.Issuer.CommonName, wantInter)
+		return false
+	}
+	inter := x509.NewCertPool()
+	if pinned != nil {
+		inter.AddCert(pinned)
+	} else {
+		for _, c := range v.candidates {
+			if c.Subject.CommonName == wantInter {
+				inter.AddCert(c)
+			}
+		}
+	}
+	rootPool := x509.NewCertPool()
+	rootPool.AddCert(v.product.ARK)
+	chains, err := v.leaf.Verify(x509.VerifyOptions{
+		Roots: rootPool, Intermediates: inter, CurrentTime: v.opts.Now,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+			v.fail(ear.CodeSNPCertExpired, checkChain, "a certificate of the %s chain is outside its validity period at %s: %v", key, v.opts.Now.UTC().Format(time.RFC3339), err)
+		} else {
+			v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s does not chain to the pinned ARK-%s through %s: %v", key, v.line, wantInter, err)
+		}
+		return false
+	}
+	if len(chains[0]) != 3 {
+		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s chain has %d certificates, want 3", key, len(chains[0]))
+		return false
+	}
+	v.intermediate = chains[0][1]
+	if pub, ok := v.leaf.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P384() {
+		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s key is not ECDSA P-384", key)
+		return false
+	}
+	return true
+}
+
+// oidFMCSPL is the Turin FMC security patch level extension (AMD KDS specification), which
+// go-sev-guest's kds package does not read.
+var oidFMCSPL = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 3704, 1, 3, 9}
+
+// checkExtensions compares the endorsement certificate's AMD extensions with the report: the
+// VCEK's hwID with CHIP_ID, and the TCB components with REPORTED_TCB (check 2).
+func (v *verification) checkExtensions() {
+	key := v.r.SignerInfo.SigningKey
+	ext, err := kds.CertificateExtensions(v.leaf, key)
+	if err != nil {
+		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s certificate's AMD extensions: %v", key, err)
+		return
+	}
+	if key == abi.VcekReportSigner && !v.r.SignerInfo.MaskChipKey && string(ext.HWID) != string(v.r.ChipID) {
+		v.fail(ear.CodeSNPChipIDMismatch, checkChain, "the VCEK was issued for chip %x…, the report's CHIP_ID is %x…", ext.HWID[:8], v.r.ChipID[:8])
+	}
+	parts := kds.DecomposeTCBVersion(ext.TCBVersion)
+	certTCB := TCB{Bootloader: parts.BlSpl, TEE: parts.TeeSpl, SNP: parts.SnpSpl, Microcode: parts.UcodeSpl}
+	if v.line == "Turin" {
+		certTCB.FMC = extU8(v.leaf.Extensions, oidFMCSPL)
+	}
+	if rep := DecomposeTCB(v.r.ReportedTCB, v.line); rep != certTCB {
+		v.fail(ear.CodeSNPTCBMismatch, checkChain, "the %s certificate is for TCB %+v but REPORTED_TCB is %+v", key, certTCB, rep)
+	}
+}
+
+func extU8(exts []pkix.Extension, oid asn1.ObjectIdentifier) uint8 {
+	for _, e := range exts {
+		if e.Id.Equal(oid) {
+			var n int
+			if rest, err := asn1.Unmarshal(e.Value, &n); err == nil && len(rest) == 0 && n >= 0 && n < 256 {
+				return uint8(n)
+			}
+		}
+	}
+	return 0
+}
+
+// checkSignature verifies the ECDSA P-384 SHA-384 signature over bytes 0x000–0x29F (check 3).
+func (v *verification) checkSignature() {
+	der, err := abi.ReportToSignatureDER(v.r.Raw)
+	pub := v.leaf.PublicKey.(*ecdsa.PublicKey)
+	h := sha512.Sum384(v.r.Raw[:signedSize])
+	if err != nil || !ecdsa.VerifyASN1(pub, h[:], der) {
+		v.fail(ear.CodeSNPReportSignature, checkSignature, "the report signature does not verify with the %s key", v.r.SignerInfo.SigningKey)
+	}
+}
+
+// checkCRL fetches the product line's CRL for the signing key's endpoint, checks that the ARK
+// signed it and that it is fresh, and that neither the intermediate nor the endorsement
+// certificate is listed (check 4). A stale CRL is rejected however it was obtained.
+func (v *verification) checkCRL() {
+	key := v.r.SignerInfo.SigningKey
+	u := kds.CrlLinkByKey(v.line, key)
+	resp := v.fetch("amd_crl", u, checkCRL)
+	if resp == nil {
+		return
+	}
+	crl, err := x509.ParseRevocationList(resp.Body)
+	if err != nil {
+		v.fail(ear.CodeCollateralMalformed, checkCRL, "AMD CRL from %s: %v", u, err)
+		return
+	}
+	ci := &v.claims.Collateral[len(v.claims.Collateral)-1]
+	tu, nu := crl.ThisUpdate.UTC(), crl.NextUpdate.UTC()
+	ci.IssuedAt, ci.NextUpdate = &tu, &nu
+	ark := v.product.ARK
+	if crl.Issuer.String() != ark.Subject.String() || crl.CheckSignatureFrom(ark) != nil {
+		v.fail(ear.CodeSNPCRLInvalid, checkCRL, "the CRL from %s is not signed by ARK-%s", u, v.line)
+		return
+	}
+	now := v.opts.Now
+	if now.Before(crl.ThisUpdate) || crl.NextUpdate.IsZero() || now.After(crl.NextUpdate) {
+		v.fail(ear.CodeSNPCRLStale, checkCRL, "the AMD CRL is valid from %s to %s, not at %s; fetch a fresh CRL",
+			tu.Format(time.RFC3339), nu.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return
+	}
+	for _, e := range crl.RevokedCertificateEntries {
+		if e.SerialNumber == nil {
+			continue
+		}
+		for _, c := range []*x509.Certificate{v.intermediate, v.leaf} {
+			if e.SerialNumber.Cmp(c.SerialNumber) == 0 {
+				v.fail(ear.CodeSNPCertRevoked, checkCRL, "%q (serial %x) is revoked by the AMD CRL", c.Subject.CommonName, c.SerialNumber)
+			}
+		}
+	}
+}

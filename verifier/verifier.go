@@ -1,0 +1,136 @@
+// Package verifier appraises attestation evidence: Verify(ctx, evidence, options) → Result.
+//
+// It runs the authenticity checks of the evidence's platform (verifier/tdx, verifier/snp), the
+// appraisal of the policy (verifier/policy) and the nonce binding (attest), and returns an EAR
+// result (verifier/ear) that lists every failed check it could evaluate. It never returns an
+// error for anything about the evidence: a malformed report or missing collateral is a verdict.
+// README.md documents the security model and the failure codes.
+package verifier
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/internal/buildinfo"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/policy"
+	"github.com/proofline/proofline/verifier/roots"
+	"github.com/proofline/proofline/verifier/snp"
+	"github.com/proofline/proofline/verifier/tdx"
+)
+
+// Options are the inputs of one verification besides the evidence.
+type Options struct {
+	// Policy is the appraisal policy. Required: use policy.Default() for the defaults.
+	Policy *policy.Policy
+	// Roots are the vendor trust anchors. Required: use roots.Builtin() in production.
+	Roots *roots.Set
+	// Collateral answers vendor collateral requests by URL; nil means none is available.
+	Collateral collateral.Source
+	// Now is the verification time of every check. Required.
+	Now time.Time
+	// Nonce, when set, overrides the envelope's nonce.
+	Nonce []byte
+	// ReportData, when set, is compared with REPORT_DATA instead of the nonce binding.
+	ReportData []byte
+}
+
+// Verify appraises evidence. It panics only on a programming error (missing Policy, Roots or Now).
+func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result {
+	if opts.Policy == nil || opts.Roots == nil || opts.Now.IsZero() {
+		panic("verifier.Verify: Options.Policy, Options.Roots and Options.Now are required")
+	}
+	res := &ear.Result{
+		Platform:   string(ev.Platform),
+		VerifiedAt: opts.Now.UTC(),
+		TestRoots:  opts.Roots.Test,
+		Policy:     opts.Policy.Ref(),
+		Verifier:   ear.VerifierID{Name: "proofline", Version: buildinfo.Version()},
+	}
+	var reportData []byte
+	switch ev.Platform {
+	case attest.PlatformTDX:
+		q, claims := tdx.Verify(ctx, ev.Report, tdx.Options{
+			Now:                  opts.Now,
+			Roots:                opts.Roots.Intel,
+			Collateral:           opts.Collateral,
+			SkipCollateralUnsafe: opts.Policy.TDX != nil && opts.Policy.TDX.SkipCollateralUnsafe,
+		}, res)
+		if q != nil {
+			res.Claims = claims
+			opts.Policy.AppraiseTDX(q, claims, res)
+			reportData = q.Body.ReportData
+		}
+	case attest.PlatformSNP:
+		r, claims := snp.Verify(ctx, ev.Report, ev.Certificates, snp.Options{
+			Now:                  opts.Now,
+			Roots:                opts.Roots.AMD,
+			Collateral:           opts.Collateral,
+			SkipCollateralUnsafe: opts.Policy.SNP != nil && opts.Policy.SNP.SkipCollateralUnsafe,
+		}, res)
+		if r != nil {
+			res.Claims = claims
+			opts.Policy.AppraiseSNP(r, claims, res)
+			reportData = r.ReportData
+		}
+	default:
+		res.Fail(ear.CodeEvidenceMalformed, "envelope", fmt.Sprintf("platform %q is not supported", ev.Platform))
+	}
+	if reportData != nil {
+		checkFreshness(ev, opts, reportData, res)
+	}
+	res.TrustVector = trustVector(res)
+	res.Finalize()
+	return res
+}
+
+// checkFreshness compares REPORT_DATA with --report-data, or with the binding of the nonce and
+// runtime data (TDX check 8, SEV-SNP check 9). A mismatch is a rejection, never a warning.
+func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Result) {
+	check := "tdx.8"
+	if ev.Platform == attest.PlatformSNP {
+		check = "snp.9"
+	}
+	nonce := ev.Nonce
+	if opts.Nonce != nil {
+		nonce = opts.Nonce
+	}
+	switch {
+	case opts.ReportData != nil:
+		if !bytes.Equal(got, opts.ReportData) {
+			res.Fail(ear.CodeReportDataMismatch, check, fmt.Sprintf("REPORT_DATA %x does not equal the expected %x", got, opts.ReportData))
+		}
+	case nonce != nil:
+		want := attest.ReportData(nonce, ev.RuntimeData)
+		if !bytes.Equal(got, want[:]) {
+			res.Fail(ear.CodeNonceMismatch, check, "REPORT_DATA is not SHA-512(\"proofline/v1\" ‖ nonce ‖ SHA-256(runtime_data)): the evidence is not bound to this nonce and runtime data (replayed, or produced for another challenge)")
+		}
+	default:
+		res.Warn(ear.CodeFreshnessNotEvaluated, check, "no nonce or expected REPORT_DATA was given: the evidence may be a replay")
+	}
+}
+
+// MalformedEvidence is the verdict for an envelope that is JSON but breaks the schema
+// (attest.ErrMalformed): contraindicated, with the evidence_malformed code.
+func MalformedEvidence(err error, opts Options) *ear.Result {
+	res := &ear.Result{
+		VerifiedAt: opts.Now.UTC(),
+		Verifier:   ear.VerifierID{Name: "proofline", Version: buildinfo.Version()},
+		TrustVector: ear.TrustVector{
+			Hardware: ear.UnexpectedEvidence, InstanceIdentity: ear.UnexpectedEvidence,
+		},
+	}
+	if opts.Roots != nil {
+		res.TestRoots = opts.Roots.Test
+	}
+	if opts.Policy != nil {
+		res.Policy = opts.Policy.Ref()
+	}
+	res.Fail(ear.CodeEvidenceMalformed, "envelope", err.Error())
+	res.Finalize()
+	return res
+}
