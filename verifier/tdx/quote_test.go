@@ -1,0 +1,116 @@
+package tdx
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"testing"
+
+	"github.com/proofline/proofline/internal/fixture"
+)
+
+func realQuotes(t testing.TB) map[string][]byte {
+	out := map[string][]byte{}
+	for _, name := range []string{"tdx-v4-spr", "tdx-v5", "tdx-v4-gcp"} {
+		out[name] = fixture.Evidence(t, "real/"+name+"/evidence.json").Report
+	}
+	return out
+}
+
+func TestParseRealQuotes(t *testing.T) {
+	for name, raw := range realQuotes(t) {
+		q, err := ParseQuote(raw)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if q.PCK.Subject.CommonName != "Intel SGX PCK Certificate" || q.Root.Subject.CommonName != "Intel SGX Root CA" {
+			t.Errorf("%s: chain %q / %q", name, q.PCK.Subject.CommonName, q.Root.Subject.CommonName)
+		}
+		wantSigned := HeaderSize + BodySizeV4
+		if q.Version == 5 {
+			wantSigned = HeaderSize + 6 + BodySizeV15
+		}
+		if len(q.Signed) != wantSigned || !bytes.Equal(q.Signed, raw[:wantSigned]) {
+			t.Errorf("%s: signed region is %d bytes, want the first %d", name, len(q.Signed), wantSigned)
+		}
+	}
+}
+
+// Each case breaks one rule of VERIFIER-CHECKS TDX 1 starting from a valid quote.
+func TestParseRejects(t *testing.T) {
+	quotes := realQuotes(t)
+	v4, v5 := quotes["tdx-v4-spr"], quotes["tdx-v5"]
+	put16 := func(b []byte, off int, v uint16) []byte {
+		c := bytes.Clone(b)
+		binary.LittleEndian.PutUint16(c[off:], v)
+		return c
+	}
+	put32 := func(b []byte, off int, v uint32) []byte {
+		c := bytes.Clone(b)
+		binary.LittleEndian.PutUint32(c[off:], v)
+		return c
+	}
+	sigLenOff := HeaderSize + BodySizeV4
+	certTypeOff := sigLenOff + 4 + 128
+	pckTypeOff := func(q []byte) int {
+		authSize := int(binary.LittleEndian.Uint16(q[certTypeOff+6+QEReportSize+64:]))
+		return certTypeOff + 6 + QEReportSize + 64 + 2 + authSize
+	}
+	upstream, err := os.ReadFile(fixture.Path("real", "tdx-v4-spr", "upstream-with-trailer.dat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		q    []byte
+	}{
+		{"empty", nil},
+		{"header only", v4[:HeaderSize]},
+		{"version 3", put16(v4, 0, 3)},
+		{"version 6", put16(v4, 0, 6)},
+		{"attestation key type 3", put16(v4, 2, 3)},
+		{"TEE type SGX", put32(v4, 4, 0)},
+		{"truncated body", v4[:HeaderSize+100]},
+		{"signature data length too long", put32(v4, sigLenOff, uint32(len(v4)))},
+		{"signature data length too short", put32(v4, sigLenOff, 100)},
+		{"outer certification data type 5", put16(v4, certTypeOff, 5)},
+		{"certification data size off by one", put32(v4, certTypeOff+2, binary.LittleEndian.Uint32(v4[certTypeOff+2:])+1)},
+		{"PCK certification data type 4", put16(v4, pckTypeOff(v4), 4)},
+		{"trailing non-zero bytes (upstream test trailer)", upstream},
+		{"trailing byte", append(bytes.Clone(v4), 1)},
+		{"v5 body type 2 with TDX 1.5 size", put16(v5, HeaderSize, 2)},
+		{"v5 body size 0", put32(v5, HeaderSize+2, 0)},
+		{"v5 body type 4", put16(v5, HeaderSize, 4)},
+		{"oversized", make([]byte, maxQuoteSize+1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := ParseQuote(tc.q); !errors.Is(err, ErrMalformed) {
+				t.Fatalf("ParseQuote = %v, want ErrMalformed", err)
+			}
+		})
+	}
+	// Zero padding after the quote (the legacy device's buffer) is tolerated and never used.
+	if _, err := ParseQuote(append(bytes.Clone(v4), make([]byte, 100)...)); err != nil {
+		t.Fatalf("zero padding rejected: %v", err)
+	}
+}
+
+func FuzzParseQuote(f *testing.F) {
+	for _, q := range realQuotes(f) {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		q, err := ParseQuote(raw)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error %v does not wrap ErrMalformed", err)
+			}
+			return
+		}
+		if !bytes.Equal(q.Signed, raw[:len(q.Signed)]) || len(q.Signature) != 64 || len(q.AttestationKey) != 64 ||
+			len(q.QEReport.Raw) != QEReportSize || len(q.Body.ReportData) != 64 || q.PCK == nil || q.Root == nil {
+			t.Fatal("parsed quote breaks a structural invariant")
+		}
+	})
+}

@@ -1,0 +1,450 @@
+package verifier_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/binary"
+	"fmt"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-tdx-guest/pcs"
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/verifier"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/policy"
+	"github.com/proofline/proofline/verifier/roots"
+	"github.com/proofline/proofline/verifier/tdx"
+)
+
+// testNow is the injected clock of the end-to-end tests: every fixture is generated relative to
+// it, so the suite never ages into failure.
+var testNow = time.Now().UTC().Truncate(time.Second)
+
+var runtimeData = []byte(`{"pub":"test-agent-key"}`)
+
+func newNonce(t testing.TB) []byte {
+	n := make([]byte, attest.NonceSize)
+	if _, err := rand.Read(n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// tdxScenario is one valid TDX attestation and the knobs that break it.
+type tdxScenario struct {
+	pki     *fakeintel.PKI
+	quote   fakeintel.QuoteOptions
+	coll    fakeintel.CollateralOptions
+	nonce   []byte
+	policy  string // extra lines for the tdx section of the policy
+	mutate  func(t *testing.T, s *tdxScenario, q []byte) []byte
+	editSet func(collateral.Set)
+	opts    func(*verifier.Options)
+}
+
+func newTDXScenario(t *testing.T, version int) *tdxScenario {
+	t.Helper()
+	pki, err := fakeintel.New(testNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &tdxScenario{pki: pki, quote: fakeintel.DefaultQuoteOptions(), coll: fakeintel.DefaultCollateralOptions(testNow), nonce: newNonce(t)}
+	s.quote.Version = version
+	s.quote.ReportData = attest.ReportData(s.nonce, runtimeData)
+	return s
+}
+
+func (s *tdxScenario) policyYAML() string {
+	q := s.quote
+	return fmt.Sprintf(`id: test-tdx
+tdx:
+  mrtd: [%x]
+  rtmr0: [%x]
+  rtmr1: [%x]
+  rtmr2: [%x, %s]
+  rtmr3: [%x]
+  mr_config_id: [%x]
+  mr_owner: [%x]
+  mr_owner_config: [%x]
+%s`, q.MrTd, q.Rtmrs[0], q.Rtmrs[1], q.Rtmrs[2], strings.Repeat("ab", 48), q.Rtmrs[3], q.MrConfigID, q.MrOwner, q.MrOwnerConfig, s.policy)
+}
+
+func (s *tdxScenario) run(t *testing.T) *ear.Result {
+	t.Helper()
+	raw, err := s.pki.Quote(s.quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.mutate != nil {
+		raw = s.mutate(t, s, raw)
+	}
+	rs, err := s.pki.Collateral(s.coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := collateral.Set{}
+	if err := set.Add(rs...); err != nil {
+		t.Fatal(err)
+	}
+	if s.editSet != nil {
+		s.editSet(set)
+	}
+	pol, err := policy.Parse([]byte(s.policyYAML()))
+	if err != nil {
+		t.Fatalf("policy: %v\n%s", err, s.policyYAML())
+	}
+	opts := verifier.Options{
+		Policy:     pol,
+		Roots:      &roots.Set{Intel: []*x509.Certificate{s.pki.Root}, Test: true},
+		Collateral: set,
+		Now:        testNow,
+	}
+	if s.opts != nil {
+		s.opts(&opts)
+	}
+	ev := &attest.Evidence{Version: 1, Platform: attest.PlatformTDX, Report: raw, Nonce: s.nonce, RuntimeData: runtimeData}
+	return verifier.Verify(context.Background(), ev, opts)
+}
+
+func describe(r *ear.Result) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "status %s", r.Status)
+	for _, f := range r.Failures {
+		fmt.Fprintf(&b, "\n  failure %s (%s): %s", f.Code, f.Check, f.Message)
+	}
+	for _, f := range r.Warnings {
+		fmt.Fprintf(&b, "\n  warning %s (%s): %s", f.Code, f.Check, f.Message)
+	}
+	return b.String()
+}
+
+func TestTDXFullPathAffirming(t *testing.T) {
+	for _, version := range []int{4, 5} {
+		t.Run(fmt.Sprintf("v%d", version), func(t *testing.T) {
+			s := newTDXScenario(t, version)
+			r := s.run(t)
+			if r.Status != ear.StatusAffirming {
+				t.Fatalf("want affirming, got %s", describe(r))
+			}
+			c := r.Claims.(*ear.TDXClaims)
+			if c.TCB == nil || c.TCB.Status != tdx.StatusUpToDate || c.QE.TCBStatus != tdx.StatusUpToDate {
+				t.Fatalf("TCB claims = %+v, QE = %+v", c.TCB, c.QE)
+			}
+			if len(c.Collateral) != 4 {
+				t.Fatalf("collateral claims = %+v, want root CRL, PCK CRL, QE identity, TCB info", c.Collateral)
+			}
+			if c.QuoteVersion != version || c.FMSPC != s.pki.FMSPCHex() {
+				t.Fatalf("claims: version %d fmspc %s", c.QuoteVersion, c.FMSPC)
+			}
+			if !r.TestRoots {
+				t.Fatal("test roots not marked")
+			}
+		})
+	}
+}
+
+// TestTDXNegative builds each failure of VERIFIER-CHECKS TDX 1–8 from a valid v4 and v5 quote
+// and asserts its specific code.
+func TestTDXNegative(t *testing.T) {
+	flip := func(off func(l fakeintel.Layout) int) func(*testing.T, *tdxScenario, []byte) []byte {
+		return func(t *testing.T, s *tdxScenario, q []byte) []byte {
+			l, err := fakeintel.ParseLayout(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q = append([]byte(nil), q...)
+			q[off(l)] ^= 0x01
+			return q
+		}
+	}
+	otherPKI := func(t *testing.T) *fakeintel.PKI {
+		p, err := fakeintel.New(testNow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	setAttr := func(bit uint) func(*tdxScenario) {
+		return func(s *tdxScenario) {
+			v := binary.LittleEndian.Uint64(s.quote.TdAttributes[:]) | 1<<bit
+			binary.LittleEndian.PutUint64(s.quote.TdAttributes[:], v)
+		}
+	}
+	cases := []struct {
+		name  string
+		setup func(*tdxScenario)
+		want  ear.Code
+	}{
+		// 1. Strict parse.
+		{"version byte flipped", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte { q = append([]byte(nil), q...); q[0] = 3; return q }
+		}, ear.CodeTDXQuoteMalformed},
+		{"TEE type SGX", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte { q = append([]byte(nil), q...); q[4] = 0; return q }
+		}, ear.CodeTDXQuoteMalformed},
+		{"trailing bytes", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte { return append(append([]byte(nil), q...), 'x') }
+		}, ear.CodeTDXQuoteMalformed},
+		// 2. PCK chain, validity, CRLs.
+		{"PCK chain from an untrusted root", func(s *tdxScenario) {
+			trusted := s.pki.Root
+			s.pki = otherPKI(t)
+			s.opts = func(o *verifier.Options) { o.Roots.Intel = []*x509.Certificate{trusted} }
+		}, ear.CodeTDXPCKChainInvalid},
+		{"PCK not yet valid at the verification time", func(s *tdxScenario) {
+			s.opts = func(o *verifier.Options) { o.Now = testNow.Add(-2 * time.Hour) }
+		}, ear.CodeTDXCertExpired},
+		{"PCK chain expired", func(s *tdxScenario) {
+			s.opts = func(o *verifier.Options) { o.Now = testNow.AddDate(8, 0, 0) }
+		}, ear.CodeTDXCertExpired},
+		{"PCK revoked", func(s *tdxScenario) { s.coll.PCKCRL.Revoked = []*big.Int{s.pki.PCK.SerialNumber} }, ear.CodeTDXCertRevoked},
+		{"PCK CA revoked", func(s *tdxScenario) { s.coll.RootCRL.Revoked = []*big.Int{s.pki.PlatformCA.SerialNumber} }, ear.CodeTDXCertRevoked},
+		{"TCB signing certificate revoked", func(s *tdxScenario) { s.coll.RootCRL.Revoked = []*big.Int{s.pki.TCBSigning.SerialNumber} }, ear.CodeTDXCertRevoked},
+		{"PCK CRL stale", func(s *tdxScenario) { s.coll.PCKCRL.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXCRLStale},
+		{"Root CA CRL stale", func(s *tdxScenario) { s.coll.RootCRL.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXCRLStale},
+		{"PCK CRL from the future", func(s *tdxScenario) { s.coll.PCKCRL.ThisUpdate = testNow.Add(time.Hour) }, ear.CodeTDXCRLStale},
+		{"PCK CRL signature corrupt", func(s *tdxScenario) { s.coll.PCKCRL.CorruptSignature = true }, ear.CodeTDXCRLInvalid},
+		{"Root CA CRL signature corrupt", func(s *tdxScenario) { s.coll.RootCRL.CorruptSignature = true }, ear.CodeTDXCRLInvalid},
+		{"PCK CRL missing", func(s *tdxScenario) {
+			s.editSet = func(set collateral.Set) { delete(set, pcs.PckCrlURL("platform")) }
+		}, ear.CodeCollateralUnavailable},
+		{"Root CA CRL missing", func(s *tdxScenario) {
+			s.editSet = func(set collateral.Set) { delete(set, fakeintel.RootCRLURL) }
+		}, ear.CodeCollateralUnavailable},
+		{"no collateral at all", func(s *tdxScenario) {
+			s.opts = func(o *verifier.Options) { o.Collateral = nil }
+		}, ear.CodeCollateralUnavailable},
+		// 3. QE report.
+		{"QE report byte flipped", func(s *tdxScenario) {
+			s.mutate = flip(func(l fakeintel.Layout) int { return l.QEReportOffset + 20 })
+		}, ear.CodeTDXQEReportSignature},
+		{"QE report signed by another key", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				out, err := s.pki.Resign(q, fakeintel.ResignOptions{QEReportKey: otherPKI(t).PCKKey})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+		}, ear.CodeTDXQEReportSignature},
+		{"QE report data does not bind the attestation key", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				out, err := s.pki.Resign(q, fakeintel.ResignOptions{KeepQEReportData: true})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+		}, ear.CodeTDXQEReportData},
+		// 4. Quote signature.
+		{"body byte flipped", func(s *tdxScenario) {
+			s.mutate = flip(func(l fakeintel.Layout) int { return l.BodyOffset + 200 })
+		}, ear.CodeTDXQuoteSignature},
+		{"header byte flipped", func(s *tdxScenario) {
+			s.mutate = flip(func(l fakeintel.Layout) int { return 30 })
+		}, ear.CodeTDXQuoteSignature},
+		{"signature byte flipped", func(s *tdxScenario) {
+			s.mutate = flip(func(l fakeintel.Layout) int { return l.SignatureOffset + 5 })
+		}, ear.CodeTDXQuoteSignature},
+		// 5. QE identity.
+		{"QE identity signature corrupt", func(s *tdxScenario) { s.coll.QEIdentity.CorruptSignature = true }, ear.CodeTDXQEIdentityInvalid},
+		{"QE identity expired", func(s *tdxScenario) { s.coll.QEIdentity.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXQEIdentityExpired},
+		{"QE identity not yet issued", func(s *tdxScenario) { s.coll.QEIdentity.IssueDate = testNow.Add(time.Hour) }, ear.CodeTDXQEIdentityExpired},
+		{"QE identity older than max_collateral_age", func(s *tdxScenario) {
+			s.coll.QEIdentity.IssueDate = testNow.Add(-48 * time.Hour)
+			s.policy = "  max_collateral_age: 24h\n"
+		}, ear.CodeTDXQEIdentityExpired},
+		{"QE MRSIGNER differs", func(s *tdxScenario) { s.quote.QEMrSigner[0] ^= 1 }, ear.CodeTDXQEIdentityMismatch},
+		{"QE ISVPRODID differs", func(s *tdxScenario) { s.quote.QEIsvProdID = 9 }, ear.CodeTDXQEIdentityMismatch},
+		{"QE MISCSELECT differs", func(s *tdxScenario) { s.quote.QEMiscSelect = 1 }, ear.CodeTDXQEIdentityMismatch},
+		{"QE ATTRIBUTES differ", func(s *tdxScenario) { s.quote.QEAttributes[0] ^= 0x02 }, ear.CodeTDXQEIdentityMismatch},
+		{"QE out of date", func(s *tdxScenario) { s.quote.QEIsvSvn = 3 }, ear.CodeTDXQETCBStatus},
+		{"QE matches no TCB level", func(s *tdxScenario) { s.quote.QEIsvSvn = 1 }, ear.CodeTDXQETCBStatus},
+		// 6. TCB info.
+		{"TCB info signature corrupt", func(s *tdxScenario) { s.coll.TCBInfo.CorruptSignature = true }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info version 2", func(s *tdxScenario) { s.coll.TCBInfo.Version = 2 }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info expired", func(s *tdxScenario) { s.coll.TCBInfo.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXTCBInfoExpired},
+		{"TCB info older than max_collateral_age", func(s *tdxScenario) {
+			s.coll.TCBInfo.IssueDate = testNow.Add(-48 * time.Hour)
+			s.policy = "  max_collateral_age: 24h\n"
+		}, ear.CodeTDXTCBInfoExpired},
+		{"TCB info for another FMSPC", func(s *tdxScenario) { s.coll.TCBInfo.FMSPC = "00906ed50000" }, ear.CodeTDXTCBInfoMismatch},
+		{"TCB info for another PCEID", func(s *tdxScenario) { s.coll.TCBInfo.PCEID = "0100" }, ear.CodeTDXTCBInfoMismatch},
+		{"no TCB level matches", func(s *tdxScenario) { s.quote.TeeTcbSvn[0], s.quote.TeeTcbSvn2[0] = 0, 0 }, ear.CodeTDXTCBLevelUnmatched},
+		{"TCB out of date", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusOutOfDate)
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+		}, ear.CodeTDXTCBStatus},
+		{"TCB revoked even when the policy accepts everything else", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusRevoked)
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+			s.policy = "  accepted_tcb_statuses: [UpToDate, SWHardeningNeeded, ConfigurationNeeded, ConfigurationAndSWHardeningNeeded, OutOfDate, OutOfDateConfigurationNeeded]\n"
+		}, ear.CodeTDXTCBStatus},
+		{"SWHardeningNeeded under the default policy", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusSwHardeningNeeded)
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+		}, ear.CodeTDXTCBStatus},
+		{"TDX module signer differs", func(s *tdxScenario) { s.quote.MrSignerSeam[0] = 1 }, ear.CodeTDXModuleMismatch},
+		{"TDX module identity out of date", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn[0], s.quote.TeeTcbSvn[1] = 3, 1
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+		}, ear.CodeTDXTCBStatus},
+		{"TDX module identity missing", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn[1] = 2
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+		}, ear.CodeTDXModuleMismatch},
+		{"tcbEvaluationDataNumber below the policy minimum", func(s *tdxScenario) {
+			s.policy = "  min_tcb_evaluation_data_number: 19\n"
+		}, ear.CodeTDXTCBEvaluationNumber},
+		// 7. TD body.
+		{"DEBUG", func(s *tdxScenario) { setAttr(0)(s) }, ear.CodeTDXDebug},
+		{"SEPT_VE_DISABLE clear", func(s *tdxScenario) { s.quote.TdAttributes[3] = 0 }, ear.CodeTDXSeptVEDisable},
+		{"unknown attribute bit", func(s *tdxScenario) { setAttr(5)(s) }, ear.CodeTDXAttributesUnknown},
+		{"feature bit not allowed", func(s *tdxScenario) {
+			setAttr(30)(s)
+			s.policy = "  allowed_attributes: [perfmon]\n"
+		}, ear.CodeTDXAttributesUnknown},
+		{"MIGRATABLE", func(s *tdxScenario) { setAttr(29)(s) }, ear.CodeTDXMigratable},
+		{"XFAM outside the mask", func(s *tdxScenario) { s.quote.Xfam[2] |= 0x80 }, ear.CodeTDXXFAM},
+		{"XFAM without x87", func(s *tdxScenario) { s.quote.Xfam[0] &^= 0x01 }, ear.CodeTDXXFAM},
+		{"MRTD", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q2, err := s.pki.Quote(func() fakeintel.QuoteOptions { o := s.quote; o.MrTd[0] ^= 1; return o }())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return q2
+			}
+		}, ear.CodeTDXMRTD},
+		{"RTMR2", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q2, _ := s.pki.Quote(func() fakeintel.QuoteOptions { o := s.quote; o.Rtmrs[2][47] ^= 1; return o }())
+				return q2
+			}
+		}, ear.CodeTDXRTMR},
+		{"MRCONFIGID", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q2, _ := s.pki.Quote(func() fakeintel.QuoteOptions { o := s.quote; o.MrConfigID[0] = 1; return o }())
+				return q2
+			}
+		}, ear.CodeTDXMRConfigID},
+		{"MROWNER", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q2, _ := s.pki.Quote(func() fakeintel.QuoteOptions { o := s.quote; o.MrOwner[0] = 1; return o }())
+				return q2
+			}
+		}, ear.CodeTDXMROwner},
+		{"MROWNERCONFIG", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q2, _ := s.pki.Quote(func() fakeintel.QuoteOptions { o := s.quote; o.MrOwnerConfig[0] = 1; return o }())
+				return q2
+			}
+		}, ear.CodeTDXMROwnerConfig},
+		{"MRSEAM not a reference value", func(s *tdxScenario) {
+			s.policy = "  mr_seam: [" + strings.Repeat("00", 48) + "]\n"
+		}, ear.CodeTDXMRSeam},
+		// 8. Nonce binding.
+		{"another nonce", func(s *tdxScenario) { s.opts = func(o *verifier.Options) { o.Nonce = newNonce(t) } }, ear.CodeNonceMismatch},
+		{"REPORT_DATA byte flipped and re-signed", func(s *tdxScenario) { s.quote.ReportData[63] ^= 1 }, ear.CodeNonceMismatch},
+		{"unexpected --report-data", func(s *tdxScenario) {
+			s.opts = func(o *verifier.Options) { o.ReportData = make([]byte, 64) }
+		}, ear.CodeReportDataMismatch},
+	}
+	for _, version := range []int{4, 5} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("v%d/%s", version, tc.name), func(t *testing.T) {
+				s := newTDXScenario(t, version)
+				tc.setup(s)
+				r := s.run(t)
+				if r.Status != ear.StatusContraindicated || !r.HasFailure(tc.want) {
+					t.Fatalf("want contraindicated with %s, got %s", tc.want, describe(r))
+				}
+			})
+		}
+	}
+}
+
+func TestTDXMRServiceTD(t *testing.T) {
+	s := newTDXScenario(t, 5)
+	s.quote.MrServiceTd[0] = 1
+	if r := s.run(t); !r.HasFailure(ear.CodeTDXMRServiceTD) {
+		t.Fatalf("want %s, got %s", ear.CodeTDXMRServiceTD, describe(r))
+	}
+	s.policy = "  mr_service_td: [01" + strings.Repeat("00", 47) + "]\n"
+	if r := s.run(t); r.Status != ear.StatusAffirming {
+		t.Fatalf("allowed MRSERVICETD: %s", describe(r))
+	}
+}
+
+// Accepted statuses are a policy choice: a SWHardeningNeeded platform passes when the policy lists
+// it, and the status and Intel's advisories are in the claims.
+func TestTDXAcceptedStatusPolicy(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusSwHardeningNeeded)
+	s.policy = "  accepted_tcb_statuses: [UpToDate, SWHardeningNeeded]\n"
+	r := s.run(t)
+	if r.Status != ear.StatusAffirming {
+		t.Fatalf("want affirming, got %s", describe(r))
+	}
+	c := r.Claims.(*ear.TDXClaims)
+	if c.TCB.Status != tdx.StatusSWHardeningNeeded || len(c.TCB.AdvisoryIDs) == 0 {
+		t.Fatalf("TCB claims %+v", c.TCB)
+	}
+}
+
+func TestTDXFreshnessNotEvaluated(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.nonce = nil
+	r := s.run(t)
+	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeFreshnessNotEvaluated) {
+		t.Fatalf("want warning with %s, got %s", ear.CodeFreshnessNotEvaluated, describe(r))
+	}
+}
+
+func TestTDXSkipCollateralUnsafe(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.policy = "  skip_collateral_unsafe: true\n"
+	s.opts = func(o *verifier.Options) { o.Collateral = nil }
+	r := s.run(t)
+	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeUnsafeOption) {
+		t.Fatalf("want warning with %s, got %s", ear.CodeUnsafeOption, describe(r))
+	}
+	// Waiving collateral never waives the signatures.
+	s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+		q = append([]byte(nil), q...)
+		q[len(q)-3000] ^= 1
+		return q
+	}
+	if r := s.run(t); r.Status != ear.StatusContraindicated {
+		t.Fatalf("a corrupted quote passed with collateral waived: %s", describe(r))
+	}
+}
+
+// Appraisal reports every failed check it could evaluate, not just the first.
+func TestTDXReportsEveryFailure(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.quote.TdAttributes[0] |= 1 // DEBUG
+	s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+		o := s.quote
+		o.MrTd[0] ^= 1 // the policy pins the original MRTD
+		q2, err := s.pki.Quote(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q2
+	}
+	s.coll.PCKCRL.NextUpdate = testNow.Add(-time.Minute)
+	s.opts = func(o *verifier.Options) { o.Nonce = newNonce(t) }
+	r := s.run(t)
+	for _, c := range []ear.Code{ear.CodeTDXDebug, ear.CodeTDXMRTD, ear.CodeTDXCRLStale, ear.CodeNonceMismatch} {
+		if !r.HasFailure(c) {
+			t.Errorf("missing %s in %s", c, describe(r))
+		}
+	}
+}
