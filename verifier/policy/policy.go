@@ -188,7 +188,7 @@ func Parse(data []byte) (*Policy, error) {
 	dec.KnownFields(true)
 	var p Policy
 	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, fmt.Errorf("policy: %s", yamlMessage(err))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err == nil {
@@ -200,6 +200,26 @@ func Parse(data []byte) (*Policy, error) {
 	sum := sha256.Sum256(data)
 	p.digest = "sha256:" + hex.EncodeToString(sum[:])
 	return &p, nil
+}
+
+// sections maps the Go types of the policy to the YAML section names operators see.
+var sections = strings.NewReplacer("type policy.TDX", "section tdx", "type policy.SNP", "section sev_snp",
+	"type policy.Policy", "top level", "type policy.TCBFloor", "a tcb_floors entry")
+
+// yamlMessage turns a YAML decoding error into one line that names keys as the operator wrote
+// them, e.g. `line 3: unknown key "mrdt" in section tdx`.
+func yamlMessage(err error) string {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return err.Error()
+	}
+	msgs := make([]string, len(te.Errors))
+	for i, m := range te.Errors {
+		m = strings.Replace(m, "field ", "unknown key \"", 1)
+		m = strings.Replace(m, " not found in ", "\" in ", 1)
+		msgs[i] = sections.Replace(m)
+	}
+	return strings.Join(msgs, "; ")
 }
 
 // Ref names the policy in results.

@@ -1,0 +1,99 @@
+package policy
+
+import (
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+func TestDefault(t *testing.T) {
+	p := Default()
+	if p.ID != "proofline-default" || p.TDX == nil || p.SNP == nil {
+		t.Fatalf("default policy %+v", p)
+	}
+	if got := p.TDX.AcceptedTCBStatuses; len(got) != 1 || got[0] != "UpToDate" {
+		t.Fatalf("default accepted statuses %v", got)
+	}
+	if p.TDX.AllowDebugUnsafe || p.TDX.AllowSeptVEUnsafe || p.TDX.SkipCollateralUnsafe || p.TDX.AllowMigratable ||
+		p.SNP.AllowDebugUnsafe || p.SNP.SkipCollateralUnsafe || p.SNP.AllowMigrateMA || *p.SNP.VMPL != 0 || !*p.SNP.AllowSMT {
+		t.Fatalf("default policy weakens a rule: %+v %+v", p.TDX, p.SNP)
+	}
+	if !strings.HasPrefix(p.Ref().Digest, "sha256:") {
+		t.Fatalf("digest %q", p.Ref().Digest)
+	}
+}
+
+// The complete example in README.md parses.
+func TestREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README.md has no yaml example")
+	}
+	p, err := Parse(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.TDX.RTMR1) != 2 || p.SNP.TCBFloors["Turin"].FMC != 1 || p.TDX.maxAge.Hours() != 720 {
+		t.Fatalf("example parsed wrongly: %+v %+v", p.TDX, p.SNP)
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for name, y := range map[string]string{
+		"no id":               "tdx: {}\n",
+		"no section":          "id: x\n",
+		"unknown key":         "id: x\ntdx:\n  mrdt: []\n",
+		"unknown section":     "id: x\nsgx: {}\n",
+		"short mrtd":          "id: x\ntdx:\n  mrtd: [abcd]\n",
+		"not hex":             "id: x\ntdx:\n  mrtd: [zz]\n",
+		"revoked accepted":    "id: x\ntdx:\n  accepted_tcb_statuses: [UpToDate, Revoked]\n",
+		"unknown status":      "id: x\ntdx:\n  accepted_tcb_statuses: [Fine]\n",
+		"revoked QE":          "id: x\ntdx:\n  accepted_qe_tcb_statuses: [Revoked]\n",
+		"bad attribute":       "id: x\ntdx:\n  allowed_attributes: [debug]\n",
+		"bad xfam":            "id: x\ntdx:\n  xfam_allowed_mask: nope\n",
+		"bad age":             "id: x\ntdx:\n  max_collateral_age: forever\n",
+		"negative evaluation": "id: x\ntdx:\n  min_tcb_evaluation_data_number: -1\n",
+		"vmpl 4":              "id: x\nsev_snp:\n  vmpl: 4\n",
+		"bad abi":             "id: x\nsev_snp:\n  min_abi: one\n",
+		"bad product line":    "id: x\nsev_snp:\n  tcb_floors: {Naples: {snp: 1}}\n",
+		"short host data":     "id: x\nsev_snp:\n  host_data: [00]\n",
+		"two documents":       "id: x\ntdx: {}\n---\nid: y\n",
+		"not yaml":            "id: [\n",
+		"tcb floor bad key":   "id: x\nsev_snp:\n  tcb_floors: {Milan: {spl: 1}}\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Parse([]byte(y)); err == nil {
+				t.Fatal("accepted")
+			} else if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("id: x\ntdx:\n  mrtd: [" + strings.Repeat("00", 48) + "]\n"))
+	f.Add([]byte("id: x\nsev_snp:\n  tcb_floors: {Milan: {snp: 1}}\n  min_abi: \"1.2\"\n"))
+	f.Add([]byte("id: &a x\nsev_snp: *a\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if p.ID == "" || (p.TDX == nil && p.SNP == nil) || p.Ref().Digest == "" {
+			t.Fatalf("accepted an invalid policy: %+v", p)
+		}
+		if p.TDX != nil {
+			for _, s := range p.TDX.AcceptedTCBStatuses {
+				if s == "Revoked" {
+					t.Fatal("accepted Revoked")
+				}
+			}
+		}
+	})
+}
