@@ -18,6 +18,7 @@ import (
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/policy"
 	"github.com/proofline/proofline/verifier/roots"
+	"github.com/proofline/proofline/verifier/snp"
 )
 
 // snpScenario is one valid SEV-SNP attestation and the knobs that break it.
@@ -50,11 +51,11 @@ func newSNPScenario(t *testing.T, line string, key abi.ReportSigner) *snpScenari
 }
 
 func (s *snpScenario) policyYAML() string {
-	tcb := kds.DecomposeTCBVersion(s.pki.TCB)
+	tcb := snp.DecomposeTCB(uint64(s.pki.TCB), s.pki.ProductLine)
 	base := []string{
 		fmt.Sprintf("  measurement: [%x, %s]", s.report.Measurement, strings.Repeat("cd", 48)),
 		fmt.Sprintf("  host_data: [%x]", s.report.HostData),
-		fmt.Sprintf("  tcb_floors: {%s: {bootloader: %d, tee: %d, snp: %d, microcode: %d}}", s.pki.ProductLine, tcb.BlSpl, tcb.TeeSpl, tcb.SnpSpl, tcb.UcodeSpl),
+		fmt.Sprintf("  tcb_floors: {%s: {fmc: %d, bootloader: %d, tee: %d, snp: %d, microcode: %d}}", s.pki.ProductLine, tcb.FMC, tcb.Bootloader, tcb.TEE, tcb.SNP, tcb.Microcode),
 	}
 	// Lines of s.policy replace the base line with the same key.
 	var extra []string
@@ -111,7 +112,7 @@ func (s *snpScenario) run(t *testing.T) *ear.Result {
 }
 
 func TestSNPFullPathAffirming(t *testing.T) {
-	for _, line := range []string{"Milan", "Genoa"} {
+	for _, line := range []string{"Milan", "Genoa", "Turin"} {
 		for _, key := range []abi.ReportSigner{abi.VcekReportSigner, abi.VlekReportSigner} {
 			for _, version := range []uint32{2, 3, 5} {
 				t.Run(fmt.Sprintf("%s/%s/v%d", line, key, version), func(t *testing.T) {
@@ -368,6 +369,7 @@ func TestSNPNegative(t *testing.T) {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/%s", key, tc.name), func(t *testing.T) {
+				t.Parallel()
 				s := newSNPScenario(t, "Milan", key)
 				tc.setup(t, s)
 				r := s.run(t)

@@ -359,6 +359,7 @@ func TestTDXNegative(t *testing.T) {
 	for _, version := range []int{4, 5} {
 		for _, tc := range cases {
 			t.Run(fmt.Sprintf("v%d/%s", version, tc.name), func(t *testing.T) {
+				t.Parallel()
 				s := newTDXScenario(t, version)
 				tc.setup(s)
 				r := s.run(t)

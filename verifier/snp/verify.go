@@ -7,6 +7,9 @@
 // never checks CRL freshness, never checks the VCEK/VLEK itself against the CRL, and reports
 // failures as strings. The project needs each of those as a distinct failure code, so the chain,
 // CRL and extension checks are written here on crypto/x509 and go-sev-guest's kds and abi.
+// go-sev-guest's kds does not model Turin (its extension parser rejects the fmcSPL extension and
+// an 8-byte hwID, and it builds Turin TCBs and VCEK URLs the Milan way), so the KDS certificate
+// extensions are parsed here (ParseCertExtensions) and Turin's VCEK URL is built here (VCEKURL).
 package snp
 
 import (
@@ -15,8 +18,7 @@ import (
 	"crypto/elliptic"
 	"crypto/sha512"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -200,7 +202,7 @@ func (v *verification) classify(certs [][]byte) bool {
 			v.fail(ear.CodeSNPCertMissing, checkChain, "the evidence carries no VLEK certificate; VLEKs are not published by AMD KDS and must come with the evidence")
 			return false
 		}
-		u := kds.VCEKCertURL(v.line, v.r.ChipID, kds.TCBVersion(v.r.ReportedTCB))
+		u := VCEKURL(v.line, v.r.ChipID, v.r.ReportedTCB)
 		resp := v.fetch("vcek", u, checkChain)
 		if resp == nil {
 			return false
@@ -282,42 +284,63 @@ func (v *verification) checkChain() bool {
 	return true
 }
 
-// oidFMCSPL is the Turin FMC security patch level extension (AMD KDS specification), which
-// go-sev-guest's kds package does not read.
-var oidFMCSPL = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 3704, 1, 3, 9}
-
-// checkExtensions compares the endorsement certificate's AMD extensions with the report: the
-// VCEK's hwID with CHIP_ID, and the TCB components with REPORTED_TCB (check 2).
+// checkExtensions compares the endorsement certificate's AMD KDS extensions with the report
+// (check 2): a VCEK's hwID with CHIP_ID (the whole 64 bytes on Milan and Genoa, the first 8 on
+// Turin, whose VCEKs certify only those), and the certified TCB components with REPORTED_TCB
+// decomposed per product line (FMC included on Turin). On Milan and Genoa the reserved SPLs
+// spl4–spl7 must also equal REPORTED_TCB bytes 2–5, as go-sev-guest's validate requires; Turin's
+// reserved bytes 4–6 have no certificate extension to compare with.
 func (v *verification) checkExtensions() {
 	key := v.r.SignerInfo.SigningKey
-	ext, err := kds.CertificateExtensions(v.leaf, key)
+	ext, err := ParseCertExtensions(v.leaf.Extensions, key, v.line)
 	if err != nil {
-		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s certificate's AMD extensions: %v", key, err)
+		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s certificate's AMD extensions cannot be used: %v", key, err)
 		return
 	}
-	if key == abi.VcekReportSigner && !v.r.SignerInfo.MaskChipKey && string(ext.HWID) != string(v.r.ChipID) {
-		v.fail(ear.CodeSNPChipIDMismatch, checkChain, "the VCEK was issued for chip %x…, the report's CHIP_ID is %x…", ext.HWID[:8], v.r.ChipID[:8])
-	}
-	parts := kds.DecomposeTCBVersion(ext.TCBVersion)
-	certTCB := TCB{Bootloader: parts.BlSpl, TEE: parts.TeeSpl, SNP: parts.SnpSpl, Microcode: parts.UcodeSpl}
-	if v.line == "Turin" {
-		certTCB.FMC = extU8(v.leaf.Extensions, oidFMCSPL)
-	}
-	if rep := DecomposeTCB(v.r.ReportedTCB, v.line); rep != certTCB {
-		v.fail(ear.CodeSNPTCBMismatch, checkChain, "the %s certificate is for TCB %+v but REPORTED_TCB is %+v", key, certTCB, rep)
-	}
-}
-
-func extU8(exts []pkix.Extension, oid asn1.ObjectIdentifier) uint8 {
-	for _, e := range exts {
-		if e.Id.Equal(oid) {
-			var n int
-			if rest, err := asn1.Unmarshal(e.Value, &n); err == nil && len(rest) == 0 && n >= 0 && n < 256 {
-				return uint8(n)
+	if key == abi.VcekReportSigner && !v.r.SignerInfo.MaskChipKey {
+		chip := v.r.ChipID[:len(ext.HWID)]
+		if string(ext.HWID) != string(chip) {
+			if v.line == "Turin" {
+				v.fail(ear.CodeSNPChipIDMismatch, checkChain, "the Turin VCEK was issued for chip %x, but the first 8 bytes of the report's CHIP_ID are %x", ext.HWID, chip)
+			} else {
+				v.fail(ear.CodeSNPChipIDMismatch, checkChain, "the VCEK was issued for chip %x…, the report's CHIP_ID is %x…", ext.HWID[:8], v.r.ChipID[:8])
 			}
 		}
 	}
-	return 0
+	certTCB, rep := ext.TCB(), DecomposeTCB(v.r.ReportedTCB, v.line)
+	if rep != certTCB {
+		v.fail(ear.CodeSNPTCBMismatch, checkChain, "the %s certificate is for TCB %+v but REPORTED_TCB is %+v", key, certTCB, rep)
+		return
+	}
+	if v.line != "Turin" {
+		var b [8]byte
+		binary.LittleEndian.PutUint64(b[:], v.r.ReportedTCB)
+		if cert := [4]uint8{ext.Spl4, ext.Spl5, ext.Spl6, ext.Spl7}; cert != [4]uint8(b[2:6]) {
+			v.fail(ear.CodeSNPTCBMismatch, checkChain, "the %s certificate's reserved SPLs are %v but REPORTED_TCB's reserved bytes 2–5 are %v", key, cert, b[2:6])
+		}
+	}
+}
+
+// kdsVCEKBase is the AMD KDS VCEK endpoint (KDS spec, "Get VCEK Certificate").
+const kdsVCEKBase = "https://kdsintf.amd.com/vcek/v1/"
+
+// VCEKURL is the AMD KDS URL of the VCEK for a chip at a TCB: chipID is the report's CHIP_ID and
+// tcb its REPORTED_TCB. Milan and Genoa use go-sev-guest's kds.VCEKCertURL: the whole CHIP_ID in
+// hex and blSPL, teeSPL, snpSPL and ucodeSPL of the Milan/Genoa TCB_VERSION layout. Turin's URL
+// names the chip by the hex of its 8-byte hwID, CHIP_ID[0:8], and adds fmcSPL, with the SPLs of
+// the Turin layout:
+//
+//	https://kdsintf.amd.com/vcek/v1/Turin/<16 hex digits>?fmcSPL=F&blSPL=B&teeSPL=T&snpSPL=S&ucodeSPL=U
+//
+// Assumption (not in go-sev-guest v0.15.0): the query parameters are decimal and in this order,
+// as for Milan and Genoa with fmcSPL first.
+func VCEKURL(line string, chipID []byte, tcb uint64) string {
+	if line != "Turin" {
+		return kds.VCEKCertURL(line, chipID, kds.TCBVersion(tcb))
+	}
+	t := DecomposeTCB(tcb, line)
+	return fmt.Sprintf("%sTurin/%s?fmcSPL=%d&blSPL=%d&teeSPL=%d&snpSPL=%d&ucodeSPL=%d", kdsVCEKBase,
+		hex.EncodeToString(chipID[:min(len(chipID), hwIDSize(line))]), t.FMC, t.Bootloader, t.TEE, t.SNP, t.Microcode)
 }
 
 // checkSignature verifies the ECDSA P-384 SHA-384 signature over bytes 0x000–0x29F (check 3).

@@ -3,6 +3,8 @@ package fakeamd
 import (
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
+	"encoding/hex"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -71,7 +73,7 @@ func (p *PKI) CRL(key abi.ReportSigner, o CRLOptions) ([]byte, error) {
 
 // Collateral returns the recorded KDS responses (status 200) a verifier needs for this PKI: both
 // CRLs, both cert_chain bodies (kds.ProductCertChainURL) and the default VCEK at
-// kds.VCEKCertURL(line, ChipID, TCB). The responses carry no headers.
+// VCEKURL(line, ChipID, TCB). The responses carry no headers.
 func (p *PKI) Collateral(o CRLOptions) ([]*collateral.Response, error) {
 	var out []*collateral.Response
 	for _, key := range []abi.ReportSigner{abi.VcekReportSigner, abi.VlekReportSigner} {
@@ -91,14 +93,63 @@ func (p *PKI) Collateral(o CRLOptions) ([]*collateral.Response, error) {
 }
 
 // VCEKResponse returns the KDS response serving cert (e.g. one from NewVCEK) at the URL a
-// verifier builds from a report with the certificate's hwID and TCB:
-// kds.VCEKCertURL(line, hwID, TCB).
+// verifier builds from a report with the certificate's hwID and TCB: VCEKURL(line, hwID, TCB).
+// Milan and Genoa certificates are read with go-sev-guest's kds package (a cross-check of their
+// shape); Turin ones, which it cannot read, with this package's own reader.
 func (p *PKI) VCEKResponse(cert *x509.Certificate) (*collateral.Response, error) {
-	exts, err := kds.VcekCertificateExtensions(cert)
-	if err != nil {
-		return nil, fmt.Errorf("fakeamd: VCEK extensions: %w", err)
+	if p.ProductLine != "Turin" {
+		exts, err := kds.VcekCertificateExtensions(cert)
+		if err != nil {
+			return nil, fmt.Errorf("fakeamd: VCEK extensions: %w", err)
+		}
+		return ok(VCEKURL(p.ProductLine, exts.HWID, exts.TCBVersion), cert.Raw), nil
 	}
-	return ok(kds.VCEKCertURL(p.ProductLine, exts.HWID, exts.TCBVersion), cert.Raw), nil
+	var t TurinTCBParts
+	for _, f := range []struct {
+		oid asn1.ObjectIdentifier
+		dst *uint8
+	}{
+		{oidFMCSPL, &t.FmcSpl}, {kds.OidBlSpl, &t.BlSpl}, {kds.OidTeeSpl, &t.TeeSpl},
+		{kds.OidSnpSpl, &t.SnpSpl}, {kds.OidUcodeSpl, &t.UcodeSpl},
+	} {
+		v, found := extension(cert, f.oid)
+		var n int
+		if rest, err := asn1.Unmarshal(v, &n); !found || err != nil || len(rest) != 0 || n < 0 || n > 255 {
+			return nil, fmt.Errorf("fakeamd: Turin VCEK: extension %v is missing or not an INTEGER from 0 to 255", f.oid)
+		}
+		*f.dst = uint8(n)
+	}
+	hwID, found := extension(cert, kds.OidHwid)
+	if !found || len(hwID) != hwIDSize(p.ProductLine) {
+		return nil, fmt.Errorf("fakeamd: Turin VCEK: hwID is missing or not %d bytes", hwIDSize(p.ProductLine))
+	}
+	return ok(VCEKURL(p.ProductLine, hwID, ComposeTurinTCB(t)), cert.Raw), nil
+}
+
+func extension(cert *x509.Certificate, oid asn1.ObjectIdentifier) ([]byte, bool) {
+	for _, e := range cert.Extensions {
+		if e.Id.Equal(oid) {
+			return e.Value, true
+		}
+	}
+	return nil, false
+}
+
+// VCEKURL is the AMD KDS URL of the VCEK of a chip at a TCB on a product line: chipID is the
+// CHIP_ID (or, on Turin, the 8-byte hwID) and tcb the TCB_VERSION in the line's layout. Milan and
+// Genoa: kds.VCEKCertURL, the hex of the 64-byte CHIP_ID and blSPL, teeSPL, snpSPL and ucodeSPL.
+// Turin: the hex of CHIP_ID[0:8] and fmcSPL, blSPL, teeSPL, snpSPL and ucodeSPL of the Turin
+// layout (KDS spec, "Get VCEK Certificate"; parameter order and decimal form assumed as Milan's,
+// fmcSPL first):
+//
+//	https://kdsintf.amd.com/vcek/v1/Turin/0102030405060708?fmcSPL=1&blSPL=2&teeSPL=3&snpSPL=22&ucodeSPL=213
+func VCEKURL(line string, chipID []byte, tcb kds.TCBVersion) string {
+	if line != "Turin" {
+		return kds.VCEKCertURL(line, chipID, tcb)
+	}
+	t := DecomposeTurinTCB(tcb)
+	return fmt.Sprintf("https://kdsintf.amd.com/vcek/v1/Turin/%s?fmcSPL=%d&blSPL=%d&teeSPL=%d&snpSPL=%d&ucodeSPL=%d",
+		hex.EncodeToString(chipID[:min(len(chipID), hwIDSize(line))]), t.FmcSpl, t.BlSpl, t.TeeSpl, t.SnpSpl, t.UcodeSpl)
 }
 
 func ok(url string, body []byte) *collateral.Response {

@@ -14,13 +14,26 @@
 // Structure", and the VCEK Certificate and KDS Interface specification (AMD doc 57230). The
 // certificates copy the shape of AMD's real ones (subject attributes and their order, serial
 // numbers, key usages, CRL distribution points, RSASSA-PSS SHA-384 signatures, a VCEK with serial 0,
-// no authority key identifier and an untagged 64-byte hwID extension).
+// no authority key identifier and an untagged 64-byte hwID extension, 8 bytes on Turin).
 //
-// Turin is modelled as go-sev-guest v0.15.0 models it, which is not how AMD's Turin works: the
-// TCB_VERSION uses the Milan/Genoa layout (no FMC SPL), the VCEK carries a 64-byte hwID and no
-// fmcSPL extension, and the VCEK URL is built from the whole CHIP_ID. Real Turin VCEKs (KDS
-// structVersion 1) differ in all three, so Turin results from this package only show agreement
-// with go-sev-guest.
+// Turin is modelled as AMD's Turin (EPYC 9005, family 1Ah) works, which go-sev-guest v0.15.0 does
+// not model:
+//   - its TCB_VERSION has the Turin layout: byte 0 FMC SPL, 1 boot loader, 2 TEE, 3 SNP, 4–6
+//     reserved, 7 microcode (Milan and Genoa: 0 boot loader, 1 TEE, 2–5 reserved, 6 SNP,
+//     7 microcode); see TurinTCBParts;
+//   - its VCEK's and VLEK's extensions add fmcSPL (1.3.6.1.4.1.3704.1.3.9), and its VCEK's hwID is
+//     8 bytes, the first 8 of CHIP_ID;
+//   - its VCEK is served at the Turin KDS URL, which names the chip by those 8 bytes and adds
+//     fmcSPL (VCEKURL).
+//
+// go-sev-guest's kds package rejects such certificates (it knows no fmcSPL and wants a 64-byte
+// hwID), so its verify and validate can cross-check this package for Milan and Genoa only; Turin
+// is checked by the project's own verifier (verifier/snp).
+//
+// Turin details this package assumes, not confirmed against a real Turin certificate: the Turin
+// certificates keep the reserved spl4–spl7 extensions (as zeros) and carry structVersion 1; the
+// 8-byte hwID is bare bytes like the 64-byte one; the fmcSPL extension follows ucodeSPL; the
+// KDS query parameters are decimal, fmcSPL first.
 package fakeamd
 
 import (
@@ -50,10 +63,35 @@ const (
 	backdate = time.Hour
 )
 
-// DefaultTCB is the TCB_VERSION the default VCEK and VLEK certify and that DefaultReportOptions
-// reports as REPORTED_TCB, CURRENT_TCB, COMMITTED_TCB and LAUNCH_TCB. The values are
-// illustrative, not AMD's published levels; UcodeSpl is above 127 on purpose.
+// DefaultTCB is the Milan and Genoa TCB_VERSION the default VCEK and VLEK certify and that
+// DefaultReportOptions reports as REPORTED_TCB, CURRENT_TCB, COMMITTED_TCB and LAUNCH_TCB. The
+// values are illustrative, not AMD's published levels; UcodeSpl is above 127 on purpose.
 var DefaultTCB = kds.TCBParts{BlSpl: 4, TeeSpl: 0, SnpSpl: 22, UcodeSpl: 213}
+
+// DefaultTurinTCB is DefaultTCB for Turin. The values are illustrative, not AMD's published
+// levels, and all different so that a layout confusion shows. They rise from FMC to TEE on
+// purpose: a floor derived from the TCB_VERSION with the Milan/Genoa layout (boot loader = byte 0,
+// TEE = byte 1, SNP = byte 6) is then still met, so a test that builds its policy that way keeps
+// passing on Turin.
+var DefaultTurinTCB = TurinTCBParts{FmcSpl: 1, BlSpl: 2, TeeSpl: 3, SnpSpl: 22, UcodeSpl: 213}
+
+// TurinTCBParts are the security patch levels of a Turin TCB_VERSION: byte 0 FMC, 1 boot loader,
+// 2 TEE, 3 SNP, 4–6 reserved (zero), 7 microcode.
+type TurinTCBParts struct {
+	FmcSpl, BlSpl, TeeSpl, SnpSpl, UcodeSpl uint8
+}
+
+// ComposeTurinTCB returns the Turin TCB_VERSION of parts, its reserved bytes zero.
+func ComposeTurinTCB(parts TurinTCBParts) kds.TCBVersion {
+	return kds.TCBVersion(uint64(parts.FmcSpl) | uint64(parts.BlSpl)<<8 | uint64(parts.TeeSpl)<<16 |
+		uint64(parts.SnpSpl)<<24 | uint64(parts.UcodeSpl)<<56)
+}
+
+// DecomposeTurinTCB splits a Turin TCB_VERSION; the reserved bytes 4–6 are dropped.
+func DecomposeTurinTCB(tcb kds.TCBVersion) TurinTCBParts {
+	return TurinTCBParts{FmcSpl: uint8(tcb), BlSpl: uint8(tcb >> 8), TeeSpl: uint8(tcb >> 16),
+		SnpSpl: uint8(tcb >> 24), UcodeSpl: uint8(tcb >> 56)}
+}
 
 // DefaultChipID returns the CHIP_ID the default VCEK certifies as its hwID: bytes 0x01, 0x02, …,
 // 0x40.
@@ -105,17 +143,20 @@ type PKI struct {
 	Keys *Keys
 	// ARK is self-signed. ASK and ASVK are signed by the ARK, VCEK by the ASK, VLEK by the ASVK.
 	ARK, ASK, ASVK, VCEK, VLEK *x509.Certificate
-	// ChipID is the VCEK's hwID extension.
+	// ChipID is the CHIP_ID the VCEK certifies: its hwID extension is the whole of it on Milan and
+	// Genoa and its first 8 bytes on Turin.
 	ChipID [abi.ChipIDSize]byte
-	// TCB is the TCB_VERSION in the VCEK's and VLEK's SPL extensions.
+	// TCB is the TCB_VERSION in the VCEK's and VLEK's SPL extensions, in the product line's layout
+	// (DefaultTCB composed by kds.ComposeTCBParts for Milan and Genoa, DefaultTurinTCB composed by
+	// ComposeTurinTCB for Turin).
 	TCB kds.TCBVersion
 	// CSPID is the VLEK's CSP_ID extension.
 	CSPID string
 }
 
 // New builds a PKI for productLine ("Milan", "Genoa" or "Turin") with DefaultKeys, DefaultChipID,
-// DefaultTCB and DefaultCSPID, every certificate valid from now-1h. It signs five RSA-4096
-// certificates, a few tens of milliseconds.
+// DefaultTCB (DefaultTurinTCB for Turin) and DefaultCSPID, every certificate valid from now-1h. It
+// signs five RSA-4096 certificates, a few tens of milliseconds.
 func New(productLine string, now time.Time) (*PKI, error) {
 	return NewWithKeys(productLine, now, DefaultKeys())
 }
@@ -127,9 +168,12 @@ func NewWithKeys(productLine string, now time.Time, keys *Keys) (*PKI, error) {
 	if !ok {
 		return nil, fmt.Errorf("fakeamd: unknown product line %q, want Milan, Genoa or Turin", productLine)
 	}
-	tcb, err := kds.ComposeTCBParts(DefaultTCB)
-	if err != nil {
-		return nil, fmt.Errorf("fakeamd: %w", err)
+	tcb := ComposeTurinTCB(DefaultTurinTCB)
+	if productLine != "Turin" {
+		var err error
+		if tcb, err = kds.ComposeTCBParts(DefaultTCB); err != nil {
+			return nil, fmt.Errorf("fakeamd: %w", err)
+		}
 	}
 	p := &PKI{
 		ProductLine:   productLine,
@@ -201,25 +245,34 @@ func rootTemplate(serial int64, cn, crl string, now time.Time) (*x509.Certificat
 }
 
 // NewVCEK issues another VCEK certificate, signed by the ASK, for the same VCEK key but with the
-// given hwID and TCB extensions. A report signed by the PKI then verifies against it, so a test can
-// exercise the CHIP_ID and REPORTED_TCB binding checks alone. Its serial number is 0, as on AMD's
-// VCEKs.
+// hwID of chipID and the given TCB extensions (tcb in the product line's TCB_VERSION layout). A
+// report signed by the PKI then verifies against it, so a test can exercise the CHIP_ID and
+// REPORTED_TCB binding checks alone. Its serial number is 0, as on AMD's VCEKs.
 func (p *PKI) NewVCEK(chipID [abi.ChipIDSize]byte, tcb kds.TCBVersion) (*x509.Certificate, error) {
-	exts, err := endorsementExtensions(p.ProductName, tcb)
+	exts, err := endorsementExtensions(p.ProductLine, p.ProductName, tcb)
 	if err != nil {
 		return nil, err
 	}
-	// KDS spec Table "VCEK Certificate Extensions": hwID is the 64-byte CHIP_ID. AMD's VCEKs carry
-	// it as the bare extension value, without an inner OCTET STRING tag.
-	exts = append(exts, pkix.Extension{Id: kds.OidHwid, Value: append([]byte(nil), chipID[:]...)})
+	// KDS spec Table "VCEK Certificate Extensions": hwID is the 64-byte CHIP_ID on Milan and Genoa
+	// and its first 8 bytes on Turin. AMD's VCEKs carry it as the bare extension value, without an
+	// inner OCTET STRING tag (assumed the same for Turin's 8 bytes).
+	exts = append(exts, pkix.Extension{Id: kds.OidHwid, Value: bytes.Clone(chipID[:hwIDSize(p.ProductLine)])})
 	return p.issueEndorsement(abi.VcekReportSigner, exts)
 }
 
+// hwIDSize is the size of a VCEK's hwID extension on a product line.
+func hwIDSize(line string) int {
+	if line == "Turin" {
+		return 8
+	}
+	return abi.ChipIDSize
+}
+
 // NewVLEK issues another VLEK certificate, signed by the ASVK, for the same VLEK key with the given
-// TCB extensions.
+// TCB extensions (tcb in the product line's TCB_VERSION layout; Turin VLEKs carry fmcSPL too).
 func (p *PKI) NewVLEK(tcb kds.TCBVersion) (*x509.Certificate, error) {
 	// The VLEK's productName carries no stepping (KDS spec, "VLEK Certificate Extensions").
-	exts, err := endorsementExtensions(p.ProductLine, tcb)
+	exts, err := endorsementExtensions(p.ProductLine, p.ProductLine, tcb)
 	if err != nil {
 		return nil, err
 	}
@@ -242,7 +295,7 @@ func (p *PKI) issueEndorsement(key abi.ReportSigner, exts []pkix.Extension) (*x5
 	}
 	// Without the issuer's subject key ID, crypto/x509 adds no authority key identifier, as on
 	// AMD's VCEKs; go-sev-guest's kds package rejects any extension it does not know except that
-	// one.
+	// one (and so rejects Turin's fmcSPL anyway).
 	parent := *issuer
 	parent.SubjectKeyId = nil
 	return issue(key.String(), &x509.Certificate{
@@ -255,17 +308,29 @@ func (p *PKI) issueEndorsement(key abi.ReportSigner, exts []pkix.Extension) (*x5
 	}, &parent, pub, issuerKey)
 }
 
-// endorsementExtensions returns the KDS extensions shared by the VCEK and VLEK, in AMD's order:
-// structVersion, productName, then the SPLs of the TCB_VERSION (KDS spec Table "VCEK Certificate
-// Extensions"; TCB_VERSION layout from the ABI spec, Milan/Genoa form).
-func endorsementExtensions(productName string, tcb kds.TCBVersion) ([]pkix.Extension, error) {
+// oidFMCSPL is the fmcSPL extension of Turin and later VCEKs and VLEKs (KDS spec Table "VCEK
+// Certificate Extensions"), which go-sev-guest v0.15.0 does not define.
+var oidFMCSPL = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 3704, 1, 3, 9}
+
+// endorsementExtensions returns the KDS extensions shared by the VCEK and VLEK of a product line,
+// in AMD's order: structVersion, productName, then the SPLs of the TCB_VERSION (KDS spec Table
+// "VCEK Certificate Extensions"; TCB_VERSION layouts from the ABI spec). Milan and Genoa
+// certificates carry structVersion 0, as AMD's do. Turin ones carry structVersion 1, the reserved
+// spl4–spl7 as zeros and fmcSPL after ucodeSPL (assumptions, see the package comment).
+func endorsementExtensions(line, productName string, tcb kds.TCBVersion) ([]pkix.Extension, error) {
 	parts := kds.DecomposeTCBVersion(tcb)
+	structVersion := 0
+	if line == "Turin" {
+		t := DecomposeTurinTCB(tcb)
+		parts = kds.TCBParts{BlSpl: t.BlSpl, TeeSpl: t.TeeSpl, SnpSpl: t.SnpSpl, UcodeSpl: t.UcodeSpl}
+		structVersion = 1
+	}
 	name, err := asn1.MarshalWithParams(productName, "ia5")
 	if err != nil {
 		return nil, fmt.Errorf("fakeamd: productName: %w", err)
 	}
 	exts := []pkix.Extension{
-		{Id: kds.OidStructVersion, Value: asn1Int(0)},
+		{Id: kds.OidStructVersion, Value: asn1Int(structVersion)},
 		{Id: kds.OidProductName1, Value: name},
 	}
 	for _, spl := range []struct {
@@ -282,6 +347,9 @@ func endorsementExtensions(productName string, tcb kds.TCBVersion) ([]pkix.Exten
 		{kds.OidUcodeSpl, parts.UcodeSpl},
 	} {
 		exts = append(exts, pkix.Extension{Id: spl.id, Value: asn1Int(int(spl.value))})
+	}
+	if line == "Turin" {
+		exts = append(exts, pkix.Extension{Id: oidFMCSPL, Value: asn1Int(int(DecomposeTurinTCB(tcb).FmcSpl))})
 	}
 	return exts, nil
 }

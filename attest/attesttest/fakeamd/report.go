@@ -69,8 +69,11 @@ type ReportOptions struct {
 	// SignatureAlgo (0x034) is 1 for ECDSA P-384 with SHA-384. Report signs with ECDSA P-384
 	// whatever it says.
 	SignatureAlgo uint32
-	CurrentTCB    kds.TCBVersion // 0x038 CURRENT_TCB
-	PlatformInfo  uint64         // 0x040 PLATFORM_INFO, see Platform*
+	// The TCB_VERSION fields (CURRENT_TCB, REPORTED_TCB, COMMITTED_TCB, LAUNCH_TCB) are raw, in
+	// the product line's layout (kds.ComposeTCBParts for Milan and Genoa, ComposeTurinTCB for
+	// Turin).
+	CurrentTCB   kds.TCBVersion // 0x038 CURRENT_TCB
+	PlatformInfo uint64         // 0x040 PLATFORM_INFO, see Platform*
 	// SignerInfo (0x048): AUTHOR_KEY_EN bit 0, MASK_CHIP_KEY bit 1, SIGNING_KEY bits 4:2. Report
 	// signs with the key SIGNING_KEY selects (VCEK or VLEK). A consistent report with MaskChipKey
 	// has a zero ChipID.
@@ -96,12 +99,13 @@ type ReportOptions struct {
 	LaunchMitVector, CurrentMitVector uint64
 }
 
-// DefaultReportOptions returns a valid report signed by this PKI's VCEK; it passes go-sev-guest's
-// verify and its validate with DEBUG and MIGRATE_MA disallowed and VMPL 0. It has version 3, DefaultPolicy (DEBUG
-// clear), VMPL 0, ECDSA P-384, DefaultPlatformInfo, DefaultMeasurement, the PKI's CPUID values,
-// ChipID and TCB (reported, current, committed and launch TCB all equal), firmware 1.55 build 21,
-// no ID block (zero FAMILY_ID, IMAGE_ID and key digests), no migration agent, zero REPORT_DATA and
-// HOST_DATA. For a VLEK-signed report set SignerInfo.SigningKey to abi.VlekReportSigner.
+// DefaultReportOptions returns a valid report signed by this PKI's VCEK; for Milan and Genoa it
+// passes go-sev-guest's verify and its validate with DEBUG and MIGRATE_MA disallowed and VMPL 0
+// (go-sev-guest cannot read Turin certificates; see the package comment). It has version 3,
+// DefaultPolicy (DEBUG clear), VMPL 0, ECDSA P-384, DefaultPlatformInfo, DefaultMeasurement, the
+// PKI's CPUID values, ChipID and TCB (reported, current, committed and launch TCB all equal),
+// firmware 1.55 build 21, no ID block (zero FAMILY_ID, IMAGE_ID and key digests), no migration
+// agent, zero REPORT_DATA and HOST_DATA. For a VLEK-signed report set SignerInfo.SigningKey to abi.VlekReportSigner.
 func (p *PKI) DefaultReportOptions() ReportOptions {
 	o := ReportOptions{
 		Version:       DefaultVersion,
