@@ -33,16 +33,19 @@ echo
 echo "The real SEV-SNP report under the default policy (DEBUG is allowed in its guest policy):"
 verify "real/snp-milan-v2 (default policy)" 1 --evidence testdata/real/snp-milan-v2/evidence.json --at 2026-06-01T00:00:00Z
 echo
+# The nonce the fake fixtures were made for, as the verifier that issued it would pass it.
+nonce=a78oMKgPAXCJ8vrp9KibBA07KJ9ykpLewyGkAei13Js=
 echo "Full path with the fake vendor PKIs: chain, collateral, CRLs, TCB status, QE identity, policy, nonce:"
 for f in tdx-v4 tdx-v5 snp-milan-vcek snp-genoa-vlek; do
   d=testdata/fake/$f
-  verify "fake/$f" 0 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2026-11-24T00:00:00Z
+  verify "fake/$f" 0 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2026-11-24T00:00:00Z --nonce "$nonce"
 done
 echo
-echo "The same evidence after its collateral expired, and with another verifier nonce:"
+echo "The same evidence without the verifier's nonce, after its collateral expired, and with another nonce:"
 d=testdata/fake/tdx-v4
-verify "fake/tdx-v4 at 2027-06-01" 1 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2027-06-01T00:00:00Z
+verify "fake/tdx-v4 without --nonce" 0 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2026-11-24T00:00:00Z
+verify "fake/tdx-v4 at 2027-06-01" 1 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2027-06-01T00:00:00Z --nonce "$nonce"
 verify "fake/tdx-v4 with another nonce" 1 --evidence "$d/evidence.json" --policy "$d/policy.yaml" --collateral "$d/collateral" --roots "$d/roots" --at 2026-11-24T00:00:00Z --nonce AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=
 echo
 echo "demo: all verdicts as expected. One full result:"
-"$bin" verify --evidence testdata/fake/tdx-v4/evidence.json --policy testdata/fake/tdx-v4/policy.yaml --collateral testdata/fake/tdx-v4/collateral --roots testdata/fake/tdx-v4/roots --at 2026-11-24T00:00:00Z
+"$bin" verify --evidence testdata/fake/tdx-v4/evidence.json --policy testdata/fake/tdx-v4/policy.yaml --collateral testdata/fake/tdx-v4/collateral --roots testdata/fake/tdx-v4/roots --at 2026-11-24T00:00:00Z --nonce "$nonce"

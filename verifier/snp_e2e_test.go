@@ -103,6 +103,7 @@ func (s *snpScenario) run(t *testing.T) *ear.Result {
 		Roots:      &roots.Set{AMD: map[string]*roots.AMDProduct{s.pki.ProductLine: s.roots}, Test: true},
 		Collateral: set,
 		Now:        testNow,
+		Nonce:      s.nonce, // the verifier issued it
 	}
 	if s.opts != nil {
 		s.opts(&opts)

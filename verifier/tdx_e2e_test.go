@@ -104,6 +104,7 @@ func (s *tdxScenario) run(t *testing.T) *ear.Result {
 		Roots:      &roots.Set{Intel: []*x509.Certificate{s.pki.Root}, Test: true},
 		Collateral: set,
 		Now:        testNow,
+		Nonce:      s.nonce, // the verifier issued it
 	}
 	if s.opts != nil {
 		s.opts(&opts)
@@ -405,6 +406,55 @@ func TestTDXFreshnessNotEvaluated(t *testing.T) {
 	r := s.run(t)
 	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeFreshnessNotEvaluated) {
 		t.Fatalf("want warning with %s, got %s", ear.CodeFreshnessNotEvaluated, describe(r))
+	}
+}
+
+// A nonce carried only in the evidence is checked, but proves nothing about freshness: whoever
+// produced the evidence chose it.
+func TestTDXEnvelopeNonceOnly(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.opts = func(o *verifier.Options) { o.Nonce = nil }
+	if r := s.run(t); r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeFreshnessNotEvaluated) {
+		t.Fatalf("envelope nonce only: want warning with %s, got %s", ear.CodeFreshnessNotEvaluated, describe(r))
+	}
+	s.quote.ReportData[0] ^= 1
+	if r := s.run(t); !r.HasFailure(ear.CodeNonceMismatch) {
+		t.Fatalf("envelope nonce not bound: want %s, got %s", ear.CodeNonceMismatch, describe(r))
+	}
+}
+
+// Evidence the verifier cannot appraise yet is never silently taken as checked.
+func TestTDXUnevaluatedEvidence(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	r := s.run(t)
+	if r.Status != ear.StatusAffirming {
+		t.Fatal(describe(r))
+	}
+	ev := &attest.Evidence{Version: 1, Platform: attest.PlatformTDX, TPM: []byte(`{"quote":"x"}`), EventLogs: []byte(`{"ccel":"y"}`)}
+	raw, err := s.pki.Quote(s.quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev.Report, ev.Nonce, ev.RuntimeData = raw, s.nonce, runtimeData
+	rs, _ := s.pki.Collateral(s.coll)
+	set := collateral.Set{}
+	if err := set.Add(rs...); err != nil {
+		t.Fatal(err)
+	}
+	pol, _ := policy.Parse([]byte(s.policyYAML()))
+	r = verifier.Verify(context.Background(), ev, verifier.Options{Policy: pol, Roots: &roots.Set{Intel: []*x509.Certificate{s.pki.Root}}, Collateral: set, Now: testNow, Nonce: s.nonce})
+	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeTPMNotEvaluated) || !r.HasWarning(ear.CodeEventLogNotEvaluated) {
+		t.Fatalf("want warnings for the unevaluated vTPM quote and event logs, got %s", describe(r))
+	}
+}
+
+// Accepting an OutOfDate TCB is a policy choice that caps the result at warning.
+func TestTDXOutOfDateAccepted(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusOutOfDate)
+	s.policy = "  accepted_tcb_statuses: [UpToDate, OutOfDate]\n"
+	if r := s.run(t); r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeTCBOutOfDateAccepted) {
+		t.Fatalf("want warning with %s, got %s", ear.CodeTCBOutOfDateAccepted, describe(r))
 	}
 }
 

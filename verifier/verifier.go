@@ -83,6 +83,7 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 	if reportData != nil {
 		checkFreshness(ev, opts, reportData, res)
 	}
+	checkUnevaluated(ev, res)
 	res.TrustVector = trustVector(res)
 	res.Finalize()
 	return res
@@ -90,27 +91,51 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 
 // checkFreshness compares REPORT_DATA with --report-data, or with the binding of the nonce and
 // runtime data (TDX check 8, SEV-SNP check 9). A mismatch is a rejection, never a warning.
+//
+// Only a nonce the caller issued (Options.Nonce) proves freshness. A nonce carried in the evidence
+// is checked too — a mismatch is still a rejection — but it was chosen by whoever produced the
+// evidence, so on its own it leaves freshness not evaluated.
 func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Result) {
 	check := "tdx.8"
 	if ev.Platform == attest.PlatformSNP {
 		check = "snp.9"
 	}
-	nonce := ev.Nonce
-	if opts.Nonce != nil {
-		nonce = opts.Nonce
+	bindingFails := func(nonce []byte, whose string) bool {
+		if len(nonce) != attest.NonceSize {
+			res.Fail(ear.CodeNonceMismatch, check, fmt.Sprintf("the %s nonce is %d bytes, want %d", whose, len(nonce), attest.NonceSize))
+			return true
+		}
+		want := attest.ReportData(nonce, ev.RuntimeData)
+		if !bytes.Equal(got, want[:]) {
+			res.Fail(ear.CodeNonceMismatch, check, fmt.Sprintf("REPORT_DATA is not SHA-512(\"proofline/v1\" ‖ nonce ‖ SHA-256(runtime_data)) for the %s nonce: the evidence is not bound to it and this runtime data (replayed, or produced for another challenge)", whose))
+			return true
+		}
+		return false
 	}
 	switch {
 	case opts.ReportData != nil:
 		if !bytes.Equal(got, opts.ReportData) {
 			res.Fail(ear.CodeReportDataMismatch, check, fmt.Sprintf("REPORT_DATA %x does not equal the expected %x", got, opts.ReportData))
 		}
-	case nonce != nil:
-		want := attest.ReportData(nonce, ev.RuntimeData)
-		if !bytes.Equal(got, want[:]) {
-			res.Fail(ear.CodeNonceMismatch, check, "REPORT_DATA is not SHA-512(\"proofline/v1\" ‖ nonce ‖ SHA-256(runtime_data)): the evidence is not bound to this nonce and runtime data (replayed, or produced for another challenge)")
+	case opts.Nonce != nil:
+		bindingFails(opts.Nonce, "verifier")
+	case ev.Nonce != nil:
+		if !bindingFails(ev.Nonce, "evidence's") {
+			res.Warn(ear.CodeFreshnessNotEvaluated, check, "REPORT_DATA binds the nonce carried in the evidence, but no verifier nonce was given: the evidence may be a replay; give the nonce you issued (--nonce)")
 		}
 	default:
 		res.Warn(ear.CodeFreshnessNotEvaluated, check, "no nonce or expected REPORT_DATA was given: the evidence may be a replay")
+	}
+}
+
+// checkUnevaluated flags evidence the verifier carried but could not appraise yet: a relying
+// party must not believe a vTPM quote or an event log was checked when it was not.
+func checkUnevaluated(ev *attest.Evidence, res *ear.Result) {
+	if len(ev.TPM) > 0 {
+		res.Warn(ear.CodeTPMNotEvaluated, "tpm", "the evidence carries a vTPM quote, which this verifier does not appraise yet: nothing in it was checked")
+	}
+	if len(ev.EventLogs) > 0 {
+		res.Warn(ear.CodeEventLogNotEvaluated, "tdx.9", "the evidence carries event logs, which this verifier does not replay yet: nothing in them was checked")
 	}
 }
 

@@ -104,6 +104,9 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	if *evidencePath == "" {
 		return fail("--evidence FILE is required")
 	}
+	if *nonceB64 != "" && *reportDataHex != "" {
+		return fail("give --nonce or --report-data, not both")
+	}
 	opts := verifier.Options{Now: time.Now()}
 	if *at != "" {
 		t, err := time.Parse(time.RFC3339, *at)

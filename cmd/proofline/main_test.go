@@ -114,15 +114,23 @@ func fakeArgs(name string, extra ...string) []string {
 	}, extra...)
 }
 
+// fixtureNonce is the nonce the fake fixtures were generated for: base64(SHA-256("proofline fixture nonce")).
+const fixtureNonce = "a78oMKgPAXCJ8vrp9KibBA07KJ9ykpLewyGkAei13Js="
+
 var fakeFixtures = []string{"tdx-v4", "tdx-v5", "snp-milan-vcek", "snp-genoa-vlek"}
 
 func TestVerifyFakeFixtures(t *testing.T) {
 	for _, name := range fakeFixtures {
 		t.Run(name, func(t *testing.T) {
-			code, out, stderr := verifyCLI(t, fakeArgs(name)...)
+			code, out, stderr := verifyCLI(t, fakeArgs(name, "--nonce", fixtureNonce)...)
 			r := decode(t, out)
 			if code != 0 || r.Status != ear.StatusAffirming || !r.TestRoots {
 				t.Fatalf("exit %d status %s test_roots %v failures %v warnings %v stderr %q", code, r.Status, r.TestRoots, codes(r.Failures), codes(r.Warnings), stderr)
+			}
+			// The nonce in the envelope alone is checked but does not prove freshness.
+			code, out, _ = verifyCLI(t, fakeArgs(name)...)
+			if r := decode(t, out); code != 0 || r.Status != ear.StatusWarning || len(r.Warnings) != 1 || r.Warnings[0].Code != ear.CodeFreshnessNotEvaluated {
+				t.Fatalf("envelope nonce only: exit %d status %s warnings %v", code, r.Status, codes(r.Warnings))
 			}
 			// After the collateral expires the same evidence is contraindicated.
 			args := fakeArgs(name)
@@ -193,6 +201,7 @@ func TestVerifyUsageErrors(t *testing.T) {
 		{"missing collateral dir", []string{"--evidence", ev, "--collateral", filepath.Join(dir, "none")}},
 		{"unknown flag", []string{"--evidence", ev, "--frobnicate"}},
 		{"stray argument", []string{"--evidence", ev, "extra"}},
+		{"--nonce with --report-data", []string{"--evidence", ev, "--nonce", fixtureNonce, "--report-data", strings.Repeat("00", 64)}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, out, stderr := verifyCLI(t, tc.args...)

@@ -15,7 +15,9 @@ const (
 	CodeNoReferenceValues     Code = "no_reference_values"
 	CodeUnsafeOption          Code = "unsafe_option"
 	CodePlatformNotInPolicy   Code = "platform_not_in_policy"
-	CodeTestRoots             Code = "test_roots"
+	CodeTPMNotEvaluated       Code = "tpm_not_evaluated"
+	CodeEventLogNotEvaluated  Code = "event_log_not_evaluated"
+	CodeTCBOutOfDateAccepted  Code = "tcb_out_of_date_accepted"
 )
 
 // Intel TDX codes (VERIFIER-CHECKS "Intel TDX quote").
@@ -92,10 +94,13 @@ var Descriptions = map[Code]string{
 	CodeCollateralMalformed:   "Collateral was obtained but could not be parsed.",
 	CodeNonceMismatch:         "REPORT_DATA does not equal the documented binding of the verifier nonce and runtime data.",
 	CodeReportDataMismatch:    "REPORT_DATA does not equal the value given with --report-data.",
-	CodeFreshnessNotEvaluated: "Warning: no nonce or expected REPORT_DATA was given, so freshness was not evaluated.",
-	CodeNoReferenceValues:     "Warning: the policy pins no measurement for this platform.",
+	CodeFreshnessNotEvaluated: "Warning: no verifier nonce or expected REPORT_DATA was given, so freshness was not evaluated.",
+	CodeNoReferenceValues:     "Warning: the policy pins no launch measurement (MRTD for TDX, MEASUREMENT for SEV-SNP) for this platform.",
 	CodeUnsafeOption:          "Warning: the policy weakens a check with an option ending in _unsafe.",
 	CodePlatformNotInPolicy:   "The policy has no section for the evidence's platform.",
+	CodeTPMNotEvaluated:       "Warning: the evidence carries a vTPM quote that was not appraised.",
+	CodeEventLogNotEvaluated:  "Warning: the evidence carries event logs that were not replayed.",
+	CodeTCBOutOfDateAccepted:  "Warning: the platform's TCB is OutOfDate (known vulnerable, not patched) and the policy accepts it.",
 
 	CodeTDXQuoteMalformed:      "The TDX quote failed strict parsing (version, TEE type, sizes, certification data type, trailing bytes).",
 	CodeTDXPCKChainInvalid:     "The PCK certificate chain is malformed or does not chain to the pinned Intel SGX Root CA.",

@@ -98,8 +98,10 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 			res.Fail(ear.CodeTDXMRServiceTD, checkTDXBody, fmt.Sprintf("MRSERVICETD %x is not zero: a service TD is bound and the policy allows none", b.MRServiceTD))
 		}
 	}
-	if len(t.MRTD)+len(t.RTMR0)+len(t.RTMR1)+len(t.RTMR2)+len(t.RTMR3)+len(t.MRConfigID)+len(t.MROwner)+len(t.MROwnerConfig) == 0 {
-		res.Warn(ear.CodeNoReferenceValues, checkTDXBody, "the policy pins no TD measurement (MRTD, RTMRs, MRCONFIGID, MROWNER, MROWNERCONFIG): any software is accepted")
+	// MRCONFIGID, MROWNER and MROWNERCONFIG are chosen by whoever launches the TD; only MRTD
+	// measures the TD's initial contents.
+	if len(t.MRTD) == 0 {
+		res.Warn(ear.CodeNoReferenceValues, checkTDXBody, "the policy pins no MRTD: any TD firmware and initial image is accepted")
 	}
 
 	// Checks 5 and 6: TCB statuses and collateral age, as evaluated by the authenticity checks.
@@ -108,8 +110,11 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 		return
 	}
 	if tcb := c.TCB; tcb != nil {
-		if tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status) {
+		switch {
+		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status):
 			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s; the policy accepts %s%s", tcb.Status, strings.Join(t.AcceptedTCBStatuses, ", "), advisories(tcb.AdvisoryIDs)))
+		case strings.HasPrefix(tcb.Status, tdx.StatusOutOfDate):
+			res.Warn(ear.CodeTCBOutOfDateAccepted, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s, which the policy accepts: the platform lacks published security fixes%s", tcb.Status, advisories(tcb.AdvisoryIDs)))
 		}
 		if tcb.EvaluationDataNumber < t.MinTCBEvaluationDataNumber {
 			res.Fail(ear.CodeTDXTCBEvaluationNumber, checkTDXTCBInfo, fmt.Sprintf("the TCB info's tcbEvaluationDataNumber %d is below the policy's minimum %d", tcb.EvaluationDataNumber, t.MinTCBEvaluationDataNumber))
@@ -201,8 +206,10 @@ func (p *Policy) AppraiseSNP(r *snp.Report, c *ear.SNPClaims, res *ear.Result) {
 	if r.GuestSVN < s.MinGuestSVN {
 		res.Fail(ear.CodeSNPGuestSVN, checkSNPValues, fmt.Sprintf("GUEST_SVN %d is below the policy's min_guest_svn %d", r.GuestSVN, s.MinGuestSVN))
 	}
-	if len(s.Measurement)+len(s.HostData)+len(s.IDKeyDigest)+len(s.AuthorKeyDigest)+len(s.FamilyID)+len(s.ImageID) == 0 {
-		res.Warn(ear.CodeNoReferenceValues, checkSNPValues, "the policy pins no guest measurement (MEASUREMENT, HOST_DATA, ID key digests, FAMILY_ID, IMAGE_ID): any software is accepted")
+	// HOST_DATA is chosen by the host, and FAMILY_ID / IMAGE_ID mean something only under a
+	// pinned ID key; only MEASUREMENT measures the guest's initial contents.
+	if len(s.Measurement) == 0 {
+		res.Warn(ear.CodeNoReferenceValues, checkSNPValues, "the policy pins no MEASUREMENT: any guest firmware and initial image is accepted")
 	}
 
 	// Check 10: platform info.

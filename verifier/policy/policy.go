@@ -348,9 +348,12 @@ func (s *SNP) validate() error {
 		return fmt.Errorf("min_abi %q is not \"major.minor\"", s.MinABI)
 	}
 	s.minABI = [2]uint8{uint8(ma), uint8(mi)}
-	for line := range s.TCBFloors {
+	for line, f := range s.TCBFloors {
 		if line != "Milan" && line != "Genoa" && line != "Turin" {
 			return fmt.Errorf("tcb_floors: %q is not a product line (Milan, Genoa, Turin)", line)
+		}
+		if f.FMC != 0 && line != "Turin" {
+			return fmt.Errorf("tcb_floors: %s has no FMC component (only Turin does)", line)
 		}
 	}
 	return nil
