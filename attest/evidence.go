@@ -77,6 +77,9 @@ func DecodeEvidence(data []byte) (*Evidence, error) {
 	if !json.Valid(trimmed) || len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, ErrNotJSON
 	}
+	if err := checkKeys(trimmed); err != nil {
+		return nil, err
+	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	var ev Evidence
@@ -87,6 +90,46 @@ func DecodeEvidence(data []byte) (*Evidence, error) {
 		return nil, err
 	}
 	return &ev, nil
+}
+
+// fields are the envelope's keys, matched exactly: encoding/json alone would match them
+// case-insensitively and let a later duplicate win, so two readers of one envelope could see two
+// different runtime_data values.
+var fields = map[string]bool{
+	"version": true, "platform": true, "report": true, "certificates": true,
+	"nonce": true, "runtime_data": true, "tpm": true, "event_logs": true,
+}
+
+// checkKeys requires every top-level key to be spelled exactly as in the schema and to appear
+// once, and tpm and event_logs to be JSON objects.
+func checkKeys(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if _, err := dec.Token(); err != nil { // the opening brace; DecodeEvidence checked it is one
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case !fields[key]:
+			return fmt.Errorf("%w: unknown field %q (field names are lower case, as in the schema)", ErrMalformed, key)
+		case seen[key]:
+			return fmt.Errorf("%w: field %q appears twice", ErrMalformed, key)
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		if (key == "tpm" || key == "event_logs") && (len(raw) == 0 || raw[0] != '{') {
+			return fmt.Errorf("%w: %s must be a JSON object", ErrMalformed, key)
+		}
+	}
+	return nil
 }
 
 // Validate checks the envelope's fields against the schema and the size bounds.

@@ -28,6 +28,12 @@ func TestDecodeEvidence(t *testing.T) {
 		{"short nonce", `{"version":1,"platform":"tdx","report":"AAEC","nonce":"AAEC"}`, ErrMalformed},
 		{"unknown field", `{"version":1,"platform":"tdx","report":"AAEC","reprot":"AAEC"}`, ErrMalformed},
 		{"empty certificate", `{"version":1,"platform":"sev-snp","report":"AAEC","certificates":[""]}`, ErrMalformed},
+		{"key in another case", `{"version":1,"platform":"tdx","report":"AAEC","Nonce":"` + nonce + `"}`, ErrMalformed},
+		{"duplicate key", `{"version":1,"platform":"tdx","report":"AAEC","runtime_data":"eA==","runtime_data":"eQ=="}`, ErrMalformed},
+		{"duplicate key in another case", `{"version":1,"platform":"tdx","report":"AAEC","runtime_data":"eA==","RUNTIME_DATA":"eQ=="}`, ErrMalformed},
+		{"tpm not an object", `{"version":1,"platform":"tdx","report":"AAEC","tpm":"x"}`, ErrMalformed},
+		{"event_logs null", `{"version":1,"platform":"tdx","report":"AAEC","event_logs":null}`, ErrMalformed},
+		{"tpm object", `{"version":1,"platform":"tdx","report":"AAEC","tpm":{"quote":"x"}}`, nil},
 		{"trailing data", `{"version":1,"platform":"tdx","report":"AAEC"} {}`, ErrNotJSON},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -88,7 +94,7 @@ func TestReportDataVectors(t *testing.T) {
 func FuzzDecodeEvidence(f *testing.F) {
 	f.Add([]byte(`{"version":1,"platform":"tdx","report":"AAEC"}`))
 	f.Add([]byte(`{"version":1,"platform":"sev-snp","report":"AAEC","certificates":["AQI="],"nonce":"` + base64.StdEncoding.EncodeToString(make([]byte, 32)) + `"}`))
-	f.Add([]byte(`{"tpm":{"a":[1,2,{}]},"event_logs":null}`))
+	f.Add([]byte(`{"version":1,"platform":"tdx","report":"AAEC","tpm":{"a":[1,2,{}]},"event_logs":{}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ev, err := DecodeEvidence(data)
 		if err != nil {

@@ -2,6 +2,11 @@ package verifier_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/binary"
 	"fmt"
 	"math/big"
@@ -182,8 +187,8 @@ func TestSNPNegative(t *testing.T) {
 		name  string
 		setup func(*testing.T, *snpScenario)
 		want  ear.Code
-		only  abi.ReportSigner // run only for this key when set (VCEK=0 is the zero value; see onlyVLEK)
-		vlek  bool
+		vcek  bool // the case exists for VCEK-signed reports only
+		vlek  bool // the case exists for VLEK-signed reports only
 	}{
 		// 1. Strict parse.
 		{name: "version 1", setup: func(t *testing.T, s *snpScenario) {
@@ -215,10 +220,10 @@ func TestSNPNegative(t *testing.T) {
 		}, want: ear.CodeSNPReportMalformed},
 		{name: "guest policy reserved bit 17 clear", setup: func(t *testing.T, s *snpScenario) {
 			s.report.Policy &^= fakeamd.PolicyReserved17
-		}, want: ear.CodeSNPReportMalformed},
+		}, want: ear.CodeSNPGuestPolicy},
 		{name: "guest policy unknown bit 40", setup: func(t *testing.T, s *snpScenario) {
 			s.report.Policy |= 1 << 40
-		}, want: ear.CodeSNPReportMalformed},
+		}, want: ear.CodeSNPGuestPolicy},
 		{name: "SIGNING_KEY none", setup: func(t *testing.T, s *snpScenario) {
 			s.mutate = func(t *testing.T, s *snpScenario, r []byte) []byte {
 				r = append([]byte(nil), r...)
@@ -241,13 +246,13 @@ func TestSNPNegative(t *testing.T) {
 		{name: "certificate not yet valid", setup: func(t *testing.T, s *snpScenario) {
 			s.opts = func(o *verifier.Options) { o.Now = testNow.Add(-2 * time.Hour) }
 		}, want: ear.CodeSNPCertExpired},
-		{name: "report says VLEK, evidence carries the VCEK", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "report says VLEK, evidence carries the VCEK", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.report.SignerInfo.SigningKey = abi.VlekReportSigner
 		}, want: ear.CodeSNPSigningKeyMismatch},
 		{name: "report says VCEK, evidence carries the VLEK", vlek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.report.SignerInfo.SigningKey = abi.VcekReportSigner
 		}, want: ear.CodeSNPSigningKeyMismatch},
-		{name: "VCEK for another chip", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "VCEK for another chip", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			chip := s.pki.ChipID
 			chip[0] ^= 0xff
 			c, err := s.pki.NewVCEK(chip, s.pki.TCB)
@@ -271,17 +276,24 @@ func TestSNPNegative(t *testing.T) {
 			}
 		}, want: ear.CodeSNPTCBMismatch},
 		{name: "VLEK missing from the evidence", vlek: true, setup: func(t *testing.T, s *snpScenario) { s.certs = nil }, want: ear.CodeSNPCertMissing},
-		{name: "VCEK missing from a version 2 report's evidence", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "VCEK missing from a version 2 report's evidence", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.certs, s.report.Version = nil, 2
 		}, want: ear.CodeSNPCertMissing},
-		{name: "VCEK missing from evidence and collateral", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "VCEK missing from evidence and collateral", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.certs = nil
 			s.editSet = func(set collateral.Set) {
 				delete(set, kds.VCEKCertURL(s.pki.ProductLine, s.pki.ChipID[:], s.pki.TCB))
 			}
 		}, want: ear.CodeCollateralUnavailable},
-		{name: "non-AMD certificate in the evidence", setup: func(t *testing.T, s *snpScenario) {
+		{name: "unparsable certificate in the evidence", setup: func(t *testing.T, s *snpScenario) {
 			s.certs = append(s.certs, []byte{0x30, 0x03, 0x02, 0x01, 0x01})
+		}, want: ear.CodeSNPChainInvalid},
+		{name: "non-AMD certificate in the evidence", setup: func(t *testing.T, s *snpScenario) {
+			s.certs = append(s.certs, nonAMDCert(t))
+		}, want: ear.CodeSNPChainInvalid},
+		{name: "intermediate from the evidence not signed by the pinned ARK", setup: func(t *testing.T, s *snpScenario) {
+			s.roots.ASK, s.roots.ASVK = nil, nil
+			s.certs = append(s.certs, alternate(t, s.pki.ProductLine).CertificatesWithChain(s.key)[1])
 		}, want: ear.CodeSNPChainInvalid},
 		// 3. Signature.
 		{name: "MEASUREMENT byte flipped", setup: func(t *testing.T, s *snpScenario) {
@@ -303,13 +315,20 @@ func TestSNPNegative(t *testing.T) {
 		{name: "CRL signature corrupt", setup: func(t *testing.T, s *snpScenario) { s.crl.CorruptSignature = true }, want: ear.CodeSNPCRLInvalid},
 		{name: "CRL stale", setup: func(t *testing.T, s *snpScenario) { s.crl.NextUpdate = testNow.Add(-time.Minute) }, want: ear.CodeSNPCRLStale},
 		{name: "CRL from the future", setup: func(t *testing.T, s *snpScenario) { s.crl.ThisUpdate = testNow.Add(time.Hour) }, want: ear.CodeSNPCRLStale},
+		{name: "CRL signed by another ARK", setup: func(t *testing.T, s *snpScenario) {
+			crl, err := alternate(t, s.pki.ProductLine).CRL(s.key, fakeamd.CRLOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.editSet = func(set collateral.Set) { set[kds.CrlLinkByKey(s.pki.ProductLine, s.key)].Body = crl }
+		}, want: ear.CodeSNPCRLInvalid},
 		{name: "CRL missing", setup: func(t *testing.T, s *snpScenario) {
 			s.editSet = func(set collateral.Set) { delete(set, kds.CrlLinkByKey(s.pki.ProductLine, s.key)) }
 		}, want: ear.CodeCollateralUnavailable},
-		{name: "ASK revoked", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "ASK revoked", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.crl.Revoked = []*big.Int{s.pki.ASK.SerialNumber}
 		}, want: ear.CodeSNPCertRevoked},
-		{name: "VCEK revoked", only: abi.VcekReportSigner, setup: func(t *testing.T, s *snpScenario) {
+		{name: "VCEK revoked", vcek: true, setup: func(t *testing.T, s *snpScenario) {
 			s.crl.Revoked = []*big.Int{s.pki.VCEK.SerialNumber}
 		}, want: ear.CodeSNPCertRevoked},
 		{name: "ASVK revoked", vlek: true, setup: func(t *testing.T, s *snpScenario) {
@@ -366,7 +385,7 @@ func TestSNPNegative(t *testing.T) {
 	}
 	for _, key := range []abi.ReportSigner{abi.VcekReportSigner, abi.VlekReportSigner} {
 		for _, tc := range cases {
-			if (tc.vlek && key != abi.VlekReportSigner) || (tc.only == abi.VcekReportSigner && !tc.vlek && key != abi.VcekReportSigner && onlyVCEK(tc.name)) {
+			if (tc.vlek && key != abi.VlekReportSigner) || (tc.vcek && key != abi.VcekReportSigner) {
 				continue
 			}
 			t.Run(fmt.Sprintf("%s/%s", key, tc.name), func(t *testing.T) {
@@ -382,24 +401,51 @@ func TestSNPNegative(t *testing.T) {
 	}
 }
 
-// onlyVCEK names the cases that exist for VCEK-signed reports only.
-func onlyVCEK(name string) bool {
-	for _, n := range []string{"report says VLEK", "VCEK for another chip", "VCEK missing", "ASK revoked", "VCEK revoked"} {
-		if strings.HasPrefix(name, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// With the default policy the real recorded Milan report is contraindicated, and DEBUG is among
-// its failures.
-func TestSNPDefaultPolicyOnDebugReport(t *testing.T) {
+// allow_debug_unsafe accepts a DEBUG guest and caps the result at warning. (The real recorded
+// Milan report under the default policy is covered by cmd/proofline's tests.)
+func TestSNPAllowDebugUnsafe(t *testing.T) {
 	s := newSNPScenario(t, "Milan", abi.VcekReportSigner)
 	s.report.Policy |= fakeamd.PolicyDebug
 	s.policy = "  allow_debug_unsafe: true\n"
 	r := s.run(t)
 	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeUnsafeOption) {
 		t.Fatalf("allow_debug_unsafe: want warning, got %s", describe(r))
+	}
+}
+
+// nonAMDCert is a well-formed certificate that is not part of any AMD hierarchy.
+func nonAMDCert(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "example.com"}, NotBefore: testNow.Add(-time.Hour), NotAfter: testNow.Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}
+
+// Waiving the CRL never waives the chain or the signature.
+func TestSNPSkipCollateralUnsafe(t *testing.T) {
+	s := newSNPScenario(t, "Milan", abi.VcekReportSigner)
+	s.policy = "  skip_collateral_unsafe: true\n"
+	s.editSet = func(set collateral.Set) {
+		for u := range set {
+			delete(set, u)
+		}
+	}
+	if r := s.run(t); r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeUnsafeOption) {
+		t.Fatalf("want warning with %s, got %s", ear.CodeUnsafeOption, describe(r))
+	}
+	s.mutate = func(t *testing.T, s *snpScenario, r []byte) []byte {
+		r = append([]byte(nil), r...)
+		r[0x90] ^= 1
+		return r
+	}
+	if r := s.run(t); !r.HasFailure(ear.CodeSNPReportSignature) {
+		t.Fatalf("a corrupted report passed with the CRL waived: %s", describe(r))
 	}
 }

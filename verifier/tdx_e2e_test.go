@@ -221,6 +221,17 @@ func TestTDXNegative(t *testing.T) {
 		{"no collateral at all", func(s *tdxScenario) {
 			s.opts = func(o *verifier.Options) { o.Collateral = nil }
 		}, ear.CodeCollateralUnavailable},
+		{"QE vendor ID is not Intel's", func(s *tdxScenario) {
+			s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+				q = append([]byte(nil), q...)
+				q[12] ^= 0xff
+				out, err := s.pki.ResignQuote(q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
+		}, ear.CodeTDXQEIdentityMismatch},
 		// 3. QE report.
 		{"QE report byte flipped", func(s *tdxScenario) {
 			s.mutate = flip(func(l fakeintel.Layout) int { return l.QEReportOffset + 20 })
@@ -292,6 +303,7 @@ func TestTDXNegative(t *testing.T) {
 			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
 		}, ear.CodeTDXTCBStatus},
 		{"TDX module signer differs", func(s *tdxScenario) { s.quote.MrSignerSeam[0] = 1 }, ear.CodeTDXModuleMismatch},
+		{"TDX module attributes differ", func(s *tdxScenario) { s.quote.SeamAttributes[0] = 1 }, ear.CodeTDXModuleMismatch},
 		{"TDX module identity out of date", func(s *tdxScenario) {
 			s.quote.TeeTcbSvn[0], s.quote.TeeTcbSvn[1] = 3, 1
 			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
@@ -467,13 +479,27 @@ func TestTDXSkipCollateralUnsafe(t *testing.T) {
 		t.Fatalf("want warning with %s, got %s", ear.CodeUnsafeOption, describe(r))
 	}
 	// Waiving collateral never waives the signatures.
-	s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
-		q = append([]byte(nil), q...)
-		q[len(q)-3000] ^= 1
-		return q
-	}
-	if r := s.run(t); r.Status != ear.StatusContraindicated {
-		t.Fatalf("a corrupted quote passed with collateral waived: %s", describe(r))
+	for _, tc := range []struct {
+		name string
+		off  func(l fakeintel.Layout) int
+		want ear.Code
+	}{
+		{"body", func(l fakeintel.Layout) int { return l.BodyOffset + 300 }, ear.CodeTDXQuoteSignature},
+		{"QE report", func(l fakeintel.Layout) int { return l.QEReportOffset + 40 }, ear.CodeTDXQEReportSignature},
+		{"QE report signature", func(l fakeintel.Layout) int { return l.QEReportSignatureOffset + 3 }, ear.CodeTDXQEReportSignature},
+	} {
+		s.mutate = func(t *testing.T, s *tdxScenario, q []byte) []byte {
+			l, err := fakeintel.ParseLayout(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q = append([]byte(nil), q...)
+			q[tc.off(l)] ^= 1
+			return q
+		}
+		if r := s.run(t); r.Status != ear.StatusContraindicated || !r.HasFailure(tc.want) {
+			t.Fatalf("%s flipped with collateral waived: want %s, got %s", tc.name, tc.want, describe(r))
+		}
 	}
 }
 

@@ -36,6 +36,21 @@ type Response struct {
 	Body    []byte              `json:"body"`
 }
 
+// checkHeaders refuses a response that names one header twice (e.g. "TCB-Info-Issuer-Chain" and
+// "tcb-info-issuer-chain"): which one a lookup found would depend on map order, and verdicts and
+// digests must not.
+func (r *Response) checkHeaders() error {
+	seen := map[string]string{}
+	for k := range r.Headers {
+		ck := http.CanonicalHeaderKey(k)
+		if prev, dup := seen[ck]; dup {
+			return fmt.Errorf("recorded response for %s names header %q twice (%q and %q)", r.URL, ck, prev, k)
+		}
+		seen[ck] = k
+	}
+	return nil
+}
+
 // Header returns the values of a header, matching its name case-insensitively as HTTP does.
 func (r *Response) Header(name string) []string {
 	for k, v := range r.Headers {
@@ -90,11 +105,15 @@ func (s Set) Get(_ context.Context, url string) (*Response, error) {
 	return r, nil
 }
 
-// Add inserts responses, refusing a URL that is already present.
+// Add inserts responses, refusing a URL that is already present and a response that names one
+// header twice.
 func (s Set) Add(rs ...*Response) error {
 	for _, r := range rs {
 		if r.URL == "" {
 			return errors.New("recorded response has no url")
+		}
+		if err := r.checkHeaders(); err != nil {
+			return err
 		}
 		if _, dup := s[r.URL]; dup {
 			return fmt.Errorf("recorded collateral holds %s twice", r.URL)
@@ -163,6 +182,9 @@ func Parse(data []byte) ([]*Response, error) {
 		}
 		if len(r.Body) > MaxResponseSize {
 			return nil, fmt.Errorf("recorded response for %s is over %d bytes", r.URL, MaxResponseSize)
+		}
+		if err := r.checkHeaders(); err != nil {
+			return nil, err
 		}
 	}
 	return rs, nil

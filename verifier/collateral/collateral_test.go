@@ -40,6 +40,10 @@ func TestReadDir(t *testing.T) {
 	if _, err := ReadDir(dir); err == nil {
 		t.Fatal("duplicate URL accepted")
 	}
+	// One header named twice in different cases would make lookups and digests depend on map order.
+	if _, err := Parse([]byte(`{"url":"https://a.example/h","status":200,"headers":{"TCB-Info-Issuer-Chain":["a"],"tcb-info-issuer-chain":["b"]},"body":""}`)); err == nil {
+		t.Fatal("a header named twice was accepted")
+	}
 	if _, err := ReadDir(filepath.Join(dir, "nope")); err == nil {
 		t.Fatal("missing directory accepted")
 	}

@@ -108,6 +108,7 @@ func (s *Set) addPEM(data []byte) error {
 		return errors.New("no PEM certificate")
 	}
 	var rest []*x509.Certificate
+	arks := map[string]*AMDProduct{} // the ARKs of this file
 	for _, c := range certs {
 		if !selfSigned(c) {
 			rest = append(rest, c)
@@ -128,20 +129,22 @@ func (s *Set) addPEM(data []byte) error {
 				return fmt.Errorf("two different ARKs for product line %s", line)
 			}
 			p.ARK = c
+			arks[line] = p
 		default:
 			return fmt.Errorf("self-signed certificate %q is neither an Intel SGX Root CA nor an AMD ARK-<line>", cn)
 		}
 	}
 	for _, c := range rest {
-		if err := s.addIntermediate(c); err != nil {
+		if err := addIntermediate(arks, c); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Set) addIntermediate(c *x509.Certificate) error {
-	for _, p := range s.AMD {
+// addIntermediate attaches an ASK or ASVK to the ARK in the same file that signed it.
+func addIntermediate(arks map[string]*AMDProduct, c *x509.Certificate) error {
+	for _, p := range arks {
 		if p.ARK == nil || c.CheckSignatureFrom(p.ARK) != nil {
 			continue
 		}

@@ -11,6 +11,10 @@ import (
 // ErrMalformed is wrapped by every report parse error.
 var ErrMalformed = errors.New("malformed SEV-SNP report")
 
+// ErrGuestPolicy is wrapped, with ErrMalformed, when the guest policy has reserved or unknown bits
+// wrong.
+var ErrGuestPolicy = errors.New("invalid guest policy")
+
 // ReportSize is the size of an ATTESTATION_REPORT (SEV-SNP Firmware ABI, Table
 // "ATTESTATION_REPORT Structure").
 const ReportSize = abi.ReportSize
@@ -62,6 +66,11 @@ func ParseReport(raw []byte) (*Report, error) {
 	}
 	if algo := abi.SignatureAlgo(raw); algo != abi.SignEcdsaP384Sha384 {
 		return nil, fmt.Errorf("%w: signature algorithm %d is not ECDSA P-384 with SHA-384", ErrMalformed, algo)
+	}
+	// Guest policy (SEV-SNP ABI, Table "Guest Policy Structure"): reserved bit 17 must be one and
+	// bits above the known ones zero (VERIFIER-CHECKS SNP 5).
+	if _, err := abi.ParseSnpPolicy(binary.LittleEndian.Uint64(raw[0x08:0x10])); err != nil {
+		return nil, fmt.Errorf("%w: %w: %v", ErrMalformed, ErrGuestPolicy, err)
 	}
 	p, err := abi.ReportToProto(raw)
 	if err != nil {

@@ -56,6 +56,10 @@ const (
 // claims; both are nil when the report could not be parsed.
 func Verify(ctx context.Context, raw []byte, certs [][]byte, opts Options, res *ear.Result) (*Report, *ear.SNPClaims) {
 	r, err := ParseReport(raw)
+	if errors.Is(err, ErrGuestPolicy) {
+		res.Fail(ear.CodeSNPGuestPolicy, "snp.5", err.Error())
+		return nil, nil
+	}
 	if err != nil {
 		res.Fail(ear.CodeSNPReportMalformed, checkParse, err.Error())
 		return nil, nil

@@ -291,6 +291,10 @@ func (q *Quote) parsePCKChain() error {
 	rest := q.PCKChainPEM
 	var certs []*x509.Certificate
 	for i := 0; i < 3; i++ {
+		// pem.Decode skips any text before a block; the chain must hold nothing but the blocks.
+		if !bytes.HasPrefix(bytes.TrimLeft(rest, "\r\n\t "), []byte("-----BEGIN ")) {
+			return fmt.Errorf("%w: PCK chain has data that is not a PEM certificate before certificate %d", ErrMalformed, i)
+		}
 		block, r := pem.Decode(rest)
 		if block == nil || block.Type != "CERTIFICATE" {
 			return fmt.Errorf("%w: PCK chain holds %d PEM certificates, want 3", ErrMalformed, i)

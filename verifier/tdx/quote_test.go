@@ -83,6 +83,13 @@ func TestParseRejects(t *testing.T) {
 		{"v5 body size 0", put32(v5, HeaderSize+2, 0)},
 		{"v5 body type 4", put16(v5, HeaderSize, 4)},
 		{"oversized", make([]byte, maxQuoteSize+1)},
+		{"text before the first PEM block", func() []byte {
+			q, _ := ParseQuote(v4)
+			c := bytes.Clone(v4)
+			off := len(v4) - len(q.PCKChainPEM)
+			c[off] = 'X' // "X----BEGIN …": pem.Decode alone would skip to the next block
+			return c
+		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := ParseQuote(tc.q); !errors.Is(err, ErrMalformed) {

@@ -58,6 +58,9 @@ func Verify(ctx context.Context, raw []byte, opts Options, res *ear.Result) (*Qu
 	}
 	claims := bodyClaims(q)
 	v := &verification{ctx: ctx, opts: opts, res: res, q: q, claims: claims}
+	if !bytes.Equal(q.QEVendorID, IntelQEVendorID) {
+		v.fail(ear.CodeTDXQEIdentityMismatch, checkQEIdentity, "QE vendor ID %x is not Intel's quoting enclave (%x)", q.QEVendorID, IntelQEVendorID)
+	}
 	chainOK := v.checkPCKChain()
 	if chainOK {
 		v.checkQEReport()
