@@ -61,10 +61,11 @@ func (r *Response) Header(name string) []string {
 	return nil
 }
 
-// Digest is the SHA-256 of the response in canonical JSON (URL, status, headers with canonical
-// names and sorted keys, body). Evidence records refer to collateral by this digest, so issuer
-// chains carried in headers are covered too.
-func (r *Response) Digest() [32]byte {
+// Canonical returns the response in canonical JSON: URL, status, headers with canonical names
+// and sorted keys, body. Evidence records refer to collateral by its SHA-256 (Digest), and the
+// blob store keeps exactly these bytes, so issuer chains carried in headers are kept for
+// re-performance.
+func (r *Response) Canonical() []byte {
 	canon := struct {
 		URL     string              `json:"url"`
 		Status  int                 `json:"status"`
@@ -75,14 +76,14 @@ func (r *Response) Digest() [32]byte {
 		ck := http.CanonicalHeaderKey(k)
 		canon.Headers[ck] = append(canon.Headers[ck], v...)
 	}
-	// encoding/json sorts map keys, which makes this encoding canonical.
-	b, err := json.Marshal(canon)
-	if err != nil {
-		// Marshal of strings, ints and byte slices cannot fail.
-		panic(err)
-	}
-	return sha256.Sum256(b)
+	// encoding/json sorts map keys, which makes this encoding canonical; marshalling strings,
+	// ints and byte slices cannot fail.
+	b, _ := json.Marshal(canon)
+	return b
 }
+
+// Digest is the SHA-256 of Canonical.
+func (r *Response) Digest() [32]byte { return sha256.Sum256(r.Canonical()) }
 
 // Source answers collateral requests by exact URL. Get returns an error wrapping ErrUnavailable
 // when it has no answer. Implementations must be safe for concurrent use.

@@ -2,6 +2,7 @@ package collateral
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"os"
 	"path/filepath"
@@ -52,6 +53,12 @@ func TestReadDir(t *testing.T) {
 func TestDigestCanonical(t *testing.T) {
 	a := &Response{URL: "u", Status: 200, Headers: map[string][]string{"tcb-info-issuer-chain": {"v"}}, Body: []byte{1}}
 	b := &Response{URL: "u", Status: 200, Headers: map[string][]string{"TCB-Info-Issuer-Chain": {"v"}}, Body: []byte{1}}
+	if sha256.Sum256(a.Canonical()) != a.Digest() {
+		t.Fatal("Digest is not the SHA-256 of Canonical")
+	}
+	if rs, err := Parse(a.Canonical()); err != nil || rs[0].Digest() != a.Digest() {
+		t.Fatalf("canonical form does not parse back to the same response: %v", err)
+	}
 	if a.Digest() != b.Digest() {
 		t.Fatal("header name case changes the digest")
 	}
