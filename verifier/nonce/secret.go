@@ -1,0 +1,108 @@
+package nonce
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// SecretFileName is the secret's file name in the data directory.
+const SecretFileName = "nonce-secret"
+
+// maxSecretFileSize bounds what LoadSecret reads.
+const maxSecretFileSize = 4 << 10
+
+// LoadSecret reads a secret file: the raw secret bytes, at least SecretSize of them. It refuses a
+// file that group or others may access, with an error wrapping fs.ErrPermission.
+func LoadSecret(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("nonce: secret: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("nonce: secret: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("nonce: secret %s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("nonce: secret %s has mode %#o, so group or others may access it; make it private with `chmod 600 %s`: %w", path, perm, path, fs.ErrPermission)
+	}
+	secret, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("nonce: secret: %w", err)
+	}
+	if len(secret) < SecretSize || len(secret) > maxSecretFileSize {
+		return nil, fmt.Errorf("nonce: secret %s holds %d bytes, want between %d and %d raw random bytes", path, len(secret), SecretSize, maxSecretFileSize)
+	}
+	return secret, nil
+}
+
+// LoadOrCreateSecret loads dir/nonce-secret, or on first start creates it with SecretSize
+// random bytes: mode 0600, written to a temporary file, synced and then linked into place, so
+// the file is never seen partly written and processes starting together end up with the same
+// secret. dir is created with mode 0700 if missing. This is for a single verifier; replicas
+// share a secret from configuration (see the package documentation).
+func LoadOrCreateSecret(dir string) ([]byte, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("nonce: secret: %w", err)
+	}
+	path := filepath.Join(dir, SecretFileName)
+	secret, err := LoadSecret(path)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return secret, err
+	}
+	secret = make([]byte, SecretSize)
+	rand.Read(secret) // never fails (crypto/rand crashes the program instead)
+	err = createFileAtomic(path, secret, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return LoadSecret(path) // another process created it first
+	}
+	if err != nil {
+		return nil, fmt.Errorf("nonce: secret: %w", err)
+	}
+	return secret, nil
+}
+
+// createFileAtomic writes data to a temporary file in path's directory with the given mode,
+// syncs it and links it to path, failing with fs.ErrExist if path exists. It then syncs the
+// directory.
+func createFileAtomic(path string, data []byte, mode fs.FileMode) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // after the link both names exist
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return err
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

@@ -1,0 +1,168 @@
+package nonce
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/go-sql-driver/mysql"
+	"github.com/proofline/proofline/attest"
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+)
+
+// DBFileName is the SQLite file's name in the data directory.
+const DBFileName = "nonces.db"
+
+// maxAttempts bounds the retries of an insert that InnoDB chose as a deadlock victim.
+const maxAttempts = 5
+
+// SQLStore is a Store in SQLite or MySQL/MariaDB: one table, proofline_nonce_used, whose
+// primary key is the nonce. Its methods are safe for concurrent use, also by several processes
+// (SQLite) or replicas (MySQL) sharing the storage.
+type SQLStore struct {
+	db      *sql.DB
+	d       dialect
+	closeDB bool
+}
+
+type dialect struct {
+	// schema creates the table; idempotent, so that replicas starting together may all run it.
+	schema []string
+	// duplicate reports a primary-key violation: the nonce is already recorded.
+	duplicate func(error) bool
+	// retry reports an error after which the same insert may simply be tried again.
+	retry func(error) bool
+}
+
+var sqliteDialect = dialect{
+	schema: []string{
+		`CREATE TABLE IF NOT EXISTS proofline_nonce_used (
+			nonce BLOB NOT NULL PRIMARY KEY,
+			expires_unix INTEGER NOT NULL
+		) WITHOUT ROWID`,
+		"CREATE INDEX IF NOT EXISTS proofline_nonce_used_by_expiry ON proofline_nonce_used (expires_unix)",
+	},
+	duplicate: func(err error) bool {
+		var se *sqlite.Error
+		return errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
+	},
+	retry: func(error) bool { return false }, // writers wait on the busy timeout instead
+}
+
+var mysqlDialect = dialect{
+	schema: []string{
+		`CREATE TABLE IF NOT EXISTS proofline_nonce_used (
+			nonce BINARY(32) NOT NULL,
+			expires_unix BIGINT NOT NULL,
+			PRIMARY KEY (nonce),
+			INDEX proofline_nonce_used_by_expiry (expires_unix)
+		) ENGINE=InnoDB`,
+	},
+	duplicate: func(err error) bool {
+		var me *mysql.MySQLError
+		return errors.As(err, &me) && me.Number == 1062 // ER_DUP_ENTRY
+	},
+	retry: func(err error) bool {
+		var me *mysql.MySQLError
+		return errors.As(err, &me) && me.Number == 1213 // ER_LOCK_DEADLOCK: nothing was written
+	},
+}
+
+// OpenSQLite opens the store in the SQLite file at path (by convention DBFileName in the data
+// dir), creating the file and the table as needed. Close closes the file.
+func OpenSQLite(ctx context.Context, path string) (*SQLStore, error) {
+	if strings.ContainsRune(path, '?') {
+		return nil, fmt.Errorf("nonce: SQLite path %q contains '?'", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	// synchronous=FULL: a used nonce must survive a power loss (see "Storage and durability").
+	// WAL lets writers from several handles or processes queue on the busy timeout.
+	db, err := sql.Open("sqlite", abs+"?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL")
+	if err != nil {
+		return nil, fmt.Errorf("nonce: opening %s: %w", path, err)
+	}
+	s, err := open(ctx, db, sqliteDialect)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("nonce: %s: %w", path, err)
+	}
+	s.closeDB = true
+	return s, nil
+}
+
+// OpenMySQL opens the store in the database db is connected to (MySQL or MariaDB, InnoDB),
+// creating the table as needed. Replicas may open the same database concurrently. Closing the
+// store does not close db.
+func OpenMySQL(ctx context.Context, db *sql.DB) (*SQLStore, error) {
+	s, err := open(ctx, db, mysqlDialect)
+	if err != nil {
+		return nil, fmt.Errorf("nonce: %w", err)
+	}
+	return s, nil
+}
+
+func open(ctx context.Context, db *sql.DB, d dialect) (*SQLStore, error) {
+	for _, stmt := range d.schema {
+		if _, err := db.ExecContext(ctx, stmt); err != nil {
+			return nil, fmt.Errorf("creating the table of used nonces: %w", err)
+		}
+	}
+	return &SQLStore{db: db, d: d}, nil
+}
+
+// Close closes the database if OpenSQLite opened it.
+func (s *SQLStore) Close() error {
+	if s.closeDB {
+		return s.db.Close()
+	}
+	return nil
+}
+
+// MarkUsed records nonce as used until expires with one INSERT, which the primary key makes
+// atomic: it returns an error wrapping ErrReplayed if the nonce is already recorded.
+func (s *SQLStore) MarkUsed(ctx context.Context, nonce []byte, expires time.Time) error {
+	if len(nonce) != attest.NonceSize {
+		return fmt.Errorf("recording a %d-byte nonce, want %d", len(nonce), attest.NonceSize)
+	}
+	var err error
+	for range maxAttempts {
+		_, err = s.db.ExecContext(ctx, "INSERT INTO proofline_nonce_used (nonce, expires_unix) VALUES (?, ?)", nonce, expires.Unix())
+		if err == nil || !s.d.retry(err) {
+			break
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case s.d.duplicate(err):
+		return ErrReplayed
+	default:
+		return fmt.Errorf("inserting into proofline_nonce_used: %w", err)
+	}
+}
+
+// Sweep deletes the records whose expiry is before the given time.
+func (s *SQLStore) Sweep(ctx context.Context, before time.Time) (int64, error) {
+	// Expiries are whole seconds e: e < before ⇔ e < ⌈before⌉.
+	cutoff := before.Unix()
+	if before.Nanosecond() > 0 {
+		cutoff++
+	}
+	res, err := s.db.ExecContext(ctx, "DELETE FROM proofline_nonce_used WHERE expires_unix < ?", cutoff)
+	if err != nil {
+		return 0, fmt.Errorf("deleting from proofline_nonce_used: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("deleting from proofline_nonce_used: %w", err)
+	}
+	return n, nil
+}
