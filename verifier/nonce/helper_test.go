@@ -4,18 +4,13 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
-	"encoding/hex"
-	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	"github.com/proofline/proofline/internal/mysqltest"
 )
-
-// envMySQL overrides the server the MariaDB tests use (a DSN without a database name).
-const envMySQL = "PROOFLINE_TEST_MYSQL_DSN"
 
 // t0 is the pinned start of the clock in these tests; deliberately not a whole second.
 var t0 = time.Date(2026, 11, 2, 10, 0, 0, 250_000_000, time.UTC)
@@ -98,55 +93,9 @@ func forEach(t *testing.T, f func(t *testing.T, open func(t *testing.T) *SQLStor
 	}
 }
 
-// newTestDatabase creates a database of its own on the test MariaDB, returns its DSN and drops
-// it when the test ends. It skips the test when the server is unreachable, unless CI=true.
-func newTestDatabase(t testing.TB) string {
-	t.Helper()
-	base := os.Getenv(envMySQL)
-	if base == "" {
-		base = "root@tcp(127.0.0.1:3306)/"
-	}
-	cfg, err := mysql.ParseDSN(base)
-	if err != nil {
-		t.Fatalf("%s: %v", envMySQL, err)
-	}
-	admin := openDB(t, cfg.FormatDSN())
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	if err := admin.PingContext(ctx); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("MariaDB at %s is unreachable (CI=true, so this fails): %v", cfg.Addr, err)
-		}
-		t.Skipf("MariaDB at %s is unreachable, skipping (set %s to point elsewhere; CI=true makes this a failure): %v", cfg.Addr, envMySQL, err)
-	}
-	var b [6]byte
-	rand.Read(b[:])
-	name := "proofline_test_" + hex.EncodeToString(b[:])
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("creating database: %v", err)
-	}
-	// Cleanups run last-in first-out: handles opened on the database later close before it is
-	// dropped, and admin closes after.
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := admin.ExecContext(ctx, "DROP DATABASE "+name); err != nil {
-			t.Errorf("dropping database %s: %v", name, err)
-		}
-	})
-	cfg.DBName = name
-	return cfg.FormatDSN()
-}
+func newTestDatabase(t testing.TB) string { return mysqltest.NewDatabase(t) }
 
-func openDB(t testing.TB, dsn string) *sql.DB {
-	t.Helper()
-	db, err := sql.Open("mysql", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	return db
-}
+func openDB(t testing.TB, dsn string) *sql.DB { return mysqltest.Open(t, dsn) }
 
 // spyStore is a Store in memory that counts its calls: for the checks that must never reach
 // the store, and for fault injection (err, before).
