@@ -43,6 +43,7 @@ const usage = `Usage: proofline <command> [flags]
 
 Commands:
   verify    appraise one evidence envelope offline and print the result as JSON
+  log       check the evidence log (fsck) or rebuild its query index (reindex)
   version   print the version
 
 Run 'proofline <command> -h' for the flags of a command.
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	switch args[0] {
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
+	case "log":
+		return runLog(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proofline", buildinfo.Version())
 		return exitOK

@@ -16,7 +16,7 @@ import (
 
 // LoadOrGenerateKey returns the Ed25519 note signer stored at path, and its verifier. When path
 // does not exist it generates a key named origin, writes it to path (mode 0600) and its verifier
-// key to path+".pub" (mode 0644), both durably, before returning. An existing key whose name is
+// key to PublicKeyPath(path) (mode 0644), both durably, before returning. An existing key whose name is
 // not origin is an error (origin "" accepts any name).
 func LoadOrGenerateKey(path, origin string) (note.Signer, note.Verifier, error) {
 	raw, err := os.ReadFile(path)
@@ -29,7 +29,7 @@ func LoadOrGenerateKey(path, origin string) (note.Signer, note.Verifier, error) 
 			return nil, nil, fmt.Errorf("log: generating note key: %w", err)
 		}
 		// The public half first: a crash between the two leaves no orphan private key.
-		if err := writeFileAtomic(path+".pub", []byte(vkey+"\n"), 0o644); err != nil {
+		if err := writeFileAtomic(PublicKeyPath(path), []byte(vkey+"\n"), 0o644); err != nil {
 			return nil, nil, err
 		}
 		if err := writeFileAtomic(path, []byte(skey+"\n"), 0o600); err != nil {
@@ -117,4 +117,13 @@ func syncDir(dir string) error {
 		return fmt.Errorf("log: syncing directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// PublicKeyPath is where LoadOrGenerateKey writes the verifier key of the key at path: "note.key"
+// → "note.pub", any other name → name + ".pub".
+func PublicKeyPath(path string) string {
+	if strings.HasSuffix(path, ".key") {
+		return strings.TrimSuffix(path, ".key") + ".pub"
+	}
+	return path + ".pub"
 }
