@@ -42,6 +42,8 @@ func main() {
 const usage = `Usage: proofline <command> [flags]
 
 Commands:
+  demo      run a verifier and simulated TDX and SEV-SNP VMs on this machine, and explain what happens
+  serve     run the verifier service (HTTP API, evidence log)
   verify    appraise one evidence envelope offline and print the result as JSON
   log       check the evidence log (fsck) or rebuild its query index (reindex)
   version   print the version
@@ -64,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 	switch args[0] {
 	case "verify":
 		return runVerify(ctx, args[1:], stdout, stderr)
+	case "serve":
+		return runServe(ctx, args[1:], stdout, stderr)
+	case "demo":
+		return runDemo(ctx, args[1:], stdout, stderr)
 	case "log":
 		return runLog(ctx, args[1:], stdout, stderr)
 	case "version":

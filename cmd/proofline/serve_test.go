@@ -1,0 +1,169 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "proofline.yaml")
+	if err := os.WriteFile(p, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// A configuration that needs changes is refused at start-up with exit 2 and a message naming
+// every field to change.
+func TestServeConfigErrors(t *testing.T) {
+	for _, c := range []struct {
+		name, yaml string
+		args       []string
+		want       []string
+	}{
+		{name: "unknown key", yaml: "data_dir: /tmp/x\nlisten: :80\n", want: []string{`field listen not found`}},
+		{name: "test roots without test mode", yaml: "data_dir: /tmp/x\nroots: testdata/fake/tdx-v4/roots\n", want: []string{"--test-mode"}},
+		{name: "several problems", yaml: "data_dir: /tmp/x\nnonce: {ttl: 2h}\nhttp:\n  tls: {cert_file: a.pem}\n  tokens: [{name: bob, role: root, sha256: abc}]\n",
+			want: []string{"nonce.ttl", "http.tls", `role "root"`, "http.tokens[0] (bob): sha256"}},
+		{name: "bad database", yaml: "data_dir: /tmp/x\ndatabase: \"root@tcp(127.0.0.1:3306)\"\n", want: []string{"database"}},
+		{name: "bad log level", yaml: "data_dir: /tmp/x\nlog_level: loud\n", want: []string{"log_level"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var out, errb bytes.Buffer
+			args := append([]string{"serve", "--config", writeConfig(t, c.yaml)}, c.args...)
+			if code := run(context.Background(), args, &out, &errb); code != exitUsage {
+				t.Fatalf("exit %d, stderr %s", code, errb.String())
+			}
+			for _, w := range c.want {
+				if !strings.Contains(errb.String(), w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errb.String())
+				}
+			}
+			if out.Len() != 0 {
+				t.Errorf("stdout: %s", out.String())
+			}
+		})
+	}
+}
+
+// proofline serve starts on embedded defaults (files and SQLite in the data directory, the
+// built-in vendor roots), answers, reports itself degraded (no collateral, no reference values),
+// and shuts down gracefully when its context ends; a second start reuses the same keys and log.
+func TestServeLifecycle(t *testing.T) {
+	dir := t.TempDir()
+	tok := "serve-test-token"
+	sum := sha256.Sum256([]byte(tok))
+	cfgPath := writeConfig(t, "data_dir: "+dir+"\nlog_format: text\nhttp:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: audrey, role: auditor, sha256: "+hex.EncodeToString(sum[:])+"}\n")
+	var firstKeys []byte
+	for range 2 {
+		cfg, err := loadServeConfig(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cfg.validate(false); err != nil {
+			t.Fatal(err)
+		}
+		var logBuf bytes.Buffer
+		logs := &syncWriter{w: &logBuf}
+		ctx, cancel := context.WithCancel(context.Background())
+		addrc := make(chan net.Addr, 1)
+		done := make(chan error, 1)
+		go func() {
+			done <- serve(ctx, cfg, false, slog.New(slog.NewTextHandler(logs, nil)), func(a net.Addr) { addrc <- a })
+		}()
+		var addr net.Addr
+		select {
+		case addr = <-addrc:
+		case err := <-done:
+			t.Fatalf("serve: %v", err)
+		}
+		base := "http://" + addr.String()
+		get := func(path string, auth bool) (int, []byte) {
+			req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+			if auth {
+				req.Header.Set("Authorization", "Bearer "+tok)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, b
+		}
+		if code, b := get("/healthz", false); code != http.StatusOK {
+			t.Fatalf("healthz: %d %s", code, b)
+		}
+		code, b := get("/readyz", false)
+		var ready struct {
+			Status   string   `json:"status"`
+			Warnings []string `json:"warnings"`
+		}
+		if err := json.Unmarshal(b, &ready); code != http.StatusOK || err != nil || ready.Status != "degraded" || !strings.Contains(strings.Join(ready.Warnings, "\n"), "collateral") {
+			t.Fatalf("readyz: %d %s", code, b)
+		}
+		if code, b := get("/metrics", true); code != http.StatusOK || !bytes.Contains(b, []byte("proofline_http_requests_total")) || !bytes.Contains(b, []byte("go_goroutines")) {
+			t.Fatalf("metrics: %d", code)
+		}
+		code, keys := get("/v1/keys", true)
+		if code != http.StatusOK {
+			t.Fatalf("keys: %d %s", code, keys)
+		}
+		if firstKeys == nil {
+			firstKeys = keys
+		} else if !bytes.Equal(firstKeys, keys) {
+			t.Fatalf("the second start has other keys:\n%s\n%s", firstKeys, keys)
+		}
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve after shutdown: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("serve did not stop")
+		}
+		logs.mu.Lock()
+		text := logBuf.String()
+		logs.mu.Unlock()
+		if !strings.Contains(text, "proofline verifier stopped") || strings.Contains(text, tok) {
+			t.Fatalf("logs:\n%s", text)
+		}
+	}
+	// The data directory is what `proofline log fsck` reads: every record verifies.
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"log", "fsck", "--log", filepath.Join(dir, "log"), "--keys", filepath.Join(dir, "keys", "history.json")}, &out, &errb); code != 0 {
+		t.Fatalf("log fsck: %d\n%s%s", code, out.String(), errb.String())
+	}
+	for _, name := range []string{"log/note.key", "log/note.pub", "keys/signing-key.pem", "keys/history.json", "token-key.pem", "nonce-secret", "nonces.db", "index.db", "blobs", "policies.db"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("data dir: %v", err)
+		}
+	}
+}
+
+// syncWriter serialises writes from the service's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}

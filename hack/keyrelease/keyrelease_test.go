@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/verifier/api"
+	"github.com/proofline/proofline/verifier/rp"
+	"github.com/proofline/proofline/verifier/service"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.now = c.now.Add(d) }
+
+// setup runs a verifier in test mode (simulated platforms) and the key-release service in front
+// of it, over real HTTP.
+type setup struct {
+	t          *testing.T
+	plat       *servicetest.Platforms
+	clock      *clock
+	svc        *service.Service
+	verifier   *httptest.Server
+	kr         *httptest.Server
+	failEvents atomic.Bool
+	agentToken string
+	krSecret   string
+}
+
+func newSetup(t *testing.T) *setup {
+	plat, err := servicetest.New(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &setup{t: t, plat: plat, clock: &clock{now: plat.Now.Add(time.Minute).Truncate(time.Second)}, agentToken: "agent-token", krSecret: "s3cret"}
+	svc, err := service.Open(context.Background(), service.Config{DataDir: t.TempDir(), Log: service.LogConfig{CheckpointInterval: 100 * time.Millisecond}},
+		service.Env{TestMode: true, Now: s.clock.Now, Roots: plat.Roots, Collateral: plat.Collateral, InitialPolicy: plat.PolicyYAML})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.svc = svc
+	hash := func(tok string) string { h := sha256.Sum256([]byte(tok)); return hex.EncodeToString(h[:]) }
+	srv, err := api.New(svc, api.Config{Tokens: []api.TokenConfig{
+		{Name: "vm-1", Role: service.RoleAgent, SHA256: hash(s.agentToken)},
+		{Name: "key-release", Role: service.RoleRelyingParty, SHA256: hash("kr-token")},
+	}}, api.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := srv.Handler()
+	s.verifier = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/events" && s.failEvents.Load() {
+			http.Error(w, `{"code":"unavailable"}`, http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	k := newKeyRelease(s.verifier.URL, "kr-token", s.verifier.Client(), rp.Options{
+		Audience: service.DefaultAudience, MaxAge: 2 * time.Minute, Now: s.clock.Now, AllowTestRootsUnsafe: true,
+	}, map[string]string{"db-password": s.krSecret}, slog.New(slog.DiscardHandler))
+	s.kr = httptest.NewServer(k.routes())
+	t.Cleanup(func() {
+		s.kr.Close()
+		s.verifier.Close()
+		svc.Close()
+	})
+	return s
+}
+
+func (s *setup) do(base, method, path, bearer string, body []byte) (int, []byte) {
+	s.t.Helper()
+	req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+// krNonce asks the key-release service for a challenge (a verifier nonce bound to it).
+func (s *setup) krNonce() []byte {
+	code, b := s.do(s.kr.URL, http.MethodGet, "/challenge", "", nil)
+	var ch struct {
+		Nonce []byte `json:"nonce"`
+	}
+	if code != http.StatusOK || json.Unmarshal(b, &ch) != nil {
+		s.t.Fatalf("challenge: %d %s", code, b)
+	}
+	return ch.Nonce
+}
+
+func (s *setup) evidence(nonce []byte, fault servicetest.Fault) json.RawMessage {
+	ev, err := s.plat.Evidence(attest.PlatformTDX, nonce, servicetest.RuntimeData("vm-1"), fault)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return ev
+}
+
+func (s *setup) release(req map[string]any) (int, releaseResponse) {
+	s.t.Helper()
+	body, _ := json.Marshal(req)
+	code, b := s.do(s.kr.URL, http.MethodPost, "/release", "", body)
+	var r releaseResponse
+	json.Unmarshal(b, &r)
+	return code, r
+}
+
+// record opens the key_release record of a decision.
+func (s *setup) record(idx uint64) *evidence.KeyRelease {
+	s.t.Helper()
+	_, rec, err := s.svc.Record(context.Background(), idx)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if rec.Kind != evidence.KindKeyRelease || rec.KeyRelease.RelyingParty != "key-release" {
+		s.t.Fatalf("record %d: %+v", idx, rec)
+	}
+	return rec.KeyRelease
+}
+
+func TestKeyRelease(t *testing.T) {
+	s := newSetup(t)
+	var released *releaseResponse
+
+	t.Run("background check, genuine VM", func(t *testing.T) {
+		code, r := s.release(map[string]any{"resource": "db-password", "evidence": s.evidence(s.krNonce(), servicetest.FaultNone)})
+		if code != http.StatusOK || string(r.Secret) != s.krSecret || r.Decision != "release" {
+			t.Fatalf("%d %+v", code, r)
+		}
+		if kr := s.record(r.Record); kr.Decision != evidence.DecisionRelease || kr.Resource != "db-password" || kr.Attestation == nil {
+			t.Fatalf("record: %+v", kr)
+		}
+		released = &r
+	})
+	t.Run("background check, DEBUG enabled", func(t *testing.T) {
+		code, r := s.release(map[string]any{"resource": "db-password", "evidence": s.evidence(s.krNonce(), servicetest.FaultDebug)})
+		if code != http.StatusForbidden || r.Secret != nil || !strings.Contains(r.Reason, "tdx_debug") {
+			t.Fatalf("%d %+v", code, r)
+		}
+		if kr := s.record(r.Record); kr.Decision != evidence.DecisionDeny || kr.Attestation == nil || kr.Reason == "" {
+			t.Fatalf("record: %+v", kr)
+		}
+	})
+	t.Run("background check, replayed evidence", func(t *testing.T) {
+		ev := s.evidence(s.krNonce(), servicetest.FaultNone)
+		if code, _ := s.release(map[string]any{"resource": "db-password", "evidence": ev}); code != http.StatusOK {
+			t.Fatalf("first: %d", code)
+		}
+		code, r := s.release(map[string]any{"resource": "db-password", "evidence": ev})
+		if code != http.StatusForbidden || r.Secret != nil || !strings.Contains(r.Reason, "nonce_mismatch") {
+			t.Fatalf("replay: %d %+v", code, r)
+		}
+	})
+	t.Run("background check, nonce the service did not ask for", func(t *testing.T) {
+		// A nonce issued to the VM itself cannot be spent by the key-release service.
+		code, b := s.do(s.verifier.URL, http.MethodGet, "/v1/challenge", s.agentToken, nil)
+		var ch struct {
+			Nonce []byte `json:"nonce"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &ch) != nil {
+			t.Fatal(code)
+		}
+		code, r := s.release(map[string]any{"resource": "db-password", "evidence": s.evidence(ch.Nonce, servicetest.FaultNone)})
+		if code != http.StatusForbidden || r.Secret != nil {
+			t.Fatalf("%d %+v", code, r)
+		}
+	})
+
+	// Passport: the VM attests itself and presents its token.
+	attestSelf := func() string {
+		code, b := s.do(s.verifier.URL, http.MethodGet, "/v1/challenge", s.agentToken, nil)
+		var ch struct {
+			Nonce []byte `json:"nonce"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &ch) != nil {
+			t.Fatal(code)
+		}
+		code, b = s.do(s.verifier.URL, http.MethodPost, "/v1/attest", s.agentToken, s.evidence(ch.Nonce, servicetest.FaultNone))
+		var a struct {
+			Token string `json:"token"`
+		}
+		if code != http.StatusOK || json.Unmarshal(b, &a) != nil {
+			t.Fatalf("attest: %d %s", code, b)
+		}
+		return a.Token
+	}
+	t.Run("passport, fresh token", func(t *testing.T) {
+		code, r := s.release(map[string]any{"resource": "db-password", "token": attestSelf()})
+		if code != http.StatusOK || string(r.Secret) != s.krSecret {
+			t.Fatalf("%d %+v", code, r)
+		}
+	})
+	t.Run("passport, stale token", func(t *testing.T) {
+		tok := attestSelf()
+		s.clock.Advance(3 * time.Minute)
+		code, r := s.release(map[string]any{"resource": "db-password", "token": tok})
+		if code != http.StatusForbidden || r.Secret != nil || !strings.Contains(r.Reason, "expired") {
+			t.Fatalf("%d %+v", code, r)
+		}
+		if kr := s.record(r.Record); kr.Decision != evidence.DecisionDeny {
+			t.Fatalf("record: %+v", kr)
+		}
+	})
+	t.Run("unknown resource", func(t *testing.T) {
+		if code, r := s.release(map[string]any{"resource": "nope", "token": "x"}); code != http.StatusNotFound || r.Secret != nil {
+			t.Fatalf("%d %+v", code, r)
+		}
+	})
+	t.Run("decision cannot be recorded", func(t *testing.T) {
+		s.failEvents.Store(true)
+		defer s.failEvents.Store(false)
+		code, r := s.release(map[string]any{"resource": "db-password", "evidence": s.evidence(s.krNonce(), servicetest.FaultNone)})
+		if code != http.StatusServiceUnavailable || r.Secret != nil {
+			t.Fatalf("%d %+v", code, r)
+		}
+	})
+	if released == nil {
+		t.Fatal("nothing was released")
+	}
+}

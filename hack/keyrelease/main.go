@@ -1,0 +1,121 @@
+// Command keyrelease is an example key-release service: a relying party of the Proofline
+// verifier that releases a secret only to a workload the verifier affirmed, freshly, and records
+// every decision — release or deny — as an evidence record at the verifier before answering.
+//
+//	go run ./hack/keyrelease --verifier https://verifier.example --token-file rp.token \
+//	    --secrets secrets.json [--audience proofline-relying-party] [--listen :9090] [--max-age 2m]
+//
+// The verifier must know the API token in --token-file with the relying-party role, and list the
+// audience in its tokens.audience. secrets.json maps resource names to secrets:
+// {"db-password": "s3cret"}.
+//
+// API:
+//
+//	GET  /challenge  a verifier nonce bound to this service, for the workload to put in its
+//	                 evidence (background-check model)
+//	POST /release    {"resource": "db-password", "evidence": <envelope>}  (background check: the
+//	                 service submits the evidence to the verifier and requires its nonce in the
+//	                 result token), or {"resource": …, "token": <the workload's result JWT>}
+//	                 (passport: the token must be younger than --max-age)
+//
+// 200 {"secret": …, "decision": "release", "record": N} releases; 403 {"decision": "deny",
+// "reason": …, "record": N} denies; either way record N is the decision's key_release record in
+// the verifier's evidence log. 503: the decision could not be recorded, and nothing is released.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/proofline/proofline/verifier/rp"
+	"github.com/proofline/proofline/verifier/service"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "keyrelease:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	verifierURL := flag.String("verifier", "", "the verifier's base URL; required")
+	tokenFile := flag.String("token-file", "", "file holding this service's API token at the verifier (relying-party role); required")
+	secretsFile := flag.String("secrets", "", "JSON file mapping resource names to secrets; required")
+	audience := flag.String("audience", service.DefaultAudience, "this service's name in result tokens' aud")
+	issuer := flag.String("issuer", "", "the verifier's token issuer (iss), if it must be checked")
+	listen := flag.String("listen", ":9090", "address to serve on")
+	maxAge := flag.Duration("max-age", 2*time.Minute, "refuse result tokens issued longer ago than this")
+	caFile := flag.String("ca-file", "", "CA certificates (PEM) for the verifier's TLS certificate")
+	allowTestRoots := flag.Bool("allow-test-roots-unsafe", false, "accept results of a verifier in test mode (fake vendor PKIs); never in production")
+	flag.Parse()
+	if *verifierURL == "" || *tokenFile == "" || *secretsFile == "" {
+		flag.Usage()
+		return errors.New("--verifier, --token-file and --secrets are required")
+	}
+	tok, err := os.ReadFile(*tokenFile)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(*secretsFile)
+	if err != nil {
+		return err
+	}
+	var secrets map[string]string
+	if err := json.Unmarshal(raw, &secrets); err != nil {
+		return fmt.Errorf("%s: %w", *secretsFile, err)
+	}
+	client := &http.Client{Timeout: 30 * time.Second}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return fmt.Errorf("%s holds no PEM certificate", *caFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
+	logger := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if strings.HasPrefix(*verifierURL, "http://") {
+		logger.Warn("the verifier is reached over plain HTTP: use HTTPS outside a laptop")
+	}
+	k := newKeyRelease(*verifierURL, strings.TrimSpace(string(tok)), client, rp.Options{
+		Audience: *audience, Issuer: *issuer, MaxAge: *maxAge, Leeway: 30 * time.Second, AllowTestRootsUnsafe: *allowTestRoots,
+	}, secrets, logger)
+	srv := &http.Server{Addr: *listen, Handler: k.routes(), ReadHeaderTimeout: 10 * time.Second}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	logger.Info("key-release service listening", slog.String("address", *listen), slog.String("verifier", *verifierURL))
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func newKeyRelease(verifier, token string, client *http.Client, opts rp.Options, secrets map[string]string, logger *slog.Logger) *keyRelease {
+	k := &keyRelease{verifier: verifier, token: token, client: client, opts: opts, secrets: map[string][]byte{}, logger: logger}
+	for name, s := range secrets {
+		k.secrets[name] = []byte(s)
+	}
+	return k
+}

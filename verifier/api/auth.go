@@ -1,0 +1,64 @@
+package api
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/proofline/proofline/verifier/service"
+)
+
+// errUnauthenticated is a request without a valid credential: 401.
+var errUnauthenticated = errors.New("api: authentication required")
+
+// authenticator maps credentials to principals. API tokens are kept as their SHA-256 only and
+// compared in constant time against every configured hash, so neither the tokens nor which one
+// matched leak through storage or timing.
+type authenticator struct {
+	hashes     [][]byte
+	principals []service.Principal
+}
+
+func newAuthenticator(tokens []TokenConfig) *authenticator {
+	a := &authenticator{}
+	for _, t := range tokens {
+		h, _ := hex.DecodeString(t.SHA256) // Validate checked it
+		a.hashes = append(a.hashes, h)
+		a.principals = append(a.principals, service.Principal{Name: t.Name, Role: t.Role})
+	}
+	return a
+}
+
+// authenticate returns the request's principal: the bearer token's, or else (agents only) the
+// verified TLS client certificate's, or else the anonymous principal. A credential that is
+// present but unknown is errUnauthenticated: it never falls back to anonymous.
+func (a *authenticator) authenticate(r *http.Request) (service.Principal, error) {
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, tok, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+			return service.Principal{}, errUnauthenticated
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		match := -1
+		for i, want := range a.hashes {
+			if subtle.ConstantTimeCompare(sum[:], want) == 1 {
+				match = i
+			}
+		}
+		if match < 0 {
+			return service.Principal{}, errUnauthenticated
+		}
+		return a.principals[match], nil
+	}
+	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
+		if cn == "" {
+			return service.Principal{}, errUnauthenticated
+		}
+		return service.Principal{Name: cn, Role: service.RoleAgent}, nil
+	}
+	return service.Principal{}, nil
+}

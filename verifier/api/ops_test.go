@@ -1,0 +1,132 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+// Policy management over HTTP: create (YAML), list, get, activate; each change is a record, and
+// the active policy decides the next verdict.
+func TestPolicyAPI(t *testing.T) {
+	f := newFixture(t, options{})
+	var list struct {
+		Policies []policyResponse `json:"policies"`
+	}
+	f.getJSON("/v1/policies", "audrey", &list)
+	if len(list.Policies) != 1 || !list.Policies[0].Active || list.Policies[0].ID != "simulated-fleet" {
+		t.Fatalf("initial: %+v", list)
+	}
+	// A policy without the SEV-SNP section rejects SEV-SNP evidence.
+	code, _, body := f.do(http.MethodPost, "/v1/policies", "alice", []byte("id: tdx-only\ntdx: {}\n"))
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var v policyResponse
+	if err := json.Unmarshal(body, &v); err != nil || v.Version != 2 || v.Active || v.CreatedBy != "admin:alice" {
+		t.Fatalf("created: %s", body)
+	}
+	if code, _, body := f.do(http.MethodPost, "/v1/policies", "alice", []byte("id: [\n")); code != http.StatusBadRequest {
+		t.Fatalf("bad YAML: %d %s", code, body)
+	}
+	var got policyResponse
+	f.getJSON("/v1/policies/2", "audrey", &got)
+	if got.YAML != "id: tdx-only\ntdx: {}\n" || got.Digest != v.Digest {
+		t.Fatalf("get: %+v", got)
+	}
+	code, _, body = f.do(http.MethodPost, "/v1/policies/2/activate", "alice", nil)
+	if code != http.StatusOK {
+		t.Fatalf("activate: %d %s", code, body)
+	}
+	if code, _, body := f.do(http.MethodPost, "/v1/policies/2/activate", "alice", nil); code != http.StatusConflict {
+		t.Fatalf("activate again: %d %s", code, body)
+	}
+	a := f.attest("vm-snp", f.evidence(attest.PlatformSNP, "vm-snp", f.challenge("vm-snp"), servicetest.FaultNone))
+	if res := a.decoded(t); !res.HasFailure(ear.CodePlatformNotInPolicy) || res.Policy.ID != "tdx-only" {
+		t.Fatalf("after activation: %s", a.Result)
+	}
+	// Both changes are in the log, as policy_change records by alice.
+	var recs recordsResponse
+	f.getJSON("/v1/records?kind=policy_change", "audrey", &recs)
+	if len(recs.Records) != 4 { // bootstrap create + activate, then create + activate
+		t.Fatalf("policy_change records: %+v", recs)
+	}
+}
+
+// A relying party records its key-release decision; the record names it, the subject and the
+// attestation record it relied on.
+func TestEventsAPI(t *testing.T) {
+	f := newFixture(t, options{})
+	a := f.attest("vm-tdx", f.evidence(attest.PlatformTDX, "vm-tdx", f.challenge("vm-tdx"), servicetest.FaultNone))
+	ev := fmt.Sprintf(`{"subject":"vm-tdx","platform":"tdx","resource":"db-key","decision":"release","attestation_record_sha256":%q}`, a.RecordSHA256)
+	code, _, body := f.do(http.MethodPost, "/v1/events", "key-release", []byte(ev))
+	if code != http.StatusCreated {
+		t.Fatalf("event: %d %s", code, body)
+	}
+	var r recordedResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	_, rec, err := f.svc.Record(t.Context(), r.LogIndex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr := rec.KeyRelease
+	if kr == nil || kr.RelyingParty != "key-release" || kr.Resource != "db-key" || kr.Decision != "release" || kr.Attestation.String() != a.RecordSHA256 || rec.Subject.ID != "vm-tdx" {
+		t.Fatalf("record: %+v %+v", rec, kr)
+	}
+	for _, bad := range []string{
+		`{"subject":"vm-tdx","resource":"db-key","decision":"maybe"}`,
+		`{"subject":"","resource":"db-key","decision":"deny"}`,
+		`{"subject":"vm-tdx","resource":"db-key","decision":"deny","extra":1}`,
+		`{"subject":"vm-tdx","resource":"db-key","decision":"deny","attestation_record_sha256":"abc"}`,
+	} {
+		if code, _, body := f.do(http.MethodPost, "/v1/events", "key-release", []byte(bad)); code != http.StatusBadRequest {
+			t.Errorf("%s: %d %s", bad, code, body)
+		}
+	}
+}
+
+// /metrics carries verdicts by status and failure code, latencies, the queue and collateral age;
+// /readyz is 503 while shutting down; oversized bodies are 413.
+func TestOperations(t *testing.T) {
+	f := newFixture(t, options{http: func(c *Config) { c.MaxAttestBody = 64 << 10 }})
+	f.attest("vm-tdx", f.evidence(attest.PlatformTDX, "vm-tdx", f.challenge("vm-tdx"), servicetest.FaultDebug))
+	code, _, body := f.do(http.MethodGet, "/metrics", "audrey", nil)
+	if code != http.StatusOK {
+		t.Fatalf("metrics: %d", code)
+	}
+	for _, want := range []string{
+		`proofline_verdicts_total{platform="tdx",status="contraindicated"} 1`,
+		`proofline_verdict_failures_total{code="tdx_debug"} 1`,
+		`proofline_verification_duration_seconds_count{platform="tdx"} 1`,
+		`proofline_log_append_duration_seconds_count`,
+		`proofline_collateral_age_seconds{kind=`,
+		`proofline_attest_queue_depth 0`,
+		`proofline_http_requests_total{code="200",method="POST",route="/v1/attest"} 1`,
+	} {
+		if !bytes.Contains(body, []byte(want)) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	code, hdr, body := f.do(http.MethodPost, "/v1/attest", "vm-tdx", bytes.Repeat([]byte(" "), 65<<10))
+	if code != http.StatusRequestEntityTooLarge || hdr.Get("X-Request-ID") == "" || !strings.Contains(string(body), "payload_too_large") {
+		t.Fatalf("oversized body: %d %s", code, body)
+	}
+	var ready readyResponse
+	f.getJSON("/readyz", "", &ready)
+	if ready.Status != "degraded" || !strings.Contains(strings.Join(ready.Warnings, " "), "test mode") {
+		t.Fatalf("readyz: %+v", ready)
+	}
+	f.svc.Drain()
+	if code, _, body := f.do(http.MethodGet, "/readyz", "", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d %s", code, body)
+	}
+}

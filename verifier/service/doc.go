@@ -1,0 +1,53 @@
+// Package service is the verifier service without its HTTP layer (verifier/api): it composes the
+// verification core (verifier), challenge nonces (verifier/nonce), the evidence records (evidence)
+// and their log (evidence/log), the query index (evidence/index), the blob store (evidence/blob),
+// result tokens (verifier/token) and a policy store, and states the order in which they are used.
+//
+// # Principles it implements
+//
+//   - No result leaves the service unless its signed record is durably in the log: Attest signs
+//     the record, opens it against the key history (I5), appends it and waits for the log's
+//     acknowledgement before it issues tokens or answers. A log that cannot append is
+//     ErrUnavailable (HTTP 503) and nothing — no result, no token — is returned.
+//   - The log is the truth: the index is written after the append, best effort, and caught up
+//     from the log at start-up and in the background; an index failure never fails a verdict.
+//   - Freshness comes only from a nonce this service issued and consumed: the envelope's nonce is
+//     spent (single use across replicas sharing the store) before appraisal, and passed to
+//     verifier.Verify as Options.Nonce. A refused nonce — unknown, expired, already used, issued
+//     to another principal, or missing — is a contraindicated verdict (nonce_mismatch, with the
+//     reason in the message) given without further appraisal, and, like every verdict, recorded
+//     and answered with a token. An evidence envelope that is not valid JSON or breaks the schema
+//     is not a verdict: it is ErrMalformed (HTTP 400), not recorded, and spends no nonce.
+//   - Fail closed under load: a bounded queue sits in front of verification; past it, Attest
+//     fails at once with ErrOverloaded (HTTP 503 + Retry-After) before spending the nonce.
+//   - Every policy change (creating a version, activating one) and every relying-party decision
+//     (POST /v1/events) is an evidence record too, written before the change is committed or the
+//     decision acknowledged.
+//
+// # Data directory
+//
+// With the embedded defaults (Config.Database empty) everything lives in Config.DataDir:
+//
+//	log/              the evidence log (evidence/log, POSIX tlog-tiles: log/tlog/…, served-checkpoint, lock)
+//	log/note.key      the log's Ed25519 checkpoint (note) signing key, mode 0600
+//	log/note.pub      its note verifier key, for auditors (also GET /v1/keys); `proofline log fsck
+//	                  --log DATA/log --keys DATA/keys/history.json` checks the whole log with it
+//	keys/signing-key.pem   the record signing key (ECDSA P-256, PKCS #8, mode 0600)
+//	keys/history.json      the record key history (evidence.KeyHistory; GET /v1/keys)
+//	token-key.pem     the result token signing key (ECDSA P-256, separate from the record key)
+//	nonce-secret      the nonce HMAC secret (32 random bytes, mode 0600), unless nonce.secret_file
+//	nonces.db         used nonces (SQLite)
+//	index.db          the query index (SQLite), rebuildable from the log
+//	blobs/            collateral responses (canonical JSON), policies and large evidence, by SHA-256
+//	policies.db       policy versions and the active one (SQLite)
+//
+// With Config.Database set, the log, the index, used nonces, blobs and policies are tables in
+// that MySQL/MariaDB database (proofline_policy_versions and proofline_policy_active for policies;
+// the others are their packages'), and DataDir keeps only the keys (log-key and log-key.pub for
+// checkpoints, keys/, token-key.pem) and the nonce secret. Replicas share the database, the nonce secret (nonce.secret_file) and the
+// keys: mount the same keys/ directory, token key and log key on every replica, so that each
+// opens the records the others append.
+//
+// All keys are created at the first start; a later start reuses them. The record key is added
+// to the key history, valid from its first start.
+package service

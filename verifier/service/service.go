@@ -1,0 +1,689 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
+	"github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/internal/buildinfo"
+	"github.com/proofline/proofline/verifier"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/nonce"
+	"github.com/proofline/proofline/verifier/roots"
+	"github.com/proofline/proofline/verifier/token"
+)
+
+// Log is what the service needs of the evidence log; *log.Log implements it. Append MUST NOT
+// return an index before the leaf is durable (see evidence/log).
+type Log interface {
+	Append(ctx context.Context, leaf []byte) (uint64, error)
+	Entry(ctx context.Context, index uint64) ([]byte, error)
+	Checkpoint(ctx context.Context) (log.Checkpoint, error)
+	InclusionProof(ctx context.Context, index, treeSize uint64) ([][]byte, error)
+	ConsistencyProof(ctx context.Context, oldSize, newSize uint64) ([][]byte, error)
+}
+
+// Blobs is the content-addressed store of what records name by digest (evidence/blob). Put
+// MUST NOT return before the bytes are durable.
+type Blobs interface {
+	Put(ctx context.Context, data []byte) (evidence.Digest, error)
+	Get(ctx context.Context, d evidence.Digest) ([]byte, error)
+}
+
+// Settings are the service's tunables; Config documents each (zero values take the defaults).
+type Settings struct {
+	// TestMode permits test vendor roots (Roots.Test).
+	TestMode bool
+	// Audience is the aud of every result token.
+	Audience []string
+	// TokenTTL is how long a result token is valid.
+	TokenTTL time.Duration
+	// Workers and Queue size the admission queue in front of verification.
+	Workers, Queue int
+	// RetryAfter is what an overloaded service tells callers to wait.
+	RetryAfter time.Duration
+	// CheckpointInterval is the log's; callers asking for a proof too early are told to wait it.
+	CheckpointInterval time.Duration
+	// MaxInlineEvidence is the largest evidence envelope embedded in its record; larger ones go to
+	// the blob store and the record holds their digest.
+	MaxInlineEvidence int
+	// IndexCatchupInterval is how often the index is caught up with the log in the background.
+	IndexCatchupInterval time.Duration
+	// NonceSweepInterval is how often records of expired used nonces are deleted.
+	NonceSweepInterval time.Duration
+}
+
+func (s Settings) withDefaults() Settings {
+	if len(s.Audience) == 0 {
+		s.Audience = []string{DefaultAudience}
+	}
+	if s.TokenTTL == 0 {
+		s.TokenTTL = 10 * time.Minute
+	}
+	if s.Workers == 0 {
+		s.Workers = 8
+	}
+	if s.Queue == 0 {
+		s.Queue = 64
+	}
+	if s.RetryAfter == 0 {
+		s.RetryAfter = time.Second
+	}
+	if s.CheckpointInterval == 0 {
+		s.CheckpointInterval = log.DefaultCheckpointInterval
+	}
+	if s.MaxInlineEvidence == 0 {
+		s.MaxInlineEvidence = 32 << 10
+	}
+	if s.IndexCatchupInterval == 0 {
+		s.IndexCatchupInterval = 30 * time.Second
+	}
+	if s.NonceSweepInterval == 0 {
+		s.NonceSweepInterval = 5 * time.Minute
+	}
+	return s
+}
+
+// DefaultAudience is the aud of result tokens when none is configured.
+const DefaultAudience = "proofline-relying-party"
+
+// Deps are the opened parts the service composes. OpenDeps builds them from a Config; tests
+// build them by hand to inject faults.
+type Deps struct {
+	Log Log
+	// LogVerifierKey is the note verifier key of the log's checkpoints, published to auditors.
+	LogVerifierKey string
+	Index          *index.Index
+	Blobs          Blobs
+	Nonces         *nonce.Issuer
+	Policies       *PolicyStore
+	// RecordKey signs evidence records; KeyHistory must hold it (and every key of the replicas
+	// sharing the log), valid now.
+	RecordKey  evidence.Signer
+	KeyHistory *evidence.KeyHistory
+	Tokens     *token.Issuer
+	Roots      *roots.Set
+	// Collateral answers the verifier's collateral requests; nil means none is available (every
+	// verdict that needs collateral is then contraindicated, collateral_unavailable).
+	Collateral collateral.Source
+	// InitialPolicy is the policy YAML activated when the policy store has no active policy; nil
+	// means the built-in default policy.
+	InitialPolicy []byte
+	// Build is the SHA-256 of the running executable, written in every record.
+	Build evidence.Digest
+	// Now is the clock; nil means time.Now.
+	Now    func() time.Time
+	Logger *slog.Logger
+	// Registerer receives the service's metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Ping checks the shared database, if any, for /readyz.
+	Ping     func(context.Context) error
+	Settings Settings
+	// Closers release what OpenDeps opened, in order, when the service closes.
+	Closers []func() error
+}
+
+// Service is the verifier service without its HTTP layer: challenges, attestations, results,
+// proofs, policies and relying-party events. It is safe for concurrent use.
+type Service struct {
+	d        Deps
+	set      Settings
+	now      func() time.Time
+	logger   *slog.Logger
+	queue    *admission
+	m        *metrics
+	verifier evidence.Verifier
+	stored   sync.Map // evidence.Digest → struct{}: blobs already stored by this process
+
+	nudge chan struct{} // asks the index loop to catch up now (buffered 1)
+	// indexTarget is one past the highest record whose index write failed: the index loop
+	// retries, once per checkpoint interval, until the index reaches it.
+	indexTarget atomic.Uint64
+	stop        context.CancelFunc
+	loops       sync.WaitGroup
+	closeMu     sync.Mutex
+	closed      bool
+	draining    chan struct{}
+}
+
+// New composes a service from its parts. It refuses test roots unless Settings.TestMode, checks
+// that the record key is in the key history, and activates the initial policy if the policy store
+// has none.
+func New(ctx context.Context, d Deps) (*Service, error) {
+	switch {
+	case d.Log == nil || d.Index == nil || d.Blobs == nil || d.Nonces == nil || d.Policies == nil:
+		return nil, errors.New("service: Deps.Log, Index, Blobs, Nonces and Policies are required")
+	case d.RecordKey == nil || d.KeyHistory == nil || d.Tokens == nil || d.Roots == nil:
+		return nil, errors.New("service: Deps.RecordKey, KeyHistory, Tokens and Roots are required")
+	case d.Roots.Test && !d.Settings.TestMode:
+		return nil, errors.New("service: the vendor roots are test roots (a roots directory or the simulated platforms); the service accepts them only in test mode (proofline serve --test-mode)")
+	}
+	s := &Service{d: d, set: d.Settings.withDefaults(), now: d.Now, logger: d.Logger, draining: make(chan struct{}), nudge: make(chan struct{}, 1)}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	kid, err := evidence.KeyID(d.RecordKey.Public())
+	if err != nil {
+		return nil, fmt.Errorf("service: record key: %w", err)
+	}
+	info, ok := d.KeyHistory.Lookup(kid)
+	if !ok {
+		return nil, fmt.Errorf("service: the record signing key %x is not in the key history: add it (records it signs would not verify)", kid)
+	}
+	if !info.ValidAt(s.now().Truncate(time.Second)) {
+		return nil, fmt.Errorf("service: the record signing key %x is not valid now in the key history", kid)
+	}
+	s.verifier = evidence.Verifier{Name: "proofline", Version: buildinfo.Version(), Build: d.Build}
+	s.queue = newAdmission(s.set.Workers, s.set.Queue, s.set.RetryAfter)
+	s.m = newMetrics(d.Registerer, func() float64 { return float64(s.queue.depth()) })
+	if err := s.bootstrapPolicy(ctx); err != nil {
+		return nil, err
+	}
+	if n, err := s.catchupIndex(ctx); err != nil {
+		// The index is derived: a verifier with a stale index still gives verdicts.
+		s.logger.WarnContext(ctx, "index catch-up failed at start-up; retrying in the background", slog.Any("error", err))
+	} else if n > 0 {
+		s.logger.InfoContext(ctx, "index caught up with the log", slog.Uint64("entries", n))
+	}
+	return s, nil
+}
+
+// Start runs the background loops until Close: the index catch-up (every
+// Settings.IndexCatchupInterval, and soon after an index write failed) and the sweeping of expired
+// used nonces (every Settings.NonceSweepInterval).
+func (s *Service) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	s.loops.Add(2)
+	go func() {
+		defer s.loops.Done()
+		t := time.NewTicker(s.set.IndexCatchupInterval)
+		defer t.Stop()
+		var retry <-chan time.Time
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			case <-s.nudge:
+			case <-retry:
+			}
+			retry = nil
+			if _, err := s.catchupIndex(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "index catch-up failed", slog.Any("error", err))
+			}
+			// Catch-up reaches only what the log holds past the index's end: a failed write in
+			// the middle waits for the next checkpoint to cover it.
+			if next, err := s.d.Index.Next(ctx); err != nil || next < s.indexTarget.Load() {
+				retry = time.After(s.set.CheckpointInterval)
+			}
+		}
+	}()
+	go func() {
+		defer s.loops.Done()
+		t := time.NewTicker(s.set.NonceSweepInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if n, err := s.d.Nonces.Sweep(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "sweeping used nonces failed", slog.Any("error", err))
+			} else if n > 0 {
+				s.logger.DebugContext(ctx, "swept used nonces", slog.Int64("deleted", n))
+			}
+		}
+	}()
+}
+
+// Drain marks the service as shutting down: /readyz answers 503 from now on.
+func (s *Service) Drain() {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	select {
+	case <-s.draining:
+	default:
+		close(s.draining)
+	}
+}
+
+// Close stops the background loops and releases what OpenDeps opened (the log waits until a
+// checkpoint covers every acknowledged record). Call it after the HTTP server has stopped.
+func (s *Service) Close() error {
+	s.Drain()
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	if s.stop != nil {
+		s.stop()
+	}
+	s.loops.Wait()
+	var errs []error
+	for _, c := range s.d.Closers {
+		errs = append(errs, c())
+	}
+	return errors.Join(errs...)
+}
+
+// TestRoots reports whether the service appraises with test vendor roots.
+func (s *Service) TestRoots() bool { return s.d.Roots.Test }
+
+// logLeaves adapts the log to index.LeafSource for Catchup. The service indexes each record
+// right after its append, before a checkpoint covers it, so the index may legitimately run ahead
+// of the latest checkpoint: Size is then the index's own size, provided the log holds a leaf at
+// its last entry (Catchup compares that leaf with the index's). Otherwise it is the checkpoint's
+// size, and an index larger than the log is reported as the conflict it is.
+type logLeaves struct {
+	l  Log
+	ix *index.Index
+}
+
+func (l logLeaves) Size(ctx context.Context) (uint64, error) {
+	cp, err := l.l.Checkpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := l.ix.Next(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if n > cp.Size {
+		if _, err := l.l.Entry(ctx, n-1); err == nil {
+			return n, nil
+		}
+	}
+	return cp.Size, nil
+}
+
+func (l logLeaves) Entry(ctx context.Context, i uint64) ([]byte, error) { return l.l.Entry(ctx, i) }
+
+func (s *Service) catchupIndex(ctx context.Context) (uint64, error) {
+	return index.Catchup(ctx, s.d.Index, logLeaves{s.d.Log, s.d.Index}, s.open, nil)
+}
+
+// open verifies a leaf against the key history (I5).
+func (s *Service) open(leaf []byte) (*evidence.Record, error) {
+	r, _, err := evidence.Open(leaf, s.d.KeyHistory)
+	return r, err
+}
+
+// Challenge is a verifier nonce and its expiry.
+type Challenge struct {
+	Nonce   []byte
+	Expires time.Time
+}
+
+// Challenge issues a nonce for p (GET /v1/challenge). Challenges need no authentication: an
+// anonymous caller gets a nonce bound to no one, which any authenticated caller may use once; an
+// authenticated caller gets one that only it can use.
+func (s *Service) Challenge(ctx context.Context, p Principal) (Challenge, error) {
+	n, exp, err := s.d.Nonces.Issue(ctx, p.binding())
+	if err != nil {
+		return Challenge{}, err
+	}
+	return Challenge{Nonce: n, Expires: exp}, nil
+}
+
+// Attestation is the answer to one evidence submission: the result, the record it was logged as,
+// and the signed result tokens naming that record.
+type Attestation struct {
+	// LogIndex is the record's index in the evidence log; its decimal form is the result id.
+	LogIndex uint64
+	// RecordSHA256 is the SHA-256 of the signed record (the log leaf).
+	RecordSHA256 [32]byte
+	Result       *ear.Result
+	// ResultJSON is the result exactly as the record holds it.
+	ResultJSON []byte
+	// JWT and CWT are the result token in its two forms.
+	JWT string
+	CWT []byte
+}
+
+// ID is the result id: the log index in decimal.
+func (a *Attestation) ID() string { return strconv.FormatUint(a.LogIndex, 10) }
+
+// Attest appraises one evidence envelope submitted by p (POST /v1/attest, background-check
+// model) and answers only once its signed record is durably in the log:
+//
+//  1. admission: a slot in the bounded verification queue, or ErrOverloaded;
+//  2. the envelope is decoded strictly; a body that is not one is ErrMalformed (no result);
+//  3. the envelope's nonce is consumed for p: it must be one this service issued, to p or to no
+//     one, unexpired and unused. A refused nonce is a verdict — contraindicated, nonce_mismatch,
+//     with the reason — given without appraising further, and recorded like any other. A nonce
+//     store that cannot be reached is ErrUnavailable;
+//  4. verifier.Verify with the consumed nonce as Options.Nonce (only that proves freshness);
+//  5. the record: subject, raw evidence (or its digest, the bytes in the blob store), the
+//     collateral used (canonical responses in the blob store), the policy, the result JSON, the
+//     verifier's version and build; signed, opened against the key history (I5), appended;
+//  6. the index (best effort: it catches up from the log), then the tokens naming the record.
+//
+// Any failure to make the record durable is ErrUnavailable and no result or token is returned.
+func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attestation, error) {
+	if p.Role != RoleAgent && p.Role != RoleRelyingParty {
+		return nil, fmt.Errorf("%w: %s may not submit evidence", ErrForbidden, p.Role)
+	}
+	release, err := s.queue.enter(ctx)
+	if err != nil {
+		if errors.Is(err, ErrOverloaded) {
+			s.m.overloaded.Inc()
+		}
+		return nil, err
+	}
+	defer release()
+
+	ev, err := attest.DecodeEvidence(body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	pol, err := s.d.Policies.Active(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading the active policy: %w", ErrUnavailable, err)
+	}
+	now := s.now().UTC().Truncate(time.Second)
+
+	var (
+		res       *ear.Result
+		nonceUsed []byte
+		seen      = &recordingSource{src: s.d.Collateral, seen: map[string]*collateral.Response{}}
+	)
+	reason, err := s.consumeNonce(ctx, ev.Nonce, p)
+	switch {
+	case err != nil && reason == "":
+		return nil, fmt.Errorf("%w: nonce store: %w", ErrUnavailable, err)
+	case err != nil:
+		res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, reason)
+	default:
+		nonceUsed = ev.Nonce
+		opts := verifier.Options{Policy: pol.Policy, Roots: s.d.Roots, Now: now, Nonce: nonceUsed}
+		if s.d.Collateral != nil {
+			opts.Collateral = seen
+		}
+		start := time.Now()
+		res = verifier.Verify(ctx, ev, opts)
+		s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
+	}
+	resultJSON, err := json.Marshal(res)
+	if err != nil {
+		return nil, fmt.Errorf("service: encoding the result: %w", err)
+	}
+	rec := &evidence.Record{
+		Version:  evidence.Version,
+		Kind:     evidence.KindAttestation,
+		Time:     now,
+		Subject:  &evidence.Subject{ID: p.subject(), Platform: string(ev.Platform)},
+		Evidence: &evidence.Evidence{Raw: body},
+		Result:   resultJSON,
+		Verifier: s.verifier,
+	}
+	if rec.Policy, err = policyRef(pol.Policy.Ref()); err != nil {
+		return nil, err
+	}
+	if rec.Collateral, err = s.collateralRefs(ctx, res, seen); err != nil {
+		return nil, err
+	}
+	if len(body) > s.set.MaxInlineEvidence {
+		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
+			return nil, err
+		}
+	}
+	leaf, idx, err := s.appendRecord(ctx, rec)
+	if errors.Is(err, log.ErrLeafSize) && rec.Evidence.Raw != nil {
+		// The record is too large for a log leaf with the evidence inside: keep the evidence in
+		// the blob store and name it by digest.
+		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
+			return nil, err
+		}
+		leaf, idx, err = s.appendRecord(ctx, rec)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.m.verdict(res, now)
+	a := &Attestation{LogIndex: idx, RecordSHA256: sha256.Sum256(leaf), Result: res, ResultJSON: resultJSON}
+	s.logger.InfoContext(ctx, "attestation recorded",
+		slog.String("principal", p.String()), slog.String("platform", res.Platform), slog.String("status", string(res.Status)),
+		slog.Uint64("log_index", idx), slog.String("record_sha256", hex.EncodeToString(a.RecordSHA256[:])))
+	ref := token.RecordRef{LogIndex: idx, SHA256: a.RecordSHA256, Subject: rec.Subject.ID, Nonce: nonceUsed}
+	if a.JWT, err = s.d.Tokens.IssueJWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
+		return nil, fmt.Errorf("service: issuing the JWT for record %d: %w", idx, err)
+	}
+	if a.CWT, err = s.d.Tokens.IssueCWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
+		return nil, fmt.Errorf("service: issuing the CWT for record %d: %w", idx, err)
+	}
+	return a, nil
+}
+
+// consumeNonce spends n for p. It returns ("", nil) when the nonce is accepted, a reason and
+// the error when it is refused, and ("", err) when the store failed (nothing decided).
+func (s *Service) consumeNonce(ctx context.Context, n []byte, p Principal) (string, error) {
+	if n == nil {
+		s.m.nonceRejected.WithLabelValues("missing").Inc()
+		return "the evidence carries no nonce; ask GET /v1/challenge for one and bind it into REPORT_DATA", errors.New("no nonce")
+	}
+	err := s.d.Nonces.Consume(ctx, n, p.binding())
+	if errors.Is(err, nonce.ErrWrongBinding) && p.binding() != "" {
+		// A challenge handed out anonymously is bound to no one: any authenticated caller may
+		// spend it, once.
+		if err2 := s.d.Nonces.Consume(ctx, n, ""); !errors.Is(err2, nonce.ErrWrongBinding) {
+			err = err2
+		}
+	}
+	var label, reason string
+	switch {
+	case err == nil:
+		return "", nil
+	case errors.Is(err, nonce.ErrUnknown):
+		label, reason = "unknown", "the nonce was not issued by this verifier"
+	case errors.Is(err, nonce.ErrWrongBinding):
+		label, reason = "wrong_binding", "the nonce was issued to another caller"
+	case errors.Is(err, nonce.ErrExpired):
+		label, reason = "expired", "the nonce has expired; ask GET /v1/challenge for a new one"
+	case errors.Is(err, nonce.ErrReplayed):
+		label, reason = "replayed", "the nonce was already used: the evidence is a replay or was submitted twice"
+	default:
+		return "", err
+	}
+	s.m.nonceRejected.WithLabelValues(label).Inc()
+	return reason, err
+}
+
+// nonceRefused is the verdict on evidence whose nonce the service refused: contraindicated with
+// nonce_mismatch (the evidence is not bound to a nonce this verifier accepts), without any
+// further appraisal. The trust vector claims only what is known: the instance is untrustworthy.
+func nonceRefused(ev *attest.Evidence, pol ear.PolicyRef, testRoots bool, now time.Time, reason string) *ear.Result {
+	res := &ear.Result{
+		Platform:    string(ev.Platform),
+		VerifiedAt:  now,
+		TestRoots:   testRoots,
+		Policy:      pol,
+		TrustVector: ear.TrustVector{InstanceIdentity: ear.UntrustworthyInstance},
+		Verifier:    ear.VerifierID{Name: "proofline", Version: buildinfo.Version()},
+	}
+	check := "tdx.8"
+	if ev.Platform == attest.PlatformSNP {
+		check = "snp.9"
+	}
+	res.Fail(ear.CodeNonceMismatch, check, "nonce refused: "+reason+"; the evidence was not appraised further")
+	res.Finalize()
+	return res
+}
+
+// recordingSource remembers every collateral response a verification obtained, so that the record
+// names, and the blob store keeps, exactly those bytes.
+type recordingSource struct {
+	src  collateral.Source
+	mu   sync.Mutex
+	seen map[string]*collateral.Response
+}
+
+func (r *recordingSource) Get(ctx context.Context, url string) (*collateral.Response, error) {
+	resp, err := r.src.Get(ctx, url)
+	if err == nil {
+		r.mu.Lock()
+		r.seen[url] = resp
+		r.mu.Unlock()
+	}
+	return resp, err
+}
+
+// collateralRefs lists the collateral the result's claims name, sorted by URL, after storing each
+// response's canonical bytes in the blob store.
+func (s *Service) collateralRefs(ctx context.Context, res *ear.Result, seen *recordingSource) ([]evidence.CollateralRef, error) {
+	var infos []ear.CollateralInfo
+	switch c := res.Claims.(type) {
+	case *ear.TDXClaims:
+		infos = c.Collateral
+	case *ear.SNPClaims:
+		infos = c.Collateral
+	}
+	byURL := map[string]evidence.CollateralRef{}
+	for _, ci := range infos {
+		d, err := parseDigest(ci.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("service: collateral %s: %w", ci.URL, err)
+		}
+		if prev, dup := byURL[ci.URL]; dup {
+			if prev.Digest != d {
+				return nil, fmt.Errorf("service: the result names two responses for %s", ci.URL)
+			}
+			continue
+		}
+		seen.mu.Lock()
+		resp := seen.seen[ci.URL]
+		seen.mu.Unlock()
+		if resp == nil || evidence.Digest(resp.Digest()) != d {
+			return nil, fmt.Errorf("service: the result names collateral %s (%s) that the verification did not obtain", ci.URL, ci.Digest)
+		}
+		if err := s.storeBlob(ctx, d, resp.Canonical()); err != nil {
+			return nil, err
+		}
+		byURL[ci.URL] = evidence.CollateralRef{Kind: ci.Kind, URL: ci.URL, Digest: d}
+	}
+	refs := make([]evidence.CollateralRef, 0, len(byURL))
+	for _, r := range byURL {
+		refs = append(refs, r)
+	}
+	slices.SortFunc(refs, func(a, b evidence.CollateralRef) int { return strings.Compare(a.URL, b.URL) })
+	if len(refs) == 0 {
+		return nil, nil
+	}
+	return refs, nil
+}
+
+// storeBlob stores data, whose digest is d, unless this process stored it before.
+func (s *Service) storeBlob(ctx context.Context, d evidence.Digest, data []byte) error {
+	if _, ok := s.stored.Load(d); ok {
+		return nil
+	}
+	got, err := s.d.Blobs.Put(ctx, data)
+	if err != nil {
+		return fmt.Errorf("%w: blob store: %w", ErrUnavailable, err)
+	}
+	if got != d {
+		return fmt.Errorf("service: the blob store named %s bytes whose digest is %s", got, d)
+	}
+	s.stored.Store(d, struct{}{})
+	return nil
+}
+
+func (s *Service) evidenceByDigest(ctx context.Context, body []byte) (*evidence.Evidence, error) {
+	d := evidence.Digest(sha256.Sum256(body))
+	if err := s.storeBlob(ctx, d, body); err != nil {
+		return nil, err
+	}
+	return &evidence.Evidence{Digest: &d}, nil
+}
+
+// appendRecord signs rec, checks that it opens against the key history (I5) and appends it. It
+// returns the leaf and its index once the log has made it durable.
+func (s *Service) appendRecord(ctx context.Context, rec *evidence.Record) ([]byte, uint64, error) {
+	leaf, err := evidence.Sign(ctx, rec, s.d.RecordKey)
+	if err != nil {
+		return nil, 0, fmt.Errorf("service: signing the record: %w", err)
+	}
+	if _, _, err := evidence.Open(leaf, s.d.KeyHistory); err != nil {
+		return nil, 0, fmt.Errorf("service: the signed record does not open against the key history (I5): %w", err)
+	}
+	start := time.Now()
+	idx, err := s.d.Log.Append(ctx, leaf)
+	s.m.appendLatency.Observe(time.Since(start).Seconds())
+	switch {
+	case errors.Is(err, log.ErrLeafSize):
+		return nil, 0, err
+	case errors.Is(err, log.ErrOverloaded):
+		s.m.appendErrors.Inc()
+		return nil, 0, retryAfter(s.set.RetryAfter, ErrOverloaded, "the evidence log is overloaded")
+	case err != nil:
+		s.m.appendErrors.Inc()
+		s.logger.ErrorContext(ctx, "evidence log append failed; no answer given", slog.String("kind", string(rec.Kind)), slog.Any("error", err))
+		return nil, 0, retryAfter(s.set.RetryAfter, ErrUnavailable, "the evidence log did not acknowledge the record: %v", err)
+	}
+	if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
+		s.m.indexErrors.Inc()
+		level := slog.LevelWarn
+		if errors.Is(err, index.ErrGap) {
+			// Another append's index write is still in flight, or an earlier record was never
+			// indexed (its append's outcome was unknown): the background loop fills the gap.
+			level = slog.LevelDebug
+			for {
+				cur := s.indexTarget.Load()
+				if idx+1 <= cur || s.indexTarget.CompareAndSwap(cur, idx+1) {
+					break
+				}
+			}
+			select {
+			case s.nudge <- struct{}{}:
+			default:
+			}
+		}
+		s.logger.Log(ctx, level, "index write failed; the index catches up later", slog.Uint64("log_index", idx), slog.Any("error", err))
+	}
+	return leaf, idx, nil
+}
+
+func parseDigest(s string) (evidence.Digest, error) {
+	var d evidence.Digest
+	h, ok := strings.CutPrefix(s, "sha256:")
+	if !ok {
+		return d, fmt.Errorf("digest %q is not sha256:<hex>", s)
+	}
+	b, err := hex.DecodeString(h)
+	if err != nil || len(b) != len(d) {
+		return d, fmt.Errorf("digest %q is not sha256:<64 hex digits>", s)
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+func policyRef(r ear.PolicyRef) (*evidence.PolicyRef, error) {
+	d, err := parseDigest(r.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("service: policy %q: %w", r.ID, err)
+	}
+	return &evidence.PolicyRef{ID: r.ID, Digest: d}, nil
+}
