@@ -48,6 +48,11 @@ import (
 //	  tokens:
 //	    - {name: key-release, role: relying-party, sha256: 3b0c…}
 //	    - {name: alice, role: admin, sha256: 9f86…}
+//
+// Token names have no ':' or '/'. An agent with a client certificate from client_ca_file is the
+// principal "mtls:<issuer>/<common name>" (<issuer>: 8 bytes of the SHA-256 of the issuing CA's
+// public key, hex), never a token principal; record subjects are "agent:<name>" and
+// "relying-party:<name>" (verifier/api.Config).
 type serveConfig struct {
 	service.Config `yaml:",inline"`
 	// HTTP configures the HTTP server, TLS and the API tokens.

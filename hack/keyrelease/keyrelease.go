@@ -11,6 +11,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -19,9 +21,11 @@ import (
 	"github.com/proofline/proofline/verifier/token"
 )
 
-// keyRelease is the example key-release service: a relying party of the Proofline verifier.
+// keyRelease is the example key-release service: a relying party of the Proofline verifier. It
+// is an example, not a hardened product: read it, adapt it.
 //
-// It releases a secret only to a workload whose latest attestation the verifier affirmed, with a
+// It releases a secret only to a workload named in the secret's allow-list (resource.Subjects,
+// and resource.Measurements when given) whose latest attestation the verifier affirmed, with a
 // result token that is for this service (aud), signed by a key in the verifier's JWKS, and fresh:
 // either bound to a nonce this service obtained for the request (background check), or issued
 // less than MaxAge ago (passport). Every decision, release or deny, is first recorded by the
@@ -32,11 +36,49 @@ type keyRelease struct {
 	token    string // this service's API token at the verifier (role relying-party)
 	client   *http.Client
 	opts     rp.Options
-	secrets  map[string][]byte
+	secrets  map[string]resource
 	logger   *slog.Logger
 
 	mu     sync.Mutex
 	tokens *rp.Verifier // from the verifier's JWKS; refreshed when a token names an unknown key
+}
+
+// resource is one secret of the secrets file and the workloads it is released to.
+type resource struct {
+	Secret string `json:"secret"`
+	// Subjects are the attester subjects the secret may be released to (required): a passport's
+	// token subject, "agent:<name>" as the verifier authenticated the agent (token principals),
+	// or "agent:mtls:<issuer>/<cn>" (client certificates); or, for a background check, the
+	// workload's own claim "runtime:<name>", the "agent" of the runtime_data its report binds.
+	// A runtime: subject is what the attested workload says it is, not an authenticated
+	// identity: pin Measurements for resources released by background check.
+	Subjects []string `json:"subjects"`
+	// Measurements, if given, are the launch measurements (hex: TDX MRTD, SNP MEASUREMENT) the
+	// secret may be released to, read from the verifier's recorded result.
+	Measurements []string `json:"measurements,omitempty"`
+}
+
+// parseSecrets reads the secrets file: {"<resource>": {"secret": …, "subjects": […],
+// "measurements": […]}}. Every resource must name its subjects.
+func parseSecrets(raw []byte) (map[string]resource, error) {
+	var rs map[string]resource
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&rs); err != nil {
+		return nil, fmt.Errorf(`want {"<resource>": {"secret": "…", "subjects": ["agent:<name>", …], "measurements": ["<hex>", …]}}: %w`, err)
+	}
+	for name, r := range rs {
+		if r.Secret == "" || len(r.Subjects) == 0 {
+			return nil, fmt.Errorf("resource %q: give its secret and the subjects it is released to", name)
+		}
+		for i, m := range r.Measurements {
+			if _, err := hex.DecodeString(m); err != nil || m == "" {
+				return nil, fmt.Errorf("resource %q: measurements[%d] is not hex", name, i)
+			}
+			r.Measurements[i] = strings.ToLower(m)
+		}
+	}
+	return rs, nil
 }
 
 // releaseRequest is the body of POST /release: a resource and either the evidence envelope (the
@@ -86,20 +128,32 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 		k.fail(w, r, http.StatusBadRequest, errors.New(`want {"resource": …, and one of "evidence" (an envelope) or "token"}`))
 		return
 	}
-	secret, ok := k.secrets[req.Resource]
+	res, ok := k.secrets[req.Resource]
 	if !ok {
 		k.fail(w, r, http.StatusNotFound, fmt.Errorf("no resource %q", req.Resource))
 		return
 	}
 	var (
 		claims  *rp.Claims
-		subject string
+		subject string // the attester's, never this service's
+		result  []byte // the verifier's result JSON, when at hand
 		why     error
 	)
 	if req.Evidence != nil {
-		claims, subject, why = k.backgroundCheck(ctx, req.Evidence)
+		claims, subject, result, why = k.backgroundCheck(ctx, req.Evidence)
 	} else {
 		claims, why = k.verifyToken(ctx, req.Token, nil)
+		if claims != nil {
+			subject = claims.Subject
+			if why == nil && !strings.HasPrefix(subject, "agent:") {
+				// A token some relying party obtained in a background check names that relying
+				// party, not the attester: it is no passport.
+				why = fmt.Errorf("the token's subject %q is not an agent: present a token the workload obtained itself", subject)
+			}
+		}
+	}
+	if why == nil {
+		why = k.allowed(ctx, req.Resource, res, subject, claims, result)
 	}
 	var upstream *upstreamError
 	if errors.As(why, &upstream) {
@@ -109,7 +163,6 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 	decision := "release"
 	ev := map[string]any{"resource": req.Resource}
 	if claims != nil {
-		subject = claims.Subject
 		ev["platform"] = claims.Platform
 		ev["attestation_record_sha256"] = hex.EncodeToString(claims.RecordSHA256[:])
 	}
@@ -140,7 +193,7 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 	if why != nil {
 		resp.Reason, status = why.Error(), http.StatusForbidden
 	} else {
-		resp.Secret = secret
+		resp.Secret = []byte(res.Secret)
 	}
 	k.logger.InfoContext(ctx, "key-release decision", slog.String("resource", req.Resource), slog.String("subject", subject),
 		slog.String("decision", decision), slog.Uint64("record", rec.LogIndex))
@@ -152,27 +205,80 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 
 // backgroundCheck submits the workload's evidence to the verifier as this relying party and
 // verifies the token it answers with, requiring the nonce the evidence carries: a nonce the
-// verifier issued to this service (GET /challenge) and accepted exactly once.
-func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.Claims, string, error) {
+// verifier issued to this service (GET /challenge) and accepted exactly once. The token's subject
+// is this service; the attester's subject is the workload's own claim, "runtime:<agent>" from the
+// runtime_data its report binds. It also returns the verifier's result JSON.
+func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.Claims, string, []byte, error) {
 	ev, err := attest.DecodeEvidence(envelope)
 	if err != nil {
-		return nil, "", fmt.Errorf("the evidence is not an envelope: %w", err)
+		return nil, "", nil, fmt.Errorf("the evidence is not an envelope: %w", err)
+	}
+	subject := ""
+	var rd struct {
+		Agent string `json:"agent"`
+	}
+	if json.Unmarshal(ev.RuntimeData, &rd) == nil && rd.Agent != "" {
+		subject = "runtime:" + rd.Agent
 	}
 	if ev.Nonce == nil {
-		return nil, "", errors.New("the evidence carries no nonce: ask GET /challenge first")
+		return nil, subject, nil, errors.New("the evidence carries no nonce: ask GET /challenge first")
 	}
 	b, err := k.call(ctx, http.MethodPost, "/v1/attest", envelope)
 	if err != nil {
-		return nil, "", &upstreamError{err}
+		return nil, subject, nil, &upstreamError{err}
 	}
 	var a struct {
-		Token string `json:"token"`
+		Token  string          `json:"token"`
+		Result json.RawMessage `json:"result"`
 	}
 	if err := json.Unmarshal(b, &a); err != nil {
-		return nil, "", &upstreamError{err}
+		return nil, subject, nil, &upstreamError{err}
 	}
 	c, err := k.verifyToken(ctx, a.Token, ev.Nonce)
-	return c, "", err
+	return c, subject, a.Result, err
+}
+
+// allowed checks the resource's allow-list: the attester's subject, and, if the resource pins
+// measurements, the launch measurement of the verifier's recorded result (read from the
+// verifier when result is nil, and checked to be the token's record).
+func (k *keyRelease) allowed(ctx context.Context, name string, res resource, subject string, c *rp.Claims, result []byte) error {
+	if !slices.Contains(res.Subjects, subject) {
+		return fmt.Errorf("%q is not among the workloads resource %q is released to", subject, name)
+	}
+	if len(res.Measurements) == 0 {
+		return nil
+	}
+	if result == nil {
+		b, err := k.call(ctx, http.MethodGet, "/v1/results/"+strconv.FormatUint(c.LogIndex, 10), nil)
+		if err != nil {
+			return &upstreamError{err}
+		}
+		var stored struct {
+			RecordSHA256 string          `json:"record_sha256"`
+			Result       json.RawMessage `json:"result"`
+		}
+		if err := json.Unmarshal(b, &stored); err != nil {
+			return &upstreamError{err}
+		}
+		if stored.RecordSHA256 != hex.EncodeToString(c.RecordSHA256[:]) {
+			return fmt.Errorf("the verifier's record %d is not the token's", c.LogIndex)
+		}
+		result = stored.Result
+	}
+	var r struct {
+		Claims struct {
+			MRTD        string `json:"mr_td"`
+			Measurement string `json:"measurement"`
+		} `json:"claims"`
+	}
+	if err := json.Unmarshal(result, &r); err != nil {
+		return fmt.Errorf("the verifier's result: %w", err)
+	}
+	m := strings.ToLower(r.Claims.MRTD + r.Claims.Measurement)
+	if m == "" || !slices.Contains(res.Measurements, m) {
+		return fmt.Errorf("launch measurement %q is not among those resource %q is released to", m, name)
+	}
+	return nil
 }
 
 // verifyToken checks a result token against the verifier's JWKS (refetched once if the token

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/verifier/api"
 	"github.com/proofline/proofline/verifier/rp"
@@ -67,6 +68,7 @@ func newSetup(t *testing.T) *setup {
 	if err != nil {
 		t.Fatal(err)
 	}
+	mrtd := fakeintel.DefaultQuoteOptions().MrTd
 	h := srv.Handler()
 	s.verifier = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v1/events" && s.failEvents.Load() {
@@ -77,7 +79,13 @@ func newSetup(t *testing.T) *setup {
 	}))
 	k := newKeyRelease(s.verifier.URL, "kr-token", s.verifier.Client(), rp.Options{
 		Audience: service.DefaultAudience, MaxAge: 2 * time.Minute, Now: s.clock.Now, AllowTestRootsUnsafe: true,
-	}, map[string]string{"db-password": s.krSecret}, slog.New(slog.DiscardHandler))
+	}, map[string]resource{
+		"db-password": {Secret: s.krSecret, Subjects: []string{"agent:vm-1", "runtime:vm-1"}},
+		"vm-2-key":    {Secret: "vm-2 only", Subjects: []string{"agent:vm-2", "runtime:vm-2"}},
+		"pinned":      {Secret: "pinned", Subjects: []string{"agent:vm-1", "runtime:vm-1"}, Measurements: []string{hex.EncodeToString(mrtd[:])}},
+		"other-image": {Secret: "other image", Subjects: []string{"agent:vm-1", "runtime:vm-1"}, Measurements: []string{strings.Repeat("ab", 48)}},
+		"rp-subject":  {Secret: "rp", Subjects: []string{"relying-party:key-release"}},
+	}, slog.New(slog.DiscardHandler))
 	s.kr = httptest.NewServer(k.routes())
 	t.Cleanup(func() {
 		s.kr.Close()
@@ -144,6 +152,29 @@ func (s *setup) record(idx uint64) *evidence.KeyRelease {
 	return rec.KeyRelease
 }
 
+// recordSubject opens the key_release record of a decision and returns its subject.
+func (s *setup) recordSubject(idx uint64) (*evidence.KeyRelease, string) {
+	s.t.Helper()
+	kr := s.record(idx)
+	_, rec, err := s.svc.Record(context.Background(), idx)
+	if err != nil || rec.Subject == nil {
+		s.t.Fatalf("record %d: %v %+v", idx, err, rec)
+	}
+	return kr, rec.Subject.ID
+}
+
+func TestParseSecrets(t *testing.T) {
+	for _, bad := range []string{`{"db": "s3cret"}`, `{"db": {"secret": "s3cret"}}`, `{"db": {"secret": "x", "subjects": ["agent:a"], "measurements": ["zz"]}}`, `{"db": {"secret": "x", "subjects": ["agent:a"], "other": 1}}`} {
+		if _, err := parseSecrets([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	rs, err := parseSecrets([]byte(`{"db": {"secret": "x", "subjects": ["agent:a"], "measurements": ["ABCD"]}}`))
+	if err != nil || rs["db"].Measurements[0] != "abcd" {
+		t.Fatalf("%v %+v", err, rs)
+	}
+}
+
 func TestKeyRelease(t *testing.T) {
 	s := newSetup(t)
 	var released *releaseResponse
@@ -153,8 +184,8 @@ func TestKeyRelease(t *testing.T) {
 		if code != http.StatusOK || string(r.Secret) != s.krSecret || r.Decision != "release" {
 			t.Fatalf("%d %+v", code, r)
 		}
-		if kr := s.record(r.Record); kr.Decision != evidence.DecisionRelease || kr.Resource != "db-password" || kr.Attestation == nil {
-			t.Fatalf("record: %+v", kr)
+		if kr, subj := s.recordSubject(r.Record); kr.Decision != evidence.DecisionRelease || kr.Resource != "db-password" || kr.Attestation == nil || subj != "runtime:vm-1" {
+			t.Fatalf("record: %+v, subject %q (want the attester's, runtime:vm-1)", kr, subj)
 		}
 		released = &r
 	})
@@ -214,6 +245,43 @@ func TestKeyRelease(t *testing.T) {
 		code, r := s.release(map[string]any{"resource": "db-password", "token": attestSelf()})
 		if code != http.StatusOK || string(r.Secret) != s.krSecret {
 			t.Fatalf("%d %+v", code, r)
+		}
+		if _, subj := s.recordSubject(r.Record); subj != "agent:vm-1" {
+			t.Fatalf("record subject %q, want agent:vm-1", subj)
+		}
+	})
+	// Each secret goes only to the workloads (and images) named for it.
+	t.Run("allow-list", func(t *testing.T) {
+		for _, c := range []struct {
+			resource string
+			passport bool
+			want     int
+		}{
+			{"vm-2-key", false, http.StatusForbidden},
+			{"vm-2-key", true, http.StatusForbidden},
+			{"pinned", false, http.StatusOK},
+			{"pinned", true, http.StatusOK},
+			{"other-image", false, http.StatusForbidden},
+			{"other-image", true, http.StatusForbidden},
+			// A background check's token names this service, never the attester: allowing the
+			// relying party's own subject releases nothing.
+			{"rp-subject", false, http.StatusForbidden},
+		} {
+			req := map[string]any{"resource": c.resource}
+			if c.passport {
+				req["token"] = attestSelf()
+			} else {
+				req["evidence"] = s.evidence(s.krNonce(), servicetest.FaultNone)
+			}
+			code, r := s.release(req)
+			if code != c.want || (code == http.StatusOK) != (r.Secret != nil) {
+				t.Errorf("%s (passport %v): want %d, got %d %+v", c.resource, c.passport, c.want, code, r)
+				continue
+			}
+			kr, subj := s.recordSubject(r.Record)
+			if want := map[bool]string{true: "agent:vm-1", false: "runtime:vm-1"}[c.passport]; subj != want || kr.Resource != c.resource {
+				t.Errorf("%s (passport %v): record %+v subject %q, want %q", c.resource, c.passport, kr, subj, want)
+			}
 		}
 	})
 	t.Run("passport, stale token", func(t *testing.T) {

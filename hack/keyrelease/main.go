@@ -1,13 +1,24 @@
-// Command keyrelease is an example key-release service: a relying party of the Proofline
-// verifier that releases a secret only to a workload the verifier affirmed, freshly, and records
-// every decision — release or deny — as an evidence record at the verifier before answering.
+// Command keyrelease is an EXAMPLE key-release service (not a product: read and adapt it): a
+// relying party of the Proofline verifier that releases a secret only to a workload named in the
+// secret's allow-list that the verifier affirmed, freshly, and records every decision — release
+// or deny — as an evidence record at the verifier, with the attester's subject, before answering.
 //
 //	go run ./hack/keyrelease --verifier https://verifier.example --token-file rp.token \
-//	    --secrets secrets.json [--audience proofline-relying-party] [--listen :9090] [--max-age 2m]
+//	    --secrets secrets.json [--audience proofline-relying-party] [--listen :9090] [--max-age 2m] \
+//	    [--tls-cert cert.pem --tls-key key.pem]
 //
 // The verifier must know the API token in --token-file with the relying-party role, and list the
-// audience in its tokens.audience. secrets.json maps resource names to secrets:
-// {"db-password": "s3cret"}.
+// audience in its tokens.audience. secrets.json maps resource names to a secret and the
+// workloads it is released to:
+//
+//	{"db-password": {"secret": "s3cret", "subjects": ["agent:vm-1", "runtime:vm-1"],
+//	                 "measurements": ["<MRTD or SNP MEASUREMENT, hex>"]}}
+//
+// subjects is required: a passport token's subject ("agent:<name>", as the verifier
+// authenticated the agent) or, for a background check, "runtime:<name>", the "agent" the
+// workload names in the runtime_data its report binds — the workload's own claim, so pin
+// measurements (optional otherwise) for resources released that way. With --tls-cert and
+// --tls-key the service serves HTTPS; without them plain HTTP (a laptop, or behind a proxy).
 //
 // API:
 //
@@ -27,7 +38,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -59,11 +69,16 @@ func run() error {
 	listen := flag.String("listen", ":9090", "address to serve on")
 	maxAge := flag.Duration("max-age", 2*time.Minute, "refuse result tokens issued longer ago than this")
 	caFile := flag.String("ca-file", "", "CA certificates (PEM) for the verifier's TLS certificate")
+	tlsCert := flag.String("tls-cert", "", "serve HTTPS with this certificate chain (PEM); needs --tls-key")
+	tlsKey := flag.String("tls-key", "", "the key (PEM) of --tls-cert")
 	allowTestRoots := flag.Bool("allow-test-roots-unsafe", false, "accept results of a verifier in test mode (fake vendor PKIs); never in production")
 	flag.Parse()
 	if *verifierURL == "" || *tokenFile == "" || *secretsFile == "" {
 		flag.Usage()
 		return errors.New("--verifier, --token-file and --secrets are required")
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("give both --tls-cert and --tls-key, or neither")
 	}
 	tok, err := os.ReadFile(*tokenFile)
 	if err != nil {
@@ -73,8 +88,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var secrets map[string]string
-	if err := json.Unmarshal(raw, &secrets); err != nil {
+	secrets, err := parseSecrets(raw)
+	if err != nil {
 		return fmt.Errorf("%s: %w", *secretsFile, err)
 	}
 	client := &http.Client{Timeout: 30 * time.Second}
@@ -96,7 +111,11 @@ func run() error {
 	k := newKeyRelease(*verifierURL, strings.TrimSpace(string(tok)), client, rp.Options{
 		Audience: *audience, Issuer: *issuer, MaxAge: *maxAge, Leeway: 30 * time.Second, AllowTestRootsUnsafe: *allowTestRoots,
 	}, secrets, logger)
-	srv := &http.Server{Addr: *listen, Handler: k.routes(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Addr: *listen, Handler: k.routes(), ReadHeaderTimeout: 10 * time.Second,
+		TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}}
+	if *tlsCert == "" {
+		logger.Warn("serving plain HTTP: secrets cross the network in the clear; give --tls-cert and --tls-key outside a laptop")
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
@@ -105,17 +124,18 @@ func run() error {
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	logger.Info("key-release service listening", slog.String("address", *listen), slog.String("verifier", *verifierURL))
-	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+	logger.Info("key-release service listening", slog.String("address", *listen), slog.Bool("tls", *tlsCert != ""), slog.String("verifier", *verifierURL))
+	if *tlsCert != "" {
+		err = srv.ListenAndServeTLS(*tlsCert, *tlsKey)
+	} else {
+		err = srv.ListenAndServe()
+	}
+	if !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
 }
 
-func newKeyRelease(verifier, token string, client *http.Client, opts rp.Options, secrets map[string]string, logger *slog.Logger) *keyRelease {
-	k := &keyRelease{verifier: verifier, token: token, client: client, opts: opts, secrets: map[string][]byte{}, logger: logger}
-	for name, s := range secrets {
-		k.secrets[name] = []byte(s)
-	}
-	return k
+func newKeyRelease(verifier, token string, client *http.Client, opts rp.Options, secrets map[string]resource, logger *slog.Logger) *keyRelease {
+	return &keyRelease{verifier: verifier, token: token, client: client, opts: opts, secrets: secrets, logger: logger}
 }

@@ -3,8 +3,10 @@ package api
 import (
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 
@@ -32,8 +34,25 @@ func newAuthenticator(tokens []TokenConfig) *authenticator {
 	return a
 }
 
+// certificatePrincipal is the agent a verified client certificate chain authenticates:
+// "mtls:<issuer>/<CN>" (service.CertificateName), where <issuer> names the public key of the CA
+// that issued the leaf. The same common name from two CAs of client_ca_file is two agents, and
+// no certificate can take a token principal's name. A common name that is empty or holds ':',
+// '/', spaces or control characters authenticates no one.
+func certificatePrincipal(chain []*x509.Certificate) (service.Principal, error) {
+	leaf, issuer := chain[0], chain[0]
+	if len(chain) > 1 {
+		issuer = chain[1]
+	}
+	name, err := service.CertificateName(sha256.Sum256(issuer.RawSubjectPublicKeyInfo), leaf.Subject.CommonName)
+	if err != nil {
+		return service.Principal{}, fmt.Errorf("%w: %w", errUnauthenticated, err)
+	}
+	return service.Principal{Name: name, Role: service.RoleAgent}, nil
+}
+
 // authenticate returns the request's principal: the bearer token's, or else (agents only) the
-// verified TLS client certificate's, or else the anonymous principal. A credential that is
+// verified TLS client certificate's (certificatePrincipal), or else the anonymous principal. A credential that is
 // present but unknown is errUnauthenticated: it never falls back to anonymous.
 func (a *authenticator) authenticate(r *http.Request) (service.Principal, error) {
 	if h := r.Header.Get("Authorization"); h != "" {
@@ -54,11 +73,7 @@ func (a *authenticator) authenticate(r *http.Request) (service.Principal, error)
 		return a.principals[match], nil
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		cn := r.TLS.VerifiedChains[0][0].Subject.CommonName
-		if cn == "" {
-			return service.Principal{}, errUnauthenticated
-		}
-		return service.Principal{Name: cn, Role: service.RoleAgent}, nil
+		return certificatePrincipal(r.TLS.VerifiedChains[0])
 	}
 	return service.Principal{}, nil
 }

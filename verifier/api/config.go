@@ -44,15 +44,22 @@ type TLSConfig struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
 	// ClientCAFile, when set, lets agents authenticate with a client certificate issued by one
-	// of these CAs (PEM); the agent's name is the certificate's subject common name. Requires
-	// CertFile and KeyFile.
+	// of these CAs (PEM). A certificate authenticates the agent "mtls:<issuer>/<common name>",
+	// where <issuer> is the first 8 bytes, in hex, of the SHA-256 of the issuing CA's
+	// SubjectPublicKeyInfo: the same common name from two CAs is two agents, and no certificate
+	// can take the name of a token principal (token names have no ':' or '/'). The common name
+	// must be 1-128 bytes without ':', '/', spaces or control characters. Such an agent's records
+	// have the subject "agent:mtls:<issuer>/<common name>". Requires CertFile and KeyFile.
 	ClientCAFile string `yaml:"client_ca_file"`
 }
 
 // TokenConfig is one API token.
 type TokenConfig struct {
 	// Name identifies the principal: an agent's VM id, a relying party's service name, a
-	// person. Required.
+	// person. Required: 1-128 bytes without ':', '/', spaces or control characters (':' and '/'
+	// are reserved for role prefixes and client certificate principals, so a token name never
+	// collides with either). An agent's records have the subject "agent:<name>", a relying
+	// party's submissions "relying-party:<name>".
 	Name string `yaml:"name"`
 	// Role is agent, relying-party, admin or auditor. Required.
 	Role service.Role `yaml:"role"`
@@ -125,6 +132,8 @@ func (c *Config) Validate() error {
 		switch {
 		case t.Name == "":
 			bad("tokens[%d]: name is required", i)
+		case service.ValidName(t.Name) != nil:
+			bad("tokens[%d]: %v", i, service.ValidName(t.Name))
 		case !t.Role.Valid():
 			bad("tokens[%d] (%s): role %q is not one of agent, relying-party, admin, auditor", i, t.Name, t.Role)
 		}

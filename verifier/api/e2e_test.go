@@ -63,7 +63,7 @@ func TestEndToEnd(t *testing.T) {
 				if err != nil {
 					t.Fatalf("%s: relying party refuses the token: %v", form, err)
 				}
-				if cl.LogIndex != a.LogIndex || hex.EncodeToString(cl.RecordSHA256[:]) != a.RecordSHA256 || cl.Subject != c.agent ||
+				if cl.LogIndex != a.LogIndex || hex.EncodeToString(cl.RecordSHA256[:]) != a.RecordSHA256 || cl.Subject != "agent:"+c.agent ||
 					cl.Status != ear.StatusAffirming || !cl.TestRoots {
 					t.Fatalf("%s claims %+v do not match the answer %+v", form, cl, a)
 				}
@@ -78,7 +78,7 @@ func TestEndToEnd(t *testing.T) {
 			// The result reads back byte for byte.
 			var stored storedResultResponse
 			f.getJSON("/v1/results/"+a.ID, c.agent, &stored)
-			if !bytes.Equal(stored.Result, a.Result) || stored.LogIndex != a.LogIndex || stored.Subject != c.agent {
+			if !bytes.Equal(stored.Result, a.Result) || stored.LogIndex != a.LogIndex || stored.Subject != "agent:"+c.agent {
 				t.Fatalf("stored result differs:\n%s\n%s", stored.Result, a.Result)
 			}
 
@@ -95,7 +95,7 @@ func TestEndToEnd(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if rec.Kind != evidence.KindAttestation || !bytes.Equal(rec.Result, a.Result) || rec.Subject.ID != c.agent ||
+			if rec.Kind != evidence.KindAttestation || !bytes.Equal(rec.Result, a.Result) || rec.Subject.ID != "agent:"+c.agent ||
 				rec.Subject.Platform != string(c.platform) || len(rec.Collateral) == 0 || rec.Evidence.Raw == nil {
 				t.Fatalf("record: %+v", rec)
 			}

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -15,6 +16,9 @@ import (
 
 // errBadRequest is a request whose parameters do not parse: 400.
 var errBadRequest = errors.New("api: bad request")
+
+// statusClientClosedRequest is the (nginx) status of a request the client cancelled.
+const statusClientClosedRequest = 499
 
 // apiError is the JSON body of every error answer.
 type apiError struct {
@@ -37,6 +41,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		retry *service.RetryError
 	)
 	switch {
+	case errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil:
+		// The client went away (e.g. while its attestation waited in the queue): nobody reads
+		// the answer, and it is no server failure.
+		status, code, msg = statusClientClosedRequest, "cancelled", "the request was cancelled by the client"
 	case errors.Is(err, errUnauthenticated):
 		status, code, msg = http.StatusUnauthorized, "unauthenticated", "this operation needs an API token (Authorization: Bearer …) or, for agents, a client certificate; the one given is missing or unknown"
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="proofline"`)
@@ -56,6 +64,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		status, code, msg = http.StatusConflict, "conflict", err.Error()
 	case errors.Is(err, service.ErrOverloaded):
 		status, code, msg = http.StatusServiceUnavailable, "overloaded", "the verifier is overloaded; retry after the Retry-After delay"
+	case errors.Is(err, service.ErrUnavailable) && errors.Is(err, service.ErrChallengeUsed):
+		status, code, msg = http.StatusServiceUnavailable, "unavailable", "the verifier could not make the answer durable (evidence log or database unavailable or overloaded); nothing was answered, but the challenge nonce in the evidence was used: ask GET /v1/challenge for a new nonce and attest again"
 	case errors.Is(err, service.ErrUnavailable):
 		status, code, msg = http.StatusServiceUnavailable, "unavailable", "the verifier could not make the answer durable (evidence log or database unavailable); nothing was answered, retry later"
 	case errors.As(err, &he):

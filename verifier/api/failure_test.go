@@ -1,16 +1,23 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/log"
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -166,4 +173,199 @@ func (f *fixture) queueDepth(t *testing.T) int {
 	}
 	t.Fatal("no queue depth gauge")
 	return 0
+}
+
+// overloadedLog answers every append with log.ErrOverloaded while overloaded is set.
+type overloadedLog struct {
+	service.Log
+	overloaded atomic.Bool
+}
+
+func (l *overloadedLog) Append(ctx context.Context, leaf []byte) (uint64, error) {
+	if l.overloaded.Load() {
+		return 0, log.ErrOverloaded
+	}
+	return l.Log.Append(ctx, leaf)
+}
+
+// An overloaded log after the nonce was spent is not "overloaded, nothing was spent": the answer
+// is 503 unavailable, saying that the challenge was used and to ask for a new one — which is true:
+// the same evidence is a replay afterwards.
+func TestLogOverloadAfterNonceSpent(t *testing.T) {
+	var ol *overloadedLog
+	f := newFixture(t, options{wrapLog: func(l service.Log) service.Log { ol = &overloadedLog{Log: l}; return ol }})
+	const agent = "vm-tdx"
+	ev := f.evidence(attest.PlatformTDX, agent, f.challenge(agent), servicetest.FaultNone)
+	ol.overloaded.Store(true)
+	code, hdr, body := f.do(http.MethodPost, "/v1/attest", agent, ev)
+	var e apiError
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || json.Unmarshal(body, &e) != nil ||
+		e.Code != "unavailable" || !strings.Contains(e.Message, "challenge") || !strings.Contains(e.Message, "new nonce") {
+		t.Fatalf("log overloaded after the nonce was spent: %d %s", code, body)
+	}
+	ol.overloaded.Store(false)
+	a := f.attest(agent, ev)
+	if a.Status != ear.StatusContraindicated || !strings.Contains(string(a.Result), "already used") {
+		t.Fatalf("the nonce was spent, the same evidence must be a replay: %s", a.Result)
+	}
+	if a := f.attest(agent, f.evidence(attest.PlatformTDX, agent, f.challenge(agent), servicetest.FaultNone)); a.Status != ear.StatusAffirming {
+		t.Fatalf("with a new challenge: %s", a.Result)
+	}
+}
+
+// stallingBody is a request body whose reads wait until released; started is closed at the first.
+type stallingBody struct {
+	started, release chan struct{}
+	once             sync.Once
+}
+
+func (b *stallingBody) Read(p []byte) (int, error) {
+	b.once.Do(func() { close(b.started) })
+	<-b.release
+	return 0, io.EOF
+}
+
+// flagBody records whether it was read.
+type flagBody struct{ read atomic.Bool }
+
+func (b *flagBody) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return 0, io.EOF
+}
+
+// Admission comes before the body: requests whose bodies are still arriving hold their places in
+// the queue, and past it a request is refused 503 without its body being read, so attest bodies
+// in memory are bounded by (workers + queue) × max_attest_body.
+func TestAttestBodyReadAfterAdmission(t *testing.T) {
+	f := newFixture(t, options{settings: func(d *service.Deps) { d.Settings.Workers, d.Settings.Queue = 1, 1 }})
+	post := func(body io.Reader) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodPost, "/v1/attest", body)
+		req.Header.Set("Authorization", "Bearer "+tokenFor("vm-tdx"))
+		rec := httptest.NewRecorder()
+		f.api.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	release := make(chan struct{})
+	var done sync.WaitGroup
+	for range 2 {
+		b := &stallingBody{started: make(chan struct{}), release: release}
+		done.Add(1)
+		go func() { defer done.Done(); post(b) }()
+		<-b.started
+	}
+	defer func() { close(release); done.Wait() }()
+	if d := f.queueDepth(t); d != 2 {
+		t.Fatalf("two requests reading their bodies hold %d places in the queue, want 2", d)
+	}
+	fb := &flagBody{}
+	rec := post(fb)
+	if rec.Code != http.StatusServiceUnavailable || !strings.Contains(rec.Body.String(), "overloaded") || rec.Header().Get("Retry-After") == "" {
+		t.Fatalf("past the queue: %d %s", rec.Code, rec.Body)
+	}
+	if fb.read.Load() {
+		t.Fatal("the body of a request refused for overload was read")
+	}
+}
+
+// failingBlobs fails every Get with an error that names a file path.
+type failingBlobs struct{ service.Blobs }
+
+func (failingBlobs) Get(context.Context, evidence.Digest) ([]byte, error) {
+	return nil, errors.New("open /srv/proofline/secret-data/blobs/ab/cd: input/output error")
+}
+
+// A blob store that fails is 503 without internals; only a blob it does not hold is 404.
+func TestBlobStoreFailure(t *testing.T) {
+	var broken atomic.Bool
+	f := newFixture(t, options{settings: func(d *service.Deps) {
+		real := d.Blobs
+		d.Blobs = switchBlobs{real: real, broken: failingBlobs{real}, use: &broken}
+	}})
+	path := "/v1/blobs/" + strings.Repeat("00", 32)
+	if code, _, body := f.do(http.MethodGet, path, "audrey", nil); code != http.StatusNotFound {
+		t.Fatalf("missing blob: %d %s", code, body)
+	}
+	broken.Store(true)
+	code, hdr, body := f.do(http.MethodGet, path, "audrey", nil)
+	var e apiError
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || json.Unmarshal(body, &e) != nil || e.Code != "unavailable" || strings.Contains(string(body), "secret-data") {
+		t.Fatalf("failing blob store: %d %s", code, body)
+	}
+}
+
+// switchBlobs uses broken while use is set.
+type switchBlobs struct {
+	real, broken service.Blobs
+	use          *atomic.Bool
+}
+
+func (s switchBlobs) Put(ctx context.Context, data []byte) (evidence.Digest, error) {
+	return s.real.Put(ctx, data)
+}
+
+func (s switchBlobs) Get(ctx context.Context, d evidence.Digest) ([]byte, error) {
+	if s.use.Load() {
+		return s.broken.Get(ctx, d)
+	}
+	return s.real.Get(ctx, d)
+}
+
+// A request cancelled by its client while it waits in the queue is no server failure: not a
+// 500, and nothing is logged at error level.
+func TestCancelledWhileQueued(t *testing.T) {
+	bl := &blockingLog{waiting: make(chan struct{}, 1), release: make(chan struct{})}
+	f := newFixture(t, options{
+		wrapLog:  func(l service.Log) service.Log { bl.Log = l; return bl },
+		settings: func(d *service.Deps) { d.Settings.Workers, d.Settings.Queue = 1, 1 },
+	})
+	var logs bytes.Buffer
+	var mu sync.Mutex
+	api, err := New(f.svc, Config{Tokens: tokenConfig()}, Options{Logger: slog.New(slog.NewJSONHandler(lockedWriter{&mu, &logs}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const agent = "vm-tdx"
+	first := f.evidence(attest.PlatformTDX, agent, f.challenge(agent), servicetest.FaultNone)
+	second := f.evidence(attest.PlatformTDX, agent, f.challenge(agent), servicetest.FaultNone)
+	bl.armed.Store(true)
+	firstDone := make(chan int, 1)
+	go func() { code, _, _ := f.do(http.MethodPost, "/v1/attest", agent, first); firstDone <- code }()
+	<-bl.waiting
+	ctx, cancel := context.WithCancel(context.Background())
+	req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/attest", bytes.NewReader(second))
+	req.Header.Set("Authorization", "Bearer "+tokenFor(agent))
+	rec := httptest.NewRecorder()
+	secondDone := make(chan struct{})
+	go func() { api.Handler().ServeHTTP(rec, req); close(secondDone) }()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for f.queueDepth(t) < 2 {
+		<-tick.C
+	}
+	cancel()
+	<-secondDone
+	bl.armed.Store(false)
+	close(bl.release)
+	if code := <-firstDone; code != http.StatusOK {
+		t.Fatalf("first request: %d", code)
+	}
+	if rec.Code == http.StatusInternalServerError || rec.Code < 400 {
+		t.Fatalf("cancelled while queued: %d %s", rec.Code, rec.Body)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Contains(logs.String(), `"level":"ERROR"`) {
+		t.Fatalf("a cancelled request was logged at error level:\n%s", logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -3,8 +3,10 @@ package api
 import (
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -118,16 +120,30 @@ func (s *Server) healthz(c echo.Context) error {
 	return writeJSON(c, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// readyz is public: it answers only the status and generic codes (service.Warn*; for not_ready,
+// shutting_down or unavailable). The details — errors, paths, the policy, queue depths — go to
+// the log.
 func (s *Server) readyz(c echo.Context) error {
-	warnings, err := s.svc.Ready(c.Request().Context())
+	ctx := c.Request().Context()
+	warnings, err := s.svc.Ready(ctx)
 	if err != nil {
-		return writeJSON(c, http.StatusServiceUnavailable, readyResponse{Status: "not_ready", Error: err.Error()})
+		code := "unavailable"
+		if errors.Is(err, service.ErrShuttingDown) {
+			code = "shutting_down"
+		}
+		s.logger.WarnContext(ctx, "not ready", slog.String("request_id", requestIDOf(c)), slog.Any("error", err))
+		return writeJSON(c, http.StatusServiceUnavailable, readyResponse{Status: "not_ready", Error: code})
 	}
 	status := "ready"
-	if len(warnings) > 0 {
+	codes := make([]string, 0, len(warnings))
+	for _, w := range warnings {
+		codes = append(codes, w.Code)
+		s.logger.InfoContext(ctx, "degraded", slog.String("request_id", requestIDOf(c)), slog.String("warning", w.Code), slog.String("detail", w.Detail))
+	}
+	if len(codes) > 0 {
 		status = "degraded"
 	}
-	return writeJSON(c, http.StatusOK, readyResponse{Status: status, Warnings: warnings})
+	return writeJSON(c, http.StatusOK, readyResponse{Status: status, Warnings: codes})
 }
 
 func (s *Server) metrics(c echo.Context) error {
@@ -158,11 +174,11 @@ func (s *Server) challenge(c echo.Context) error {
 }
 
 func (s *Server) attest(c echo.Context) error {
-	body, err := io.ReadAll(c.Request().Body)
-	if err != nil {
-		return err
-	}
-	a, err := s.svc.Attest(c.Request().Context(), principal(c), body)
+	// The body is read only once the request has a place in the admission queue: past the
+	// queue it is refused 503 unread, so bodies in memory are bounded by queue × max_attest_body.
+	a, err := s.svc.AttestFrom(c.Request().Context(), principal(c), func() ([]byte, error) {
+		return io.ReadAll(c.Request().Body)
+	})
 	if err != nil {
 		return err
 	}

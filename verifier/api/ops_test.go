@@ -2,14 +2,20 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence/log"
 	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
@@ -122,11 +128,50 @@ func TestOperations(t *testing.T) {
 	}
 	var ready readyResponse
 	f.getJSON("/readyz", "", &ready)
-	if ready.Status != "degraded" || !strings.Contains(strings.Join(ready.Warnings, " "), "test mode") {
+	if ready.Status != "degraded" || !slices.Equal(ready.Warnings, []string{service.WarnTestRoots}) {
 		t.Fatalf("readyz: %+v", ready)
 	}
 	f.svc.Drain()
 	if code, _, body := f.do(http.MethodGet, "/readyz", "", nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while draining: %d %s", code, body)
+	}
+}
+
+// checkpointFailingLog fails Checkpoint, with an error naming a path, while failing is set.
+type checkpointFailingLog struct {
+	service.Log
+	failing atomic.Bool
+}
+
+func (l *checkpointFailingLog) Checkpoint(ctx context.Context) (log.Checkpoint, error) {
+	if l.failing.Load() {
+		return log.Checkpoint{}, errors.New("open /srv/proofline/secret-data/log/checkpoint: permission denied")
+	}
+	return l.Log.Checkpoint(ctx)
+}
+
+// /readyz is public: it says only the status and generic codes, never errors, paths, the policy
+// or queue depths.
+func TestReadyzRedacted(t *testing.T) {
+	var cl *checkpointFailingLog
+	f := newFixture(t, options{wrapLog: func(l service.Log) service.Log { cl = &checkpointFailingLog{Log: l}; return cl }})
+	code, _, body := f.do(http.MethodGet, "/readyz", "", nil)
+	var ready map[string]any
+	if code != http.StatusOK || json.Unmarshal(body, &ready) != nil {
+		t.Fatalf("readyz: %d %s", code, body)
+	}
+	if ready["status"] != "degraded" || fmt.Sprint(ready["warnings"]) != "["+service.WarnTestRoots+"]" || len(ready) != 2 {
+		t.Fatalf("degraded readyz says more than status and codes: %s", body)
+	}
+	cl.failing.Store(true)
+	code, _, body = f.do(http.MethodGet, "/readyz", "", nil)
+	if code != http.StatusServiceUnavailable || string(body) != `{"status":"not_ready","error":"unavailable"}` {
+		t.Fatalf("not ready: %d %s", code, body)
+	}
+	cl.failing.Store(false)
+	f.svc.Drain()
+	code, _, body = f.do(http.MethodGet, "/readyz", "", nil)
+	if code != http.StatusServiceUnavailable || string(body) != `{"status":"not_ready","error":"shutting_down"}` {
+		t.Fatalf("draining: %d %s", code, body)
 	}
 }

@@ -10,7 +10,9 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/verifier/service"
+	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
 // openAPIOperations reads openapi.yaml: "METHOD /path" → x-roles.
@@ -93,16 +95,42 @@ func TestRoutesMatchOpenAPI(t *testing.T) {
 	}
 }
 
+// allowedStatus is what each route answers an allowed role's empty request in TestAuthorization
+// (:id is the agent's own attestation result, :index 0 a record a checkpoint covers, :version 1
+// the active policy, :digest a blob no record names).
+var allowedStatus = map[string]int{
+	"GET /metrics":                        http.StatusOK,
+	"GET /v1/openapi.yaml":                http.StatusOK,
+	"POST /v1/attest":                     http.StatusBadRequest, // an empty body is no envelope
+	"GET /v1/results/:id":                 http.StatusOK,
+	"GET /v1/log/checkpoint":              http.StatusOK,
+	"GET /v1/log/proofs/inclusion/:index": http.StatusOK,
+	"GET /v1/log/proofs/consistency":      http.StatusBadRequest, // from and to are required
+	"POST /v1/events":                     http.StatusBadRequest, // an empty body is no event
+	"GET /v1/policies":                    http.StatusOK,
+	"POST /v1/policies":                   http.StatusBadRequest, // an empty body is no policy
+	"GET /v1/policies/:version":           http.StatusOK,
+	"POST /v1/policies/:version/activate": http.StatusConflict, // version 1 is already active
+	"GET /v1/records":                     http.StatusOK,
+	"GET /v1/records/:index":              http.StatusOK,
+	"GET /v1/blobs/:digest":               http.StatusNotFound,
+	"GET /v1/keys":                        http.StatusOK,
+}
+
 // Acceptance 5: every protected route answers 401 without a credential or with an unknown one,
-// and 403 to every role it does not allow; allowed roles get past authorization (whatever the
-// operation then says about the empty request). Public routes answer without credentials.
+// and 403 to every role it does not allow; allowed roles get past authorization and the
+// operation's own answer to the (empty) request, allowedStatus. Public routes answer without
+// credentials.
 func TestAuthorization(t *testing.T) {
 	f := newFixture(t, options{})
 	byRole := map[service.Role]string{}
 	for _, p := range principals {
 		byRole[p.Role] = p.Name
 	}
-	concrete := strings.NewReplacer(":id", "0", ":index", "0", ":version", "1", ":digest", strings.Repeat("00", 32))
+	agent := byRole[service.RoleAgent]
+	own := f.attest(agent, f.evidence(attest.PlatformTDX, agent, f.challenge(agent), servicetest.FaultNone))
+	waitProof(t, f, own.LogIndex)
+	concrete := strings.NewReplacer(":id", own.ID, ":index", "0", ":version", "1", ":digest", strings.Repeat("00", 32))
 	for _, rt := range routes {
 		path := concrete.Replace(rt.path)
 		name := rt.method + " " + rt.path
@@ -134,8 +162,8 @@ func TestAuthorization(t *testing.T) {
 				switch {
 				case !allowed && code != http.StatusForbidden:
 					t.Errorf("%s: want 403, got %d %s", role, code, body)
-				case allowed && (code == http.StatusForbidden || code == http.StatusUnauthorized):
-					t.Errorf("%s is allowed, got %d %s", role, code, body)
+				case allowed && code != allowedStatus[name]:
+					t.Errorf("%s is allowed: want %d, got %d %s", role, allowedStatus[name], code, body)
 				}
 			}
 		})
@@ -204,6 +232,34 @@ func TestOpenAPIReferences(t *testing.T) {
 			if !ok {
 				t.Errorf("%s %s has no 2xx response", m, path)
 			}
+		}
+	}
+}
+
+// An agent sees only its own attestation results: another agent's is 404, as if it did not
+// exist, while relying parties, admins and auditors read it.
+func TestResultOwnership(t *testing.T) {
+	f := newFixture(t, options{})
+	a := f.attest("vm-tdx", f.evidence(attest.PlatformTDX, "vm-tdx", f.challenge("vm-tdx"), servicetest.FaultNone))
+	b := f.attest("vm-snp", f.evidence(attest.PlatformSNP, "vm-snp", f.challenge("vm-snp"), servicetest.FaultNone))
+	for _, c := range []struct {
+		as, id string
+		want   int
+	}{
+		{"vm-tdx", a.ID, http.StatusOK},
+		{"vm-snp", b.ID, http.StatusOK},
+		{"vm-snp", a.ID, http.StatusNotFound},
+		{"vm-tdx", b.ID, http.StatusNotFound},
+		{"key-release", a.ID, http.StatusOK},
+		{"alice", b.ID, http.StatusOK},
+		{"audrey", a.ID, http.StatusOK},
+	} {
+		code, _, body := f.do(http.MethodGet, "/v1/results/"+c.id, c.as, nil)
+		if code != c.want {
+			t.Errorf("%s reads result %s: want %d, got %d %s", c.as, c.id, c.want, code, body)
+		}
+		if code == http.StatusNotFound && strings.Contains(string(body), "affirming") {
+			t.Errorf("the 404 carries the result: %s", body)
 		}
 	}
 }

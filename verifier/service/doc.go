@@ -19,10 +19,24 @@
 //     and answered with a token. An evidence envelope that is not valid JSON or breaks the schema
 //     is not a verdict: it is ErrMalformed (HTTP 400), not recorded, and spends no nonce.
 //   - Fail closed under load: a bounded queue sits in front of verification; past it, Attest
-//     fails at once with ErrOverloaded (HTTP 503 + Retry-After) before spending the nonce.
+//     fails at once with ErrOverloaded (HTTP 503 + Retry-After) before spending the nonce, and
+//     before reading the request body (verifier/api admits first, then reads). A failure after
+//     the nonce was spent (the log overloaded or unavailable) is never ErrOverloaded: it is
+//     ErrUnavailable with ErrChallengeUsed, telling the caller to ask for a new challenge.
 //   - Every policy change (creating a version, activating one) and every relying-party decision
 //     (POST /v1/events) is an evidence record too, written before the change is committed or the
 //     decision acknowledged.
+//
+// # Principals and subjects
+//
+// A Principal is a role and a name. Names from API tokens are plain (ValidName: no ':' or '/');
+// names from TLS client certificates are "mtls:<issuer>/<common name>" (CertificateName), where
+// <issuer> names the issuing CA's public key, so the two namespaces cannot collide and the same
+// common name from two client CAs is two agents. Principal.String, "<role>:<name>", is the one
+// string used as the subject of the attestation records a principal submits
+// ("agent:<name>", "relying-party:<name>": no agent's subject can equal a relying party's), as
+// the binding of the nonces it is issued, and in logs and policy change records. An agent reads
+// only results whose subject is its own.
 //
 // # Data directory
 //

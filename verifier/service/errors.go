@@ -21,11 +21,16 @@ var (
 	// again after the checkpoint interval. 404 with Retry-After.
 	ErrNotCovered = errors.New("service: not covered by a checkpoint yet")
 	// ErrOverloaded: the verification queue is full (or the log's); nothing was done and no
-	// nonce was spent. 503 with Retry-After.
+	// nonce was spent. 503 with Retry-After. Attest never returns it once it has spent the
+	// evidence's nonce: an overloaded log after that is ErrUnavailable with ErrChallengeUsed.
 	ErrOverloaded = errors.New("service: overloaded, retry later")
 	// ErrUnavailable: a dependency failed (the evidence log, the nonce store, the policy store,
 	// the blob store): the answer could not be made durable, so none is given. 503.
 	ErrUnavailable = errors.New("service: unavailable")
+	// ErrChallengeUsed accompanies ErrUnavailable (never alone) when Attest failed after it had
+	// spent the evidence's nonce: the same evidence would now be a replay, so the caller must ask
+	// GET /v1/challenge for a new nonce and attest again. 503, whose message says so.
+	ErrChallengeUsed = errors.New("service: the challenge nonce was used; ask for a new challenge")
 	// ErrConflict: the change conflicts with the current state (e.g. activating the policy
 	// version that is already active). 409.
 	ErrConflict = errors.New("service: conflict")

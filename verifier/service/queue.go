@@ -23,23 +23,26 @@ func newAdmission(workers, queue int, retry time.Duration) *admission {
 	}
 }
 
-// enter waits for a turn and returns the function that gives it back.
-func (a *admission) enter(ctx context.Context) (func(), error) {
+// admit takes a place in the queue without waiting, or fails at once with ErrOverloaded. It
+// returns the function that gives the place back.
+func (a *admission) admit() (func(), error) {
 	select {
 	case a.admitted <- struct{}{}:
+		return func() { <-a.admitted }, nil
 	default:
 		return nil, retryAfter(a.retry, ErrOverloaded, "%d attestations are running or queued", cap(a.admitted))
 	}
+}
+
+// run waits, holding a place from admit, for a verification slot, and returns the function that
+// gives the slot back. A ctx done while waiting is its error (the caller went away).
+func (a *admission) run(ctx context.Context) (func(), error) {
 	select {
 	case a.running <- struct{}{}:
+		return func() { <-a.running }, nil
 	case <-ctx.Done():
-		<-a.admitted
 		return nil, ctx.Err()
 	}
-	return func() {
-		<-a.running
-		<-a.admitted
-	}, nil
 }
 
 // depth returns the number of attestations running or waiting.

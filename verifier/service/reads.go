@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/blob"
 	"github.com/proofline/proofline/evidence/index"
 	"github.com/proofline/proofline/evidence/log"
 )
@@ -84,11 +85,16 @@ func (s *Service) Records(ctx context.Context, q index.Query) ([]index.Entry, er
 	return es, nil
 }
 
-// Blob returns a blob named by a record (collateral, a large evidence envelope, a policy).
+// Blob returns a blob named by a record (collateral, a large evidence envelope, a policy). A blob
+// the store does not hold is ErrNotFound; any other failure of the store is ErrUnavailable (its
+// details are for the operator's log, not the caller).
 func (s *Service) Blob(ctx context.Context, d evidence.Digest) ([]byte, error) {
 	b, err := s.d.Blobs.Get(ctx, d)
-	if err != nil {
-		return nil, fmt.Errorf("%w: blob %s: %w", ErrNotFound, d, err)
+	switch {
+	case errors.Is(err, blob.ErrNotFound):
+		return nil, fmt.Errorf("%w: no blob %s", ErrNotFound, d)
+	case err != nil:
+		return nil, fmt.Errorf("%w: blob store: reading %s: %w", ErrUnavailable, d, err)
 	}
 	return b, nil
 }
@@ -178,43 +184,68 @@ func (s *Service) Keys() (*Keys, error) {
 // JWKS returns the token verification keys (/.well-known/jwks.json).
 func (s *Service) JWKS() ([]byte, error) { return s.d.Tokens.JWKS() }
 
+// Readiness warning codes: the public part of a Warning (GET /readyz shows only these).
+const (
+	WarnTestRoots          = "test_roots"
+	WarnNoCollateral       = "no_collateral_source"
+	WarnPolicyUnpinned     = "policy_pins_no_measurement"
+	WarnIndexUnreadable    = "index_unreadable"
+	WarnIndexBehind        = "index_behind"
+	WarnVerificationQueued = "verification_backlog"
+)
+
+// Warning is one way the service is degraded: a stable Code, safe to show to anyone, and a
+// Detail for operators (it may name the policy, paths, errors and queue depths: log it, do not
+// serve it to unauthenticated callers).
+type Warning struct {
+	Code   string
+	Detail string
+}
+
+// ErrShuttingDown is Ready's error once the service is draining.
+var ErrShuttingDown = errors.New("service: shutting down")
+
 // Ready reports whether the service can answer (nil) and, if so, what is degraded. It fails when
-// the service is shutting down, or the log, the database or the policy store cannot be read.
-func (s *Service) Ready(ctx context.Context) (warnings []string, err error) {
+// the service is shutting down (ErrShuttingDown), or the log, the database or the policy store
+// cannot be read (ErrUnavailable; the error names which and why, for the operator's log).
+func (s *Service) Ready(ctx context.Context) (warnings []Warning, err error) {
 	select {
 	case <-s.draining:
-		return nil, errors.New("shutting down")
+		return nil, ErrShuttingDown
 	default:
 	}
 	cp, err := s.d.Log.Checkpoint(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("evidence log: %w", err)
+		return nil, fmt.Errorf("%w: evidence log: %w", ErrUnavailable, err)
 	}
 	if s.d.Ping != nil {
 		if err := s.d.Ping(ctx); err != nil {
-			return nil, fmt.Errorf("database: %w", err)
+			return nil, fmt.Errorf("%w: database: %w", ErrUnavailable, err)
 		}
 	}
 	pol, err := s.d.Policies.Active(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("policy store: %w", err)
+		return nil, fmt.Errorf("%w: policy store: %w", ErrUnavailable, err)
+	}
+	warn := func(code, format string, args ...any) {
+		warnings = append(warnings, Warning{Code: code, Detail: fmt.Sprintf(format, args...)})
 	}
 	if s.d.Roots.Test {
-		warnings = append(warnings, "test mode: appraising with test vendor roots; every result says test_roots: true and relying parties refuse it")
+		warn(WarnTestRoots, "test mode: appraising with test vendor roots; every result says test_roots: true and relying parties refuse it")
 	}
 	if s.d.Collateral == nil {
-		warnings = append(warnings, "no collateral source: every verdict that needs vendor collateral is contraindicated (collateral_unavailable)")
+		warn(WarnNoCollateral, "no collateral source: every verdict that needs vendor collateral is contraindicated (collateral_unavailable)")
 	}
 	if (pol.Policy.TDX != nil && len(pol.Policy.TDX.MRTD) == 0) || (pol.Policy.SNP != nil && len(pol.Policy.SNP.Measurement) == 0) {
-		warnings = append(warnings, fmt.Sprintf("the active policy %q (version %d) pins no launch measurement for a platform it accepts: that platform's results are at best warning", pol.Policy.ID, pol.Version))
+		warn(WarnPolicyUnpinned, "the active policy %q (version %d) pins no launch measurement for a platform it accepts: that platform's results are at best warning", pol.Policy.ID, pol.Version)
 	}
 	if next, err := s.d.Index.Next(ctx); err != nil {
-		warnings = append(warnings, fmt.Sprintf("index unreadable: %v", err))
+		warn(WarnIndexUnreadable, "index unreadable: %v", err)
 	} else if next+uint64(indexLagWarning) < cp.Size {
-		warnings = append(warnings, fmt.Sprintf("the index is %d records behind the log; it catches up in the background", cp.Size-next))
+		warn(WarnIndexBehind, "the index is %d records behind the log; it catches up in the background", cp.Size-next)
 	}
 	if d := s.queue.depth(); d > s.set.Workers {
-		warnings = append(warnings, fmt.Sprintf("%d attestations waiting for a verification slot", d-s.set.Workers))
+		warn(WarnVerificationQueued, "%d attestations waiting for a verification slot", d-s.set.Workers)
 	}
 	return warnings, nil
 }

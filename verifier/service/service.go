@@ -342,6 +342,9 @@ type Challenge struct {
 // anonymous caller gets a nonce bound to no one, which any authenticated caller may use once; an
 // authenticated caller gets one that only it can use.
 func (s *Service) Challenge(ctx context.Context, p Principal) (Challenge, error) {
+	if err := p.Check(); err != nil {
+		return Challenge{}, fmt.Errorf("%w: %w", ErrForbidden, err)
+	}
 	n, exp, err := s.d.Nonces.Issue(ctx, p.binding())
 	if err != nil {
 		return Challenge{}, err
@@ -384,18 +387,40 @@ func (a *Attestation) ID() string { return strconv.FormatUint(a.LogIndex, 10) }
 //
 // Any failure to make the record durable is ErrUnavailable and no result or token is returned.
 func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attestation, error) {
+	return s.AttestFrom(ctx, p, func() ([]byte, error) { return body, nil })
+}
+
+// AttestFrom is Attest with the evidence envelope read by read, which it calls only once the
+// request holds a place in the admission queue: past the queue it fails at once with
+// ErrOverloaded without calling read, so the bodies in memory are at most (Workers + Queue) ×
+// their size limit. An error from read is returned as is.
+func (s *Service) AttestFrom(ctx context.Context, p Principal, read func() ([]byte, error)) (*Attestation, error) {
 	if p.Role != RoleAgent && p.Role != RoleRelyingParty {
 		return nil, fmt.Errorf("%w: %s may not submit evidence", ErrForbidden, p.Role)
 	}
-	release, err := s.queue.enter(ctx)
+	if err := p.Check(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrForbidden, err)
+	}
+	leave, err := s.queue.admit()
 	if err != nil {
-		if errors.Is(err, ErrOverloaded) {
-			s.m.overloaded.Inc()
-		}
+		s.m.overloaded.Inc()
+		return nil, err
+	}
+	defer leave()
+	body, err := read()
+	if err != nil {
+		return nil, err
+	}
+	release, err := s.queue.run(ctx)
+	if err != nil {
 		return nil, err
 	}
 	defer release()
+	return s.attest(ctx, p, body)
+}
 
+// attest appraises and records body for p, holding a verification slot.
+func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attestation, error) {
 	ev, err := attest.DecodeEvidence(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
@@ -444,11 +469,11 @@ func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attest
 		return nil, err
 	}
 	if rec.Collateral, err = s.collateralRefs(ctx, res, seen); err != nil {
-		return nil, err
+		return nil, s.afterNonce(err, nonceUsed)
 	}
 	if len(body) > s.set.MaxInlineEvidence {
 		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
-			return nil, err
+			return nil, s.afterNonce(err, nonceUsed)
 		}
 	}
 	leaf, idx, err := s.appendRecord(ctx, rec)
@@ -456,12 +481,12 @@ func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attest
 		// The record is too large for a log leaf with the evidence inside: keep the evidence in
 		// the blob store and name it by digest.
 		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
-			return nil, err
+			return nil, s.afterNonce(err, nonceUsed)
 		}
 		leaf, idx, err = s.appendRecord(ctx, rec)
 	}
 	if err != nil {
-		return nil, err
+		return nil, s.afterNonce(err, nonceUsed)
 	}
 	s.m.verdict(res, now)
 	a := &Attestation{LogIndex: idx, RecordSHA256: sha256.Sum256(leaf), Result: res, ResultJSON: resultJSON}
@@ -476,6 +501,27 @@ func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attest
 		return nil, fmt.Errorf("service: issuing the CWT for record %d: %w", idx, err)
 	}
 	return a, nil
+}
+
+// afterNonce is the error Attest returns for err once it has spent the nonce n (nil: it spent
+// none). An overload is then no longer "nothing was done": it becomes ErrUnavailable, and every
+// ErrUnavailable carries ErrChallengeUsed, so the caller is told to ask for a new challenge.
+func (s *Service) afterNonce(err error, n []byte) error {
+	if n == nil {
+		return err
+	}
+	var after time.Duration
+	var retry *RetryError
+	if errors.As(err, &retry) {
+		after = retry.After
+	}
+	switch {
+	case errors.Is(err, ErrOverloaded):
+		return &RetryError{Err: fmt.Errorf("%w: %w: %v", ErrUnavailable, ErrChallengeUsed, err), After: max(after, s.set.RetryAfter)}
+	case errors.Is(err, ErrUnavailable):
+		return &RetryError{Err: fmt.Errorf("%w: %w", ErrChallengeUsed, err), After: max(after, s.set.RetryAfter)}
+	}
+	return err
 }
 
 // consumeNonce spends n for p. It returns ("", nil) when the nonce is accepted, a reason and
