@@ -13,6 +13,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/veraison/go-cose"
 )
 
@@ -286,7 +287,7 @@ func (h *KeyHistory) Save(path string) error {
 		return fmt.Errorf("evidence: key history: %w", err)
 	}
 	buf.WriteByte('\n')
-	if err := writeFileAtomic(path, buf.Bytes(), 0o644, true); err != nil {
+	if err := durable.Replace(path, buf.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("evidence: key history: %w", err)
 	}
 	return nil

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/veraison/go-cose"
 )
 
@@ -151,7 +152,7 @@ func LoadOrCreateKey(dir string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("evidence: signing key: %w", err)
 	}
-	err = writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600, false)
+	err = durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return LoadKey(path) // another process created it first
 	}
@@ -159,46 +160,4 @@ func LoadOrCreateKey(dir string) (*Key, error) {
 		return nil, fmt.Errorf("evidence: signing key: %w", err)
 	}
 	return k, nil
-}
-
-// writeFileAtomic writes data to a temporary file in path's directory with the given mode,
-// syncs it and moves it to path: replacing an existing file when replace is set, and otherwise
-// failing with fs.ErrExist if path exists. It then syncs the directory.
-func writeFileAtomic(path string, data []byte, mode fs.FileMode, replace bool) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after a link both names exist; after a rename this is a no-op
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if replace {
-		err = os.Rename(tmp, path)
-	} else {
-		err = os.Link(tmp, path)
-	}
-	if err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/internal/durable"
 )
 
 // Dir is a blob store in a directory (see the package documentation for the layout). It is safe
@@ -99,40 +100,21 @@ func (s *Dir) write(dir, file string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
+	if err := durable.Replace(file, data, 0o640); err != nil {
 		return err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // a no-op after the rename
-	if err := f.Chmod(0o640); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, file); err != nil {
-		return err
-	}
-	return s.syncDirs(dir)
+	// The fan-out directory's own entry in the root: whoever created it may have crashed before
+	// syncing the root.
+	return durable.SyncDir(s.root)
 }
 
 // syncDirs makes the blob's directory entry durable, and the fan-out directory's own entry in
 // the root (whoever created it may have crashed before syncing the root).
 func (s *Dir) syncDirs(dir string) error {
-	if err := syncDir(dir); err != nil {
+	if err := durable.SyncDir(dir); err != nil {
 		return err
 	}
-	return syncDir(s.root)
+	return durable.SyncDir(s.root)
 }
 
 // Get returns the blob named d after verifying that it hashes to d.
@@ -175,13 +157,4 @@ func (s *Dir) Has(ctx context.Context, d evidence.Digest) (bool, error) {
 		return false, &CorruptError{Digest: d, Reason: fmt.Sprintf("%s is not a regular file", file)}
 	}
 	return true, nil
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }

@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strings"
 
+	"github.com/proofline/proofline/internal/durable"
 	"golang.org/x/mod/sumdb/note"
 )
 
@@ -29,11 +29,11 @@ func LoadOrGenerateKey(path, origin string) (note.Signer, note.Verifier, error) 
 			return nil, nil, fmt.Errorf("log: generating note key: %w", err)
 		}
 		// The public half first: a crash between the two leaves no orphan private key.
-		if err := writeFileAtomic(PublicKeyPath(path), []byte(vkey+"\n"), 0o644); err != nil {
-			return nil, nil, err
+		if err := durable.Replace(PublicKeyPath(path), []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, nil, fmt.Errorf("log: writing the note verifier key: %w", err)
 		}
-		if err := writeFileAtomic(path, []byte(skey+"\n"), 0o600); err != nil {
-			return nil, nil, err
+		if err := durable.Replace(path, []byte(skey+"\n"), 0o600); err != nil {
+			return nil, nil, fmt.Errorf("log: writing the note key: %w", err)
 		}
 		raw = []byte(skey)
 	} else if err != nil {
@@ -74,49 +74,6 @@ func parseSignerKey(skey string) (note.Signer, note.Verifier, error) {
 		return nil, nil, errors.New("derived verifier does not match the signer")
 	}
 	return s, v, nil
-}
-
-// writeFileAtomic durably replaces path with data: temporary file, fsync, rename, fsync of the
-// directory. After it returns nil the new content survives a crash; before, the old one does.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("log: %w", err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("log: writing %s: %w", path, err)
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return fmt.Errorf("log: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("log: syncing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("log: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("log: %w", err)
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("log: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("log: syncing directory %s: %w", dir, err)
-	}
-	return nil
 }
 
 // PublicKeyPath is where LoadOrGenerateKey writes the verifier key of the key at path: "note.key"

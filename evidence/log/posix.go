@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/storage/posix"
 )
@@ -134,5 +135,8 @@ func (r *POSIXReader) ReadServedCheckpoint(_ context.Context) ([]byte, error) {
 // raiseFloor is only called by the Log holding the directory lock, under Log.mu, with a
 // checkpoint larger than the one it loaded or stored last: no read-compare needed.
 func (r *POSIXReader) raiseFloor(_ context.Context, cp Checkpoint) error {
-	return writeFileAtomic(filepath.Join(r.dir, posixFloorFile), cp.Note, 0o644)
+	if err := durable.Replace(filepath.Join(r.dir, posixFloorFile), cp.Note, 0o644); err != nil {
+		return fmt.Errorf("log: recording the served checkpoint: %w", err)
+	}
+	return nil
 }

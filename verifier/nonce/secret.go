@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/proofline/proofline/internal/durable"
 )
 
 // SecretFileName is the secret's file name in the data directory.
@@ -60,7 +62,7 @@ func LoadOrCreateSecret(dir string) ([]byte, error) {
 	}
 	secret = make([]byte, SecretSize)
 	rand.Read(secret) // never fails (crypto/rand crashes the program instead)
-	err = createFileAtomic(path, secret, 0o600)
+	err = durable.Create(path, secret, 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return LoadSecret(path) // another process created it first
 	}
@@ -68,41 +70,4 @@ func LoadOrCreateSecret(dir string) ([]byte, error) {
 		return nil, fmt.Errorf("nonce: secret: %w", err)
 	}
 	return secret, nil
-}
-
-// createFileAtomic writes data to a temporary file in path's directory with the given mode,
-// syncs it and links it to path, failing with fs.ErrExist if path exists. It then syncs the
-// directory.
-func createFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // after the link both names exist
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/proofline/proofline/evidence/blob"
 	"github.com/proofline/proofline/evidence/index"
 	"github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/nonce"
 	"github.com/proofline/proofline/verifier/policy"
@@ -466,7 +467,7 @@ func loadOrCreateTokenKey(path string) (*evidence.Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	err = createFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+	err = durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
 	if errors.Is(err, fs.ErrExist) {
 		return evidence.LoadKey(path) // another process created it first
 	}
@@ -474,33 +475,6 @@ func loadOrCreateTokenKey(path string) (*evidence.Key, error) {
 		return nil, fmt.Errorf("token key: %w", err)
 	}
 	return evidence.LoadKey(path)
-}
-
-// createFileAtomic writes data to a temporary file beside path with the given mode, syncs it and
-// links it to path, failing with fs.ErrExist if path exists; then syncs the directory. The file
-// is never seen partly written.
-func createFileAtomic(path string, data []byte, mode fs.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, werr := f.Write(data)
-	err = errors.Join(werr, f.Chmod(mode), f.Sync(), f.Close())
-	if err != nil {
-		return err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // digestReader returns the SHA-256 of everything r holds.
