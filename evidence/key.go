@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -84,27 +83,9 @@ func (k *Key) Sign(ctx context.Context, toBeSigned []byte) ([]byte, error) {
 // LoadKey reads a PKCS #8 "PRIVATE KEY" PEM file holding an ECDSA P-256 key. It refuses a file
 // that group or others may access, with an error wrapping fs.ErrPermission.
 func LoadKey(path string) (*Key, error) {
-	f, err := os.Open(path)
+	data, err := durable.ReadPrivate(path, maxKeyFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("evidence: signing key: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("evidence: signing key: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("evidence: signing key %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("evidence: signing key %s has mode %#o, so group or others may access it; make it private with `chmod 600 %s`: %w", path, perm, path, fs.ErrPermission)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("evidence: signing key: %w", err)
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, fmt.Errorf("evidence: signing key %s: larger than %d bytes", path, maxKeyFileSize)
 	}
 	k, err := parseKeyPEM(data)
 	if err != nil {

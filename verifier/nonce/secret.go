@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -21,22 +20,7 @@ const maxSecretFileSize = 4 << 10
 // LoadSecret reads a secret file: the raw secret bytes, at least SecretSize of them. It refuses a
 // file that group or others may access, with an error wrapping fs.ErrPermission.
 func LoadSecret(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("nonce: secret: %w", err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("nonce: secret: %w", err)
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("nonce: secret %s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("nonce: secret %s has mode %#o, so group or others may access it; make it private with `chmod 600 %s`: %w", path, perm, path, fs.ErrPermission)
-	}
-	secret, err := io.ReadAll(io.LimitReader(f, maxSecretFileSize+1))
+	secret, err := durable.ReadPrivate(path, maxSecretFileSize)
 	if err != nil {
 		return nil, fmt.Errorf("nonce: secret: %w", err)
 	}
