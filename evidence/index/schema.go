@@ -138,7 +138,7 @@ var sqliteDialect = dialect{
 // migrate creates or upgrades the schema to schemaVersion.
 func migrate(ctx context.Context, db *sql.DB, d dialect) error {
 	if len(d.migrations) != schemaVersion {
-		panic("index: migrations and schemaVersion disagree")
+		return fmt.Errorf("this binary's %d index migrations disagree with its schema version %d (a build error)", len(d.migrations), schemaVersion)
 	}
 	return d.serialize(ctx, db, func(ctx context.Context, q querier) error {
 		if _, err := q.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS proofline_index_schema (id INTEGER NOT NULL PRIMARY KEY, version INTEGER NOT NULL)"); err != nil {
