@@ -39,6 +39,13 @@ const (
 	MaxRuntimeDataSize = 64 << 10
 	// NonceSize is the size of a verifier-issued nonce.
 	NonceSize = 32
+	// MaxTPMStructSize bounds each vTPM structure (a quote is a few hundred bytes).
+	MaxTPMStructSize = 64 << 10
+	// MaxPCRs bounds the PCR values carried with a vTPM quote (24 PCRs in two banks is 48).
+	MaxPCRs = 64
+	// MaxEventLogSize bounds each event log. Real logs are 20–60 KiB (TCG) and a 256 KiB
+	// padded area (CCEL).
+	MaxEventLogSize = 2 << 20
 )
 
 // ErrMalformed is wrapped by every error DecodeEvidence returns for an envelope that is valid
@@ -62,9 +69,44 @@ type Evidence struct {
 	Nonce []byte `json:"nonce,omitempty"`
 	// RuntimeData is the exact byte string whose SHA-256 is bound into REPORT_DATA.
 	RuntimeData []byte `json:"runtime_data,omitempty"`
-	// TPM and EventLogs are reserved for the vTPM and event-log evidence; kept verbatim.
-	TPM       json.RawMessage `json:"tpm,omitempty"`
-	EventLogs json.RawMessage `json:"event_logs,omitempty"`
+	// TPM is a vTPM quote, present when the VM has a vTPM.
+	TPM *TPM `json:"tpm,omitempty"`
+	// EventLogs are the measured-boot event logs behind the quoted registers.
+	EventLogs *EventLogs `json:"event_logs,omitempty"`
+}
+
+// TPM is a vTPM quote with what the verifier needs to check it. Each TPM structure is carried
+// exactly as the TPM marshals it (big-endian, TPM 2.0 Library Part 2), without its TPM2B size.
+type TPM struct {
+	// AKPublic is the attestation key's TPMT_PUBLIC. Its SHA-256 is bound to the hardware report
+	// through runtime_data (RuntimeData.TPMAKDigest).
+	AKPublic []byte `json:"ak_public"`
+	// Quote is the TPMS_ATTEST the TPM produced for TPM2_Quote.
+	Quote []byte `json:"quote"`
+	// Signature is the TPMT_SIGNATURE over Quote by the attestation key.
+	Signature []byte `json:"signature"`
+	// PCRs are the values of the quoted PCRs, one entry per (bank, index), in any order.
+	PCRs []PCR `json:"pcrs"`
+}
+
+// PCR is the value of one PCR in one bank.
+type PCR struct {
+	// Bank is the PCR bank's hash algorithm: "sha1", "sha256", "sha384" or "sha512".
+	Bank string `json:"bank"`
+	// Index is the PCR index, 0–23.
+	Index int `json:"index"`
+	// Digest is the PCR value, the size of the bank's hash.
+	Digest []byte `json:"digest"`
+}
+
+// EventLogs are measured-boot event logs, each exactly as the firmware wrote it.
+type EventLogs struct {
+	// TCG is the TCG PC Client Platform Firmware Profile event log of the vTPM's PCRs
+	// (Linux: /sys/kernel/security/tpm0/binary_bios_measurements), SHA-1 or crypto-agile format.
+	TCG []byte `json:"tcg,omitempty"`
+	// CCEL is the TDX confidential-computing event log of RTMR0–3, the log area the ACPI CCEL
+	// table points to (Linux: /sys/firmware/acpi/tables/data/CCEL), trailing padding included.
+	CCEL []byte `json:"ccel,omitempty"`
 }
 
 // DecodeEvidence parses and validates an envelope. Unknown fields are rejected so that a typo
@@ -125,8 +167,76 @@ func checkKeys(data []byte) error {
 		if err := dec.Decode(&raw); err != nil {
 			return fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
-		if (key == "tpm" || key == "event_logs") && (len(raw) == 0 || raw[0] != '{') {
-			return fmt.Errorf("%w: %s must be a JSON object", ErrMalformed, key)
+		switch key {
+		case "tpm":
+			if err := checkObject(raw, "tpm", tpmFields); err != nil {
+				return err
+			}
+			if err := checkPCRList(raw); err != nil {
+				return err
+			}
+		case "event_logs":
+			if err := checkObject(raw, "event_logs", eventLogFields); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+var (
+	tpmFields      = map[string]bool{"ak_public": true, "quote": true, "signature": true, "pcrs": true}
+	eventLogFields = map[string]bool{"tcg": true, "ccel": true}
+	pcrFields      = map[string]bool{"bank": true, "index": true, "digest": true}
+)
+
+// checkObject requires raw to be a JSON object whose keys are spelled exactly as in the schema
+// and appear once.
+func checkObject(raw json.RawMessage, name string, allowed map[string]bool) error {
+	if len(raw) == 0 || raw[0] != '{' {
+		return fmt.Errorf("%w: %s must be a JSON object", ErrMalformed, name)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if _, err := dec.Token(); err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+		key, _ := tok.(string)
+		switch {
+		case !allowed[key]:
+			return fmt.Errorf("%w: unknown field %q in %s (field names are lower case, as in the schema)", ErrMalformed, key, name)
+		case seen[key]:
+			return fmt.Errorf("%w: field %q appears twice in %s", ErrMalformed, key, name)
+		}
+		seen[key] = true
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return fmt.Errorf("%w: %v", ErrMalformed, err)
+		}
+	}
+	return nil
+}
+
+// checkPCRList applies checkObject to every entry of tpm.pcrs, after bounding their number so
+// that a hostile list costs no more than MaxPCRs objects.
+func checkPCRList(rawTPM json.RawMessage) error {
+	var t struct {
+		PCRs []json.RawMessage `json:"pcrs"`
+	}
+	if err := json.Unmarshal(rawTPM, &t); err != nil {
+		return fmt.Errorf("%w: tpm: %v", ErrMalformed, err)
+	}
+	if len(t.PCRs) > MaxPCRs {
+		return fmt.Errorf("%w: tpm.pcrs has %d entries, over the limit of %d", ErrMalformed, len(t.PCRs), MaxPCRs)
+	}
+	for i, p := range t.PCRs {
+		if err := checkObject(p, fmt.Sprintf("tpm.pcrs[%d]", i), pcrFields); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -154,6 +264,58 @@ func (ev *Evidence) Validate() error {
 		if len(c) == 0 {
 			return fmt.Errorf("%w: certificate %d is empty", ErrMalformed, i)
 		}
+	}
+	if err := ev.TPM.validate(); err != nil {
+		return err
+	}
+	return ev.EventLogs.validate()
+}
+
+func (t *TPM) validate() error {
+	if t == nil {
+		return nil
+	}
+	for name, b := range map[string][]byte{"ak_public": t.AKPublic, "quote": t.Quote, "signature": t.Signature} {
+		switch {
+		case len(b) == 0:
+			return fmt.Errorf("%w: tpm.%s is missing or empty", ErrMalformed, name)
+		case len(b) > MaxTPMStructSize:
+			return fmt.Errorf("%w: tpm.%s is %d bytes, over the %d-byte limit", ErrMalformed, name, len(b), MaxTPMStructSize)
+		}
+	}
+	switch {
+	case len(t.PCRs) == 0:
+		return fmt.Errorf("%w: tpm.pcrs is missing or empty", ErrMalformed)
+	case len(t.PCRs) > MaxPCRs:
+		return fmt.Errorf("%w: tpm.pcrs has %d entries, over the limit of %d", ErrMalformed, len(t.PCRs), MaxPCRs)
+	}
+	for i, p := range t.PCRs {
+		if p.Index < 0 || p.Index > 23 {
+			return fmt.Errorf("%w: tpm.pcrs[%d].index %d is not a PCR index (0–23)", ErrMalformed, i, p.Index)
+		}
+		if n, ok := pcrBankSizes[p.Bank]; !ok {
+			return fmt.Errorf("%w: tpm.pcrs[%d].bank %q is not one of sha1, sha256, sha384, sha512", ErrMalformed, i, p.Bank)
+		} else if len(p.Digest) != n {
+			return fmt.Errorf("%w: tpm.pcrs[%d].digest is %d bytes, want %d for %s", ErrMalformed, i, len(p.Digest), n, p.Bank)
+		}
+	}
+	return nil
+}
+
+// pcrBankSizes maps the PCR bank names of the envelope to their digest sizes.
+var pcrBankSizes = map[string]int{"sha1": 20, "sha256": 32, "sha384": 48, "sha512": 64}
+
+func (l *EventLogs) validate() error {
+	if l == nil {
+		return nil
+	}
+	switch {
+	case l.TCG == nil && l.CCEL == nil:
+		return fmt.Errorf("%w: event_logs holds no log (tcg or ccel)", ErrMalformed)
+	case len(l.TCG) > MaxEventLogSize:
+		return fmt.Errorf("%w: event_logs.tcg is %d bytes, over the %d-byte limit", ErrMalformed, len(l.TCG), MaxEventLogSize)
+	case len(l.CCEL) > MaxEventLogSize:
+		return fmt.Errorf("%w: event_logs.ccel is %d bytes, over the %d-byte limit", ErrMalformed, len(l.CCEL), MaxEventLogSize)
 	}
 	return nil
 }

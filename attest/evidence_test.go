@@ -5,11 +5,16 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
 func TestDecodeEvidence(t *testing.T) {
 	nonce := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	hdr := `{"version":1,"platform":"tdx","report":"AAEC",`
+	d32 := nonce
+	pcr0 := `{"bank":"sha256","index":0,"digest":"` + d32 + `"}`
+	tpmBody := `"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[` + pcr0 + `]`
 	for _, tc := range []struct {
 		name string
 		in   string
@@ -33,7 +38,21 @@ func TestDecodeEvidence(t *testing.T) {
 		{"duplicate key in another case", `{"version":1,"platform":"tdx","report":"AAEC","runtime_data":"eA==","RUNTIME_DATA":"eQ=="}`, ErrMalformed},
 		{"tpm not an object", `{"version":1,"platform":"tdx","report":"AAEC","tpm":"x"}`, ErrMalformed},
 		{"event_logs null", `{"version":1,"platform":"tdx","report":"AAEC","event_logs":null}`, ErrMalformed},
-		{"tpm object", `{"version":1,"platform":"tdx","report":"AAEC","tpm":{"quote":"x"}}`, nil},
+		{"tpm", hdr + `"tpm":{` + tpmBody + `}}`, nil},
+		{"tpm without quote", hdr + `"tpm":{"ak_public":"AAEC","signature":"AAEC","pcrs":[` + pcr0 + `]}}`, ErrMalformed},
+		{"tpm unknown key", hdr + `"tpm":{` + tpmBody + `,"extra":1}}`, ErrMalformed},
+		{"tpm key in another case", hdr + `"tpm":{"AK_PUBLIC":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[` + pcr0 + `]}}`, ErrMalformed},
+		{"tpm duplicate key", hdr + `"tpm":{` + tpmBody + `,"quote":"AAEC"}}`, ErrMalformed},
+		{"tpm no pcrs", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[]}}`, ErrMalformed},
+		{"pcr duplicate key", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[{"bank":"sha256","index":0,"index":1,"digest":"` + d32 + `"}]}}`, ErrMalformed},
+		{"pcr unknown bank", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[{"bank":"md5","index":0,"digest":"` + d32 + `"}]}}`, ErrMalformed},
+		{"pcr wrong size", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[{"bank":"sha1","index":0,"digest":"` + d32 + `"}]}}`, ErrMalformed},
+		{"pcr index 24", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[{"bank":"sha256","index":24,"digest":"` + d32 + `"}]}}`, ErrMalformed},
+		{"5000 pcrs", hdr + `"tpm":{"ak_public":"AAEC","quote":"AAEC","signature":"AAEC","pcrs":[` + strings.Repeat(pcr0+",", 4999) + pcr0 + `]}}`, ErrMalformed},
+		{"event logs", hdr + `"event_logs":{"tcg":"AAEC","ccel":"AAEC"}}`, nil},
+		{"event logs empty", hdr + `"event_logs":{}}`, ErrMalformed},
+		{"event logs unknown key", hdr + `"event_logs":{"tcg":"AAEC","ima":"AAEC"}}`, ErrMalformed},
+		{"event log over the limit", hdr + `"event_logs":{"ccel":"` + base64.StdEncoding.EncodeToString(make([]byte, 10<<20)) + `"}}`, ErrMalformed},
 		{"trailing data", `{"version":1,"platform":"tdx","report":"AAEC"} {}`, ErrNotJSON},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

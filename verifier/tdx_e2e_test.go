@@ -442,7 +442,7 @@ func TestTDXUnevaluatedEvidence(t *testing.T) {
 	if r.Status != ear.StatusAffirming {
 		t.Fatal(describe(r))
 	}
-	ev := &attest.Evidence{Version: 1, Platform: attest.PlatformTDX, TPM: []byte(`{"quote":"x"}`), EventLogs: []byte(`{"ccel":"y"}`)}
+	ev := &attest.Evidence{Version: 1, Platform: attest.PlatformTDX, TPM: &attest.TPM{Quote: []byte("x")}, EventLogs: &attest.EventLogs{CCEL: []byte("y")}}
 	raw, err := s.pki.Quote(s.quote)
 	if err != nil {
 		t.Fatal(err)

@@ -131,10 +131,10 @@ func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Resu
 // checkUnevaluated flags evidence the verifier carried but could not appraise yet: a relying
 // party must not believe a vTPM quote or an event log was checked when it was not.
 func checkUnevaluated(ev *attest.Evidence, res *ear.Result) {
-	if len(ev.TPM) > 0 {
+	if ev.TPM != nil {
 		res.Warn(ear.CodeTPMNotEvaluated, "tpm", "the evidence carries a vTPM quote, which this verifier does not appraise yet: nothing in it was checked")
 	}
-	if len(ev.EventLogs) > 0 {
+	if ev.EventLogs != nil {
 		res.Warn(ear.CodeEventLogNotEvaluated, "tdx.9", "the evidence carries event logs, which this verifier does not replay yet: nothing in them was checked")
 	}
 }
