@@ -22,6 +22,9 @@ const (
 	checkSNPTCB        = "snp.7"
 	checkSNPValues     = "snp.8"
 	checkSNPPlatform   = "snp.10"
+	checkTPMPCRs       = "tpm.4"
+	checkTPMEvents     = "tpm.5"
+	checkCCELEvents    = "tdx.9"
 )
 
 func unsafeWarning(res *ear.Result, check, option, what string) {
@@ -226,4 +229,73 @@ func (p *Policy) AppraiseSNP(r *snp.Report, c *ear.SNPClaims, res *ear.Result) {
 	if s.SkipCollateralUnsafe {
 		unsafeWarning(res, "snp.4", "sev_snp.skip_collateral_unsafe", "the AMD CRL was not checked: a revoked VCEK, VLEK, ASK or ASVK would be accepted")
 	}
+}
+
+// AppraiseTPM applies the tpm rules to the PCR values of a verified quote (bank as the policy's).
+func (p *Policy) AppraiseTPM(pcrs map[int][]byte, res *ear.Result) {
+	if p.TPM == nil {
+		return
+	}
+	idx := make([]int, 0, len(p.TPM.PCRValues))
+	for i := range p.TPM.PCRValues {
+		idx = append(idx, i)
+	}
+	slices.Sort(idx) // findings in a fixed order
+	for _, i := range idx {
+		oneOf(res, ear.CodeTPMPCRValue, checkTPMPCRs, fmt.Sprintf("PCR %d (%s)", i, p.TPM.PCRBank), pcrs[i], p.TPM.PCRValues[i])
+	}
+}
+
+// MeasuredEvent is one event of a replayed log: the register it was extended into and its
+// digest, both proven by the replay.
+type MeasuredEvent struct {
+	Register string
+	Digest   []byte
+}
+
+// AppraiseMeasuredBoot applies the rules for one replayed log (kind "tcg" or "ccel") to its events
+// and to the kernel command lines whose event data its digests cover.
+func (p *Policy) AppraiseMeasuredBoot(kind string, events []MeasuredEvent, cmdlines []string, res *ear.Result) {
+	rules, check := p.logRules(kind)
+	if rules == nil {
+		return
+	}
+	for _, pin := range rules.Events {
+		found := slices.ContainsFunc(events, func(e MeasuredEvent) bool {
+			return e.Register == pin.Register && bytes.Equal(e.Digest, pin.Digest)
+		})
+		if !found {
+			res.Fail(ear.CodeEventLogEvent, check, fmt.Sprintf("the %s log has no event %q extended into %s with digest %x", kind, pin.Name, pin.Register, []byte(pin.Digest)))
+		}
+	}
+	if len(rules.KernelCmdlines) == 0 {
+		return
+	}
+	if len(cmdlines) == 0 {
+		res.Fail(ear.CodeEventLogCmdline, check, fmt.Sprintf("the %s log measures no kernel command line the policy could check", kind))
+	}
+	for _, c := range cmdlines {
+		if !slices.Contains(rules.KernelCmdlines, c) {
+			res.Fail(ear.CodeEventLogCmdline, check, fmt.Sprintf("the %s log measures kernel command line %q, which is not one of the policy's %d", kind, c, len(rules.KernelCmdlines)))
+		}
+	}
+}
+
+// RequiresLog reports whether the policy appraises the log of the kind ("tcg" or "ccel").
+func (p *Policy) RequiresLog(kind string) bool {
+	r, _ := p.logRules(kind)
+	return r != nil
+}
+
+func (p *Policy) logRules(kind string) (*LogRules, string) {
+	if p.MeasuredBoot == nil {
+		return nil, ""
+	}
+	switch kind {
+	case "tcg":
+		return p.MeasuredBoot.TCG, checkTPMEvents
+	case "ccel":
+		return p.MeasuredBoot.CCEL, checkCCELEvents
+	}
+	return nil, ""
 }

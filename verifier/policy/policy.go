@@ -43,6 +43,11 @@ type Policy struct {
 	TDX *TDX `yaml:"tdx"`
 	// SNP holds the rules for AMD SEV-SNP evidence; nil rejects SEV-SNP evidence.
 	SNP *SNP `yaml:"sev_snp"`
+	// TPM requires a vTPM quote over an exact PCR selection; nil leaves a quote in the evidence
+	// unappraised (tpm_not_evaluated).
+	TPM *TPM `yaml:"tpm"`
+	// MeasuredBoot appraises the replayed event logs; nil appraises no event.
+	MeasuredBoot *MeasuredBoot `yaml:"measured_boot"`
 
 	digest string
 }
@@ -132,6 +137,46 @@ type SNP struct {
 	minABI [2]uint8
 }
 
+// TPM is the policy for vTPM quotes (VERIFIER-CHECKS "vTPM quote" 3).
+type TPM struct {
+	// PCRBank is the PCR bank the quote must cover: sha1 is refused; default sha256.
+	PCRBank string `yaml:"pcr_bank"`
+	// PCRs is the exact PCR selection the quote must cover, no more and no fewer. Required.
+	PCRs []int `yaml:"pcrs"`
+	// PCRValues pins whole PCRs: for each index (which must be in PCRs), the allowed values.
+	PCRValues map[int][]Hex `yaml:"pcr_values"`
+}
+
+// MeasuredBoot appraises the events of the replayed measured-boot logs. Each present section
+// requires its log in the evidence.
+type MeasuredBoot struct {
+	// TCG appraises the TCG PC Client log of the vTPM PCRs; it requires the tpm section.
+	TCG *LogRules `yaml:"tcg"`
+	// CCEL appraises the TDX CCEL of RTMR0–3.
+	CCEL *LogRules `yaml:"ccel"`
+}
+
+// LogRules are the rules for one replayed event log. Rules use what the replay proves — the
+// register an event was extended into and its digest, and event data only where the digest
+// covers it — never the event type, which no digest covers.
+type LogRules struct {
+	// Events must each appear in the replayed log: an event extended into Register with Digest.
+	Events []PinnedEvent `yaml:"events"`
+	// KernelCmdlines, when non-empty, lists the accepted kernel command lines: every command line
+	// measured in the log must be one of them, and at least one must be measured.
+	KernelCmdlines []string `yaml:"kernel_cmdlines"`
+}
+
+// PinnedEvent is one event a policy requires.
+type PinnedEvent struct {
+	// Name says what the event is (kernel, initrd, shim…) in results; free text.
+	Name string `yaml:"name"`
+	// Register is "pcr0"–"pcr23" in the tcg section, "rtmr0"–"rtmr3" in the ccel section.
+	Register string `yaml:"register"`
+	// Digest is the event digest in the log's bank (tcg: the tpm pcr_bank; ccel: SHA-384).
+	Digest Hex `yaml:"digest"`
+}
+
 // TCBFloor is the lowest acceptable SPL per component.
 type TCBFloor struct {
 	FMC        uint8 `yaml:"fmc"`
@@ -204,7 +249,9 @@ func Parse(data []byte) (*Policy, error) {
 
 // sections maps the Go types of the policy to the YAML section names operators see.
 var sections = strings.NewReplacer("type policy.TDX", "section tdx", "type policy.SNP", "section sev_snp",
-	"type policy.Policy", "top level", "type policy.TCBFloor", "a tcb_floors entry")
+	"type policy.Policy", "top level", "type policy.TCBFloor", "a tcb_floors entry",
+	"type policy.TPM", "section tpm", "type policy.MeasuredBoot", "section measured_boot",
+	"type policy.LogRules", "a measured_boot log section", "type policy.PinnedEvent", "a measured_boot event")
 
 // yamlMessage turns a YAML decoding error into one line that names keys as the operator wrote
 // them, e.g. `line 3: unknown key "mrdt" in section tdx`.
@@ -241,6 +288,89 @@ func (p *Policy) validate() error {
 		if err := p.SNP.validate(); err != nil {
 			return fmt.Errorf("sev_snp: %w", err)
 		}
+	}
+	if p.TPM != nil {
+		if err := p.TPM.validate(); err != nil {
+			return fmt.Errorf("tpm: %w", err)
+		}
+	}
+	if p.MeasuredBoot != nil {
+		if err := p.MeasuredBoot.validate(p.TPM); err != nil {
+			return fmt.Errorf("measured_boot: %w", err)
+		}
+	}
+	return nil
+}
+
+// PCRBankSizes are the digest sizes of the PCR banks a policy may name.
+var PCRBankSizes = map[string]int{"sha256": 32, "sha384": 48, "sha512": 64}
+
+func (t *TPM) validate() error {
+	if t.PCRBank == "" {
+		t.PCRBank = "sha256"
+	}
+	size, ok := PCRBankSizes[t.PCRBank]
+	if !ok {
+		return fmt.Errorf("pcr_bank %q is not one of sha256, sha384, sha512 (SHA-1 PCRs are not collision resistant)", t.PCRBank)
+	}
+	if len(t.PCRs) == 0 {
+		return errors.New("pcrs is required: list the PCR indices the quote must cover, e.g. [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
+	}
+	seen := map[int]bool{}
+	for _, i := range t.PCRs {
+		if i < 0 || i > 23 {
+			return fmt.Errorf("pcrs: %d is not a PCR index (0–23)", i)
+		}
+		if seen[i] {
+			return fmt.Errorf("pcrs: %d is listed twice", i)
+		}
+		seen[i] = true
+	}
+	slices.Sort(t.PCRs)
+	for i, vals := range t.PCRValues {
+		if !seen[i] {
+			return fmt.Errorf("pcr_values: PCR %d is not in pcrs, so the quote would not cover it", i)
+		}
+		if err := checkSizes(fmt.Sprintf("pcr_values %d", i), vals, size); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (m *MeasuredBoot) validate(t *TPM) error {
+	if m.TCG != nil {
+		if t == nil {
+			return errors.New("tcg: the TCG log replays against vTPM PCRs, so it needs a tpm section")
+		}
+		if err := m.TCG.validate("tcg", "pcr", t.PCRs, PCRBankSizes[t.PCRBank]); err != nil {
+			return err
+		}
+	}
+	if m.CCEL != nil {
+		if err := m.CCEL.validate("ccel", "rtmr", []int{0, 1, 2, 3}, 48); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (l *LogRules) validate(section, prefix string, registers []int, size int) error {
+	for i, e := range l.Events {
+		n, err := strconv.Atoi(strings.TrimPrefix(e.Register, prefix))
+		if !strings.HasPrefix(e.Register, prefix) || err != nil || !slices.Contains(registers, n) || e.Register != fmt.Sprintf("%s%d", prefix, n) {
+			hint := ""
+			if section == "tcg" {
+				hint = " (a tcg event's PCR must be in tpm.pcrs, so that the quote covers it)"
+			}
+			return fmt.Errorf("%s: event %d (%s): register %q is not one of %s%v%s", section, i, e.Name, e.Register, prefix, registers, hint)
+		}
+		if len(e.Digest) != size {
+			return fmt.Errorf("%s: event %d (%s): digest is %d bytes, want %d", section, i, e.Name, len(e.Digest), size)
+		}
+	}
+	if len(l.Events) == 0 && len(l.KernelCmdlines) == 0 {
+		return fmt.Errorf("%s: pins nothing: list events or kernel_cmdlines, or remove the section", section)
 	}
 	return nil
 }
