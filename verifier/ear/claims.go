@@ -65,6 +65,10 @@ type TDXClaims struct {
 	QE    *TDXQE  `json:"qe"`
 	// Collateral lists every collateral item the appraisal used, in a fixed order.
 	Collateral []CollateralInfo `json:"collateral"`
+	// TPM holds what a verified vTPM quote established; absent without one.
+	TPM *TPMClaims `json:"tpm,omitempty"`
+	// EventLogs holds what each replayed event log established, in a fixed order (ccel, tcg).
+	EventLogs []EventLogClaims `json:"event_logs,omitempty"`
 }
 
 // TDXQE describes the quoting enclave that signed the quote.
@@ -120,6 +124,10 @@ type SNPClaims struct {
 	ChipID          Hex    `json:"chip_id"`
 	// Collateral lists every collateral item the appraisal used, in a fixed order.
 	Collateral []CollateralInfo `json:"collateral"`
+	// TPM holds what a verified vTPM quote established; absent without one.
+	TPM *TPMClaims `json:"tpm,omitempty"`
+	// EventLogs holds what each replayed event log established, in a fixed order (ccel, tcg).
+	EventLogs []EventLogClaims `json:"event_logs,omitempty"`
 }
 
 // SNPTCB is a decomposed SEV-SNP TCB_VERSION.
@@ -130,4 +138,36 @@ type SNPTCB struct {
 	SNP        uint8  `json:"snp"`
 	Microcode  uint8  `json:"microcode"`
 	FMC        uint8  `json:"fmc,omitempty"`
+}
+
+// TPMClaims are the facts a verified vTPM quote established. They are present only when the
+// quote's signature and PCR digest verified; AKBound says whether the attestation key is bound to
+// the hardware report (without that, the quote proves nothing about this VM and the result is
+// contraindicated).
+type TPMClaims struct {
+	// AKDigest is the SHA-256 of the attestation key's TPMT_PUBLIC.
+	AKDigest    Hex    `json:"ak_sha256"`
+	AKAlgorithm string `json:"ak_algorithm"`
+	AKBound     bool   `json:"ak_bound"`
+	PCRBank     string `json:"pcr_bank"`
+	// PCRs are the quoted PCR values keyed by decimal index.
+	PCRs map[string]Hex `json:"pcrs"`
+	// FirmwareVersion is the TPM's TPMS_ATTEST.firmwareVersion, as hex.
+	FirmwareVersion string `json:"firmware_version"`
+	// ResetCount and RestartCount come from TPMS_ATTEST.clockInfo: a change between two quotes
+	// of one VM means a reboot or a TPM restart in between.
+	ResetCount   uint32 `json:"reset_count"`
+	RestartCount uint32 `json:"restart_count"`
+}
+
+// EventLogClaims are the facts a replayed event log established.
+type EventLogClaims struct {
+	// Kind is "ccel" (TDX RTMR0–3) or "tcg" (the vTPM PCRs).
+	Kind string `json:"kind"`
+	Bank string `json:"bank"`
+	// Events is the number of events that replayed into the quoted registers.
+	Events int `json:"events"`
+	// KernelCmdlines are the kernel command lines measured in the log whose event data the
+	// event digest covers.
+	KernelCmdlines []string `json:"kernel_cmdlines,omitempty"`
 }
