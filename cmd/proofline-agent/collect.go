@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/detect"
+	"github.com/proofline/proofline/internal/durable"
+)
+
+// tee values of --tee other than replay:DIR.
+const (
+	teeAuto   = "auto"
+	teeTDX    = "tdx"
+	teeSNP    = "sev-snp"
+	teeSimTDX = "sim-tdx"
+	teeSimSNP = "sim-snp"
+	replayPfx = "replay:"
+)
+
+// maxKeyFile bounds the agent's key file.
+const maxKeyFile = 64 << 10
+
+// collectFlags are collect's parsed flags.
+type collectFlags struct {
+	nonce           []byte
+	out             string
+	runtimeDataPath string
+	keyPath         string
+	tee             string
+	testMode        bool
+	eventLogs       bool
+}
+
+// errUsage marks an error caused by the flags (exit 2); every other error exits 1.
+var errUsage = errors.New("usage")
+
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return errUsage }
+
+func usagef(format string, a ...any) error { return &usageError{msg: fmt.Sprintf(format, a...)} }
+
+func runCollect(ctx context.Context, args []string, stderr io.Writer, e *env) int {
+	flags := flag.NewFlagSet("proofline-agent collect", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	nonceB64 := flags.String("nonce", "", "the verifier's nonce, 32 bytes in standard base64; required")
+	out := flags.String("out", "", "file to write the evidence envelope (JSON) to, replaced atomically, mode 0644; required")
+	runtimeData := flags.String("runtime-data", "", "file whose exact bytes become runtime_data; default: the agent's JSON object with a new public key")
+	key := flags.String("key", "", "the agent's private key (PKCS#8 PEM, ECDSA P-256): reused if the file exists, else created with mode 0600; default: a key that lives only for this command")
+	tee := flags.String("tee", teeAuto, "where the report comes from: auto (detect), tdx, sev-snp, sim-tdx or sim-snp (fake vendor keys; needs --test-mode), or replay:DIR (re-emit DIR/evidence.json)")
+	testMode := flags.Bool("test-mode", false, "allow --tee sim-tdx and sim-snp, which sign with the project's fake vendor keys; never use it on a real VM")
+	eventLogs := flags.Bool("event-logs", true, "include the TDX CCEL event log when the firmware publishes one")
+	verbose := flags.Bool("verbose", false, "log debug details")
+	flags.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: proofline-agent collect --nonce B64 --out FILE [--runtime-data FILE | --key FILE] [--tee auto|tdx|sev-snp|sim-tdx|sim-snp|replay:DIR] [--test-mode]")
+		flags.PrintDefaults()
+	}
+	if err := flags.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	f, err := checkCollectFlags(flags, *nonceB64, *out, *runtimeData, *key, *tee, *testMode)
+	if err == nil {
+		f.eventLogs = *eventLogs
+		err = collect(ctx, f, stderr, log, e)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "proofline-agent collect: %v\n", err)
+		if errors.Is(err, errUsage) {
+			return exitUsage
+		}
+		return exitFailed
+	}
+	return exitOK
+}
+
+func checkCollectFlags(flags *flag.FlagSet, nonceB64, out, runtimeData, key, tee string, testMode bool) (*collectFlags, error) {
+	if flags.NArg() > 0 {
+		return nil, usagef("unexpected argument %q", flags.Arg(0))
+	}
+	if nonceB64 == "" || out == "" {
+		return nil, usagef("--nonce B64 and --out FILE are required")
+	}
+	nonce, err := base64.StdEncoding.DecodeString(nonceB64)
+	if err != nil || len(nonce) != attest.NonceSize {
+		return nil, usagef("--nonce must be the verifier's %d-byte nonce in standard base64 with padding (as GET /v1/challenge returns it)", attest.NonceSize)
+	}
+	if runtimeData != "" && key != "" {
+		return nil, usagef("give --runtime-data or --key, not both: --key puts the key's public key in runtime_data")
+	}
+	switch {
+	case tee == teeAuto || tee == teeTDX || tee == teeSNP:
+	case tee == teeSimTDX || tee == teeSimSNP:
+		if !testMode {
+			return nil, usagef("--tee %s signs with the project's fake vendor keys and proves nothing about this machine; add --test-mode to use it (tests and demos only)", tee)
+		}
+	case strings.HasPrefix(tee, replayPfx):
+		if strings.TrimPrefix(tee, replayPfx) == "" {
+			return nil, usagef("--tee replay:DIR needs the directory that holds evidence.json")
+		}
+		if runtimeData != "" || key != "" {
+			return nil, usagef("--tee %s re-emits the recorded runtime_data (the report binds it); drop --runtime-data and --key", tee)
+		}
+	default:
+		return nil, usagef("--tee %q is not one of auto, tdx, sev-snp, sim-tdx, sim-snp, replay:DIR", tee)
+	}
+	return &collectFlags{nonce: nonce, out: out, runtimeDataPath: runtimeData, keyPath: key, tee: tee, testMode: testMode}, nil
+}
+
+// collect builds the envelope and writes it to f.out. The platform is settled before the
+// runtime data so that a machine without a TEE gets no --key file.
+func collect(ctx context.Context, f *collectFlags, stderr io.Writer, log *slog.Logger, e *env) error {
+	if dir, ok := strings.CutPrefix(f.tee, replayPfx); ok {
+		return replay(f, dir, stderr, log)
+	}
+	var platform attest.Platform
+	switch f.tee {
+	case teeAuto:
+		found, err := e.prober.Detect(ctx)
+		if err != nil {
+			return err
+		}
+		log.Info("detected", "platform", found.Platform, "configfs_tsm_provider", found.TSMProvider, "vtpm", found.TPMDevice)
+		if found.TPMDevice {
+			log.Info("this VM has a vTPM; vTPM quotes are not collected yet", "device", detect.TPMPath)
+		}
+		platform = found.Platform
+	case teeTDX:
+		platform = attest.PlatformTDX
+	case teeSNP:
+		platform = attest.PlatformSNP
+	}
+	rt, err := runtimeData(f, log)
+	if err != nil {
+		return err
+	}
+	ev := &attest.Evidence{Version: attest.Version, Platform: platform, Nonce: f.nonce, RuntimeData: rt}
+	reportData := attest.ReportData(f.nonce, rt)
+	if f.tee == teeSimTDX || f.tee == teeSimSNP {
+		return simulate(ctx, f, ev, reportData, stderr, log, e)
+	}
+	if err := collectHardware(ctx, f, ev, reportData, log, e); err != nil {
+		return err
+	}
+	return writeEvidence(f.out, ev, log)
+}
+
+// collectHardware fills ev's report (and certificates, event log) from ev.Platform's collector.
+func collectHardware(ctx context.Context, f *collectFlags, ev *attest.Evidence, reportData [64]byte, log *slog.Logger, e *env) error {
+	switch ev.Platform {
+	case attest.PlatformTDX:
+		c := e.tdx
+		c.Logger = log
+		quote, err := c.Collect(ctx, reportData)
+		if err != nil {
+			return err
+		}
+		ev.Report = quote
+		if f.eventLogs {
+			ccel, err := c.ReadCCEL()
+			switch {
+			case err == nil:
+				ev.EventLogs = &attest.EventLogs{CCEL: ccel}
+			case errors.Is(err, fs.ErrNotExist):
+				log.Info("no CCEL event log to include (the firmware publishes none, or the kernel is older than 6.4)")
+			default:
+				log.Warn("the CCEL event log is not included", "error", err)
+			}
+		}
+	case attest.PlatformSNP:
+		c := e.snp
+		c.Logger = log
+		report, certs, err := c.Collect(ctx, reportData)
+		if err != nil {
+			return err
+		}
+		ev.Report, ev.Certificates = report, certs
+	default:
+		return fmt.Errorf("platform %q has no collector", ev.Platform)
+	}
+	return nil
+}
+
+// runtimeData returns the exact runtime_data bytes: the --runtime-data file, or the agent's
+// RuntimeData object with the public key of --key or of a key made for this command only.
+func runtimeData(f *collectFlags, log *slog.Logger) ([]byte, error) {
+	if f.runtimeDataPath != "" {
+		b, err := readLimited(f.runtimeDataPath, attest.MaxRuntimeDataSize)
+		if err != nil {
+			return nil, fmt.Errorf("--runtime-data: %w", err)
+		}
+		return b, nil
+	}
+	var k *ecdsa.PrivateKey
+	var err error
+	if f.keyPath != "" {
+		k, err = loadOrCreateKey(f.keyPath, log)
+	} else {
+		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	pub, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(pub)
+	log.Debug("agent key", "public_key_sha256", hex.EncodeToString(sum[:]), "kept", f.keyPath != "")
+	return (&attest.RuntimeData{PublicKey: pub}).Encode(), nil
+}
+
+// loadOrCreateKey reads the ECDSA P-256 key at path, or creates it (mode 0600, never replacing
+// a file another process created meanwhile).
+func loadOrCreateKey(path string, log *slog.Logger) (*ecdsa.PrivateKey, error) {
+	for range 2 {
+		data, err := durable.ReadPrivate(path, maxKeyFile)
+		if err == nil {
+			return parseKey(path, data)
+		}
+		if !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("--key: %w", err)
+		}
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, err
+		}
+		der, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			return nil, err
+		}
+		err = durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+		if err == nil {
+			log.Info("created the agent key", "path", path)
+			return k, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("--key: creating %s: %w", path, err)
+		}
+	}
+	return nil, fmt.Errorf("--key: %s keeps appearing and disappearing", path)
+}
+
+func parseKey(path string, data []byte) (*ecdsa.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, fmt.Errorf("--key: %s is not a PKCS#8 PEM private key; remove it to create a new key, or point --key elsewhere", path)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("--key: %s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PrivateKey)
+	if !ok || ek.Curve != elliptic.P256() {
+		return nil, fmt.Errorf("--key: %s is not an ECDSA P-256 key; remove it to create a new key, or point --key elsewhere", path)
+	}
+	return ek, nil
+}
+
+// writeEvidence encodes ev and replaces out with it durably (mode 0644): a crash leaves the old
+// file or the new one, never a torn envelope.
+func writeEvidence(out string, ev *attest.Evidence, log *slog.Logger) error {
+	data, err := ev.Encode()
+	if err != nil {
+		return fmt.Errorf("the collected evidence does not fit the envelope: %w", err)
+	}
+	data = append(data, '\n')
+	if err := durable.Replace(out, data, 0o644); err != nil {
+		return fmt.Errorf("writing the evidence: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	log.Info("wrote the evidence", "path", out, "platform", ev.Platform, "bytes", len(data), "sha256", hex.EncodeToString(sum[:]))
+	return nil
+}
+
+// replay re-emits DIR/evidence.json (the layout of `proofline-agent record`). A recorded report
+// binds the nonce it was recorded for, so only that nonce is accepted.
+func replay(f *collectFlags, dir string, stderr io.Writer, log *slog.Logger) error {
+	path := filepath.Join(dir, "evidence.json")
+	data, err := readLimited(path, attest.MaxEnvelopeSize)
+	if err != nil {
+		return fmt.Errorf("replay: %w", err)
+	}
+	ev, err := attest.DecodeEvidence(data)
+	if err != nil {
+		return fmt.Errorf("replay: %s: %w", path, err)
+	}
+	if ev.Nonce == nil {
+		return fmt.Errorf("replay: %s carries no nonce, so it cannot answer the nonce %s: a recorded report cannot be bound to a new nonce; collect on the VM instead", path, base64.StdEncoding.EncodeToString(f.nonce))
+	}
+	if !bytes.Equal(ev.Nonce, f.nonce) {
+		return fmt.Errorf("replay: %s was recorded for the nonce %s, not %s: a recorded report cannot be bound to a new nonce (the hardware signed its REPORT_DATA); pass --nonce %s to re-emit it, or collect on the VM for a fresh nonce",
+			path, base64.StdEncoding.EncodeToString(ev.Nonce), base64.StdEncoding.EncodeToString(f.nonce), base64.StdEncoding.EncodeToString(ev.Nonce))
+	}
+	if err := writeEvidence(f.out, ev, log); err != nil {
+		return err
+	}
+	cmd := []string{"proofline", "verify", "--evidence", f.out, "--nonce", base64.StdEncoding.EncodeToString(f.nonce)}
+	for _, o := range []struct{ flag, name string }{{"--policy", "policy.yaml"}, {"--roots", "roots"}, {"--collateral", "collateral"}} {
+		if _, err := os.Stat(filepath.Join(dir, o.name)); err == nil {
+			cmd = append(cmd, o.flag, filepath.Join(dir, o.name))
+		}
+	}
+	fmt.Fprintf(stderr, "proofline-agent: replayed %s; it is only as fresh as its recorded nonce. Verify it with (add --at if its collateral has expired since):\n%s\n", path, shellJoin(cmd))
+	return nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}
+
+var shellSafe = regexp.MustCompile(`^[A-Za-z0-9_./:=@%+,-]+$`)
+
+// shellJoin joins args into a line a POSIX shell reads back as args.
+func shellJoin(args []string) string {
+	q := make([]string, len(args))
+	for i, a := range args {
+		if shellSafe.MatchString(a) {
+			q[i] = a
+		} else {
+			q[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(q, " ")
+}

@@ -1,0 +1,90 @@
+// Command proofline-agent is the Proofline guest agent: it runs inside a confidential VM and
+// collects the evidence the verifier appraises.
+//
+//	proofline-agent collect --nonce B64 --out FILE [--runtime-data FILE | --key FILE]
+//	                        [--tee auto|tdx|sev-snp|sim-tdx|sim-snp|replay:DIR] [--test-mode]
+//	proofline-agent detect
+//
+// collect writes one evidence envelope (attest.Evidence, JSON) whose hardware report binds the
+// verifier's nonce: REPORT_DATA = attest.ReportData(nonce, runtime_data). detect prints which
+// guest interfaces this machine has. README.md describes both, and what is not built yet.
+//
+// Exit codes: 0 success, 1 the evidence could not be collected (no TEE, a device error, a replay
+// for another nonce), 2 bad flags; the reason is one line on stderr.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/proofline/proofline/attest/detect"
+	"github.com/proofline/proofline/attest/snp"
+	"github.com/proofline/proofline/attest/tdx"
+	"github.com/proofline/proofline/internal/buildinfo"
+)
+
+// Exit codes.
+const (
+	exitOK     = 0
+	exitFailed = 1
+	exitUsage  = 2
+)
+
+// env is what the agent touches outside its flags: the guest interfaces and the clock. main
+// uses the kernel's; tests substitute fakes.
+type env struct {
+	prober detect.Prober
+	tdx    tdx.Collector
+	snp    snp.Collector
+	now    func() time.Time
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, &env{now: time.Now})
+	stop()
+	os.Exit(code)
+}
+
+const usage = `Usage: proofline-agent <command> [flags]
+
+Commands:
+  collect   collect evidence bound to a verifier nonce and write the envelope to a file
+  detect    print the confidential-computing guest interfaces this machine has
+  version   print the version
+
+Run 'proofline-agent <command> -h' for the flags of a command.
+`
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, e *env) (code int) {
+	defer func() {
+		// Every input is handled as an error message; reaching this is a bug.
+		if r := recover(); r != nil {
+			fmt.Fprintf(stderr, "proofline-agent: internal error: %v (please report this)\n", r)
+			code = exitFailed
+		}
+	}()
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "collect":
+		return runCollect(ctx, args[1:], stderr, e)
+	case "detect":
+		return runDetect(ctx, args[1:], stdout, stderr, e)
+	case "version":
+		fmt.Fprintln(stdout, "proofline-agent", buildinfo.Version())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "proofline-agent: unknown command %q\n%s", args[0], usage)
+	return exitUsage
+}
