@@ -435,28 +435,37 @@ func TestTDXEnvelopeNonceOnly(t *testing.T) {
 	}
 }
 
-// Evidence the verifier cannot appraise yet is never silently taken as checked.
+// Evidence the policy does not appraise is never silently taken as checked, and a CCEL is always
+// replayed against the RTMRs.
 func TestTDXUnevaluatedEvidence(t *testing.T) {
 	s := newTDXScenario(t, 4)
 	r := s.run(t)
 	if r.Status != ear.StatusAffirming {
 		t.Fatal(describe(r))
 	}
-	ev := &attest.Evidence{Version: 1, Platform: attest.PlatformTDX, TPM: &attest.TPM{Quote: []byte("x")}, EventLogs: &attest.EventLogs{CCEL: []byte("y")}}
 	raw, err := s.pki.Quote(s.quote)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ev.Report, ev.Nonce, ev.RuntimeData = raw, s.nonce, runtimeData
 	rs, _ := s.pki.Collateral(s.coll)
 	set := collateral.Set{}
 	if err := set.Add(rs...); err != nil {
 		t.Fatal(err)
 	}
 	pol, _ := policy.Parse([]byte(s.policyYAML()))
-	r = verifier.Verify(context.Background(), ev, verifier.Options{Policy: pol, Roots: &roots.Set{Intel: []*x509.Certificate{s.pki.Root}}, Collateral: set, Now: testNow, Nonce: s.nonce})
+	verify := func(ev *attest.Evidence) *ear.Result {
+		ev.Version, ev.Platform, ev.Report, ev.Nonce, ev.RuntimeData = 1, attest.PlatformTDX, raw, s.nonce, runtimeData
+		return verifier.Verify(context.Background(), ev, verifier.Options{Policy: pol, Roots: &roots.Set{Intel: []*x509.Certificate{s.pki.Root}}, Collateral: set, Now: testNow, Nonce: s.nonce})
+	}
+	// A vTPM quote and a TCG log without a tpm section in the policy: flagged, not checked.
+	r = verify(&attest.Evidence{TPM: &attest.TPM{Quote: []byte("x")}, EventLogs: &attest.EventLogs{TCG: []byte("y")}})
 	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeTPMNotEvaluated) || !r.HasWarning(ear.CodeEventLogNotEvaluated) {
-		t.Fatalf("want warnings for the unevaluated vTPM quote and event logs, got %s", describe(r))
+		t.Fatalf("want warnings for the unevaluated vTPM quote and event log, got %s", describe(r))
+	}
+	// A CCEL is replayed even when the policy pins no event: one that does not parse is rejected.
+	r = verify(&attest.Evidence{EventLogs: &attest.EventLogs{CCEL: []byte("y")}})
+	if !r.HasFailure(ear.CodeEventLogMalformed) {
+		t.Fatalf("want %s for a CCEL that does not parse, got %s", ear.CodeEventLogMalformed, describe(r))
 	}
 }
 

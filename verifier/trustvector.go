@@ -17,6 +17,20 @@ const (
 var codeCategory = map[ear.Code]category{
 	ear.CodeNonceMismatch:      catInstance,
 	ear.CodeReportDataMismatch: catInstance,
+	ear.CodeTPMNonceMismatch:   catInstance,
+	ear.CodeTPMAKNotBound:      catInstance,
+
+	// vTPM and event-log findings say what booted; the quote's own authenticity failures
+	// (malformed, magic, type, signature, key, digest) stay hardware failures.
+	ear.CodeTPMMissing:        catExecutables,
+	ear.CodeTPMPCRSelection:   catExecutables,
+	ear.CodeTPMPCRBank:        catExecutables,
+	ear.CodeTPMPCRValue:       catExecutables,
+	ear.CodeEventLogMissing:   catExecutables,
+	ear.CodeEventLogMalformed: catExecutables,
+	ear.CodeEventLogReplay:    catExecutables,
+	ear.CodeEventLogEvent:     catExecutables,
+	ear.CodeEventLogCmdline:   catExecutables,
 
 	ear.CodeCollateralUnavailable:  catSourcedData,
 	ear.CodeCollateralMalformed:    catSourcedData,

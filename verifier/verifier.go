@@ -52,6 +52,7 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 		Verifier:   ear.VerifierID{Name: "proofline", Version: buildinfo.Version()},
 	}
 	var reportData []byte
+	var rtmrs *[4][]byte
 	switch ev.Platform {
 	case attest.PlatformTDX:
 		q, claims := tdx.Verify(ctx, ev.Report, tdx.Options{
@@ -64,6 +65,7 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 			res.Claims = claims
 			opts.Policy.AppraiseTDX(q, claims, res)
 			reportData = q.Body.ReportData
+			rtmrs = &[4][]byte{claims.RTMRs[0], claims.RTMRs[1], claims.RTMRs[2], claims.RTMRs[3]}
 		}
 	case attest.PlatformSNP:
 		r, claims := snp.Verify(ctx, ev.Report, ev.Certificates, snp.Options{
@@ -80,22 +82,38 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 	default:
 		res.Fail(ear.CodeEvidenceMalformed, "envelope", fmt.Sprintf("platform %q is not supported", ev.Platform))
 	}
+	var bound bool
 	if reportData != nil {
-		checkFreshness(ev, opts, reportData, res)
+		bound = checkFreshness(ev, opts, reportData, res)
 	}
-	checkUnevaluated(ev, res)
+	var unbound string // why REPORT_DATA cannot vouch for runtime_data
+	switch {
+	case reportData == nil || hardwareFailed(res):
+		unbound = "the hardware report was rejected, so nothing it carries vouches for the attestation key"
+	case !bound:
+		unbound = "REPORT_DATA was not verified as the binding of a nonce and this runtime_data (give the verifier nonce; --report-data cannot bind a vTPM quote)"
+	}
+	tpmClaims, logs := measuredBoot(ev, opts, unbound, rtmrs, res)
+	switch c := res.Claims.(type) {
+	case *ear.TDXClaims:
+		c.TPM, c.EventLogs = tpmClaims, logs
+	case *ear.SNPClaims:
+		c.TPM, c.EventLogs = tpmClaims, logs
+	}
 	res.TrustVector = trustVector(res)
 	res.Finalize()
 	return res
 }
 
 // checkFreshness compares REPORT_DATA with --report-data, or with the binding of the nonce and
-// runtime data (TDX check 8, SEV-SNP check 9). A mismatch is a rejection, never a warning.
+// runtime data (TDX check 8, SEV-SNP check 9). A mismatch is a rejection, never a warning. It
+// reports whether REPORT_DATA was verified to bind a nonce and this runtime_data, which is what
+// lets runtime_data vouch for a vTPM attestation key.
 //
 // Only a nonce the caller issued (Options.Nonce) proves freshness. A nonce carried in the evidence
 // is checked too — a mismatch is still a rejection — but it was chosen by whoever produced the
 // evidence, so on its own it leaves freshness not evaluated.
-func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Result) {
+func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Result) (bound bool) {
 	check := "tdx.8"
 	if ev.Platform == attest.PlatformSNP {
 		check = "snp.9"
@@ -118,25 +136,27 @@ func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Resu
 			res.Fail(ear.CodeReportDataMismatch, check, fmt.Sprintf("REPORT_DATA %x does not equal the expected %x", got, opts.ReportData))
 		}
 	case opts.Nonce != nil:
-		bindingFails(opts.Nonce, "verifier")
+		return !bindingFails(opts.Nonce, "verifier")
 	case ev.Nonce != nil:
 		if !bindingFails(ev.Nonce, "evidence's") {
 			res.Warn(ear.CodeFreshnessNotEvaluated, check, "REPORT_DATA binds the nonce carried in the evidence, but no verifier nonce was given: the evidence may be a replay; give the nonce you issued (--nonce)")
+			return true
 		}
 	default:
 		res.Warn(ear.CodeFreshnessNotEvaluated, check, "no nonce or expected REPORT_DATA was given: the evidence may be a replay")
 	}
+	return false
 }
 
-// checkUnevaluated flags evidence the verifier carried but could not appraise yet: a relying
-// party must not believe a vTPM quote or an event log was checked when it was not.
-func checkUnevaluated(ev *attest.Evidence, res *ear.Result) {
-	if ev.TPM != nil {
-		res.Warn(ear.CodeTPMNotEvaluated, "tpm", "the evidence carries a vTPM quote, which this verifier does not appraise yet: nothing in it was checked")
+// hardwareFailed reports whether the hardware report's authenticity failed: then nothing it
+// carries, REPORT_DATA included, vouches for anything.
+func hardwareFailed(res *ear.Result) bool {
+	for _, f := range res.Failures {
+		if _, ok := codeCategory[f.Code]; !ok {
+			return true
+		}
 	}
-	if ev.EventLogs != nil {
-		res.Warn(ear.CodeEventLogNotEvaluated, "tdx.9", "the evidence carries event logs, which this verifier does not replay yet: nothing in them was checked")
-	}
+	return false
 }
 
 // MalformedEvidence is the verdict for an envelope that is JSON but breaks the schema

@@ -51,6 +51,11 @@ func writeReal(out string) error {
 	if err != nil {
 		return err
 	}
+	// The CCEL that GCP's firmware wrote for the same boot: it replays to the quote's RTMRs.
+	ccel, err := read(tdxDir, "testing/testdata/ccel/ccel_data.dat")
+	if err != nil {
+		return err
+	}
 	snpReport, err := read(sevDir, "verify/testdata/attestation.bin")
 	if err != nil {
 		return err
@@ -62,7 +67,7 @@ func writeReal(out string) error {
 	for name, ev := range map[string]*attest.Evidence{
 		"tdx-v4-spr":   {Version: 1, Platform: attest.PlatformTDX, Report: v4},
 		"tdx-v5":       {Version: 1, Platform: attest.PlatformTDX, Report: v5},
-		"tdx-v4-gcp":   {Version: 1, Platform: attest.PlatformTDX, Report: cos},
+		"tdx-v4-gcp":   {Version: 1, Platform: attest.PlatformTDX, Report: cos, EventLogs: &attest.EventLogs{CCEL: ccel}},
 		"snp-milan-v2": {Version: 1, Platform: attest.PlatformSNP, Report: snpReport, Certificates: [][]byte{vcek}},
 	} {
 		if err := writeEvidence(filepath.Join(out, name), ev); err != nil {

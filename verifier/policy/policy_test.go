@@ -30,11 +30,18 @@ func TestREADMEExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindSubmatch(readme)
-	if m == nil {
-		t.Fatal("README.md has no yaml example")
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllSubmatch(readme, -1)
+	if len(blocks) != 2 {
+		t.Fatalf("README.md has %d yaml examples, want 2 (measured boot, complete)", len(blocks))
 	}
-	p, err := Parse(m[1])
+	mb, err := Parse(blocks[0][1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(mb.TPM.PCRs) != 10 || len(mb.MeasuredBoot.TCG.Events) != 1 || len(mb.MeasuredBoot.TCG.KernelCmdlines) != 1 || len(mb.MeasuredBoot.CCEL.Events) != 1 {
+		t.Fatalf("measured-boot example parsed wrongly: %+v %+v", mb.TPM, mb.MeasuredBoot)
+	}
+	p, err := Parse(blocks[1][1])
 	if err != nil {
 		t.Fatal(err)
 	}
