@@ -132,6 +132,17 @@ func verifyTPM(ev *attest.Evidence, opts Options, unbound string, res *ear.Resul
 	if !c.AKBound {
 		return c, nil
 	}
+	// REPORT_DATA is written by the guest OS: it vouches for the key only as far as that OS is
+	// known. A compromised OS could name a software key that claims to be a TPM's and sign any
+	// PCR values with it, so unless the hardware measurement pins the OS, the quote cannot raise
+	// the result above warning.
+	if !opts.Policy.GuestOSPinned(string(ev.Platform)) {
+		hint := "pin tdx.rtmr1 and tdx.rtmr2, or close rtmr1 and rtmr2 in measured_boot.ccel"
+		if ev.Platform == attest.PlatformSNP {
+			hint = "pin sev_snp.measurement and set sev_snp.measurement_covers_kernel when the launch measurement includes the kernel (measured direct boot)"
+		}
+		res.Warn(ear.CodeTPMGuestAttested, "tpm.1", "the attestation key is vouched for only by the guest OS that wrote REPORT_DATA, and the policy pins no hardware measurement of that OS: a compromised OS could substitute a software key; "+hint)
+	}
 	opts.Policy.AppraiseTPM(q.PCRs, res)
 	return c, q.PCRs
 }

@@ -3,8 +3,11 @@ package verifier_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -118,8 +121,9 @@ func newVTPMScenario(t *testing.T, f *faketpm.TPM) *vtpmScenario {
 	s.tdx.quote.ReportData = attest.ReportData(s.tdx.nonce, s.rd)
 	extra := attest.TPMExtraData(s.tdx.nonce, s.rd)
 	s.tpm = f.Quote("sha256", vtpmPCRs, extra[:])
-	s.extra = fmt.Sprintf("tpm:\n  pcrs: %s\nmeasured_boot:\n  tcg:\n    events: [{name: kernel, register: pcr9, digest: %s}]\n    kernel_cmdlines: [%q]\n",
-		strings.ReplaceAll(fmt.Sprint(vtpmPCRs), " ", ", "), ubuntuKernel, ubuntuCmdline)
+	// PCR 8 (GRUB's commands and command lines) is pinned whole, as kernel_cmdlines requires.
+	s.extra = fmt.Sprintf("tpm:\n  pcrs: %s\n  pcr_values: {8: [%x]}\nmeasured_boot:\n  tcg:\n    events: [{name: kernel, register: pcr9, digest: %s}]\n    kernel_cmdlines: [%q]\n",
+		strings.ReplaceAll(fmt.Sprint(vtpmPCRs), " ", ", "), f.PCRs("sha256", []int{8})[8], ubuntuKernel, ubuntuCmdline)
 	return s
 }
 
@@ -161,7 +165,10 @@ func (s *vtpmScenario) verify(t *testing.T, ev *attest.Evidence, opts verifier.O
 	if err := set.Add(rs...); err != nil {
 		t.Fatal(err)
 	}
-	opts.Policy, opts.Roots, opts.Collateral, opts.Now = pol, &roots.Set{Intel: []*x509.Certificate{s.tdx.pki.Root}}, set, testNow
+	opts.Policy, opts.Roots, opts.Now = pol, &roots.Set{Intel: []*x509.Certificate{s.tdx.pki.Root}}, testNow
+	if opts.Collateral == nil {
+		opts.Collateral = set
+	}
 	if opts.Nonce == nil && opts.ReportData == nil {
 		opts.Nonce = s.tdx.nonce
 	}
@@ -216,7 +223,24 @@ func TestVTPMEndToEnd(t *testing.T) {
 		}, code: ear.CodeEventLogReplay},
 		"policy pins another kernel":          {policy: strings.Replace(s.extra, ubuntuKernel[:8], "00000000", 1), code: ear.CodeEventLogEvent},
 		"policy expects another command line": {policy: strings.Replace(s.extra, "panic=-1", "panic=0", 1), code: ear.CodeEventLogCmdline},
-		"policy pins PCR 7":                   {policy: strings.Replace(s.extra, "measured_boot:", "  pcr_values: {7: ["+strings.Repeat("00", 32)+"]}\nmeasured_boot:", 1), code: ear.CodeTPMPCRValue},
+		"policy pins PCR 7":                   {policy: strings.Replace(s.extra, "pcr_values: {", "pcr_values: {7: ["+strings.Repeat("00", 32)+"], ", 1), code: ear.CodeTPMPCRValue},
+		"closed PCR 9 lists only the kernel":  {policy: strings.Replace(s.extra, "    kernel_cmdlines:", "    closed_registers: [pcr9]\n    kernel_cmdlines:", 1), code: ear.CodeEventLogUnexpected},
+		// A second, unlisted command line measured into PCR 8 after the good one, labelled as a
+		// GRUB command so that no kernel_cmdline label reveals it: PCR 8 no longer has its value.
+		"hidden second command line": {mutate: func(ev *attest.Evidence) {
+			evil := []byte(ubuntuCmdline + " init=/bin/sh")
+			for _, bank := range []struct {
+				name string
+				sum  []byte
+			}{{"sha1", sum1(evil)}, {"sha256", sum256(evil)}, {"sha384", sum384(evil)}} {
+				f.Extend(8, bank.name, bank.sum)
+			}
+			ev.EventLogs.TCG = append(ev.EventLogs.TCG, tcgEvent(8, 0x0D, evil, append([]byte("grub_cmd: "), evil...))...)
+			s.rebind(t, f, ev, s.rd)
+		}, code: ear.CodeTPMPCRValue},
+		// The hardware report's collateral is missing: its authenticity is not established, so it
+		// cannot vouch for the attestation key.
+		"no collateral for the TD quote": {opts: verifier.Options{Collateral: collateral.Set{}}, code: ear.CodeTPMAKNotBound},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ev := s.evidence(t)
@@ -231,6 +255,61 @@ func TestVTPMEndToEnd(t *testing.T) {
 			r := s.verify(t, ev, tc.opts)
 			if !r.HasFailure(tc.code) || r.Status != ear.StatusContraindicated {
 				t.Fatalf("want %s, got %s", tc.code, describe(r))
+			}
+		})
+	}
+}
+
+func sum1(b []byte) []byte   { d := sha1.Sum(b); return d[:] }
+func sum256(b []byte) []byte { d := sha256.Sum256(b); return d[:] }
+func sum384(b []byte) []byte { d := sha512.Sum384(b); return d[:] }
+
+// tcgEvent encodes one crypto-agile TCG_PCR_EVENT2 (TCG PC Client PFP §10.2.2) with the three
+// banks the Ubuntu log declares, each the digest of text, and the event data.
+func tcgEvent(pcr, typ uint32, text, data []byte) []byte {
+	le := binary.LittleEndian
+	var b []byte
+	b = le.AppendUint32(b, pcr)
+	b = le.AppendUint32(b, typ)
+	b = le.AppendUint32(b, 3)
+	b = le.AppendUint16(b, 0x0004)
+	b = append(b, sum1(text)...)
+	b = le.AppendUint16(b, 0x000B)
+	b = append(b, sum256(text)...)
+	b = le.AppendUint16(b, 0x000C)
+	b = append(b, sum384(text)...)
+	b = le.AppendUint32(b, uint32(len(data)))
+	return append(b, data...)
+}
+
+// The vTPM key is vouched for by the guest OS that wrote REPORT_DATA: without the hardware
+// measurement of that OS pinned (RTMR1 and RTMR2), a bound quote cannot raise the result above
+// warning.
+func TestVTPMGuestAttested(t *testing.T) {
+	f := faketpm.New(t)
+	s := newVTPMScenario(t, f)
+	pol := s.tdx.policyYAML()
+	for _, reg := range []string{"rtmr1", "rtmr2"} {
+		t.Run("without "+reg, func(t *testing.T) {
+			// Drop the reference values of one RTMR from the policy.
+			lines := strings.Split(pol, "\n")
+			for i, l := range lines {
+				if strings.HasPrefix(l, "  "+reg+":") {
+					lines[i] = "  " + reg + ": []"
+				}
+			}
+			p, err := policy.Parse([]byte(strings.Join(lines, "\n") + s.extra))
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs, _ := s.tdx.pki.Collateral(s.tdx.coll)
+			set := collateral.Set{}
+			if err := set.Add(rs...); err != nil {
+				t.Fatal(err)
+			}
+			r := verifier.Verify(context.Background(), s.evidence(t), verifier.Options{Policy: p, Roots: &roots.Set{Intel: []*x509.Certificate{s.tdx.pki.Root}}, Collateral: set, Now: testNow, Nonce: s.tdx.nonce})
+			if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeTPMGuestAttested) || !r.Claims.(*ear.TDXClaims).TPM.AKBound {
+				t.Fatalf("want warning with %s, got %s", ear.CodeTPMGuestAttested, describe(r))
 			}
 		})
 	}

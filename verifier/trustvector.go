@@ -21,16 +21,18 @@ var codeCategory = map[ear.Code]category{
 	ear.CodeTPMAKNotBound:      catInstance,
 
 	// vTPM and event-log findings say what booted; the quote's own authenticity failures
-	// (malformed, magic, type, signature, key, digest) stay hardware failures.
-	ear.CodeTPMMissing:        catExecutables,
-	ear.CodeTPMPCRSelection:   catExecutables,
-	ear.CodeTPMPCRBank:        catExecutables,
-	ear.CodeTPMPCRValue:       catExecutables,
-	ear.CodeEventLogMissing:   catExecutables,
-	ear.CodeEventLogMalformed: catExecutables,
-	ear.CodeEventLogReplay:    catExecutables,
-	ear.CodeEventLogEvent:     catExecutables,
-	ear.CodeEventLogCmdline:   catExecutables,
+	// (malformed, magic, type, duplicated selection, signature, key, digest) stay hardware
+	// failures.
+	ear.CodeTPMMissing:         catExecutables,
+	ear.CodeTPMPCRSelection:    catExecutables,
+	ear.CodeTPMPCRBank:         catExecutables,
+	ear.CodeTPMPCRValue:        catExecutables,
+	ear.CodeEventLogMissing:    catExecutables,
+	ear.CodeEventLogMalformed:  catExecutables,
+	ear.CodeEventLogReplay:     catExecutables,
+	ear.CodeEventLogEvent:      catExecutables,
+	ear.CodeEventLogCmdline:    catExecutables,
+	ear.CodeEventLogUnexpected: catExecutables,
 
 	ear.CodeCollateralUnavailable:  catSourcedData,
 	ear.CodeCollateralMalformed:    catSourcedData,
@@ -99,6 +101,8 @@ func trustVector(res *ear.Result) ear.TrustVector {
 			tv.InstanceIdentity = ear.NoClaim
 		case ear.CodeUnsafeOption:
 			tv.Configuration = ear.UnsafeConfig
+		case ear.CodeTPMGuestAttested:
+			tv.Executables = ear.UnrecognizedRuntime
 		}
 	}
 	for _, f := range res.Failures {

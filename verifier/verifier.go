@@ -148,11 +148,15 @@ func checkFreshness(ev *attest.Evidence, opts Options, got []byte, res *ear.Resu
 	return false
 }
 
-// hardwareFailed reports whether the hardware report's authenticity failed: then nothing it
-// carries, REPORT_DATA included, vouches for anything.
+// hardwareFailed reports whether the hardware report's authenticity was not established: a
+// failed signature or chain, or collateral (a certificate, CRL, TCB info) that could not be
+// obtained or trusted. Then nothing the report carries, REPORT_DATA included, vouches for
+// anything. Only appraisal findings (configuration, executables, runtime) leave it standing; the
+// list is an allow-list so that a new authenticity code can never be mistaken for one.
 func hardwareFailed(res *ear.Result) bool {
 	for _, f := range res.Failures {
-		if _, ok := codeCategory[f.Code]; !ok {
+		switch cat, ok := codeCategory[f.Code]; {
+		case !ok, cat == catHardware, cat == catSourcedData, cat == catInstance:
 			return true
 		}
 	}

@@ -89,24 +89,26 @@ const (
 
 // vTPM quote codes (VERIFIER-CHECKS "vTPM quote").
 const (
-	CodeTPMMissing        Code = "tpm_missing"
-	CodeTPMQuoteMalformed Code = "tpm_quote_malformed"
-	CodeTPMMagic          Code = "tpm_magic"
-	CodeTPMAttestType     Code = "tpm_attest_type"
-	CodeTPMNonceMismatch  Code = "tpm_nonce_mismatch"
-	CodeTPMPCRSelection   Code = "tpm_pcr_selection"
-	CodeTPMPCRBank        Code = "tpm_pcr_bank"
-	CodeTPMPCRDuplicate   Code = "tpm_pcr_duplicate"
-	CodeTPMPCRDigest      Code = "tpm_pcr_digest"
-	CodeTPMSignature      Code = "tpm_signature_invalid"
-	CodeTPMAKInvalid      Code = "tpm_ak_invalid"
-	CodeTPMAKNotBound     Code = "tpm_ak_not_bound"
-	CodeTPMPCRValue       Code = "tpm_pcr_value"
-	CodeEventLogMissing   Code = "event_log_missing"
-	CodeEventLogMalformed Code = "event_log_malformed"
-	CodeEventLogReplay    Code = "event_log_replay"
-	CodeEventLogEvent     Code = "event_log_event_missing"
-	CodeEventLogCmdline   Code = "event_log_kernel_cmdline"
+	CodeTPMMissing         Code = "tpm_missing"
+	CodeTPMQuoteMalformed  Code = "tpm_quote_malformed"
+	CodeTPMMagic           Code = "tpm_magic"
+	CodeTPMAttestType      Code = "tpm_attest_type"
+	CodeTPMNonceMismatch   Code = "tpm_nonce_mismatch"
+	CodeTPMPCRSelection    Code = "tpm_pcr_selection"
+	CodeTPMPCRBank         Code = "tpm_pcr_bank"
+	CodeTPMPCRDuplicate    Code = "tpm_pcr_duplicate"
+	CodeTPMPCRDigest       Code = "tpm_pcr_digest"
+	CodeTPMSignature       Code = "tpm_signature_invalid"
+	CodeTPMAKInvalid       Code = "tpm_ak_invalid"
+	CodeTPMAKNotBound      Code = "tpm_ak_not_bound"
+	CodeTPMPCRValue        Code = "tpm_pcr_value"
+	CodeEventLogMissing    Code = "event_log_missing"
+	CodeEventLogMalformed  Code = "event_log_malformed"
+	CodeEventLogReplay     Code = "event_log_replay"
+	CodeEventLogEvent      Code = "event_log_event_missing"
+	CodeEventLogCmdline    Code = "event_log_kernel_cmdline"
+	CodeEventLogUnexpected Code = "event_log_unexpected_event"
+	CodeTPMGuestAttested   Code = "tpm_ak_guest_attested"
 )
 
 // Descriptions holds the one-line meaning of every code; verifier/README.md shows the same table.
@@ -185,22 +187,24 @@ var Descriptions = map[Code]string{
 	CodeSNPGuestSVN:           "GUEST_SVN is below the policy's minimum.",
 	CodeSNPPlatformInfo:       "PLATFORM_INFO does not meet the policy (SMT, TSME, …).",
 
-	CodeTPMMissing:        "The policy requires a vTPM quote and the evidence carries none.",
-	CodeTPMQuoteMalformed: "The vTPM quote, signature or attestation key failed strict parsing (sizes, counts, trailing bytes).",
-	CodeTPMMagic:          "TPMS_ATTEST.magic is not TPM_GENERATED_VALUE: the TPM did not produce this structure.",
-	CodeTPMAttestType:     "TPMS_ATTEST.type is not TPM_ST_ATTEST_QUOTE.",
-	CodeTPMNonceMismatch:  "The quote's extraData is not SHA-256(\"proofline/v1/tpm\" ‖ nonce ‖ SHA-256(runtime_data)).",
-	CodeTPMPCRSelection:   "The quoted PCR selection is not exactly the policy's (a PCR missing or extra).",
-	CodeTPMPCRBank:        "The quote or the supplied PCR values use a bank other than the policy's.",
-	CodeTPMPCRDuplicate:   "A PCR bank or index appears twice in the quote's selection or in the supplied PCR values.",
-	CodeTPMPCRDigest:      "The quote's pcrDigest is not the hash of the supplied PCR values in selection order.",
-	CodeTPMSignature:      "The quote signature does not verify with the attestation key.",
-	CodeTPMAKInvalid:      "The attestation key is not a restricted, fixedTPM signing key of a supported algorithm.",
-	CodeTPMAKNotBound:     "The attestation key's digest is not bound to the hardware report through runtime_data and REPORT_DATA.",
-	CodeTPMPCRValue:       "A quoted PCR is not one of the policy's reference values.",
-	CodeEventLogMissing:   "The policy appraises measured boot and the evidence carries no event log for it.",
-	CodeEventLogMalformed: "An event log failed to parse.",
-	CodeEventLogReplay:    "An event log does not replay to the quoted PCRs or the TDX RTMRs.",
-	CodeEventLogEvent:     "An event the policy pins (register and digest) is not in the replayed event log.",
-	CodeEventLogCmdline:   "The kernel command line measured in the event log is not one the policy accepts.",
+	CodeTPMMissing:         "The policy requires a vTPM quote and the evidence carries none.",
+	CodeTPMQuoteMalformed:  "The vTPM quote, signature or attestation key failed strict parsing (sizes, counts, trailing bytes).",
+	CodeTPMMagic:           "TPMS_ATTEST.magic is not TPM_GENERATED_VALUE: the TPM did not produce this structure.",
+	CodeTPMAttestType:      "TPMS_ATTEST.type is not TPM_ST_ATTEST_QUOTE.",
+	CodeTPMNonceMismatch:   "The quote's extraData is not SHA-256(\"proofline/v1/tpm\" ‖ nonce ‖ SHA-256(runtime_data)).",
+	CodeTPMPCRSelection:    "The quoted PCR selection is not exactly the policy's (a PCR missing or extra).",
+	CodeTPMPCRBank:         "The quote or the supplied PCR values use a bank other than the policy's.",
+	CodeTPMPCRDuplicate:    "A PCR bank or index appears twice in the quote's selection or in the supplied PCR values.",
+	CodeTPMPCRDigest:       "The quote's pcrDigest is not the hash of the supplied PCR values in selection order.",
+	CodeTPMSignature:       "The quote signature does not verify with the attestation key.",
+	CodeTPMAKInvalid:       "The attestation key is not a restricted, fixedTPM signing key of a supported algorithm.",
+	CodeTPMAKNotBound:      "The attestation key's digest is not bound to the hardware report through runtime_data and REPORT_DATA.",
+	CodeTPMPCRValue:        "A quoted PCR is not one of the policy's reference values.",
+	CodeEventLogMissing:    "The policy appraises measured boot and the evidence carries no event log for it.",
+	CodeEventLogMalformed:  "An event log failed to parse.",
+	CodeEventLogReplay:     "An event log does not replay to the quoted PCRs or the TDX RTMRs.",
+	CodeEventLogEvent:      "An event the policy pins (register and digest) is not in the replayed event log.",
+	CodeEventLogCmdline:    "The kernel command line measured in the event log is not one the policy accepts.",
+	CodeEventLogUnexpected: "A closed register of the event log has an event that is not one of the policy's events for it.",
+	CodeTPMGuestAttested:   "Warning: the vTPM attestation key is vouched for by the guest OS that wrote REPORT_DATA, and the policy pins no hardware measurement of that OS.",
 }

@@ -268,6 +268,17 @@ func (p *Policy) AppraiseMeasuredBoot(kind string, events []MeasuredEvent, cmdli
 			res.Fail(ear.CodeEventLogEvent, check, fmt.Sprintf("the %s log has no event %q extended into %s with digest %x", kind, pin.Name, pin.Register, []byte(pin.Digest)))
 		}
 	}
+	for _, e := range events {
+		if !slices.Contains(rules.ClosedRegisters, e.Register) {
+			continue
+		}
+		listed := slices.ContainsFunc(rules.Events, func(pin PinnedEvent) bool {
+			return e.Register == pin.Register && bytes.Equal(e.Digest, pin.Digest)
+		})
+		if !listed {
+			res.Fail(ear.CodeEventLogUnexpected, check, fmt.Sprintf("the %s log extends %s with digest %x, which is not one of the policy's events for that closed register", kind, e.Register, e.Digest))
+		}
+	}
 	if len(rules.KernelCmdlines) == 0 {
 		return
 	}

@@ -42,13 +42,13 @@ func TestParseMeasuredBootRejects(t *testing.T) {
 }
 
 func TestAppraiseTPMAndMeasuredBoot(t *testing.T) {
-	p, err := Parse([]byte("id: x\ntdx: {}\ntpm:\n  pcrs: [9, 0, 7]\n  pcr_values: {7: [" + hex32 + "]}\n" +
-		"measured_boot:\n  tcg:\n    events: [{name: kernel, register: pcr9, digest: " + hex32 + "}]\n    kernel_cmdlines: [\"ro quiet\"]\n" +
+	p, err := Parse([]byte("id: x\ntdx: {}\ntpm:\n  pcrs: [9, 0, 8, 7]\n  pcr_values: {7: [" + hex32 + "]}\n" +
+		"measured_boot:\n  tcg:\n    events: [{name: kernel, register: pcr9, digest: " + hex32 + "}]\n    closed_registers: [pcr8]\n    kernel_cmdlines: [\"ro quiet\"]\n" +
 		"  ccel:\n    events: [{name: kernel, register: rtmr1, digest: " + hex48 + "}]\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := p.TPM.PCRs; got[0] != 0 || got[1] != 7 || got[2] != 9 || p.TPM.PCRBank != "sha256" {
+	if got := p.TPM.PCRs; got[0] != 0 || got[1] != 7 || got[2] != 8 || got[3] != 9 || p.TPM.PCRBank != "sha256" {
 		t.Fatalf("tpm section not normalised: %+v", p.TPM)
 	}
 	d32 := bytes.Repeat([]byte{0xab}, 32)
@@ -81,11 +81,38 @@ func TestAppraiseTPMAndMeasuredBoot(t *testing.T) {
 		}, ear.CodeEventLogCmdline},
 		"no cmdline measured":       {func(r *ear.Result) { p.AppraiseMeasuredBoot("tcg", []MeasuredEvent{{"pcr9", d32}}, nil, r) }, ear.CodeEventLogCmdline},
 		"ccel kernel in other rtmr": {func(r *ear.Result) { p.AppraiseMeasuredBoot("ccel", []MeasuredEvent{{"rtmr2", d48}}, nil, r) }, ear.CodeEventLogEvent},
+		"unlisted event in closed pcr8": {func(r *ear.Result) {
+			p.AppraiseMeasuredBoot("tcg", []MeasuredEvent{{"pcr9", d32}, {"pcr8", d32}}, []string{"ro quiet"}, r)
+		}, ear.CodeEventLogUnexpected},
 	} {
 		r := &ear.Result{}
 		tc.run(r)
 		if !r.HasFailure(tc.code) {
 			t.Errorf("%s: want %s, got %+v", name, tc.code, r.Failures)
+		}
+	}
+}
+
+func TestGuestOSPinned(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml, platform string
+		want           bool
+	}{
+		"tdx rtmr1+2 pinned":       {"tdx:\n  rtmr1: [" + hex48 + "]\n  rtmr2: [" + hex48 + "]\n", "tdx", true},
+		"tdx rtmr2 only":           {"tdx:\n  rtmr2: [" + hex48 + "]\n", "tdx", false},
+		"tdx closed in the ccel":   {"tdx: {}\nmeasured_boot:\n  ccel:\n    events: [{name: k, register: rtmr2, digest: " + hex48 + "}]\n    closed_registers: [rtmr1, rtmr2]\n", "tdx", true},
+		"tdx nothing":              {"tdx: {}\n", "tdx", false},
+		"snp measurement declared": {"sev_snp:\n  measurement: [" + hex48 + "]\n  measurement_covers_kernel: true\n", "sev-snp", true},
+		"snp measurement only":     {"sev_snp:\n  measurement: [" + hex48 + "]\n", "sev-snp", false},
+		"snp declared, not pinned": {"sev_snp:\n  measurement_covers_kernel: true\n", "sev-snp", false},
+		"other platform's section": {"tdx:\n  rtmr1: [" + hex48 + "]\n  rtmr2: [" + hex48 + "]\n", "sev-snp", false},
+	} {
+		p, err := Parse([]byte("id: x\n" + tc.yaml))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := p.GuestOSPinned(tc.platform); got != tc.want {
+			t.Errorf("%s: GuestOSPinned = %v, want %v", name, got, tc.want)
 		}
 	}
 }

@@ -129,6 +129,11 @@ type SNP struct {
 	// RequireCommittedTCB requires COMMITTED_TCB to equal CURRENT_TCB (no pending rollback).
 	RequireCommittedTCB bool `yaml:"require_committed_tcb"`
 
+	// MeasurementCoversKernel says that the launch MEASUREMENT covers the guest kernel, initrd
+	// and command line (measured direct boot, or an IGVM image with their hashes), so pinning
+	// measurement pins the OS that writes REPORT_DATA and can vouch for a vTPM key. Default false.
+	MeasurementCoversKernel bool `yaml:"measurement_covers_kernel"`
+
 	// AllowDebugUnsafe accepts guests whose policy allows DEBUG. Caps the result at warning.
 	AllowDebugUnsafe bool `yaml:"allow_debug_unsafe"`
 	// SkipCollateralUnsafe skips the AMD CRL checks. Caps the result at warning.
@@ -162,8 +167,15 @@ type MeasuredBoot struct {
 type LogRules struct {
 	// Events must each appear in the replayed log: an event extended into Register with Digest.
 	Events []PinnedEvent `yaml:"events"`
+	// ClosedRegisters lists registers whose every event must be one of Events (by digest): an
+	// event the policy does not list — another kernel, a second command line, anything the OS
+	// extended after boot — is rejected. A pinned event only proves that something was measured;
+	// a closed register also proves that nothing else was.
+	ClosedRegisters []string `yaml:"closed_registers"`
 	// KernelCmdlines, when non-empty, lists the accepted kernel command lines: every command line
-	// measured in the log must be one of them, and at least one must be measured.
+	// measured in the log must be one of them, and at least one must be measured. GRUB's
+	// "kernel_cmdline: " label is not covered by the event digest, so the register GRUB measures
+	// command lines into (pcr8, rtmr2) must be closed or pinned as a whole value too.
 	KernelCmdlines []string `yaml:"kernel_cmdlines"`
 }
 
@@ -295,7 +307,7 @@ func (p *Policy) validate() error {
 		}
 	}
 	if p.MeasuredBoot != nil {
-		if err := p.MeasuredBoot.validate(p.TPM); err != nil {
+		if err := p.MeasuredBoot.validate(p.TPM, p.TDX); err != nil {
 			return fmt.Errorf("measured_boot: %w", err)
 		}
 	}
@@ -338,18 +350,27 @@ func (t *TPM) validate() error {
 	return nil
 }
 
-func (m *MeasuredBoot) validate(t *TPM) error {
+func (m *MeasuredBoot) validate(t *TPM, tdx *TDX) error {
 	if m.TCG != nil {
 		if t == nil {
 			return errors.New("tcg: the TCG log replays against vTPM PCRs, so it needs a tpm section")
 		}
+		if t.PCRBank == "sha512" {
+			return errors.New("tcg: TCG event logs carry SHA-1, SHA-256 and SHA-384 digests; set tpm.pcr_bank to sha256 or sha384")
+		}
 		if err := m.TCG.validate("tcg", "pcr", t.PCRs, PCRBankSizes[t.PCRBank]); err != nil {
 			return err
+		}
+		if len(m.TCG.KernelCmdlines) > 0 && !slices.Contains(m.TCG.ClosedRegisters, "pcr8") && len(t.PCRValues[8]) == 0 {
+			return errors.New("tcg: kernel_cmdlines needs pcr8 in closed_registers or pinned in tpm.pcr_values: GRUB's command-line label is not covered by the event digest, so without that a log can hide a second command line")
 		}
 	}
 	if m.CCEL != nil {
 		if err := m.CCEL.validate("ccel", "rtmr", []int{0, 1, 2, 3}, 48); err != nil {
 			return err
+		}
+		if len(m.CCEL.KernelCmdlines) > 0 && !slices.Contains(m.CCEL.ClosedRegisters, "rtmr2") && (tdx == nil || len(tdx.RTMR2) == 0) {
+			return errors.New("ccel: kernel_cmdlines needs rtmr2 in closed_registers or pinned in tdx.rtmr2: GRUB's command-line label is not covered by the event digest, so without that a log can hide a second command line")
 		}
 	}
 	return nil
@@ -369,10 +390,39 @@ func (l *LogRules) validate(section, prefix string, registers []int, size int) e
 			return fmt.Errorf("%s: event %d (%s): digest is %d bytes, want %d", section, i, e.Name, len(e.Digest), size)
 		}
 	}
+	for _, r := range l.ClosedRegisters {
+		n, err := strconv.Atoi(strings.TrimPrefix(r, prefix))
+		if !strings.HasPrefix(r, prefix) || err != nil || !slices.Contains(registers, n) || r != fmt.Sprintf("%s%d", prefix, n) {
+			return fmt.Errorf("%s: closed_registers: %q is not one of %s%v", section, r, prefix, registers)
+		}
+	}
 	if len(l.Events) == 0 && len(l.KernelCmdlines) == 0 {
 		return fmt.Errorf("%s: pins nothing: list events or kernel_cmdlines, or remove the section", section)
 	}
 	return nil
+}
+
+// GuestOSPinned reports whether the policy pins, through the hardware measurement, the guest
+// OS that writes REPORT_DATA for the platform ("tdx" or "sev-snp"): only then does REPORT_DATA
+// vouch for a vTPM attestation key named in runtime_data. For TDX, RTMR1 and RTMR2 (bootloader,
+// kernel, command line) must be pinned as whole values or closed in measured_boot.ccel; for
+// SEV-SNP, the launch measurement must be pinned and declared to cover the kernel.
+func (p *Policy) GuestOSPinned(platform string) bool {
+	switch platform {
+	case "tdx":
+		if p.TDX == nil {
+			return false
+		}
+		var closed []string
+		if p.MeasuredBoot != nil && p.MeasuredBoot.CCEL != nil {
+			closed = p.MeasuredBoot.CCEL.ClosedRegisters
+		}
+		pinned := func(vals []Hex, reg string) bool { return len(vals) > 0 || slices.Contains(closed, reg) }
+		return pinned(p.TDX.RTMR1, "rtmr1") && pinned(p.TDX.RTMR2, "rtmr2")
+	case "sev-snp":
+		return p.SNP != nil && p.SNP.MeasurementCoversKernel && len(p.SNP.Measurement) > 0
+	}
+	return false
 }
 
 func checkSizes(name string, vals []Hex, size int) error {

@@ -9,7 +9,9 @@ import (
 // TPMS_ATTEST and TPMT_SIGNATURE are parsed by hand rather than with go-tpm's reflective
 // unmarshaller, because the verifier needs what that decoder does not promise:
 //   - strictness: every size is checked against the bound the specification gives the field,
-//     and trailing bytes are an error, so one quote has exactly one meaning;
+//     and trailing bytes are an error, so one TPMS_ATTEST encoding has exactly one meaning (an
+//     ECDSA signature over it still has the usual equivalent forms, s and n−s: a TPM does not
+//     normalise s, so both must verify);
 //   - bounded work: the PCR selection count is checked against HASH_COUNT before any entry is
 //     read, so a structure announcing thousands of entries costs O(1) and allocates nothing;
 //   - errors that name the field and offset that broke, mapped to stable failure codes.
