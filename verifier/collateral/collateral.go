@@ -1,8 +1,17 @@
 // Package collateral answers the verifier's requests for vendor collateral (Intel PCS TCB info,
 // QE identity and CRLs; AMD KDS certificates and CRLs) by exact URL.
 //
-// This package holds the recorded form used offline and in tests: a directory of recorded vendor
-// responses. The live fetching service is built on the same Source interface.
+// Every answer is a Source, keyed by the exact URL the verifier asks for:
+//   - Set and ReadDir: recorded vendor responses, offline and in tests;
+//   - Fetcher: the vendors over HTTP (Intel PCS API v4, AMD KDS, CRL distribution points), each
+//     canonical URL mapped by a Route to the vendor, a PCCS or a mirror, with a request budget
+//     per host and Retry-After honoured;
+//   - Cache: in front of a Fetcher, serving each document until its own nextUpdate (VCEKs
+//     forever), coalescing concurrent misses, keeping responses in a Store (MemoryStore,
+//     DirStore) across restarts.
+//
+// A Source never passes on an answer it does not have: a missing, failed or stale document is an
+// error wrapping ErrUnavailable, which the verifier reports as collateral_unavailable.
 package collateral
 
 import (

@@ -1,0 +1,298 @@
+package collateral
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// CacheConfig configures a Cache.
+type CacheConfig struct {
+	// Upstream answers what the cache does not hold fresh: typically a *Fetcher. Required.
+	Upstream Source
+	// Store keeps responses across restarts (and, shared, across replicas). Nil means a new
+	// MemoryStore.
+	Store Store
+	// Clock judges freshness. Nil means SystemClock. Give the Fetcher the same one.
+	Clock Clock
+	// Logger receives a line per fetch failure, store failure and stale response served. Nil
+	// discards.
+	Logger *slog.Logger
+}
+
+// Cache is a Source in front of another (a Fetcher): it serves a document for as long as the
+// document says it is valid (ValidityOf), keeps it in its Store, and asks upstream once for all
+// the concurrent requests of one URL.
+//
+//   - Immutable documents (a VCEK, named by chip and TCB) are kept forever.
+//   - TCB info, QE identity, CRLs and cert chains are served strictly before their nextUpdate.
+//     From then on they are stale: a Get fetches anew, and when that fails it returns the
+//     failure, never the stale copy — except through AllowStaleUnsafe.
+//   - A document whose validity cannot be read is returned to the caller (who will reject it with
+//     a precise reason) but not kept.
+//   - Concurrent misses for one URL are coalesced into one upstream Get. That Get runs detached
+//     from the callers' cancellation (a caller that gives up does not cancel it for the others,
+//     and its result still fills the cache) until it ends or Close is called; each caller waits
+//     for it only as long as its own ctx allows.
+//   - Hits never wait: no lock is held across I/O, and the rate budgets live in the Fetcher,
+//     which only misses reach.
+//
+// The Store is read on a miss (another process or replica may have fetched the document) and
+// written after every successful fetch; a store failure is logged and does not fail the Get.
+// A Cache is safe for concurrent use.
+type Cache struct {
+	upstream Source
+	store    Store
+	clock    Clock
+	log      *slog.Logger
+
+	ctx    context.Context // cancelled by Close; bounds detached fetches
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	mem   map[string]*entry
+	calls map[string]*call
+
+	hits, misses, coalesced, storeHits, fetches, fetchErrors, storeErrors, staleServed atomic.Uint64
+}
+
+type entry struct {
+	resp *Response
+	v    Validity
+}
+
+// call is one upstream fetch that concurrent callers share.
+type call struct {
+	done chan struct{}
+	resp *Response
+	err  error
+}
+
+// CacheStats are a Cache's counters since it was created.
+type CacheStats struct {
+	// Hits are Gets answered from memory, without waiting.
+	Hits uint64
+	// Misses are Gets that started a fetch; Coalesced are Gets that joined one already running.
+	Misses, Coalesced uint64
+	// StoreHits are fetches answered by a fresh copy in the Store.
+	StoreHits uint64
+	// Fetches are upstream Gets; FetchErrors those that failed.
+	Fetches, FetchErrors uint64
+	// StoreErrors are failed Store reads (other than ErrNotStored) and writes.
+	StoreErrors uint64
+	// StaleServed are stale documents served through AllowStaleUnsafe.
+	StaleServed uint64
+	// InFlight is the number of fetches running now.
+	InFlight int
+}
+
+// NewCache checks cfg and returns a Cache. Call Close when done with it.
+func NewCache(cfg CacheConfig) (*Cache, error) {
+	if cfg.Upstream == nil {
+		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
+	}
+	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger,
+		mem: map[string]*entry{}, calls: map[string]*call{}}
+	if c.store == nil {
+		c.store = NewMemoryStore()
+	}
+	if c.clock == nil {
+		c.clock = SystemClock{}
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	return c, nil
+}
+
+// Close cancels the fetches still running; their callers get an error wrapping ErrUnavailable.
+// Get keeps answering hits after Close.
+func (c *Cache) Close() error {
+	c.cancel()
+	return nil
+}
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() CacheStats {
+	c.mu.Lock()
+	inFlight := len(c.calls)
+	c.mu.Unlock()
+	return CacheStats{
+		Hits: c.hits.Load(), Misses: c.misses.Load(), Coalesced: c.coalesced.Load(), StoreHits: c.storeHits.Load(),
+		Fetches: c.fetches.Load(), FetchErrors: c.fetchErrors.Load(), StoreErrors: c.storeErrors.Load(),
+		StaleServed: c.staleServed.Load(), InFlight: inFlight,
+	}
+}
+
+// Get implements Source. The Response returned is shared: callers MUST NOT modify it.
+func (c *Cache) Get(ctx context.Context, url string) (*Response, error) {
+	return c.get(ctx, url, 0)
+}
+
+// AllowStaleUnsafe returns a Source over this cache that, when a stale document cannot be
+// fetched anew, serves the stale copy for up to grace past its nextUpdate instead of failing. It
+// is the hook of the policy option stale_grace_unsafe: build one per verification whose policy
+// sets that option. It only supplies the document: the verifier still checks nextUpdate against
+// its verification time and reports the document stale unless its policy accepts the grace.
+func (c *Cache) AllowStaleUnsafe(grace time.Duration) Source {
+	return staleSource{c: c, grace: grace}
+}
+
+type staleSource struct {
+	c     *Cache
+	grace time.Duration
+}
+
+func (s staleSource) Get(ctx context.Context, url string) (*Response, error) {
+	return s.c.get(ctx, url, s.grace)
+}
+
+func (c *Cache) get(ctx context.Context, url string, grace time.Duration) (*Response, error) {
+	now := c.clock.Now()
+	c.mu.Lock()
+	e := c.mem[url]
+	c.mu.Unlock()
+	if e != nil && e.v.Fresh(now) {
+		c.hits.Add(1)
+		return e.resp, nil
+	}
+	resp, err := c.flight(ctx, url)
+	if err == nil {
+		return resp, nil
+	}
+	// The fetch may have loaded a stale copy from the store.
+	c.mu.Lock()
+	e = c.mem[url]
+	c.mu.Unlock()
+	switch {
+	case e == nil:
+		return nil, err
+	case e.v.Fresh(c.clock.Now()):
+		// Another fetch succeeded meanwhile.
+		return e.resp, nil
+	case grace > 0 && !now.After(e.v.NextUpdate.Add(grace)):
+		c.staleServed.Add(1)
+		c.log.WarnContext(ctx, "serving stale collateral (stale_grace_unsafe)", "url", url,
+			"next_update", e.v.NextUpdate, "grace", grace, "err", err)
+		return e.resp, nil
+	}
+	return nil, fmt.Errorf("%w (the cached copy expired at %s and is not served stale)", err, e.v.NextUpdate.UTC().Format(time.RFC3339))
+}
+
+// flight joins or starts the one fetch of url and waits for it as long as ctx allows.
+func (c *Cache) flight(ctx context.Context, url string) (*Response, error) {
+	c.mu.Lock()
+	cl, running := c.calls[url]
+	if running {
+		c.coalesced.Add(1)
+	} else {
+		c.misses.Add(1)
+		cl = &call{done: make(chan struct{})}
+		c.calls[url] = cl
+		go c.lead(ctx, url, cl)
+	}
+	c.mu.Unlock()
+	select {
+	case <-cl.done:
+		return cl.resp, cl.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %s: gave up waiting for the fetch: %w", ErrUnavailable, url, ctx.Err())
+	}
+}
+
+// lead runs one fetch for every caller of url, detached from their cancellation (keeping the
+// first caller's context values) and bounded by Close.
+func (c *Cache) lead(callerCtx context.Context, url string, cl *call) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(callerCtx))
+	stop := context.AfterFunc(c.ctx, cancel)
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Error("collateral fetch panicked", "url", url, "panic", p, "stack", string(debug.Stack()))
+			cl.resp, cl.err = nil, fmt.Errorf("%w: %s: internal error while fetching: %v", ErrUnavailable, url, p)
+		}
+		stop()
+		cancel()
+		c.mu.Lock()
+		delete(c.calls, url)
+		c.mu.Unlock()
+		close(cl.done)
+	}()
+	cl.resp, cl.err = c.refresh(ctx, url)
+}
+
+// refresh answers url from the store when it holds a fresh copy, and from upstream otherwise.
+func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
+	if e := c.load(ctx, url); e != nil && e.v.Fresh(c.clock.Now()) {
+		c.storeHits.Add(1)
+		return e.resp, nil
+	}
+	c.fetches.Add(1)
+	resp, err := c.upstream.Get(ctx, url)
+	switch {
+	case err != nil:
+		c.fetchErrors.Add(1)
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %s: %w", ErrUnavailable, url, err)
+		}
+		return nil, err
+	case resp == nil || resp.Status != http.StatusOK || resp.URL != url:
+		c.fetchErrors.Add(1)
+		return nil, fmt.Errorf("%w: %s: the upstream source answered with something else than a 200 response for this URL", ErrUnavailable, url)
+	}
+	v, err := ValidityOf(resp)
+	if err != nil {
+		c.log.WarnContext(ctx, "collateral not cached: its validity cannot be read", "url", url, "err", err)
+		return resp, nil
+	}
+	if !v.Fresh(c.clock.Now()) {
+		c.log.WarnContext(ctx, "the collateral server answered with a stale document", "url", url, "next_update", v.NextUpdate)
+	}
+	if err := c.store.Put(ctx, url, resp.Canonical()); err != nil {
+		c.storeErrors.Add(1)
+		c.log.WarnContext(ctx, "collateral store write failed", "url", url, "err", err)
+	}
+	c.mu.Lock()
+	c.mem[url] = &entry{resp: resp, v: v}
+	c.mu.Unlock()
+	return resp, nil
+}
+
+// load reads url's response from the store into memory (fresh or not, so that a stale copy can
+// be served through AllowStaleUnsafe) and returns it; nil when there is none usable.
+func (c *Cache) load(ctx context.Context, url string) *entry {
+	data, err := c.store.Get(ctx, url)
+	if err != nil {
+		if !errors.Is(err, ErrNotStored) {
+			c.storeErrors.Add(1)
+			c.log.WarnContext(ctx, "collateral store read failed", "url", url, "err", err)
+		}
+		return nil
+	}
+	rs, err := Parse(data)
+	if err == nil && (len(rs) != 1 || rs[0].URL != url || rs[0].Status != http.StatusOK) {
+		err = errors.New("not the 200 response for this URL")
+	}
+	var v Validity
+	if err == nil {
+		v, err = ValidityOf(rs[0])
+	}
+	if err != nil {
+		c.storeErrors.Add(1)
+		c.log.WarnContext(ctx, "collateral store holds an unusable response; refetching", "url", url, "err", err)
+		return nil
+	}
+	e := &entry{resp: rs[0], v: v}
+	c.mu.Lock()
+	if old := c.mem[url]; old == nil || !old.v.Fresh(c.clock.Now()) {
+		c.mem[url] = e
+	}
+	c.mu.Unlock()
+	return e
+}

@@ -1,0 +1,359 @@
+package collateral_test
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
+
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+)
+
+// TestCacheCoalesces: 100 concurrent misses for one URL make one upstream request, and all get
+// the same response.
+func TestCacheCoalesces(t *testing.T) {
+	f := newFleet(t)
+	e := newEnv(t, func(c *collateraltest.Clock) (*collateraltest.Server, error) {
+		return collateraltest.NewServer(f.docs, collateraltest.Options{Clock: c})
+	}, nil, nil)
+	hold := make(chan struct{})
+	e.srv.Inject(collateraltest.Fault{URL: f.vceks[0], Hold: hold})
+	const n = 100
+	got := make([]*collateral.Response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r, err := e.cache.Get(context.Background(), f.vceks[0])
+			if err != nil {
+				t.Error(err)
+			}
+			got[i] = r
+		})
+	}
+	// Release the held answer only once every Get has joined the fetch.
+	for st := e.cache.Stats(); st.Misses+st.Coalesced < n; st = e.cache.Stats() {
+		runtime.Gosched()
+	}
+	close(hold)
+	wg.Wait()
+	for i := range got {
+		if got[i] != got[0] || got[0] == nil {
+			t.Fatalf("Get %d returned another response", i)
+		}
+	}
+	if st, cs := e.srv.Stats(), e.cache.Stats(); st.Requests != 1 || cs.Misses != 1 || cs.Coalesced != n-1 {
+		t.Fatalf("%d upstream requests, cache %+v; want 1 request, 1 miss, %d coalesced", st.Requests, cs, n-1)
+	}
+}
+
+// TestCacheExpiry: documents are served until their nextUpdate and refetched from then on; a
+// stale document is never served from the cache as fresh (a vendor that serves a stale one is
+// asked again at every Get); when the refetch fails the stale copy is returned only through
+// AllowStaleUnsafe, within its grace.
+func TestCacheExpiry(t *testing.T) {
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) {
+		o.PCKCRL.NextUpdate = start.Add(time.Hour)
+		o.TCBInfo.NextUpdate = start.Add(2 * time.Hour)
+	})
+	tcb, qe, pck := docs[0].URL, docs[1].URL, docs[2].URL
+	e := newEnv(t, pcsServer(docs), nil, nil)
+	ctx := context.Background()
+	getAll := func() {
+		t.Helper()
+		for _, d := range docs {
+			if _, err := e.cache.Get(ctx, d.URL); err != nil {
+				t.Fatalf("%s: %v", d.URL, err)
+			}
+		}
+	}
+	served := func(want map[string]int) {
+		t.Helper()
+		for u, n := range want {
+			if got := e.srv.Served(u); got != n {
+				t.Errorf("at +%s: %s served %d times, want %d", e.clock.Now().Sub(start), u, got, n)
+			}
+		}
+	}
+	getAll()
+	e.clock.Advance(59 * time.Minute)
+	getAll()
+	served(map[string]int{tcb: 1, qe: 1, pck: 1})
+
+	// At nextUpdate the PCK CRL is stale: it is fetched anew, and the new one is served.
+	newer := fakeintel.DefaultCollateralOptions(start)
+	newer.PCKCRL.Number, newer.PCKCRL.NextUpdate = 2, start.Add(5*time.Hour)
+	fresh, err := p.Collateral(newer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(fresh[2]); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Minute)
+	getAll()
+	served(map[string]int{tcb: 1, qe: 1, pck: 2})
+	if r, _ := e.cache.Get(ctx, pck); r.Digest() != fresh[2].Digest() {
+		t.Error("the refetched PCK CRL is not the new one")
+	}
+
+	// The vendor now serves a TCB info that is already stale: it is returned (the verifier will
+	// report it stale) but asked for again at every Get.
+	staleOpts := fakeintel.DefaultCollateralOptions(start)
+	staleOpts.TCBInfo.NextUpdate = start.Add(90 * time.Minute)
+	stale, err := p.Collateral(staleOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(stale[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Hour) // +2h: the first TCB info expires
+	for want := 2; want <= 3; want++ {
+		r, err := e.cache.Get(ctx, tcb)
+		if err != nil || r.Digest() != stale[0].Digest() || e.srv.Served(tcb) != want {
+			t.Fatalf("Get: %v; served %d times, want the stale document fetched (%d)", err, e.srv.Served(tcb), want)
+		}
+	}
+
+	// The refetch fails: the stale copy is not served…
+	e.srv.Inject(collateraltest.Fault{URL: tcb, Status: 500, Times: 3})
+	_, err = e.cache.Get(ctx, tcb)
+	if !errors.Is(err, collateral.ErrUnavailable) || !strings.Contains(err.Error(), "not served stale") {
+		t.Fatalf("%v, want ErrUnavailable saying the stale copy is not served", err)
+	}
+	// …except through AllowStaleUnsafe, within its grace (nextUpdate was 30 min ago).
+	r, err := e.cache.AllowStaleUnsafe(time.Hour).Get(ctx, tcb)
+	if err != nil || r.Digest() != stale[0].Digest() {
+		t.Fatalf("AllowStaleUnsafe(1h): %v", err)
+	}
+	if _, err := e.cache.AllowStaleUnsafe(10*time.Minute).Get(ctx, tcb); !errors.Is(err, collateral.ErrUnavailable) {
+		t.Fatalf("AllowStaleUnsafe(10m) beyond the grace: %v, want ErrUnavailable", err)
+	}
+	if cs := e.cache.Stats(); cs.StaleServed != 1 || cs.FetchErrors != 3 {
+		t.Errorf("stats %+v, want 1 stale served and 3 fetch errors", cs)
+	}
+}
+
+// TestCacheImmutable: a VCEK is kept forever.
+func TestCacheImmutable(t *testing.T) {
+	f := newFleet(t)
+	e := newEnv(t, f.kds, nil, nil)
+	ctx := context.Background()
+	if _, err := e.cache.Get(ctx, f.vceks[3]); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(10 * 365 * 24 * time.Hour)
+	if _, err := e.cache.Get(ctx, f.vceks[3]); err != nil || e.srv.Stats().Requests != 1 {
+		t.Fatalf("%v after %d KDS requests, want the cached VCEK", err, e.srv.Stats().Requests)
+	}
+}
+
+// TestCachePersists: responses kept in a DirStore are served by a new cache (a restart) with
+// the upstream unreachable, with the same digests, for as long as they are valid.
+func TestCachePersists(t *testing.T) {
+	f := newFleet(t)
+	_, intel := intelDocs(t, func(o *fakeintel.CollateralOptions) { o.PCKCRL.NextUpdate = start.Add(time.Hour) })
+	dir := t.TempDir()
+	store, err := collateral.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := append([]*collateral.Response{f.docs[len(f.docs)-1]}, intel...)
+	e := newEnv(t, func(c *collateraltest.Clock) (*collateraltest.Server, error) {
+		return collateraltest.NewServer(docs, collateraltest.Options{Clock: c})
+	}, store, nil)
+	ctx := context.Background()
+	for _, d := range docs {
+		if _, err := e.cache.Get(ctx, d.URL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.srv.Close()
+
+	// A restarted verifier: a new store handle and cache; the upstream refuses every connection.
+	restart := func(at time.Time) *collateral.Cache {
+		store, err := collateral.OpenDirStore(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fetcher, err := collateral.NewFetcher(collateral.FetcherConfig{Client: e.srv.Client(), Routes: e.srv.Routes()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := collateral.NewCache(collateral.CacheConfig{Upstream: fetcher, Store: store, Clock: collateraltest.NewClock(at)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := restart(start.Add(30 * time.Minute))
+	for _, d := range docs {
+		r, err := c.Get(ctx, d.URL)
+		if err != nil || r.Digest() != d.Digest() {
+			t.Fatalf("%s after a restart: %v", d.URL, err)
+		}
+	}
+	if cs := c.Stats(); cs.StoreHits != uint64(len(docs)) || cs.Fetches != 0 {
+		t.Errorf("stats %+v, want every document from the store", cs)
+	}
+	// Two hours on, the PCK CRL is stale and cannot be refetched; the VCEK is still served.
+	c = restart(start.Add(2 * time.Hour))
+	if _, err := c.Get(ctx, intel[2].URL); !errors.Is(err, collateral.ErrUnavailable) {
+		t.Fatalf("stale PCK CRL with the upstream down: %v, want ErrUnavailable", err)
+	}
+	if _, err := c.Get(ctx, docs[0].URL); err != nil {
+		t.Fatalf("VCEK: %v", err)
+	}
+
+	// A corrupt blob is not served: the cache refetches and the store is repaired.
+	blobs, _ := filepath.Glob(filepath.Join(dir, "blobs", "*"))
+	for _, b := range blobs {
+		data, err := os.ReadFile(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data[len(data)/2] ^= 1
+		if err := os.WriteFile(b, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := collateraltest.NewServer(docs, collateraltest.Options{Clock: collateraltest.NewClock(start)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	fetcher, err := collateral.NewFetcher(collateral.FetcherConfig{Client: srv.Client(), Routes: srv.Routes()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = collateral.NewCache(collateral.CacheConfig{Upstream: fetcher, Store: store, Clock: collateraltest.NewClock(start)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r, err := c.Get(ctx, docs[0].URL); err != nil || r.Digest() != docs[0].Digest() {
+		t.Fatalf("after corruption: %v", err)
+	}
+	if cs := c.Stats(); cs.StoreErrors != 1 || cs.Fetches != 1 {
+		t.Errorf("stats %+v, want the corrupt blob reported and the VCEK refetched", cs)
+	}
+	if data, err := store.Get(ctx, docs[0].URL); err != nil || string(data) != string(docs[0].Canonical()) {
+		t.Errorf("the store was not repaired: %v", err)
+	}
+}
+
+// TestCacheCallerGivesUp: a caller whose context ends stops waiting at once; the fetch goes on
+// for the others, and its result fills the cache.
+func TestCacheCallerGivesUp(t *testing.T) {
+	f := newFleet(t)
+	e := newEnv(t, f.kds, nil, withBudget(collateraltest.KDSInterval, 1))
+	if err := e.get(f.vceks[0]); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { _, err := e.cache.Get(ctx, f.vceks[1]); done <- err }()
+	for e.clock.Sleeping() == 0 { // the fetch waits for the KDS budget
+		<-e.clock.Changed()
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, collateral.ErrUnavailable) || !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v, want ErrUnavailable and context.Canceled", err)
+	}
+	if e.cache.Stats().InFlight != 1 {
+		t.Fatal("the fetch stopped with its caller")
+	}
+	errs, _ := e.drive(1, func(int) error { return e.get(f.vceks[1]) })
+	if errs[0] != nil || e.srv.Served(f.vceks[1]) != 1 {
+		t.Fatalf("%v; served %d times, want once", errs[0], e.srv.Served(f.vceks[1]))
+	}
+}
+
+// TestCacheClose: Close ends the fetches still waiting; their callers get ErrUnavailable.
+func TestCacheClose(t *testing.T) {
+	f := newFleet(t)
+	e := newEnv(t, f.kds, nil, withBudget(collateraltest.KDSInterval, 1))
+	if err := e.get(f.vceks[0]); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { done <- e.get(f.vceks[1]) }()
+	for e.clock.Sleeping() == 0 {
+		<-e.clock.Changed()
+	}
+	e.cache.Close()
+	if err := <-done; !errors.Is(err, collateral.ErrUnavailable) {
+		t.Fatalf("%v, want ErrUnavailable", err)
+	}
+	if err := e.get(f.vceks[0]); err != nil {
+		t.Fatalf("a hit after Close: %v", err)
+	}
+}
+
+// TestCacheUndatable: a document whose validity cannot be read is returned but not kept.
+func TestCacheUndatable(t *testing.T) {
+	u := kds.CrlLinkByKey("Genoa", abi.VcekReportSigner)
+	docs := []*collateral.Response{{URL: u, Status: http.StatusOK, Body: []byte("not a CRL")}}
+	store := collateral.NewMemoryStore()
+	e := newEnv(t, func(c *collateraltest.Clock) (*collateraltest.Server, error) {
+		return collateraltest.NewServer(docs, collateraltest.Options{Clock: c})
+	}, store, nil)
+	for i := 1; i <= 2; i++ {
+		r, err := e.cache.Get(context.Background(), u)
+		if err != nil || string(r.Body) != "not a CRL" || e.srv.Served(u) != i {
+			t.Fatalf("Get %d: %v, served %d", i, err, e.srv.Served(u))
+		}
+	}
+	if _, err := store.Get(context.Background(), u); !errors.Is(err, collateral.ErrNotStored) {
+		t.Fatalf("store: %v, want ErrNotStored", err)
+	}
+}
+
+type sourceFunc func(ctx context.Context, url string) (*collateral.Response, error)
+
+func (f sourceFunc) Get(ctx context.Context, url string) (*collateral.Response, error) {
+	return f(ctx, url)
+}
+
+// TestCacheUpstreamMisbehaves: an upstream that panics, or answers with a non-200 or another
+// URL's response, is a failure wrapping ErrUnavailable, never a panic or a cached answer.
+func TestCacheUpstreamMisbehaves(t *testing.T) {
+	const u = "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain"
+	for name, src := range map[string]sourceFunc{
+		"panic": func(context.Context, string) (*collateral.Response, error) { panic("boom") },
+		"nil":   func(context.Context, string) (*collateral.Response, error) { return nil, nil },
+		"404": func(_ context.Context, u string) (*collateral.Response, error) {
+			return &collateral.Response{URL: u, Status: 404}, nil
+		},
+		"other URL": func(context.Context, string) (*collateral.Response, error) {
+			return &collateral.Response{URL: "x", Status: 200}, nil
+		},
+		"plain err": func(context.Context, string) (*collateral.Response, error) { return nil, errors.New("plain") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := collateral.NewCache(collateral.CacheConfig{Upstream: src, Clock: collateraltest.NewClock(start)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Get(context.Background(), u); !errors.Is(err, collateral.ErrUnavailable) {
+				t.Fatalf("%v, want ErrUnavailable", err)
+			}
+		})
+	}
+	if _, err := collateral.NewCache(collateral.CacheConfig{}); err == nil {
+		t.Fatal("a cache without upstream was accepted")
+	}
+}

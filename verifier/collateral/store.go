@@ -1,0 +1,174 @@
+package collateral
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/proofline/proofline/internal/durable"
+)
+
+// ErrNotStored is wrapped by Store.Get when no response is stored for a URL.
+var ErrNotStored = errors.New("collateral store: nothing stored for this URL")
+
+// Store keeps a Cache's responses across restarts and, with a shared backend, across verifier
+// replicas. It holds, per canonical URL, the canonical bytes (Response.Canonical) of the latest
+// response the cache fetched.
+//
+//   - Put(ctx, url, canonical) replaces what is stored for url. It MUST NOT return nil before the
+//     bytes are durably stored (for a persistent backend), and MUST leave either the old bytes or
+//     the new ones, never a mixture. It is safe for concurrent use, also by several processes;
+//     the last Put wins.
+//   - Get(ctx, url) returns exactly the bytes of one Put for url, or an error: ErrNotStored when
+//     there are none, another error when they cannot be read intact. Wrong bytes MUST NOT be
+//     returned; the cache parses them, checks their URL and falls back to fetching on any error.
+type Store interface {
+	Get(ctx context.Context, url string) ([]byte, error)
+	Put(ctx context.Context, url string, canonical []byte) error
+}
+
+// MemoryStore is a Store in memory, for tests and for a verifier without a data directory.
+type MemoryStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore { return &MemoryStore{m: map[string][]byte{}} }
+
+// Get implements Store.
+func (s *MemoryStore) Get(ctx context.Context, url string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, ok := s.m[url]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotStored, url)
+	}
+	return bytes.Clone(b), nil
+}
+
+// Put implements Store.
+func (s *MemoryStore) Put(ctx context.Context, url string, canonical []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[url] = bytes.Clone(canonical)
+	return nil
+}
+
+// DirStore is a Store in a directory:
+//
+//	DIR/blobs/<sha256 of the canonical bytes, hex>   the canonical bytes, written once
+//	DIR/urls/<sha256 of the URL, hex>                the hex digest of the URL's current blob
+//
+// Both are written with internal/durable (temporary file, fsync, rename or link, fsync of the
+// directory), so a crash leaves the old pointer or the new one, and a pointer never names a blob
+// that is not durable. Get re-hashes the blob it reads. Blobs that no pointer names any more
+// (superseded CRLs and TCB info) are kept; nothing deletes them yet.
+type DirStore struct {
+	dir string
+}
+
+// OpenDirStore opens (creating it if needed) a DirStore in dir.
+func OpenDirStore(dir string) (*DirStore, error) {
+	for _, sub := range []string{"blobs", "urls"} {
+		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
+			return nil, fmt.Errorf("collateral store: %w", err)
+		}
+	}
+	return &DirStore{dir: dir}, nil
+}
+
+// maxStored bounds a stored canonical response: a body of MaxResponseSize in base64 plus headers.
+const maxStored = MaxResponseSize/3*4 + 1<<20
+
+func (s *DirStore) pointer(url string) string {
+	h := sha256.Sum256([]byte(url))
+	return filepath.Join(s.dir, "urls", hex.EncodeToString(h[:]))
+}
+
+func (s *DirStore) blob(digest string) string { return filepath.Join(s.dir, "blobs", digest) }
+
+// Get implements Store.
+func (s *DirStore) Get(ctx context.Context, url string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p, err := readBounded(s.pointer(url), 2*sha256.Size+1)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s", ErrNotStored, url)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("collateral store: pointer for %s: %w", url, err)
+	}
+	digest := string(bytes.TrimSpace(p))
+	if d, err := hex.DecodeString(digest); err != nil || len(d) != sha256.Size {
+		return nil, fmt.Errorf("collateral store: the pointer for %s (%s) is not a SHA-256; it will be refetched", url, s.pointer(url))
+	}
+	data, err := readBounded(s.blob(digest), maxStored)
+	if err != nil {
+		return nil, fmt.Errorf("collateral store: blob for %s: %w", url, err)
+	}
+	if h := sha256.Sum256(data); hex.EncodeToString(h[:]) != digest {
+		return nil, fmt.Errorf("collateral store: blob %s (for %s) does not hash to its name: it is corrupt and will be refetched", s.blob(digest), url)
+	}
+	return data, nil
+}
+
+// Put implements Store.
+func (s *DirStore) Put(ctx context.Context, url string, canonical []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if len(canonical) > maxStored {
+		return fmt.Errorf("collateral store: response for %s is over %d bytes", url, maxStored)
+	}
+	h := sha256.Sum256(canonical)
+	digest := hex.EncodeToString(h[:])
+	path := s.blob(digest)
+	err := durable.Create(path, canonical, 0o644)
+	if errors.Is(err, fs.ErrExist) {
+		// Stored before; repair it if it is no longer intact.
+		if old, rerr := readBounded(path, maxStored); rerr != nil || !bytes.Equal(old, canonical) {
+			err = durable.Replace(path, canonical, 0o644)
+		} else {
+			err = nil
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("collateral store: writing the response for %s: %w", url, err)
+	}
+	if err := durable.Replace(s.pointer(url), []byte(digest+"\n"), 0o644); err != nil {
+		return fmt.Errorf("collateral store: pointing %s at its response: %w", url, err)
+	}
+	return nil
+}
+
+func readBounded(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is over %d bytes", path, limit)
+	}
+	return data, nil
+}
