@@ -10,12 +10,10 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -24,6 +22,7 @@ import (
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/detect"
+	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/durable"
 )
 
@@ -36,9 +35,6 @@ const (
 	teeSimSNP = "sim-snp"
 	replayPfx = "replay:"
 )
-
-// maxKeyFile bounds the agent's key file.
-const maxKeyFile = 64 << 10
 
 // collectFlags are collect's parsed flags.
 type collectFlags struct {
@@ -162,51 +158,15 @@ func collect(ctx context.Context, f *collectFlags, stderr io.Writer, log *slog.L
 	if err != nil {
 		return err
 	}
-	ev := &attest.Evidence{Version: attest.Version, Platform: platform, Nonce: f.nonce, RuntimeData: rt}
-	reportData := attest.ReportData(f.nonce, rt)
 	if f.tee == teeSimTDX || f.tee == teeSimSNP {
-		return simulate(ctx, f, ev, reportData, stderr, log, e)
+		return simulate(ctx, f, rt, stderr, log, e)
 	}
-	if err := collectHardware(ctx, f, ev, reportData, log, e); err != nil {
+	hw := &agent.Hardware{Platform: platform, TDX: e.tdx, SNP: e.snp, EventLogs: f.eventLogs, Logger: log}
+	ev, err := hw.Collect(ctx, f.nonce, rt)
+	if err != nil {
 		return err
 	}
 	return writeEvidence(f.out, ev, log)
-}
-
-// collectHardware fills ev's report (and certificates, event log) from ev.Platform's collector.
-func collectHardware(ctx context.Context, f *collectFlags, ev *attest.Evidence, reportData [64]byte, log *slog.Logger, e *env) error {
-	switch ev.Platform {
-	case attest.PlatformTDX:
-		c := e.tdx
-		c.Logger = log
-		quote, err := c.Collect(ctx, reportData)
-		if err != nil {
-			return err
-		}
-		ev.Report = quote
-		if f.eventLogs {
-			ccel, err := c.ReadCCEL()
-			switch {
-			case err == nil:
-				ev.EventLogs = &attest.EventLogs{CCEL: ccel}
-			case errors.Is(err, fs.ErrNotExist):
-				log.Info("no CCEL event log to include (the firmware publishes none, or the kernel is older than 6.4)")
-			default:
-				log.Warn("the CCEL event log is not included", "error", err)
-			}
-		}
-	case attest.PlatformSNP:
-		c := e.snp
-		c.Logger = log
-		report, certs, err := c.Collect(ctx, reportData)
-		if err != nil {
-			return err
-		}
-		ev.Report, ev.Certificates = report, certs
-	default:
-		return fmt.Errorf("platform %q has no collector", ev.Platform)
-	}
-	return nil
 }
 
 // runtimeData returns the exact runtime_data bytes: the --runtime-data file, or the agent's
@@ -222,7 +182,9 @@ func runtimeData(f *collectFlags, log *slog.Logger) ([]byte, error) {
 	var k *ecdsa.PrivateKey
 	var err error
 	if f.keyPath != "" {
-		k, err = loadOrCreateKey(f.keyPath, log)
+		if k, err = agent.LoadOrCreateKey(f.keyPath, log); err != nil {
+			err = fmt.Errorf("--key: %w", err)
+		}
 	} else {
 		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	}
@@ -236,53 +198,6 @@ func runtimeData(f *collectFlags, log *slog.Logger) ([]byte, error) {
 	sum := sha256.Sum256(pub)
 	log.Debug("agent key", "public_key_sha256", hex.EncodeToString(sum[:]), "kept", f.keyPath != "")
 	return (&attest.RuntimeData{PublicKey: pub}).Encode(), nil
-}
-
-// loadOrCreateKey reads the ECDSA P-256 key at path, or creates it (mode 0600, never replacing
-// a file another process created meanwhile).
-func loadOrCreateKey(path string, log *slog.Logger) (*ecdsa.PrivateKey, error) {
-	for range 2 {
-		data, err := durable.ReadPrivate(path, maxKeyFile)
-		if err == nil {
-			return parseKey(path, data)
-		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("--key: %w", err)
-		}
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, err
-		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			return nil, err
-		}
-		err = durable.Create(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
-		if err == nil {
-			log.Info("created the agent key", "path", path)
-			return k, nil
-		}
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("--key: creating %s: %w", path, err)
-		}
-	}
-	return nil, fmt.Errorf("--key: %s keeps appearing and disappearing", path)
-}
-
-func parseKey(path string, data []byte) (*ecdsa.PrivateKey, error) {
-	block, _ := pem.Decode(data)
-	if block == nil || block.Type != "PRIVATE KEY" {
-		return nil, fmt.Errorf("--key: %s is not a PKCS#8 PEM private key; remove it to create a new key, or point --key elsewhere", path)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
-	if err != nil {
-		return nil, fmt.Errorf("--key: %s: %w", path, err)
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok || ek.Curve != elliptic.P256() {
-		return nil, fmt.Errorf("--key: %s is not an ECDSA P-256 key; remove it to create a new key, or point --key elsewhere", path)
-	}
-	return ek, nil
 }
 
 // writeEvidence encodes ev and replaces out with it durably (mode 0644): a crash leaves the old

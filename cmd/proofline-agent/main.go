@@ -1,16 +1,22 @@
-// Command proofline-agent is the Proofline guest agent: it runs inside a confidential VM and
-// collects the evidence the verifier appraises.
+// Command proofline-agent is the Proofline guest agent: it runs inside a confidential VM, proves
+// it to the verifier on an interval and serves the result to the VM's workloads.
 //
+//	proofline-agent run --config FILE [--tee auto|tdx|sev-snp|sim-tdx|sim-snp]
+//	                    [--test-mode --sim-platforms FILE] [--verbose]
 //	proofline-agent collect --nonce B64 --out FILE [--runtime-data FILE | --key FILE]
 //	                        [--tee auto|tdx|sev-snp|sim-tdx|sim-snp|replay:DIR] [--test-mode]
 //	proofline-agent detect
 //
-// collect writes one evidence envelope (attest.Evidence, JSON) whose hardware report binds the
-// verifier's nonce: REPORT_DATA = attest.ReportData(nonce, runtime_data). detect prints which
-// guest interfaces this machine has. README.md describes both, and what is not built yet.
+// run is the daemon (internal/agent): challenge, collect with REPORT_DATA bound to the nonce and
+// the agent's public key, POST /v1/attest, keep the result token, again on an interval with
+// backoff on errors; and the local API on a unix socket. collect writes one evidence envelope
+// (attest.Evidence, JSON) whose hardware report binds the verifier's nonce:
+// REPORT_DATA = attest.ReportData(nonce, runtime_data). detect prints which guest interfaces
+// this machine has. README.md describes all three, the configuration file and the deployment.
 //
-// Exit codes: 0 success, 1 the evidence could not be collected (no TEE, a device error, a replay
-// for another nonce), 2 bad flags; the reason is one line on stderr.
+// Exit codes: 0 success (run: stopped by SIGTERM or SIGINT), 1 failed (no TEE, a device error, a
+// replay for another nonce; run: could not start), 2 bad flags or configuration; the reason is
+// on stderr.
 package main
 
 import (
@@ -25,6 +31,7 @@ import (
 	"github.com/proofline/proofline/attest/detect"
 	"github.com/proofline/proofline/attest/snp"
 	"github.com/proofline/proofline/attest/tdx"
+	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/buildinfo"
 )
 
@@ -42,6 +49,8 @@ type env struct {
 	tdx    tdx.Collector
 	snp    snp.Collector
 	now    func() time.Time
+	// clock paces `run`; nil means the system clock.
+	clock agent.Clock
 }
 
 func main() {
@@ -54,6 +63,7 @@ func main() {
 const usage = `Usage: proofline-agent <command> [flags]
 
 Commands:
+  run       the daemon: attest to the verifier on an interval, keep the result token, serve the local API
   collect   collect evidence bound to a verifier nonce and write the envelope to a file
   detect    print the confidential-computing guest interfaces this machine has
   version   print the version
@@ -76,6 +86,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e *env) (
 	switch args[0] {
 	case "collect":
 		return runCollect(ctx, args[1:], stderr, e)
+	case "run":
+		return runRun(ctx, args[1:], stderr, e)
 	case "detect":
 		return runDetect(ctx, args[1:], stdout, stderr, e)
 	case "version":

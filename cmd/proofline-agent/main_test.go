@@ -67,7 +67,7 @@ type result struct {
 	stdout, stderr string
 }
 
-func agent(t *testing.T, e *env, args ...string) result {
+func runAgent(t *testing.T, e *env, args ...string) result {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
 	code := run(context.Background(), args, &stdout, &stderr, e)
@@ -154,7 +154,7 @@ func TestSimulatedEvidenceVerifiesWithProoflineVerify(t *testing.T) {
 			dir := t.TempDir()
 			out := filepath.Join(dir, "evidence.json")
 			nonce := newNonce(t)
-			r := agent(t, noTEE(), "collect", "--test-mode", "--tee", tee, "--nonce", nonce, "--out", out)
+			r := runAgent(t, noTEE(), "collect", "--test-mode", "--tee", tee, "--nonce", nonce, "--out", out)
 			if r.code != exitOK {
 				t.Fatalf("collect exited %d: %s", r.code, r.stderr)
 			}
@@ -207,7 +207,7 @@ func TestSimulatedEvidenceVerifiesWithProoflineVerify(t *testing.T) {
 // The simulated platforms are reachable only with --test-mode.
 func TestSimulationNeedsTestMode(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "evidence.json")
-	r := agent(t, noTEE(), "collect", "--tee", "sim-tdx", "--nonce", newNonce(t), "--out", out)
+	r := runAgent(t, noTEE(), "collect", "--tee", "sim-tdx", "--nonce", newNonce(t), "--out", out)
 	if r.code != exitUsage || !strings.Contains(r.stderr, "--test-mode") {
 		t.Fatalf("exit %d, stderr %q; want exit 2 naming --test-mode", r.code, r.stderr)
 	}
@@ -221,7 +221,7 @@ func TestSimulationNeedsTestMode(t *testing.T) {
 func TestNoTEE(t *testing.T) {
 	dir := t.TempDir()
 	out, key := filepath.Join(dir, "evidence.json"), filepath.Join(dir, "agent.key")
-	r := agent(t, noTEE(), "collect", "--nonce", newNonce(t), "--out", out, "--key", key)
+	r := runAgent(t, noTEE(), "collect", "--nonce", newNonce(t), "--out", out, "--key", key)
 	want := "no TDX or SEV-SNP guest interface found: looked for /sys/kernel/config/tsm/report (absent), /dev/tdx_guest (absent), /dev/sev-guest (absent)"
 	if r.code != exitFailed || !strings.Contains(r.stderr, want) || !strings.Contains(r.stderr, "is this a confidential VM") {
 		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
@@ -231,12 +231,12 @@ func TestNoTEE(t *testing.T) {
 			t.Errorf("%s was written", p)
 		}
 	}
-	r = agent(t, noTEE(), "detect")
+	r = runAgent(t, noTEE(), "detect")
 	if r.code != exitFailed || !strings.Contains(r.stderr, want) || !strings.Contains(r.stdout, "platform: none") {
 		t.Fatalf("detect: exit %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 	}
 	// Forcing a platform names that platform's interfaces.
-	r = agent(t, noTEE(), "collect", "--tee", "sev-snp", "--nonce", newNonce(t), "--out", out)
+	r = runAgent(t, noTEE(), "collect", "--tee", "sev-snp", "--nonce", newNonce(t), "--out", out)
 	if r.code != exitFailed || !strings.Contains(r.stderr, "no SEV-SNP guest interface found") {
 		t.Fatalf("--tee sev-snp: exit %d, stderr %q", r.code, r.stderr)
 	}
@@ -279,7 +279,7 @@ func TestAutoOnFakeGuest(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "evidence.json")
 			nonce := newNonce(t)
-			r := agent(t, c.e, "collect", "--nonce", nonce, "--out", out)
+			r := runAgent(t, c.e, "collect", "--nonce", nonce, "--out", out)
 			if r.code != exitOK {
 				t.Fatalf("exit %d: %s", r.code, r.stderr)
 			}
@@ -310,7 +310,7 @@ func TestRuntimeData(t *testing.T) {
 	collect := func(extra ...string) *attest.Evidence {
 		t.Helper()
 		out := filepath.Join(dir, "evidence.json")
-		r := agent(t, noTEE(), append([]string{"collect", "--test-mode", "--tee", "sim-snp", "--nonce", newNonce(t), "--out", out}, extra...)...)
+		r := runAgent(t, noTEE(), append([]string{"collect", "--test-mode", "--tee", "sim-snp", "--nonce", newNonce(t), "--out", out}, extra...)...)
 		if r.code != exitOK {
 			t.Fatalf("exit %d: %s", r.code, r.stderr)
 		}
@@ -344,7 +344,7 @@ func TestRuntimeData(t *testing.T) {
 	if err := os.Chmod(key, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := agent(t, noTEE(), "collect", "--test-mode", "--tee", "sim-snp", "--nonce", newNonce(t), "--out", filepath.Join(dir, "x.json"), "--key", key)
+	r := runAgent(t, noTEE(), "collect", "--test-mode", "--tee", "sim-snp", "--nonce", newNonce(t), "--out", filepath.Join(dir, "x.json"), "--key", key)
 	if r.code != exitFailed || !strings.Contains(r.stderr, "chmod 600") {
 		t.Errorf("a readable key: exit %d, %q", r.code, r.stderr)
 	}
@@ -364,11 +364,11 @@ func TestRuntimeData(t *testing.T) {
 func TestReplay(t *testing.T) {
 	rec := t.TempDir()
 	nonce := newNonce(t)
-	if r := agent(t, noTEE(), "collect", "--test-mode", "--tee", "sim-tdx", "--nonce", nonce, "--out", filepath.Join(rec, "evidence.json")); r.code != exitOK {
+	if r := runAgent(t, noTEE(), "collect", "--test-mode", "--tee", "sim-tdx", "--nonce", nonce, "--out", filepath.Join(rec, "evidence.json")); r.code != exitOK {
 		t.Fatalf("recording: %s", r.stderr)
 	}
 	out := filepath.Join(t.TempDir(), "evidence.json")
-	r := agent(t, noTEE(), "collect", "--tee", "replay:"+rec, "--nonce", nonce, "--out", out)
+	r := runAgent(t, noTEE(), "collect", "--tee", "replay:"+rec, "--nonce", nonce, "--out", out)
 	if r.code != exitOK {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
@@ -381,11 +381,11 @@ func TestReplay(t *testing.T) {
 	}
 
 	other := newNonce(t)
-	r = agent(t, noTEE(), "collect", "--tee", "replay:"+rec, "--nonce", other, "--out", filepath.Join(t.TempDir(), "e.json"))
+	r = runAgent(t, noTEE(), "collect", "--tee", "replay:"+rec, "--nonce", other, "--out", filepath.Join(t.TempDir(), "e.json"))
 	if r.code != exitFailed || !strings.Contains(r.stderr, "was recorded for the nonce "+nonce) || !strings.Contains(r.stderr, "cannot be bound to a new nonce") {
 		t.Fatalf("replay for another nonce: exit %d, %q", r.code, r.stderr)
 	}
-	r = agent(t, noTEE(), "collect", "--tee", "replay:"+t.TempDir(), "--nonce", nonce, "--out", out)
+	r = runAgent(t, noTEE(), "collect", "--tee", "replay:"+t.TempDir(), "--nonce", nonce, "--out", out)
 	if r.code != exitFailed || !strings.Contains(r.stderr, "evidence.json") {
 		t.Fatalf("replay of an empty directory: exit %d, %q", r.code, r.stderr)
 	}
@@ -412,7 +412,7 @@ func TestCollectUsage(t *testing.T) {
 		{"argument", []string{"--nonce", nonce, "--out", out, "extra"}, `unexpected argument "extra"`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			r := agent(t, noTEE(), append([]string{"collect"}, c.args...)...)
+			r := runAgent(t, noTEE(), append([]string{"collect"}, c.args...)...)
 			if r.code != exitUsage || !strings.Contains(r.stderr, c.want) {
 				t.Fatalf("exit %d, stderr %q; want exit 2 with %q", r.code, r.stderr, c.want)
 			}
@@ -421,7 +421,7 @@ func TestCollectUsage(t *testing.T) {
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Error("evidence written despite bad flags")
 	}
-	if r := agent(t, noTEE(), "bogus"); r.code != exitUsage {
+	if r := runAgent(t, noTEE(), "bogus"); r.code != exitUsage {
 		t.Errorf("unknown command: exit %d", r.code)
 	}
 }

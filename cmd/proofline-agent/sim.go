@@ -14,9 +14,7 @@ import (
 	"time"
 
 	"github.com/proofline/proofline/attest"
-	"github.com/proofline/proofline/attest/attesttest/fakedevice"
-	"github.com/proofline/proofline/attest/snp"
-	"github.com/proofline/proofline/attest/tdx"
+	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/durable"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -29,28 +27,20 @@ import (
 // (policy.yaml). The PKIs' certificates are valid from the run's time minus an hour and their
 // collateral for a week (SEV-SNP CRLs) or 30 days (Intel), so the printed command pins --at to
 // the run's time and stays reproducible after that.
-func simulate(ctx context.Context, f *collectFlags, ev *attest.Evidence, reportData [64]byte, stderr io.Writer, log *slog.Logger, e *env) error {
+func simulate(ctx context.Context, f *collectFlags, runtimeData []byte, stderr io.Writer, log *slog.Logger, e *env) error {
 	at := e.now().UTC().Truncate(time.Second)
 	plat, err := servicetest.New(at)
 	if err != nil {
 		return fmt.Errorf("simulated platform: %w", err)
 	}
-	var vendor string
-	switch f.tee {
-	case teeSimTDX:
-		dev := fakedevice.NewTDX(plat.Intel)
-		c := tdx.Collector{TSM: dev.TSM, OpenDevice: dev.OpenDevice, Logger: log}
-		if ev.Report, err = c.Collect(ctx, reportData); err != nil {
-			return fmt.Errorf("simulated TDX: %w", err)
-		}
-		ev.Platform, vendor = attest.PlatformTDX, "Intel"
-	case teeSimSNP:
-		dev := fakedevice.NewSNP(plat.AMD)
-		c := snp.Collector{TSM: dev.TSM, OpenDevice: dev.OpenDevice, Logger: log}
-		if ev.Report, ev.Certificates, err = c.Collect(ctx, reportData); err != nil {
-			return fmt.Errorf("simulated SEV-SNP: %w", err)
-		}
-		ev.Platform, vendor = attest.PlatformSNP, "AMD"
+	platform, vendor := attest.PlatformTDX, "Intel"
+	if f.tee == teeSimSNP {
+		platform, vendor = attest.PlatformSNP, "AMD"
+	}
+	sim := &agent.Simulated{Platform: platform, Platforms: func() (*servicetest.Platforms, error) { return plat, nil }}
+	ev, err := sim.Collect(ctx, f.nonce, runtimeData)
+	if err != nil {
+		return err
 	}
 	dir := filepath.Dir(f.out)
 	roots, coll, pol := filepath.Join(dir, "roots"), filepath.Join(dir, "collateral"), filepath.Join(dir, "policy.yaml")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/proofline/proofline/internal/buildinfo"
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/proofline/proofline/verifier/api"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -115,7 +117,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("proofline serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration file (YAML); default: a data directory ./"+defaultDataDir+" and no API tokens")
-	testMode := fs.Bool("test-mode", false, "accept test vendor roots; without a roots directory, appraise the simulated platforms of `proofline demo` (fake Intel and AMD PKIs). Every result says test_roots: true")
+	testMode := fs.Bool("test-mode", false, "accept test vendor roots; without a roots directory, appraise the simulated platforms of `proofline demo` (fake Intel and AMD PKIs), whose fake keys it writes to DATA_DIR/simulated-platforms.json for proofline-agent run --test-mode --sim-platforms. Every result says test_roots: true")
 	listen := fs.String("listen", "", "address to serve on, overriding http.listen")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: proofline serve [--config FILE] [--test-mode] [--listen ADDR]")
@@ -153,6 +155,23 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return exitOK
 }
 
+// writeSimulatedPlatforms writes the fake keys of this run's simulated platforms to
+// DATA_DIR/simulated-platforms.json (mode 0600, replaced at every start), where
+// `proofline-agent run --test-mode --sim-platforms FILE` reads them to sign as the simulated VMs
+// this verifier trusts.
+func writeSimulatedPlatforms(dataDir string, plat *servicetest.Platforms, logger *slog.Logger) error {
+	data, err := plat.Marshal()
+	if err != nil {
+		return err
+	}
+	path := filepath.Join(dataDir, servicetest.FileName)
+	if err := durable.Replace(path, data, 0o600); err != nil {
+		return fmt.Errorf("test mode: writing the simulated platforms: %w", err)
+	}
+	logger.Warn("test mode: wrote the simulated platforms' fake keys for proofline-agent run --test-mode --sim-platforms", slog.String("path", path))
+	return nil
+}
+
 func indent(s string) string { return "  " + strings.ReplaceAll(s, "\n", "\n  ") }
 
 // serve runs the verifier until ctx is done. ready, if set, is called with the listening address.
@@ -165,9 +184,9 @@ func serve(ctx context.Context, cfg *serveConfig, testMode bool, logger *slog.Lo
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	env := service.Env{TestMode: testMode, Logger: logger, Registerer: reg, Build: build}
+	var plat *servicetest.Platforms
 	if testMode && cfg.Roots == "" {
-		plat, err := servicetest.New(time.Now())
-		if err != nil {
+		if plat, err = servicetest.New(time.Now()); err != nil {
 			return err
 		}
 		env.Roots, env.Collateral, env.InitialPolicy = plat.Roots, plat.Collateral, plat.PolicyYAML
@@ -179,6 +198,12 @@ func serve(ctx context.Context, cfg *serveConfig, testMode bool, logger *slog.Lo
 	svc, err := service.Open(ctx, cfg.Config, env)
 	if err != nil {
 		return err
+	}
+	if plat != nil {
+		if err := writeSimulatedPlatforms(cfg.DataDir, plat, logger); err != nil {
+			svc.Close()
+			return err
+		}
 	}
 	svc.Start()
 	srv, err := api.New(svc, cfg.HTTP, api.Options{Logger: logger, Registry: reg})

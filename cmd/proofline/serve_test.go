@@ -16,6 +16,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
 func writeConfig(t *testing.T, yaml string) string {
@@ -166,4 +169,80 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// serve --test-mode writes its simulated platforms' fake keys to the data directory (mode 0600);
+// evidence signed with the platforms read back from that file is affirmed by that verifier,
+// which is what `proofline-agent run --test-mode --sim-platforms` relies on.
+func TestServeTestModeWritesSimulatedPlatforms(t *testing.T) {
+	dir := t.TempDir()
+	tok := "serve-test-agent-token"
+	sum := sha256.Sum256([]byte(tok))
+	cfg, err := loadServeConfig(writeConfig(t, "data_dir: "+dir+"\nhttp:\n  listen: 127.0.0.1:0\n  tokens:\n    - {name: vm-1, role: agent, sha256: "+hex.EncodeToString(sum[:])+"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	addrc := make(chan net.Addr, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- serve(ctx, cfg, true, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a })
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	var addr net.Addr
+	select {
+	case addr = <-addrc:
+	case err := <-done:
+		t.Fatalf("serve: %v", err)
+	}
+	path := filepath.Join(dir, servicetest.FileName)
+	fi, err := os.Stat(path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("%s: %v, mode %v; want 0600", path, err, fi.Mode())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plat, err := servicetest.Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	do := func(method, p string, body []byte) []byte {
+		req, _ := http.NewRequest(method, "http://"+addr.String()+p, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s %s: %d %s", method, p, resp.StatusCode, b)
+		}
+		return b
+	}
+	for _, platform := range []attest.Platform{attest.PlatformTDX, attest.PlatformSNP} {
+		var ch struct {
+			Nonce []byte `json:"nonce"`
+		}
+		if err := json.Unmarshal(do(http.MethodGet, "/v1/challenge", nil), &ch); err != nil {
+			t.Fatal(err)
+		}
+		ev, err := plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData("vm-1"), servicetest.FaultNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res struct {
+			Status string `json:"status"`
+		}
+		if err := json.Unmarshal(do(http.MethodPost, "/v1/attest", ev), &res); err != nil || res.Status != "affirming" {
+			t.Fatalf("%s: %v %+v", platform, err, res)
+		}
+	}
 }

@@ -73,6 +73,11 @@ func New(now time.Time) (*Platforms, error) {
 	if err != nil {
 		return nil, fmt.Errorf("servicetest: fake AMD PKI: %w", err)
 	}
+	return assemble(now, intel, amd)
+}
+
+// assemble builds the roots, collateral and policy of the two PKIs.
+func assemble(now time.Time, intel *fakeintel.PKI, amd *fakeamd.PKI) (*Platforms, error) {
 	p := &Platforms{
 		Now:   now,
 		Intel: intel,

@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Verifier answers other than 200 become *StatusError with the JSON code, the Retry-After
+// (seconds or an HTTP date, capped) and, for credential problems, what to change.
+func TestClientErrors(t *testing.T) {
+	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		name           string
+		status         int
+		retryAfter     string
+		body           string
+		wantCode       string
+		wantRetry      time.Duration
+		wantOverloaded bool
+		wantText       string
+	}{
+		{"overloaded", 503, "2", `{"code":"overloaded","message":"the verifier is overloaded"}`, "overloaded", 2 * time.Second, true, "overloaded"},
+		{"unavailable", 503, "1", `{"code":"unavailable","message":"ask for a new challenge"}`, "unavailable", time.Second, false, "new challenge"},
+		{"HTTP date", 503, now.Add(30 * time.Second).Format(http.TimeFormat), `{"code":"overloaded"}`, "overloaded", 30 * time.Second, true, ""},
+		{"absurd delay", 503, "999999", `{"code":"overloaded"}`, "overloaded", time.Hour, true, ""},
+		{"garbage delay", 503, "soon", `{"code":"overloaded"}`, "overloaded", 0, true, ""},
+		{"unauthorized", 401, "", `{"code":"unauthenticated"}`, "unauthenticated", 0, false, "verifier.token_file"},
+		{"not JSON", 502, "", `<html>bad gateway</html>`, "", 0, false, "502"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Header.Get("Authorization") != "Bearer tok" {
+					t.Errorf("Authorization %q", r.Header.Get("Authorization"))
+				}
+				if c.retryAfter != "" {
+					w.Header().Set("Retry-After", c.retryAfter)
+				}
+				w.WriteHeader(c.status)
+				w.Write([]byte(c.body))
+			}))
+			defer srv.Close()
+			cl := &Client{URL: srv.URL + "/", Token: "tok", Now: func() time.Time { return now }}
+			_, err := cl.Attest(context.Background(), []byte("{}"))
+			var se *StatusError
+			if !errors.As(err, &se) {
+				t.Fatalf("error %v is no *StatusError", err)
+			}
+			if se.Status != c.status || se.Code != c.wantCode || se.RetryAfter != c.wantRetry || errors.Is(err, ErrOverloaded) != c.wantOverloaded {
+				t.Fatalf("%+v, overloaded %v", se, errors.Is(err, ErrOverloaded))
+			}
+			if !strings.Contains(err.Error(), c.wantText) {
+				t.Fatalf("%q lacks %q", err, c.wantText)
+			}
+		})
+	}
+}
+
+// Answers that are not what the API promises are errors, and an endless body is not read
+// past the bound.
+func TestClientMalformedAnswers(t *testing.T) {
+	for _, c := range []struct {
+		name, body string
+		challenge  bool
+		want       string
+	}{
+		{"short nonce", `{"nonce":"AAAA","expires_at":"2026-01-01T00:00:00Z"}`, true, "a Proofline verifier?"},
+		{"not JSON", `nonce`, true, "not a challenge"},
+		{"no token", `{"status":"affirming"}`, false, "no status or token"},
+		{"huge", `{"token":"` + strings.Repeat("a", maxResponse) + `"}`, false, "larger than"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(c.body)) }))
+			defer srv.Close()
+			cl := &Client{URL: srv.URL}
+			var err error
+			if c.challenge {
+				_, err = cl.Challenge(context.Background())
+			} else {
+				_, err = cl.Attest(context.Background(), []byte("{}"))
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("error %v, want %q", err, c.want)
+			}
+		})
+	}
+}
