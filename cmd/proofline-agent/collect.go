@@ -18,10 +18,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/proofline/proofline/attest"
-	"github.com/proofline/proofline/attest/detect"
 	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/durable"
 )
@@ -45,6 +46,11 @@ type collectFlags struct {
 	tee             string
 	testMode        bool
 	eventLogs       bool
+	// tpm is the vTPM mode (agent.TPMAuto, TPMOn, TPMOff) and tpmPCRs the quoted sha256 PCRs.
+	tpm     string
+	tpmPCRs []int
+	// akDigest names the vTPM attestation key in runtime_data once collect has opened the vTPM.
+	akDigest string
 }
 
 // errUsage marks an error caused by the flags (exit 2); every other error exits 1.
@@ -66,7 +72,9 @@ func runCollect(ctx context.Context, args []string, stderr io.Writer, e *env) in
 	key := flags.String("key", "", "the agent's private key (PKCS#8 PEM, ECDSA P-256): reused if the file exists, else created with mode 0600; default: a key that lives only for this command")
 	tee := flags.String("tee", teeAuto, "where the report comes from: auto (detect), tdx, sev-snp, sim-tdx or sim-snp (fake vendor keys; needs --test-mode), or replay:DIR (re-emit DIR/evidence.json)")
 	testMode := flags.Bool("test-mode", false, "allow --tee sim-tdx and sim-snp, which sign with the project's fake vendor keys; never use it on a real VM")
-	eventLogs := flags.Bool("event-logs", true, "include the TDX CCEL event log when the firmware publishes one")
+	eventLogs := flags.Bool("event-logs", true, "include the TDX CCEL event log when the firmware publishes one, and with a vTPM the TCG event log")
+	tpmMode := flags.String("tpm", agent.TPMAuto, "add a vTPM quote: auto (when /dev/tpmrm0 or /dev/tpm0 exists), on (required) or off")
+	tpmPCRs := flags.String("tpm-pcrs", "0,1,2,3,4,5,6,7,8,9", "the sha256 PCRs to quote; must equal the verifier policy's tpm.pcrs")
 	verbose := flags.Bool("verbose", false, "log debug details")
 	flags.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: proofline-agent collect --nonce B64 --out FILE [--runtime-data FILE | --key FILE] [--tee auto|tdx|sev-snp|sim-tdx|sim-snp|replay:DIR] [--test-mode]")
@@ -85,8 +93,10 @@ func runCollect(ctx context.Context, args []string, stderr io.Writer, e *env) in
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	f, err := checkCollectFlags(flags, *nonceB64, *out, *runtimeData, *key, *tee, *testMode)
 	if err == nil {
-		f.eventLogs = *eventLogs
-		err = collect(ctx, f, stderr, log, e)
+		f.eventLogs, f.tpm = *eventLogs, *tpmMode
+		if f.tpmPCRs, err = parsePCRList(*tpmPCRs); err == nil {
+			err = collect(ctx, f, stderr, log, e)
+		}
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "proofline-agent collect: %v\n", err)
@@ -145,14 +155,23 @@ func collect(ctx context.Context, f *collectFlags, stderr io.Writer, log *slog.L
 			return err
 		}
 		log.Info("detected", "platform", found.Platform, "configfs_tsm_provider", found.TSMProvider, "vtpm", found.TPMDevice)
-		if found.TPMDevice {
-			log.Info("this VM has a vTPM; vTPM quotes are not collected yet", "device", detect.TPMPath)
-		}
 		platform = found.Platform
 	case teeTDX:
 		platform = attest.PlatformTDX
 	case teeSNP:
 		platform = attest.PlatformSNP
+	}
+	var vt *agent.VTPM
+	if f.tee != teeSimTDX && f.tee != teeSimSNP {
+		var err error
+		if vt, err = agent.OpenVTPM(f.tpm, "sha256", f.tpmPCRs); err != nil {
+			return fmt.Errorf("--tpm %s: %w", f.tpm, err)
+		}
+		if vt != nil {
+			defer vt.Close()
+			f.akDigest = vt.AKDigest()
+			log.Info("vTPM quote included", "pcrs", vt.PCRs, "ak_sha256", f.akDigest)
+		}
 	}
 	rt, err := runtimeData(f, log)
 	if err != nil {
@@ -161,7 +180,7 @@ func collect(ctx context.Context, f *collectFlags, stderr io.Writer, log *slog.L
 	if f.tee == teeSimTDX || f.tee == teeSimSNP {
 		return simulate(ctx, f, rt, stderr, log, e)
 	}
-	hw := &agent.Hardware{Platform: platform, TDX: e.tdx, SNP: e.snp, EventLogs: f.eventLogs, Logger: log}
+	hw := &agent.Hardware{Platform: platform, TDX: e.tdx, SNP: e.snp, EventLogs: f.eventLogs, Logger: log, VTPM: vt}
 	ev, err := hw.Collect(ctx, f.nonce, rt)
 	if err != nil {
 		return err
@@ -197,7 +216,7 @@ func runtimeData(f *collectFlags, log *slog.Logger) ([]byte, error) {
 	}
 	sum := sha256.Sum256(pub)
 	log.Debug("agent key", "public_key_sha256", hex.EncodeToString(sum[:]), "kept", f.keyPath != "")
-	return (&attest.RuntimeData{PublicKey: pub}).Encode(), nil
+	return (&attest.RuntimeData{PublicKey: pub, TPMAKDigest: f.akDigest}).Encode(), nil
 }
 
 // writeEvidence encodes ev and replaces out with it durably (mode 0644): a crash leaves the old
@@ -277,4 +296,20 @@ func shellJoin(args []string) string {
 		}
 	}
 	return strings.Join(q, " ")
+}
+
+// parsePCRList parses "0,1,2" into sorted, distinct PCR indices.
+func parsePCRList(s string) ([]int, error) {
+	var out []int
+	seen := map[int]bool{}
+	for _, part := range strings.Split(s, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || i < 0 || i > 23 || seen[i] {
+			return nil, usagef("--tpm-pcrs %q: want distinct PCR indices 0–23 separated by commas", s)
+		}
+		seen[i] = true
+		out = append(out, i)
+	}
+	slices.Sort(out)
+	return out, nil
 }

@@ -123,8 +123,13 @@ func daemon(ctx context.Context, cfg *agent.Config, testMode bool, simPlatforms 
 	if testMode {
 		log.Warn("TEST MODE: results of simulated platforms say nothing about this machine", "tee", cfg.TEE)
 	}
+	var akDigest string
+	if hw, ok := collector.(*agent.Hardware); ok && hw.VTPM != nil {
+		defer hw.VTPM.Close()
+		akDigest = hw.VTPM.AKDigest()
+	}
 	a, err := agent.New(agent.Options{
-		Verifier: client, Collector: collector, Key: key,
+		Verifier: client, Collector: collector, Key: key, TPMAKDigest: akDigest,
 		Interval: cfg.Interval, Jitter: *cfg.Jitter, Backoff: agent.Backoff{Initial: cfg.Backoff.Initial, Max: cfg.Backoff.Max},
 		Clock: e.clock, Logger: log,
 	})

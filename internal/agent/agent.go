@@ -31,6 +31,9 @@ type Options struct {
 	Collector Collector
 	// Key is the agent's key; its public half goes in runtime_data. Required.
 	Key *ecdsa.PrivateKey
+	// TPMAKDigest names the vTPM attestation key in runtime_data (VTPM.AKDigest) when the
+	// Collector adds vTPM quotes; empty without a vTPM.
+	TPMAKDigest string
 	// Interval, Jitter and Backoff pace attestations (Config documents them). A zero Interval or
 	// Backoff takes Config's default; a zero Jitter means none.
 	Interval time.Duration
@@ -120,11 +123,10 @@ func New(o Options) (*Agent, error) {
 	return a, nil
 }
 
-// runtimeData is the agent's runtime_data: its public key. The vTPM seam: with a vTPM quote
-// (attest/tpm, not integrated yet) the AK's digest goes here too (RuntimeData.TPMAKDigest), so
-// that REPORT_DATA binds the AK.
+// runtimeData is the agent's runtime_data: its public key, and with a vTPM the attestation
+// key's digest (RuntimeData.TPMAKDigest), so that REPORT_DATA binds the AK.
 func (a *Agent) runtimeData(pub []byte) []byte {
-	return (&attest.RuntimeData{PublicKey: pub}).Encode()
+	return (&attest.RuntimeData{PublicKey: pub, TPMAKDigest: a.o.TPMAKDigest}).Encode()
 }
 
 // Latest returns the latest result, or nil before the first.

@@ -32,6 +32,9 @@ type Hardware struct {
 	SNP      snp.Collector
 	// EventLogs includes the TDX CCEL event log when the firmware publishes one.
 	EventLogs bool
+	// VTPM, when set, adds a vTPM quote (and the TCG event log when EventLogs is set); runtime
+	// data must then name its attestation key (Options.TPMAKDigest).
+	VTPM *VTPM
 	// Logger receives what was collected and skipped; nil discards.
 	Logger *slog.Logger
 }
@@ -75,9 +78,11 @@ func (h *Hardware) Collect(ctx context.Context, nonce, runtimeData []byte) (*att
 	default:
 		return nil, fmt.Errorf("platform %q has no collector", h.Platform)
 	}
-	// The vTPM seam: a vTPM quote (attest/tpm, not integrated yet) would be taken here over
-	// attest.TPMExtraData(nonce, runtimeData) and put in ev.TPM; runtimeData must then already
-	// carry the AK digest (attest.RuntimeData.TPMAKDigest), which Agent.runtimeData builds.
+	if h.VTPM != nil {
+		if err := h.VTPM.add(ev, nonce, runtimeData, h.EventLogs); err != nil {
+			return nil, err
+		}
+	}
 	return ev, nil
 }
 

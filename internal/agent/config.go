@@ -14,7 +14,20 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/proofline/proofline/attest/tpm"
 )
+
+// TPMConfig says whether and what the agent quotes from the vTPM.
+type TPMConfig struct {
+	// Mode is auto (quote when the VM has a TPM device; the default), on (a TPM is required) or
+	// off.
+	Mode string `yaml:"mode"`
+	// PCRBank and PCRs are the quoted selection (default sha256, PCRs 0–9). They must equal the
+	// verifier policy's tpm.pcr_bank and tpm.pcrs exactly, or the verifier rejects the quote.
+	PCRBank string `yaml:"pcr_bank"`
+	PCRs    []int  `yaml:"pcrs"`
+}
 
 // Config is the configuration file of `proofline-agent run` (YAML). Every field is optional
 // except verifier.url and one credential (verifier.token_file, or client_cert_file and
@@ -31,6 +44,7 @@ import (
 //	jitter: 0.1
 //	backoff: {initial: 1s, max: 5m}
 //	event_logs: true
+//	tpm: {mode: auto, pcr_bank: sha256, pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
 //	socket:
 //	  path: /run/proofline-agent/agent.sock
 //	  mode: "0660"
@@ -59,8 +73,11 @@ type Config struct {
 	Jitter *float64 `yaml:"jitter"`
 	// Backoff paces retries after a failure.
 	Backoff BackoffConfig `yaml:"backoff"`
-	// EventLogs includes the TDX CCEL event log when the firmware publishes one (default true).
+	// EventLogs includes the TDX CCEL event log when the firmware publishes one, and with a vTPM
+	// the TCG event log (default true).
 	EventLogs *bool `yaml:"event_logs"`
+	// TPM adds vTPM quotes to the evidence.
+	TPM TPMConfig `yaml:"tpm"`
 	// Socket is the local API for workloads on this VM.
 	Socket SocketConfig `yaml:"socket"`
 	// LogLevel is debug, info, warn or error (default info).
@@ -181,6 +198,15 @@ func (c Config) WithDefaults() Config {
 		t := true
 		c.EventLogs = &t
 	}
+	if c.TPM.Mode == "" {
+		c.TPM.Mode = TPMAuto
+	}
+	if c.TPM.PCRBank == "" {
+		c.TPM.PCRBank = "sha256"
+	}
+	if c.TPM.PCRs == nil {
+		c.TPM.PCRs = DefaultTPMPCRs
+	}
 	if c.Verifier.Timeout == 0 {
 		c.Verifier.Timeout = 30 * time.Second
 	}
@@ -217,6 +243,19 @@ func (c Config) WithDefaults() Config {
 func (c *Config) Validate(testMode bool) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	switch c.TPM.Mode {
+	case TPMAuto, TPMOn, TPMOff, "":
+	default:
+		bad("tpm.mode %q is not auto, on or off", c.TPM.Mode)
+	}
+	if _, ok := tpm.BankAlg(c.TPM.PCRBank); c.TPM.PCRBank != "" && (!ok || c.TPM.PCRBank == "sha1") {
+		bad("tpm.pcr_bank %q is not sha256, sha384 or sha512", c.TPM.PCRBank)
+	}
+	for _, i := range c.TPM.PCRs {
+		if i < 0 || i > 23 {
+			bad("tpm.pcrs: %d is not a PCR index (0–23)", i)
+		}
+	}
 	v := c.Verifier
 	if v.URL == "" {
 		bad("verifier.url is required: the verifier's base URL, e.g. https://verifier.example.com")
