@@ -5,18 +5,22 @@
 //	                    [--test-mode --sim-platforms FILE] [--verbose]
 //	proofline-agent collect --nonce B64 --out FILE [--runtime-data FILE | --key FILE]
 //	                        [--tee auto|tdx|sev-snp|sim-tdx|sim-snp|replay:DIR] [--test-mode]
+//	proofline-agent record --out DIR [--nonce B64] [--tee auto|tdx|sev-snp|sim-tdx|sim-snp]
+//	                       [--pcs URL] [--intel-certs URL] [--kds URL] [--ca-file FILE]
 //	proofline-agent detect
 //
 // run is the daemon (internal/agent): challenge, collect with REPORT_DATA bound to the nonce and
 // the agent's public key, POST /v1/attest, keep the result token, again on an interval with
 // backoff on errors; and the local API on a unix socket. collect writes one evidence envelope
 // (attest.Evidence, JSON) whose hardware report binds the verifier's nonce:
-// REPORT_DATA = attest.ReportData(nonce, runtime_data). detect prints which guest interfaces
-// this machine has. README.md describes all three, the configuration file and the deployment.
+// REPORT_DATA = attest.ReportData(nonce, runtime_data). record writes such an envelope plus the
+// vendor collateral the verifier fetched to appraise it (a replay fixture). detect prints which
+// guest interfaces this machine has. README.md describes them all, the configuration file and
+// the deployment.
 //
 // Exit codes: 0 success (run: stopped by SIGTERM or SIGINT), 1 failed (no TEE, a device error, a
-// replay for another nonce; run: could not start), 2 bad flags or configuration; the reason is
-// on stderr.
+// replay for another nonce; record: incomplete collateral; run: could not start), 2 bad flags or
+// configuration; the reason is on stderr.
 package main
 
 import (
@@ -65,6 +69,7 @@ const usage = `Usage: proofline-agent <command> [flags]
 Commands:
   run       the daemon: attest to the verifier on an interval, keep the result token, serve the local API
   collect   collect evidence bound to a verifier nonce and write the envelope to a file
+  record    collect evidence and the vendor collateral the verifier needs for it, into a directory
   detect    print the confidential-computing guest interfaces this machine has
   version   print the version
 
@@ -86,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, e *env) (
 	switch args[0] {
 	case "collect":
 		return runCollect(ctx, args[1:], stderr, e)
+	case "record":
+		return runRecord(ctx, args[1:], stderr, e)
 	case "run":
 		return runRun(ctx, args[1:], stderr, e)
 	case "detect":
