@@ -64,7 +64,12 @@ func testRecords() map[Kind]*Record {
 			Kind:    KindCollateralUpdate,
 			Time:    t0,
 			Collateral: []CollateralRef{
-				{Kind: "vcek", URL: "https://kdsintf.amd.com/vcek/v1/Milan/cert_chain", Digest: digestOf("chain")},
+				{Kind: "tcb_info", URL: "https://api.trustedservices.intel.com/tdx/certification/v4/tcb?fmspc=00806f050000", Digest: digestOf("tcb info 19")},
+				{Kind: "crl", URL: "https://kdsintf.amd.com/vcek/v1/Milan/crl", Digest: digestOf("crl")},
+			},
+			CollateralUpdate: []CollateralChange{
+				{Previous: ptr(digestOf("tcb info 18")), IssuedAt: t0.Add(-time.Hour), NextUpdate: t0.AddDate(0, 0, 30), TCBEvaluationDataNumber: ptr(uint64(19))},
+				{IssuedAt: t0.Add(-time.Hour), NextUpdate: t0.AddDate(0, 0, 7)},
 			},
 			Verifier: verifier,
 		},

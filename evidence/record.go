@@ -98,6 +98,10 @@ type Record struct {
 	Verifier     Verifier      `cbor:"8,keyasint"`
 	KeyRelease   *KeyRelease   `cbor:"9,keyasint,omitempty"`
 	PolicyChange *PolicyChange `cbor:"10,keyasint,omitempty"`
+	// CollateralUpdate says how each document of a collateral_update record changed: entry i
+	// describes Collateral[i]. The verifier service always writes it; it is optional so that
+	// records written before it existed stay valid.
+	CollateralUpdate []CollateralChange `cbor:"11,keyasint,omitempty"`
 }
 
 // Subject is what a record is about.
@@ -161,6 +165,22 @@ type KeyRelease struct {
 	// Attestation is the SHA-256 of the signed attestation record (the COSE_Sign1 bytes, as
 	// stored in the log) the decision relied on, if any.
 	Attestation *Digest `cbor:"4,keyasint,omitempty"`
+}
+
+// CollateralChange describes one collateral document a verifier replaced (a collateral_update
+// record); the new document is the Record.Collateral entry at the same position, its canonical
+// bytes in the blob store.
+type CollateralChange struct {
+	// Previous is the digest (collateral.Response.Digest) of the document it replaced, for the
+	// same URL; absent when the verifier held none.
+	Previous *Digest `cbor:"0,keyasint,omitempty"`
+	// IssuedAt and NextUpdate are the new document's issue time (issueDate, thisUpdate) and
+	// nextUpdate, in whole seconds.
+	IssuedAt   time.Time `cbor:"1,keyasint"`
+	NextUpdate time.Time `cbor:"2,keyasint"`
+	// TCBEvaluationDataNumber is the tcbEvaluationDataNumber of an Intel TCB info or QE
+	// identity (it rises with every Intel TCB recovery); absent for other documents.
+	TCBEvaluationDataNumber *uint64 `cbor:"3,keyasint,omitempty"`
 }
 
 // PolicyChange describes a change of policy; the new policy is Record.Policy.
@@ -228,6 +248,10 @@ func ParseRecord(data []byte) (*Record, error) {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	r.Time = r.Time.UTC()
+	for i := range r.CollateralUpdate {
+		c := &r.CollateralUpdate[i]
+		c.IssuedAt, c.NextUpdate = c.IssuedAt.UTC(), c.NextUpdate.UTC()
+	}
 	canon, err := r.Marshal()
 	if err != nil {
 		return nil, err
@@ -248,12 +272,12 @@ const (
 
 // fieldRules says, per kind, which optional fields a record must, may or must not carry.
 var fieldRules = map[Kind]struct {
-	subject, evidence, collateral, policy, result, keyRelease, policyChange presence
+	subject, evidence, collateral, policy, result, keyRelease, policyChange, collateralUpdate presence
 }{
-	KindAttestation:      {required, required, optional, required, required, forbidden, forbidden},
-	KindPolicyChange:     {forbidden, forbidden, forbidden, required, forbidden, forbidden, required},
-	KindKeyRelease:       {required, forbidden, forbidden, optional, forbidden, required, forbidden},
-	KindCollateralUpdate: {forbidden, forbidden, required, forbidden, forbidden, forbidden, forbidden},
+	KindAttestation:      {required, required, optional, required, required, forbidden, forbidden, forbidden},
+	KindPolicyChange:     {forbidden, forbidden, forbidden, required, forbidden, forbidden, required, forbidden},
+	KindKeyRelease:       {required, forbidden, forbidden, optional, forbidden, required, forbidden, forbidden},
+	KindCollateralUpdate: {forbidden, forbidden, required, forbidden, forbidden, forbidden, forbidden, optional},
 }
 
 // Validate checks the record against the schema rules of README.md. Errors wrap ErrMalformed.
@@ -287,6 +311,7 @@ func (r *Record) validate() error {
 		{"result", len(r.Result) > 0, rules.result},
 		{"key_release", r.KeyRelease != nil, rules.keyRelease},
 		{"policy_change", r.PolicyChange != nil, rules.policyChange},
+		{"collateral_update", len(r.CollateralUpdate) > 0, rules.collateralUpdate},
 	} {
 		if f.present && f.rule == forbidden {
 			return fmt.Errorf("%s: not allowed in a %s record", f.name, r.Kind)
@@ -350,6 +375,23 @@ func (r *Record) validate() error {
 		}
 		if p.Previous != nil && p.Previous.ID == "" {
 			return fmt.Errorf("policy_change: previous policy has an empty id")
+		}
+	}
+	if len(r.CollateralUpdate) > 0 && len(r.CollateralUpdate) != len(r.Collateral) {
+		return fmt.Errorf("collateral_update: %d entries for %d collateral documents; give one per document, in the same order", len(r.CollateralUpdate), len(r.Collateral))
+	}
+	for i, c := range r.CollateralUpdate {
+		if err := checkTime(fmt.Sprintf("collateral_update[%d].issued_at", i), c.IssuedAt); err != nil {
+			return err
+		}
+		if err := checkTime(fmt.Sprintf("collateral_update[%d].next_update", i), c.NextUpdate); err != nil {
+			return err
+		}
+		if c.NextUpdate.Before(c.IssuedAt) {
+			return fmt.Errorf("collateral_update[%d]: next_update is before issued_at", i)
+		}
+		if c.Previous != nil && *c.Previous == r.Collateral[i].Digest {
+			return fmt.Errorf("collateral_update[%d]: the previous document is the new one; record changes only", i)
 		}
 	}
 	return nil

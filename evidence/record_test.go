@@ -122,6 +122,17 @@ func TestValidate(t *testing.T) {
 		{"key release with result", KindKeyRelease, func(r *Record) { r.Result = []byte("{}") }},
 		{"collateral update without collateral", KindCollateralUpdate, func(r *Record) { r.Collateral = nil }},
 		{"collateral update with subject", KindCollateralUpdate, func(r *Record) { r.Subject = &Subject{ID: "vm"} }},
+		{"collateral update with a change too few", KindCollateralUpdate, func(r *Record) { r.CollateralUpdate = r.CollateralUpdate[:1] }},
+		{"collateral update without issue time", KindCollateralUpdate, func(r *Record) { r.CollateralUpdate[0].IssuedAt = time.Time{} }},
+		{"collateral update sub-second next update", KindCollateralUpdate, func(r *Record) {
+			r.CollateralUpdate[1].NextUpdate = r.CollateralUpdate[1].NextUpdate.Add(time.Millisecond)
+		}},
+		{"collateral update expiring before issue", KindCollateralUpdate, func(r *Record) { r.CollateralUpdate[0].NextUpdate = r.CollateralUpdate[0].IssuedAt.Add(-time.Second) }},
+		{"collateral update that changes nothing", KindCollateralUpdate, func(r *Record) { r.CollateralUpdate[0].Previous = ptr(r.Collateral[0].Digest) }},
+		{"attestation with collateral changes", KindAttestation, func(r *Record) {
+			r.CollateralUpdate = []CollateralChange{{IssuedAt: r.Time, NextUpdate: r.Time}}
+			r.Collateral = r.Collateral[:1]
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -247,4 +258,21 @@ func reversed[T any](s []T) []T {
 	c := slices.Clone(s)
 	slices.Reverse(c)
 	return c
+}
+
+// A collateral_update record without key 11 (as written before it existed) is still valid, and
+// key 11 round-trips with its optional fields absent.
+func TestCollateralUpdateOptional(t *testing.T) {
+	r := testRecords()[KindCollateralUpdate]
+	r.CollateralUpdate = nil
+	b, err := r.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := rawFields(t, b)[11]; ok {
+		t.Fatal("an absent collateral_update was encoded")
+	}
+	if _, err := ParseRecord(b); err != nil {
+		t.Fatal(err)
+	}
 }

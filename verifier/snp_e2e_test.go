@@ -449,3 +449,59 @@ func TestSNPSkipCollateralUnsafe(t *testing.T) {
 		t.Fatalf("a corrupted report passed with the CRL waived: %s", describe(r))
 	}
 }
+
+// stale_grace_unsafe, built from the valid case: an AMD CRL an hour past its nextUpdate is
+// snp_crl_stale without a grace and beyond one, and warning within one (collateral_stale_accepted
+// with the reason, unsafe_option naming the option). A CRL from the future is never accepted,
+// and the grace waives no revocation.
+func TestSNPStaleGraceUnsafe(t *testing.T) {
+	past := testNow.Add(-time.Hour)
+	for _, key := range []abi.ReportSigner{abi.VcekReportSigner, abi.VlekReportSigner} {
+		for _, g := range []struct {
+			grace string
+			ok    bool
+		}{{"", false}, {"0s", false}, {"30m", false}, {"1h", true}, {"24h", true}} {
+			t.Run(fmt.Sprintf("%s/grace %s", key, g.grace), func(t *testing.T) {
+				s := newSNPScenario(t, "Genoa", key)
+				s.crl.NextUpdate = past
+				if g.grace != "" {
+					s.policy = "  stale_grace_unsafe: " + g.grace + "\n"
+				}
+				r := s.run(t)
+				if !g.ok {
+					if r.Status != ear.StatusContraindicated || !r.HasFailure(ear.CodeSNPCRLStale) || r.HasWarning(ear.CodeCollateralStaleAccepted) {
+						t.Fatalf("want %s, got %s", ear.CodeSNPCRLStale, describe(r))
+					}
+					if g.grace == "30m" && !strings.Contains(describe(r), "beyond stale_grace_unsafe of 30m0s") {
+						t.Fatalf("the failure does not say the grace was exceeded: %s", describe(r))
+					}
+					return
+				}
+				if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeCollateralStaleAccepted) || !r.HasWarning(ear.CodeUnsafeOption) {
+					t.Fatalf("want warning with %s and %s, got %s", ear.CodeCollateralStaleAccepted, ear.CodeUnsafeOption, describe(r))
+				}
+				for _, w := range r.Warnings {
+					if w.Code == ear.CodeCollateralStaleAccepted && (w.Check != "snp.4" || !strings.Contains(w.Message, "the AMD CRL expired at "+past.Format(time.RFC3339)+", 1h0m0s before")) {
+						t.Errorf("the warning does not say which document is how stale: %+v", w)
+					}
+					if w.Code == ear.CodeUnsafeOption && !strings.Contains(w.Message, "sev_snp.stale_grace_unsafe") {
+						t.Errorf("unsafe_option does not name the option: %+v", w)
+					}
+				}
+			})
+		}
+	}
+	s := newSNPScenario(t, "Milan", abi.VcekReportSigner)
+	s.policy = "  stale_grace_unsafe: 24h\n"
+	s.crl.ThisUpdate = testNow.Add(time.Hour)
+	if r := s.run(t); !r.HasFailure(ear.CodeSNPCRLStale) {
+		t.Fatalf("a CRL from the future with a grace: %s", describe(r))
+	}
+	s = newSNPScenario(t, "Milan", abi.VcekReportSigner)
+	s.policy = "  stale_grace_unsafe: 24h\n"
+	s.crl.NextUpdate = past
+	s.crl.Revoked = []*big.Int{s.pki.VCEK.SerialNumber}
+	if r := s.run(t); r.Status != ear.StatusContraindicated || !r.HasFailure(ear.CodeSNPCertRevoked) {
+		t.Fatalf("a revoked VCEK in a stale CRL within the grace: %s", describe(r))
+	}
+}

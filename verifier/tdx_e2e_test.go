@@ -534,3 +534,84 @@ func TestTDXReportsEveryFailure(t *testing.T) {
 		}
 	}
 }
+
+// stale_grace_unsafe, built from the valid case: each CRL, the QE identity and the TCB info an
+// hour past its nextUpdate is rejected with its own code without a grace and beyond one, and
+// accepted within one as warning — collateral_stale_accepted naming the document, unsafe_option
+// naming the option — never affirming. A document not yet valid is never accepted.
+func TestTDXStaleGraceUnsafe(t *testing.T) {
+	past := testNow.Add(-time.Hour)
+	docs := []struct {
+		name  string
+		stale func(s *tdxScenario)
+		code  ear.Code
+		check string
+	}{
+		{"the PCK CRL", func(s *tdxScenario) { s.coll.PCKCRL.NextUpdate = past }, ear.CodeTDXCRLStale, "tdx.2"},
+		{"the Root CA CRL", func(s *tdxScenario) { s.coll.RootCRL.NextUpdate = past }, ear.CodeTDXCRLStale, "tdx.2"},
+		{"QE identity", func(s *tdxScenario) { s.coll.QEIdentity.NextUpdate = past }, ear.CodeTDXQEIdentityExpired, "tdx.5"},
+		{"TCB info", func(s *tdxScenario) { s.coll.TCBInfo.NextUpdate = past }, ear.CodeTDXTCBInfoExpired, "tdx.6"},
+	}
+	for _, d := range docs {
+		for _, g := range []struct {
+			grace string
+			ok    bool
+		}{{"", false}, {"0", false}, {"59m", false}, {"1h", true}, {"6h", true}} {
+			t.Run(d.name+"/grace "+g.grace, func(t *testing.T) {
+				s := newTDXScenario(t, 4)
+				d.stale(s)
+				if g.grace != "" {
+					s.policy = "  stale_grace_unsafe: " + g.grace + "\n"
+				}
+				r := s.run(t)
+				if !g.ok {
+					if r.Status != ear.StatusContraindicated || !r.HasFailure(d.code) || r.HasWarning(ear.CodeCollateralStaleAccepted) {
+						t.Fatalf("want %s, got %s", d.code, describe(r))
+					}
+					if g.grace == "59m" && !strings.Contains(describe(r), "beyond stale_grace_unsafe of 59m") {
+						t.Fatalf("the failure does not say the grace was exceeded: %s", describe(r))
+					}
+					return
+				}
+				if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeCollateralStaleAccepted) || !r.HasWarning(ear.CodeUnsafeOption) {
+					t.Fatalf("want warning with %s and %s, got %s", ear.CodeCollateralStaleAccepted, ear.CodeUnsafeOption, describe(r))
+				}
+				for _, w := range r.Warnings {
+					switch w.Code {
+					case ear.CodeCollateralStaleAccepted:
+						if w.Check != d.check || !strings.Contains(w.Message, d.name+" expired at "+past.Format(time.RFC3339)+", 1h0m0s before") {
+							t.Errorf("the warning does not say which document is how stale: %+v", w)
+						}
+					case ear.CodeUnsafeOption:
+						if !strings.Contains(w.Message, "tdx.stale_grace_unsafe") {
+							t.Errorf("unsafe_option does not name the option: %+v", w)
+						}
+					}
+				}
+				if tv := r.TrustVector; tv.SourcedData != ear.UntrustworthySources {
+					t.Errorf("sourced data %d, want %d", tv.SourcedData, ear.UntrustworthySources)
+				}
+			})
+		}
+	}
+	// A grace is no licence for collateral from the future, nor for anything else.
+	s := newTDXScenario(t, 4)
+	s.policy = "  stale_grace_unsafe: 6h\n"
+	s.coll.PCKCRL.ThisUpdate = testNow.Add(time.Hour)
+	if r := s.run(t); !r.HasFailure(ear.CodeTDXCRLStale) {
+		t.Fatalf("a PCK CRL from the future with a grace: %s", describe(r))
+	}
+	s = newTDXScenario(t, 4)
+	s.policy = "  stale_grace_unsafe: 6h\n"
+	s.coll.TCBInfo.NextUpdate = past
+	s.coll.PCKCRL.Revoked = []*big.Int{s.pki.PCK.SerialNumber}
+	if r := s.run(t); r.Status != ear.StatusContraindicated || !r.HasFailure(ear.CodeTDXCertRevoked) {
+		t.Fatalf("a revoked PCK with stale TCB info in grace: %s", describe(r))
+	}
+	// Unused, the option changes nothing.
+	s = newTDXScenario(t, 4)
+	s.policy = "  stale_grace_unsafe: 6h\n"
+	if r := s.run(t); r.Status != ear.StatusAffirming {
+		t.Fatalf("fresh collateral with a grace set: %s", describe(r))
+	}
+}

@@ -103,6 +103,8 @@ func trustVector(res *ear.Result) ear.TrustVector {
 			tv.Configuration = ear.UnsafeConfig
 		case ear.CodeTPMGuestAttested:
 			tv.Executables = ear.UnrecognizedRuntime
+		case ear.CodeCollateralStaleAccepted:
+			tv.SourcedData = ear.UntrustworthySources
 		}
 	}
 	for _, f := range res.Failures {

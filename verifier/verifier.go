@@ -60,6 +60,7 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 			Roots:                opts.Roots.Intel,
 			Collateral:           opts.Collateral,
 			SkipCollateralUnsafe: opts.Policy.TDX != nil && opts.Policy.TDX.SkipCollateralUnsafe,
+			StaleGraceUnsafe:     opts.Policy.TDX.StaleGrace(),
 		}, res)
 		if q != nil {
 			res.Claims = claims
@@ -73,6 +74,7 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 			Roots:                opts.Roots.AMD,
 			Collateral:           opts.Collateral,
 			SkipCollateralUnsafe: opts.Policy.SNP != nil && opts.Policy.SNP.SkipCollateralUnsafe,
+			StaleGraceUnsafe:     opts.Policy.SNP.StaleGrace(),
 		}, res)
 		if r != nil {
 			res.Claims = claims

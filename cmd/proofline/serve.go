@@ -38,7 +38,9 @@ import (
 //	data_dir: /var/lib/proofline
 //	issuer: https://verifier.example.com
 //	policy: /etc/proofline/policy.yaml        # activated at the first start only
-//	collateral: /var/lib/proofline-collateral # recorded PCS/KDS responses
+//	collateral: /var/lib/proofline-collateral # recorded PCS/KDS responses, offline; or live:
+//	# collateral: {fetch: {enabled: true}}   # Intel PCS + AMD KDS, cached in DATA_DIR/collateral-cache
+//	#                                        # (routes to a PCCS, budgets, refresh: service.CollateralConfig)
 //	log: {origin: verifier.example.com/log}
 //	tokens: {audience: [key-release], ttl: 10m}
 //	nonce: {ttl: 5m}

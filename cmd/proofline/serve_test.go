@@ -44,6 +44,9 @@ func TestServeConfigErrors(t *testing.T) {
 			want: []string{"nonce.ttl", "http.tls", `role "root"`, "http.tokens[0] (bob): sha256"}},
 		{name: "bad database", yaml: "data_dir: /tmp/x\ndatabase: \"root@tcp(127.0.0.1:3306)\"\n", want: []string{"database"}},
 		{name: "bad log level", yaml: "data_dir: /tmp/x\nlog_level: loud\n", want: []string{"log_level"}},
+		{name: "collateral dir and fetch", yaml: "data_dir: /tmp/x\ncollateral:\n  dir: /tmp/c\n  fetch: {enabled: true}\n", want: []string{"either dir"}},
+		{name: "collateral key misspelt", yaml: "data_dir: /tmp/x\ncollateral:\n  fetch: {enabled: true, intel_updat: early}\n", want: []string{`unknown key "intel_updat" in collateral.fetch`}},
+		{name: "collateral route", yaml: "data_dir: /tmp/x\ncollateral:\n  fetch:\n    enabled: true\n    routes: [{prefix: \"https://kdsintf.amd.com/\", base: \"https://mirror\"}]\n", want: []string{`must end in "/"`}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
@@ -244,5 +247,54 @@ func TestServeTestModeWritesSimulatedPlatforms(t *testing.T) {
 		if err := json.Unmarshal(do(http.MethodPost, "/v1/attest", ev), &res); err != nil || res.Status != "affirming" {
 			t.Fatalf("%s: %v %+v", platform, err, res)
 		}
+	}
+}
+
+// The collateral key takes the earlier plain-directory form and the mapping with live fetching;
+// with fetch enabled, serve keeps its cache in DATA_DIR/collateral-cache and reports a
+// collateral source in /readyz.
+func TestServeCollateralForms(t *testing.T) {
+	for _, c := range []struct{ name, yaml string }{
+		{"recorded directory", "collateral: ../../testdata/fake/tdx-v4/collateral\n"},
+		{"recorded directory in a mapping", "collateral: {dir: ../../testdata/fake/tdx-v4/collateral}\n"},
+		{"live", "collateral:\n  fetch:\n    enabled: true\n    routes: [{prefix: \"https://api.trustedservices.intel.com/\", base: \"https://127.0.0.1:1/\"}]\n"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg, err := loadServeConfig(writeConfig(t, "data_dir: "+dir+"\nhttp: {listen: 127.0.0.1:0}\n"+c.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cfg.validate(false); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			addrc := make(chan net.Addr, 1)
+			done := make(chan error, 1)
+			go func() { done <- serve(ctx, cfg, false, slog.New(slog.DiscardHandler), func(a net.Addr) { addrc <- a }) }()
+			var addr net.Addr
+			select {
+			case addr = <-addrc:
+			case err := <-done:
+				t.Fatalf("serve: %v", err)
+			}
+			resp, err := http.Get("http://" + addr.String() + "/readyz")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || bytes.Contains(b, []byte("no_collateral_source")) {
+				t.Fatalf("readyz: %d %s", resp.StatusCode, b)
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+			_, err = os.Stat(filepath.Join(dir, "collateral-cache", "urls"))
+			if live := strings.Contains(c.yaml, "fetch"); live != (err == nil) {
+				t.Fatalf("collateral cache directory: %v (live %v)", err, live)
+			}
+		})
 	}
 }

@@ -24,6 +24,15 @@ type CacheConfig struct {
 	// Logger receives a line per fetch failure, store failure and stale response served. Nil
 	// discards.
 	Logger *slog.Logger
+	// OnReplace, when set, is called before the cache keeps a fetched document in place of a
+	// different one (another digest) it held for the same URL — ahead of expiry through Refetch
+	// (a Refresher), or on demand once the old one went stale — and not for a URL's first
+	// document. The cache keeps the new document only once OnReplace returned nil: a verifier
+	// service makes the replacement an evidence record there (MUST be durable on return). When
+	// it fails, Refetch returns its error and a Get still answers the caller with the new
+	// document but keeps the old one, so the next Get or Refetch tries again. It is called
+	// without locks held, possibly concurrently for different URLs.
+	OnReplace func(ctx context.Context, u Update) error
 }
 
 // Cache is a Source in front of another (a Fetcher): it serves a document for as long as the
@@ -47,10 +56,11 @@ type CacheConfig struct {
 // written after every successful fetch; a store failure is logged and does not fail the Get.
 // A Cache is safe for concurrent use.
 type Cache struct {
-	upstream Source
-	store    Store
-	clock    Clock
-	log      *slog.Logger
+	upstream  Source
+	store     Store
+	clock     Clock
+	log       *slog.Logger
+	onReplace func(context.Context, Update) error
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
@@ -97,7 +107,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
-	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger,
+	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace,
 		mem: map[string]*entry{}, calls: map[string]*call{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
@@ -254,6 +264,28 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 	if !v.Fresh(c.clock.Now()) {
 		c.log.WarnContext(ctx, "the collateral server answered with a stale document", "url", url, "next_update", v.NextUpdate)
 	}
+	c.mu.Lock()
+	prev := c.mem[url] // what load found: a stale copy, or nothing
+	c.mu.Unlock()
+	if _, err := c.keep(ctx, url, prev, resp, v); err != nil {
+		c.log.WarnContext(ctx, "collateral answered but not cached: recording its replacement failed; the next request tries again", "url", url, "err", err)
+	}
+	return resp, nil
+}
+
+// keep makes resp, whose validity is v, the cached document for url in place of prev (nil: none):
+// OnReplace first when the digest changes, then the store and memory. It returns the
+// replacement, or nil when the document did not change. When OnReplace fails nothing is kept.
+func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Response, v Validity) (*Update, error) {
+	var u *Update
+	if prev != nil && prev.resp.Digest() != resp.Digest() {
+		u = &Update{URL: url, Old: prev.resp, OldValidity: prev.v, New: resp, NewValidity: v}
+		if c.onReplace != nil {
+			if err := c.onReplace(ctx, *u); err != nil {
+				return nil, err
+			}
+		}
+	}
 	if err := c.store.Put(ctx, url, resp.Canonical()); err != nil {
 		c.storeErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral store write failed", "url", url, "err", err)
@@ -261,7 +293,7 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 	c.mu.Lock()
 	c.mem[url] = &entry{resp: resp, v: v}
 	c.mu.Unlock()
-	return resp, nil
+	return u, nil
 }
 
 // load reads url's response from the store into memory (fresh or not, so that a stale copy can

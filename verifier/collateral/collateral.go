@@ -8,7 +8,9 @@
 //     per host and Retry-After honoured;
 //   - Cache: in front of a Fetcher, serving each document until its own nextUpdate (VCEKs
 //     forever), coalescing concurrent misses, keeping responses in a Store (MemoryStore,
-//     DirStore) across restarts.
+//     DirStore) across restarts;
+//   - Refresher: refetches a Cache's dated documents ahead of their nextUpdate (Cache.Refetch),
+//     and Cache's OnReplace hook lets a verifier service record every replacement as evidence.
 //
 // A Source never passes on an answer it does not have: a missing, failed or stale document is an
 // error wrapping ErrUnavailable, which the verifier reports as collateral_unavailable.

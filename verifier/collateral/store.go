@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 
 	"github.com/proofline/proofline/internal/durable"
@@ -171,4 +172,62 @@ func readBounded(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s is over %d bytes", path, limit)
 	}
 	return data, nil
+}
+
+// URLs implements URLLister: the URLs stored, sorted.
+func (s *MemoryStore) URLs(ctx context.Context) ([]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.m))
+	for u := range s.m {
+		out = append(out, u)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// URLs implements URLLister: the URL of every pointer whose blob reads intact (Get's checks), in
+// sorted order. A pointer names its URL only by hash, so each blob is read and parsed; unusable
+// entries are skipped (Get reports them when the URL is asked for).
+func (s *DirStore) URLs(ctx context.Context) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(s.dir, "urls"))
+	if err != nil {
+		return nil, fmt.Errorf("collateral store: %w", err)
+	}
+	var out []string
+	for _, e := range entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if !e.Type().IsRegular() {
+			continue
+		}
+		p, err := readBounded(filepath.Join(s.dir, "urls", e.Name()), 2*sha256.Size+1)
+		if err != nil {
+			continue
+		}
+		digest := string(bytes.TrimSpace(p))
+		if d, err := hex.DecodeString(digest); err != nil || len(d) != sha256.Size {
+			continue
+		}
+		data, err := readBounded(s.blob(digest), maxStored)
+		if err != nil {
+			continue
+		}
+		rs, err := Parse(data)
+		if err != nil || len(rs) != 1 {
+			continue
+		}
+		// The pointer's name is the hash of the URL it serves: a blob under another URL's
+		// pointer is not this one's.
+		if h := sha256.Sum256([]byte(rs[0].URL)); hex.EncodeToString(h[:]) != e.Name() {
+			continue
+		}
+		out = append(out, rs[0].URL)
+	}
+	sort.Strings(out)
+	return out, nil
 }

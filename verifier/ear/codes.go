@@ -6,18 +6,19 @@ type Code string
 
 // Codes shared by both platforms.
 const (
-	CodeEvidenceMalformed     Code = "evidence_malformed"
-	CodeCollateralUnavailable Code = "collateral_unavailable"
-	CodeCollateralMalformed   Code = "collateral_malformed"
-	CodeNonceMismatch         Code = "nonce_mismatch"
-	CodeReportDataMismatch    Code = "report_data_mismatch"
-	CodeFreshnessNotEvaluated Code = "freshness_not_evaluated"
-	CodeNoReferenceValues     Code = "no_reference_values"
-	CodeUnsafeOption          Code = "unsafe_option"
-	CodePlatformNotInPolicy   Code = "platform_not_in_policy"
-	CodeTPMNotEvaluated       Code = "tpm_not_evaluated"
-	CodeEventLogNotEvaluated  Code = "event_log_not_evaluated"
-	CodeTCBOutOfDateAccepted  Code = "tcb_out_of_date_accepted"
+	CodeEvidenceMalformed       Code = "evidence_malformed"
+	CodeCollateralUnavailable   Code = "collateral_unavailable"
+	CodeCollateralMalformed     Code = "collateral_malformed"
+	CodeNonceMismatch           Code = "nonce_mismatch"
+	CodeReportDataMismatch      Code = "report_data_mismatch"
+	CodeFreshnessNotEvaluated   Code = "freshness_not_evaluated"
+	CodeNoReferenceValues       Code = "no_reference_values"
+	CodeUnsafeOption            Code = "unsafe_option"
+	CodePlatformNotInPolicy     Code = "platform_not_in_policy"
+	CodeTPMNotEvaluated         Code = "tpm_not_evaluated"
+	CodeEventLogNotEvaluated    Code = "event_log_not_evaluated"
+	CodeTCBOutOfDateAccepted    Code = "tcb_out_of_date_accepted"
+	CodeCollateralStaleAccepted Code = "collateral_stale_accepted"
 )
 
 // Intel TDX codes (VERIFIER-CHECKS "Intel TDX quote").
@@ -113,18 +114,19 @@ const (
 
 // Descriptions holds the one-line meaning of every code; verifier/README.md shows the same table.
 var Descriptions = map[Code]string{
-	CodeEvidenceMalformed:     "The evidence envelope is valid JSON but breaks the schema (version, platform, base64, sizes).",
-	CodeCollateralUnavailable: "Collateral needed for a check (TCB info, QE identity, a CRL, a certificate) could not be obtained.",
-	CodeCollateralMalformed:   "Collateral was obtained but could not be parsed.",
-	CodeNonceMismatch:         "REPORT_DATA does not equal the documented binding of the verifier nonce and runtime data.",
-	CodeReportDataMismatch:    "REPORT_DATA does not equal the value given with --report-data.",
-	CodeFreshnessNotEvaluated: "Warning: no verifier nonce or expected REPORT_DATA was given, so freshness was not evaluated.",
-	CodeNoReferenceValues:     "Warning: the policy pins no launch measurement (MRTD for TDX, MEASUREMENT for SEV-SNP) for this platform.",
-	CodeUnsafeOption:          "Warning: the policy weakens a check with an option ending in _unsafe.",
-	CodePlatformNotInPolicy:   "The policy has no section for the evidence's platform.",
-	CodeTPMNotEvaluated:       "Warning: the evidence carries a vTPM quote that was not appraised.",
-	CodeEventLogNotEvaluated:  "Warning: the evidence carries event logs that were not replayed.",
-	CodeTCBOutOfDateAccepted:  "Warning: the platform's TCB is OutOfDate (known vulnerable, not patched) and the policy accepts it.",
+	CodeEvidenceMalformed:       "The evidence envelope is valid JSON but breaks the schema (version, platform, base64, sizes).",
+	CodeCollateralUnavailable:   "Collateral needed for a check (TCB info, QE identity, a CRL, a certificate) could not be obtained.",
+	CodeCollateralMalformed:     "Collateral was obtained but could not be parsed.",
+	CodeNonceMismatch:           "REPORT_DATA does not equal the documented binding of the verifier nonce and runtime data.",
+	CodeReportDataMismatch:      "REPORT_DATA does not equal the value given with --report-data.",
+	CodeFreshnessNotEvaluated:   "Warning: no verifier nonce or expected REPORT_DATA was given, so freshness was not evaluated.",
+	CodeNoReferenceValues:       "Warning: the policy pins no launch measurement (MRTD for TDX, MEASUREMENT for SEV-SNP) for this platform.",
+	CodeUnsafeOption:            "Warning: the policy weakens a check with an option ending in _unsafe.",
+	CodePlatformNotInPolicy:     "The policy has no section for the evidence's platform.",
+	CodeTPMNotEvaluated:         "Warning: the evidence carries a vTPM quote that was not appraised.",
+	CodeEventLogNotEvaluated:    "Warning: the evidence carries event logs that were not replayed.",
+	CodeTCBOutOfDateAccepted:    "Warning: the platform's TCB is OutOfDate (known vulnerable, not patched) and the policy accepts it.",
+	CodeCollateralStaleAccepted: "Warning: a CRL, TCB info or QE identity past its nextUpdate was accepted within the policy's stale_grace_unsafe.",
 
 	CodeTDXQuoteMalformed:      "The TDX quote failed strict parsing (version, TEE type, sizes, certification data type, trailing bytes).",
 	CodeTDXPCKChainInvalid:     "The PCK certificate chain is malformed or does not chain to the pinned Intel SGX Root CA.",

@@ -112,6 +112,7 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 		unsafeWarning(res, checkTDXTCBInfo, "tdx.skip_collateral_unsafe", "TCB status, QE identity and revocation were not checked")
 		return
 	}
+	staleAccepted(res, "tdx.stale_grace_unsafe")
 	if tcb := c.TCB; tcb != nil {
 		switch {
 		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status):
@@ -228,6 +229,19 @@ func (p *Policy) AppraiseSNP(r *snp.Report, c *ear.SNPClaims, res *ear.Result) {
 
 	if s.SkipCollateralUnsafe {
 		unsafeWarning(res, "snp.4", "sev_snp.skip_collateral_unsafe", "the AMD CRL was not checked: a revoked VCEK, VLEK, ASK or ASVK would be accepted")
+	}
+	staleAccepted(res, "sev_snp.stale_grace_unsafe")
+}
+
+// staleAccepted adds the unsafe_option warning of stale_grace_unsafe once the authenticity checks
+// (verifier/tdx, verifier/snp) accepted collateral past its nextUpdate within that grace: they
+// report each such document as collateral_stale_accepted.
+func staleAccepted(res *ear.Result, option string) {
+	for _, w := range res.Warnings {
+		if w.Code == ear.CodeCollateralStaleAccepted {
+			unsafeWarning(res, w.Check, option, "collateral past its nextUpdate was accepted, so revocations and TCB changes published since may be missed")
+			return
+		}
 	}
 }
 

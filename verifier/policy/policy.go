@@ -96,10 +96,24 @@ type TDX struct {
 	// SkipCollateralUnsafe skips TCB info, QE identity and CRL checks (the PCK chain and the
 	// signatures are still checked). Caps the result at warning.
 	SkipCollateralUnsafe bool `yaml:"skip_collateral_unsafe"`
+	// StaleGraceUnsafe accepts a PCK or Root CA CRL, TCB info or QE identity up to this long past
+	// its nextUpdate (a Go duration such as "6h", at most MaxStaleGrace), for riding out a vendor
+	// outage. Default "0": none. Using it adds collateral_stale_accepted and unsafe_option, which
+	// cap the result at warning.
+	StaleGraceUnsafe string `yaml:"stale_grace_unsafe"`
 
 	xfamMask   uint64
 	allowAttrs tdx.TDAttributes
 	maxAge     time.Duration
+	staleGrace time.Duration
+}
+
+// StaleGrace returns the parsed stale_grace_unsafe; 0 (none) for a nil section.
+func (t *TDX) StaleGrace() time.Duration {
+	if t == nil {
+		return 0
+	}
+	return t.staleGrace
 }
 
 // SNP is the policy for AMD SEV-SNP reports (VERIFIER-CHECKS "AMD SEV-SNP report" 5–10).
@@ -138,8 +152,40 @@ type SNP struct {
 	AllowDebugUnsafe bool `yaml:"allow_debug_unsafe"`
 	// SkipCollateralUnsafe skips the AMD CRL checks. Caps the result at warning.
 	SkipCollateralUnsafe bool `yaml:"skip_collateral_unsafe"`
+	// StaleGraceUnsafe accepts the AMD CRL up to this long past its nextUpdate (a Go duration
+	// such as "6h", at most MaxStaleGrace). Default "0": none. Using it adds
+	// collateral_stale_accepted and unsafe_option, which cap the result at warning.
+	StaleGraceUnsafe string `yaml:"stale_grace_unsafe"`
 
-	minABI [2]uint8
+	minABI     [2]uint8
+	staleGrace time.Duration
+}
+
+// StaleGrace returns the parsed stale_grace_unsafe; 0 (none) for a nil section.
+func (s *SNP) StaleGrace() time.Duration {
+	if s == nil {
+		return 0
+	}
+	return s.staleGrace
+}
+
+// MaxStaleGrace bounds stale_grace_unsafe: a vendor outage longer than this calls for collateral
+// imported from elsewhere, not for trusting revocation lists and TCB statuses a week out of date.
+const MaxStaleGrace = 7 * 24 * time.Hour
+
+// parseStaleGrace reads a stale_grace_unsafe value.
+func parseStaleGrace(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("stale_grace_unsafe %q is not a duration such as \"6h\" (or 0 for none)", v)
+	}
+	if d > MaxStaleGrace {
+		return 0, fmt.Errorf("stale_grace_unsafe %s is more than %s: import fresh collateral instead of accepting collateral that stale", v, MaxStaleGrace)
+	}
+	return d, nil
 }
 
 // TPM is the policy for vTPM quotes (VERIFIER-CHECKS "vTPM quote" 3).
@@ -492,6 +538,11 @@ func (t *TDX) validate() error {
 		}
 		t.maxAge = d
 	}
+	g, err := parseStaleGrace(t.StaleGraceUnsafe)
+	if err != nil {
+		return err
+	}
+	t.staleGrace = g
 	return nil
 }
 
@@ -536,5 +587,10 @@ func (s *SNP) validate() error {
 			return fmt.Errorf("tcb_floors: %s has no FMC component (only Turin does)", line)
 		}
 	}
+	g, err := parseStaleGrace(s.StaleGraceUnsafe)
+	if err != nil {
+		return err
+	}
+	s.staleGrace = g
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDefault(t *testing.T) {
@@ -72,6 +73,10 @@ func TestParseRejects(t *testing.T) {
 		"two documents":       "id: x\ntdx: {}\n---\nid: y\n",
 		"not yaml":            "id: [\n",
 		"tcb floor bad key":   "id: x\nsev_snp:\n  tcb_floors: {Milan: {spl: 1}}\n",
+		"grace not duration":  "id: x\ntdx:\n  stale_grace_unsafe: a while\n",
+		"grace negative":      "id: x\nsev_snp:\n  stale_grace_unsafe: -1h\n",
+		"grace over a week":   "id: x\ntdx:\n  stale_grace_unsafe: 169h\n",
+		"grace no unit":       "id: x\nsev_snp:\n  stale_grace_unsafe: 6\n",
 	} {
 		t.Run(name, func(t *testing.T) {
 			if _, err := Parse([]byte(y)); err == nil {
@@ -80,6 +85,23 @@ func TestParseRejects(t *testing.T) {
 				t.Fatalf("error is not one line: %q", err)
 			}
 		})
+	}
+}
+
+// stale_grace_unsafe is per platform section, a duration, zero by default and at most a week.
+func TestStaleGrace(t *testing.T) {
+	if p := Default(); p.TDX.StaleGrace() != 0 || p.SNP.StaleGrace() != 0 {
+		t.Fatalf("the default policy has a stale grace: %v %v", p.TDX.StaleGrace(), p.SNP.StaleGrace())
+	}
+	p, err := Parse([]byte("id: x\ntdx:\n  stale_grace_unsafe: 6h\nsev_snp:\n  stale_grace_unsafe: 0\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.TDX.StaleGrace() != 6*time.Hour || p.SNP.StaleGrace() != 0 {
+		t.Fatalf("stale grace %v %v", p.TDX.StaleGrace(), p.SNP.StaleGrace())
+	}
+	if p, err = Parse([]byte("id: x\ntdx:\n  stale_grace_unsafe: 168h\n")); err != nil || p.TDX.StaleGrace() != MaxStaleGrace || p.SNP.StaleGrace() != 0 {
+		t.Fatalf("a week: %v", err)
 	}
 }
 

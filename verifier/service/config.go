@@ -1,11 +1,13 @@
 package service
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
 	"encoding/pem"
@@ -14,14 +16,17 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
+	"gopkg.in/yaml.v3"
 
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/evidence/blob"
@@ -76,16 +81,149 @@ type Config struct {
 	// built-in default policy (every security rule, no reference values: results are at best
 	// "warning").
 	Policy string `yaml:"policy"`
-	// Collateral is a directory of recorded vendor collateral responses (*.json, the format of
-	// `proofline verify --collateral`). Without it no collateral is available and every verdict
-	// that needs collateral is contraindicated (collateral_unavailable).
-	Collateral string `yaml:"collateral"`
+	// Collateral says where vendor collateral comes from: a directory of recorded responses
+	// (offline), or live fetching from Intel PCS and AMD KDS with a persistent cache refreshed in
+	// the background (see CollateralConfig). Written as a plain string it is a recorded
+	// directory (`collateral: /var/lib/proofline-collateral`). Without either no collateral is
+	// available and every verdict that needs collateral is contraindicated
+	// (collateral_unavailable).
+	Collateral CollateralConfig `yaml:"collateral"`
 	// Roots is a directory of *.pem trust anchors replacing the built-in Intel and AMD roots. Such
 	// roots are test roots: the service refuses them unless started with --test-mode.
 	Roots string `yaml:"roots"`
 	// Queue bounds the work in front of verification.
 	Queue QueueConfig `yaml:"queue"`
 }
+
+// CollateralConfig says where the verifier gets vendor collateral (TCB info, QE identity, CRLs,
+// VCEKs and cert chains). Either Dir or Fetch, not both. A plain string in YAML is Dir, the form
+// of earlier configurations. Example of live fetching through a PCCS for Intel and from AMD KDS
+// directly:
+//
+//	collateral:
+//	  fetch:
+//	    enabled: true
+//	    intel_update: early
+//	    ca_file: /etc/proofline/pccs-ca.pem
+//	    routes:
+//	      - {prefix: "https://api.trustedservices.intel.com/", base: "https://pccs.internal:8081/", every: 100ms, burst: 10}
+//	      - {prefix: "https://certificates.trustedservices.intel.com/", every: 1s, burst: 10}
+//	      - {prefix: "https://kdsintf.amd.com/", every: 10s, burst: 1}
+//	  cache_dir: /var/lib/proofline/collateral-cache
+//	  expiry_warning: 6h
+type CollateralConfig struct {
+	// Dir is a directory of recorded vendor collateral responses (*.json, the format of
+	// `proofline verify --collateral`), served as recorded: nothing is fetched or refreshed.
+	Dir string `yaml:"dir"`
+	// Fetch fetches collateral live and keeps it fresh.
+	Fetch FetchConfig `yaml:"fetch"`
+	// CacheDir keeps fetched collateral across restarts (collateral.DirStore). Default
+	// DataDir/collateral-cache. Each replica keeps its own.
+	CacheDir string `yaml:"cache_dir"`
+	// ExpiryWarning: /readyz reports degraded (collateral_expiring) while a collateral document
+	// the verifier holds expires within this long, or has expired, and could not be refreshed (a
+	// recorded Dir is never refreshed). Default 6h.
+	ExpiryWarning time.Duration `yaml:"expiry_warning"`
+}
+
+// UnmarshalYAML accepts a plain string (Dir) or a mapping, whose keys are checked strictly.
+func (c *CollateralConfig) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		*c = CollateralConfig{}
+		return n.Decode(&c.Dir)
+	}
+	// Node.Decode does not inherit the file decoder's KnownFields: decode the mapping again with
+	// a strict decoder, so that a misspelt key is an error here as everywhere else.
+	b, err := yaml.Marshal(n)
+	if err != nil {
+		return err
+	}
+	type plain CollateralConfig
+	var v plain
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&v); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return fmt.Errorf("collateral (line %d): %w", n.Line, err)
+		}
+		// Line numbers in te are those of the re-encoded mapping: name the keys instead.
+		msgs := make([]string, len(te.Errors))
+		for i, m := range te.Errors {
+			if k := unknownKey.FindStringSubmatch(m); k != nil {
+				m = fmt.Sprintf("unknown key %q in %s", k[1], sectionNames[k[2]])
+			} else if _, rest, ok := strings.Cut(m, ": "); ok {
+				m = rest
+			}
+			msgs[i] = m
+		}
+		return fmt.Errorf("collateral (line %d): %s", n.Line, strings.Join(msgs, "; "))
+	}
+	*c = CollateralConfig(v)
+	return nil
+}
+
+var (
+	unknownKey   = regexp.MustCompile(`field (\S+) not found in type service\.(\w+)`)
+	sectionNames = map[string]string{"plain": "collateral", "FetchConfig": "collateral.fetch", "RouteConfig": "a collateral.fetch route"}
+)
+
+// FetchConfig configures live collateral fetching (collateral.Fetcher behind a collateral.Cache,
+// refreshed by a collateral.Refresher; every replaced document is a collateral_update record).
+type FetchConfig struct {
+	// Enabled turns live fetching on.
+	Enabled bool `yaml:"enabled"`
+	// Routes map the canonical vendor URLs to the servers asked: the vendors, a PCCS or a mirror,
+	// each with its request budget. Default: Intel PCS, the Intel certificates host and AMD KDS
+	// themselves (collateral.DefaultRoutes). A URL no route matches is never fetched.
+	Routes []RouteConfig `yaml:"routes"`
+	// IntelUpdate is the Intel PCS update parameter: "standard" (the default) or "early" (TCB
+	// recovery collateral as soon as Intel publishes it).
+	IntelUpdate string `yaml:"intel_update"`
+	// Timeout bounds one HTTP request. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxWait bounds how long one fetch waits for its host's budget and Retry-After. Default 10m.
+	MaxWait time.Duration `yaml:"max_wait"`
+	// CAFile holds PEM CA certificates trusted for the collateral servers besides the system
+	// roots (a PCCS with its own certificate).
+	CAFile string `yaml:"ca_file"`
+	// RefreshInterval is the time between background refresh passes. Default 15m.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// RefreshHorizon: a cached document is refetched once its nextUpdate is this close (or half
+	// its validity, if shorter). Default 24h.
+	RefreshHorizon time.Duration `yaml:"refresh_horizon"`
+	// RefetchEvery: a cached document is also refetched when it was not asked for this long, so
+	// that a TCB recovery published before the old TCB info expires arrives. Default 24h.
+	RefetchEvery time.Duration `yaml:"refetch_every"`
+}
+
+// RouteConfig is one collateral.Route.
+type RouteConfig struct {
+	// Prefix selects canonical URLs: a prefix ending in "/" (e.g.
+	// "https://api.trustedservices.intel.com/") or one exact URL.
+	Prefix string `yaml:"prefix"`
+	// Base replaces Prefix in the URL asked, e.g. a PCCS "https://pccs.internal:8081/". Empty:
+	// the vendor itself.
+	Base string `yaml:"base"`
+	// Every and Burst are the request budget of Base's host: at most Burst at once, refilled at
+	// one per Every (0: no budget; Retry-After is still honoured).
+	Every time.Duration `yaml:"every"`
+	Burst int           `yaml:"burst"`
+}
+
+func (f *FetchConfig) routes() []collateral.Route {
+	if f.Routes == nil {
+		return nil
+	}
+	out := make([]collateral.Route, len(f.Routes))
+	for i, r := range f.Routes {
+		out[i] = collateral.Route{Prefix: r.Prefix, Base: r.Base, Every: r.Every, Burst: r.Burst}
+	}
+	return out
+}
+
+// DefaultCollateralCacheDir is the collateral cache's directory in the data directory.
+const DefaultCollateralCacheDir = "collateral-cache"
 
 // LogConfig configures the evidence log.
 type LogConfig struct {
@@ -172,10 +310,42 @@ func (c *Config) Validate(testMode bool) error {
 	if c.Queue.Workers < 0 || c.Queue.Size < 0 || c.Queue.RetryAfter < 0 {
 		bad("queue.workers, queue.size and queue.retry_after must not be negative")
 	}
+	c.Collateral.validate(bad)
 	if c.Roots != "" && !testMode {
 		bad("roots: %s replaces the vendor roots with test roots, which the service accepts only with --test-mode; remove roots for production", c.Roots)
 	}
 	return errors.Join(errs...)
+}
+
+func (c *CollateralConfig) validate(bad func(string, ...any)) {
+	f := &c.Fetch
+	if c.Dir != "" && f.Enabled {
+		bad("collateral: give either dir (recorded responses, offline) or fetch (live), not both")
+	}
+	if c.ExpiryWarning < 0 {
+		bad("collateral.expiry_warning is %v; give a positive duration such as 6h", c.ExpiryWarning)
+	}
+	if !f.Enabled {
+		if len(f.Routes) > 0 || f.CAFile != "" || f.IntelUpdate != "" {
+			bad("collateral.fetch is configured but not enabled; add enabled: true (or remove it)")
+		}
+		return
+	}
+	if f.Timeout < 0 || f.MaxWait < 0 || f.RefreshInterval < 0 || f.RefreshHorizon < 0 {
+		bad("collateral.fetch: timeout, max_wait, refresh_interval and refresh_horizon must not be negative")
+	}
+	if f.RefreshInterval != 0 && f.RefreshInterval < time.Minute {
+		bad("collateral.fetch.refresh_interval is %v; give at least 1m (the vendors' rate limits apply)", f.RefreshInterval)
+	}
+	switch f.IntelUpdate {
+	case "", "standard", "early":
+	default:
+		bad("collateral.fetch.intel_update is %q; give standard or early", f.IntelUpdate)
+	}
+	// The fetcher checks the routes; a client is needed but not used.
+	if _, err := collateral.NewFetcher(collateral.FetcherConfig{Client: &http.Client{}, Routes: f.routes()}); err != nil {
+		bad("collateral.fetch: %v", strings.TrimPrefix(err.Error(), "collateral: "))
+	}
 }
 
 // Env is what OpenDeps takes besides the configuration: flags and process-wide things.
@@ -195,6 +365,12 @@ type Env struct {
 	Collateral collateral.Source
 	// InitialPolicy, when set, replaces Config.Policy.
 	InitialPolicy []byte
+	// CollateralClient, when set, sends the collateral fetches instead of a client built from
+	// collateral.fetch (tests use the fake PCS/KDS servers' clients).
+	CollateralClient *http.Client
+	// CollateralClock, when set, is the clock of collateral fetching, caching, refreshing and
+	// expiry instead of the system clock.
+	CollateralClock collateral.Clock
 }
 
 // ExecutableDigest returns the SHA-256 of the running executable, for Env.Build.
@@ -389,15 +565,23 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 			return d, err
 		}
 	}
-	switch {
+	d.Settings.CollateralExpiryWarning = cfg.Collateral.ExpiryWarning
+	switch fc := cfg.Collateral.Fetch; {
 	case env.Collateral != nil:
 		d.Collateral = env.Collateral
-	case cfg.Collateral != "":
-		set, err := collateral.ReadDir(cfg.Collateral)
+	case cfg.Collateral.Dir != "":
+		set, err := collateral.ReadDir(cfg.Collateral.Dir)
 		if err != nil {
 			return d, fmt.Errorf("collateral: %w", err)
 		}
 		d.Collateral = set
+	case fc.Enabled:
+		if d.LiveCollateral, err = openLiveCollateral(cfg, env); err != nil {
+			return d, err
+		}
+		d.Settings.CollateralRefreshInterval = fc.RefreshInterval
+		d.Settings.CollateralRefreshHorizon = fc.RefreshHorizon
+		d.Settings.CollateralRefetchEvery = fc.RefetchEvery
 	}
 	switch {
 	case env.InitialPolicy != nil:
@@ -411,6 +595,62 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 		}
 	}
 	return d, nil
+}
+
+// openLiveCollateral builds the fetcher and the cache store of collateral.fetch.
+func openLiveCollateral(cfg Config, env Env) (*LiveCollateral, error) {
+	fc := cfg.Collateral.Fetch
+	client := env.CollateralClient
+	if client == nil {
+		var err error
+		if client, err = collateralClient(fc); err != nil {
+			return nil, err
+		}
+	}
+	fetcher, err := collateral.NewFetcher(collateral.FetcherConfig{
+		Client: client, Clock: env.CollateralClock, Routes: fc.routes(), IntelUpdate: fc.IntelUpdate,
+		MaxWait: fc.MaxWait, Logger: env.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("collateral.fetch: %w", err)
+	}
+	dir := cfg.Collateral.CacheDir
+	if dir == "" {
+		dir = filepath.Join(cfg.DataDir, DefaultCollateralCacheDir)
+	}
+	store, err := collateral.OpenDirStore(dir)
+	if err != nil {
+		return nil, fmt.Errorf("collateral.cache_dir: %w", err)
+	}
+	return &LiveCollateral{Upstream: fetcher, Store: store, Clock: env.CollateralClock}, nil
+}
+
+// DefaultCollateralTimeout bounds one collateral HTTP request.
+const DefaultCollateralTimeout = 30 * time.Second
+
+// collateralClient returns the HTTP client of collateral fetches: the environment's proxy
+// settings, the system roots plus fc.CAFile, fc.Timeout.
+func collateralClient(fc FetchConfig) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if fc.CAFile != "" {
+		pemData, err := os.ReadFile(fc.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("collateral.fetch.ca_file: %w", err)
+		}
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			pool = x509.NewCertPool()
+		}
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("collateral.fetch.ca_file: %s holds no PEM certificate", fc.CAFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	timeout := fc.Timeout
+	if timeout == 0 {
+		timeout = DefaultCollateralTimeout
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}, nil
 }
 
 func openMySQL(dsn string) (*sql.DB, error) {

@@ -25,7 +25,13 @@
 //     ErrUnavailable with ErrChallengeUsed, telling the caller to ask for a new challenge.
 //   - Every policy change (creating a version, activating one) and every relying-party decision
 //     (POST /v1/events) is an evidence record too, written before the change is committed or the
-//     decision acknowledged.
+//     decision acknowledged. So is every replacement of a cached vendor collateral document with
+//     live collateral (collateral_update, written before the cache keeps the new document).
+//   - Live collateral (Config.Collateral.Fetch) is refreshed in the background ahead of expiry; a
+//     fetch failure is logged and counted (proofline_collateral_fetch_errors_total), never fatal,
+//     and /readyz reports collateral_expiring while a document nears or passes its nextUpdate
+//     unrefreshed. A stale document is never used unless the active policy's stale_grace_unsafe
+//     allows it, and then the verdict is at best warning.
 //
 // # Principals and subjects
 //
@@ -54,6 +60,8 @@
 //	index.db          the query index (SQLite), rebuildable from the log
 //	blobs/            collateral responses (canonical JSON), policies and large evidence, by SHA-256
 //	policies.db       policy versions and the active one (SQLite)
+//	collateral-cache/ with collateral.fetch: the fetched vendor collateral (collateral.DirStore),
+//	                  unless collateral.cache_dir says otherwise; kept per replica, also with a database
 //
 // With Config.Database set, the log, the index, used nonces, blobs and policies are tables in
 // that MySQL/MariaDB database (proofline_policy_versions and proofline_policy_active for policies;

@@ -21,6 +21,9 @@ type metrics struct {
 	nonceRejected *prometheus.CounterVec // reason
 	queueDepth    prometheus.GaugeFunc
 	indexErrors   prometheus.Counter
+	// Live collateral; the age and expiry gauges are collateralCollector's.
+	collateralFetchErrors *prometheus.CounterVec // vendor, status
+	collateralUpdates     *prometheus.CounterVec // kind
 }
 
 func newMetrics(reg prometheus.Registerer, depth func() float64) *metrics {
@@ -58,10 +61,17 @@ func newMetrics(reg prometheus.Registerer, depth func() float64) *metrics {
 		indexErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "proofline_index_errors_total", Help: "Index writes that failed (the index catches up from the log later).",
 		}),
+		collateralFetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proofline_collateral_fetch_errors_total", Help: "Failed collateral fetches, by vendor (intel, amd, other) and status (HTTP status, timeout, network, other).",
+		}, []string{"vendor", "status"}),
+		collateralUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proofline_collateral_updates_total", Help: "Collateral documents replaced by a different one and recorded (collateral_update records), by kind.",
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.verdicts, m.failures, m.verifyLatency, m.appendLatency, m.appendErrors,
-			m.collateralAge, m.overloaded, m.nonceRejected, m.queueDepth, m.indexErrors)
+			m.collateralAge, m.overloaded, m.nonceRejected, m.queueDepth, m.indexErrors,
+			m.collateralFetchErrors, m.collateralUpdates)
 	}
 	return m
 }

@@ -192,6 +192,7 @@ const (
 	WarnIndexUnreadable    = "index_unreadable"
 	WarnIndexBehind        = "index_behind"
 	WarnVerificationQueued = "verification_backlog"
+	WarnCollateralExpiring = "collateral_expiring"
 )
 
 // Warning is one way the service is degraded: a stable Code, safe to show to anyone, and a
@@ -233,8 +234,11 @@ func (s *Service) Ready(ctx context.Context) (warnings []Warning, err error) {
 	if s.d.Roots.Test {
 		warn(WarnTestRoots, "test mode: appraising with test vendor roots; every result says test_roots: true and relying parties refuse it")
 	}
-	if s.d.Collateral == nil {
+	if s.coll == nil {
 		warn(WarnNoCollateral, "no collateral source: every verdict that needs vendor collateral is contraindicated (collateral_unavailable)")
+	}
+	if detail := s.collateralExpiring(); detail != "" {
+		warn(WarnCollateralExpiring, "%s", detail)
 	}
 	if (pol.Policy.TDX != nil && len(pol.Policy.TDX.MRTD) == 0) || (pol.Policy.SNP != nil && len(pol.Policy.SNP.Measurement) == 0) {
 		warn(WarnPolicyUnpinned, "the active policy %q (version %d) pins no launch measurement for a platform it accepts: that platform's results are at best warning", pol.Policy.ID, pol.Version)

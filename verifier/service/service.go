@@ -68,6 +68,12 @@ type Settings struct {
 	IndexCatchupInterval time.Duration
 	// NonceSweepInterval is how often records of expired used nonces are deleted.
 	NonceSweepInterval time.Duration
+	// CollateralRefreshInterval, CollateralRefreshHorizon and CollateralRefetchEvery drive the
+	// background refresh of live collateral (collateral.RefresherConfig; zero takes its defaults).
+	CollateralRefreshInterval, CollateralRefreshHorizon, CollateralRefetchEvery time.Duration
+	// CollateralExpiryWarning is how close to its nextUpdate a collateral document makes /readyz
+	// report collateral_expiring when it could not be refreshed (default 6h).
+	CollateralExpiryWarning time.Duration
 }
 
 func (s Settings) withDefaults() Settings {
@@ -98,8 +104,14 @@ func (s Settings) withDefaults() Settings {
 	if s.NonceSweepInterval == 0 {
 		s.NonceSweepInterval = 5 * time.Minute
 	}
+	if s.CollateralExpiryWarning == 0 {
+		s.CollateralExpiryWarning = DefaultCollateralExpiryWarning
+	}
 	return s
 }
+
+// DefaultCollateralExpiryWarning is Settings.CollateralExpiryWarning's default.
+const DefaultCollateralExpiryWarning = 6 * time.Hour
 
 // DefaultAudience is the aud of result tokens when none is configured.
 const DefaultAudience = "proofline-relying-party"
@@ -121,8 +133,14 @@ type Deps struct {
 	Tokens     *token.Issuer
 	Roots      *roots.Set
 	// Collateral answers the verifier's collateral requests; nil means none is available (every
-	// verdict that needs collateral is then contraindicated, collateral_unavailable).
+	// verdict that needs collateral is then contraindicated, collateral_unavailable), unless
+	// LiveCollateral is set.
 	Collateral collateral.Source
+	// LiveCollateral, when set (and Collateral is nil), fetches collateral live: the service
+	// puts a collateral.Cache over it, refreshes it in the background (Start), records every
+	// replaced document as a collateral_update record, and reports its health in metrics and
+	// /readyz.
+	LiveCollateral *LiveCollateral
 	// InitialPolicy is the policy YAML activated when the policy store has no active policy; nil
 	// means the built-in default policy.
 	InitialPolicy []byte
@@ -161,6 +179,13 @@ type Service struct {
 	closeMu     sync.Mutex
 	closed      bool
 	draining    chan struct{}
+
+	// coll answers collateral requests: Deps.Collateral, or the live cache.
+	coll collateral.Source
+	// cache, refresher and collClock are set with Deps.LiveCollateral.
+	cache     *collateral.Cache
+	refresher *collateral.Refresher
+	collClock collateral.Clock
 }
 
 // New composes a service from its parts. It refuses test roots unless Settings.TestMode, checks
@@ -196,7 +221,14 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	s.verifier = evidence.Verifier{Name: "proofline", Version: buildinfo.Version(), Build: d.Build}
 	s.queue = newAdmission(s.set.Workers, s.set.Queue, s.set.RetryAfter)
 	s.m = newMetrics(d.Registerer, func() float64 { return float64(s.queue.depth()) })
+	if err := s.openCollateral(ctx); err != nil {
+		return nil, err
+	}
+	if d.Registerer != nil {
+		d.Registerer.MustRegister(newCollateralCollector(s))
+	}
 	if err := s.bootstrapPolicy(ctx); err != nil {
+		s.closeCollateral()
 		return nil, err
 	}
 	if n, err := s.catchupIndex(ctx); err != nil {
@@ -209,11 +241,15 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 }
 
 // Start runs the background loops until Close: the index catch-up (every
-// Settings.IndexCatchupInterval, and soon after an index write failed) and the sweeping of expired
-// used nonces (every Settings.NonceSweepInterval).
+// Settings.IndexCatchupInterval, and soon after an index write failed), the sweeping of expired
+// used nonces (every Settings.NonceSweepInterval) and, with live collateral, its refresh (a pass
+// at once, then every Settings.CollateralRefreshInterval on the collateral clock).
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
+	if s.refresher != nil {
+		s.loops.Go(func() { s.refresher.Run(ctx) })
+	}
 	s.loops.Add(2)
 	go func() {
 		defer s.loops.Done()
@@ -283,6 +319,7 @@ func (s *Service) Close() error {
 		s.stop()
 	}
 	s.loops.Wait()
+	s.closeCollateral()
 	var errs []error
 	for _, c := range s.d.Closers {
 		errs = append(errs, c())
@@ -434,7 +471,7 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 	var (
 		res       *ear.Result
 		nonceUsed []byte
-		seen      = &recordingSource{src: s.d.Collateral, seen: map[string]*collateral.Response{}}
+		seen      = &recordingSource{src: s.collateralFor(pol.Policy, ev.Platform), seen: map[string]*collateral.Response{}}
 	)
 	reason, err := s.consumeNonce(ctx, ev.Nonce, p)
 	switch {
@@ -445,7 +482,7 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 	default:
 		nonceUsed = ev.Nonce
 		opts := verifier.Options{Policy: pol.Policy, Roots: s.d.Roots, Now: now, Nonce: nonceUsed}
-		if s.d.Collateral != nil {
+		if s.coll != nil {
 			opts.Collateral = seen
 		}
 		start := time.Now()

@@ -42,6 +42,10 @@ type Options struct {
 	Collateral collateral.Source
 	// SkipCollateralUnsafe skips the CRL checks. The chain and the signature are still checked.
 	SkipCollateralUnsafe bool
+	// StaleGraceUnsafe accepts the AMD CRL up to this long past its nextUpdate, with a
+	// collateral_stale_accepted warning in place of the snp_crl_stale failure. A CRL not yet
+	// valid at Now is never accepted. Only the policy option stale_grace_unsafe sets it.
+	StaleGraceUnsafe time.Duration
 }
 
 const (
@@ -380,10 +384,24 @@ func (v *verification) checkCRL() {
 		v.fail(ear.CodeSNPCRLInvalid, checkCRL, "the CRL from %s is not signed by ARK-%s", u, v.line)
 		return
 	}
-	now := v.opts.Now
-	if now.Before(crl.ThisUpdate) || crl.NextUpdate.IsZero() || now.After(crl.NextUpdate) {
-		v.fail(ear.CodeSNPCRLStale, checkCRL, "the AMD CRL is valid from %s to %s, not at %s; fetch a fresh CRL",
-			tu.Format(time.RFC3339), nu.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	now, grace := v.opts.Now, v.opts.StaleGraceUnsafe
+	stale := func(why string) {
+		v.fail(ear.CodeSNPCRLStale, checkCRL, "the AMD CRL is valid from %s to %s, not at %s%s; fetch a fresh CRL",
+			tu.Format(time.RFC3339), nu.Format(time.RFC3339), now.UTC().Format(time.RFC3339), why)
+	}
+	switch {
+	case now.Before(crl.ThisUpdate) || crl.NextUpdate.IsZero():
+		stale("")
+		return
+	case !now.After(crl.NextUpdate):
+	case grace > 0 && !now.After(crl.NextUpdate.Add(grace)):
+		v.res.Warn(ear.CodeCollateralStaleAccepted, checkCRL, fmt.Sprintf("the AMD CRL expired at %s, %s before the verification time, and was accepted within stale_grace_unsafe (%s): revocations published since may be missed; refresh the collateral",
+			nu.Format(time.RFC3339), now.Sub(crl.NextUpdate), grace))
+	case grace > 0:
+		stale(fmt.Sprintf(" (%s past its nextUpdate, beyond stale_grace_unsafe of %s)", now.Sub(crl.NextUpdate), grace))
+		return
+	default:
+		stale("")
 		return
 	}
 	for _, e := range crl.RevokedCertificateEntries {

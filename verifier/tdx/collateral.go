@@ -75,14 +75,37 @@ func (v *verification) checkCRL(crl *x509.RevocationList, issuer *x509.Certifica
 		return false
 	}
 	v.noteTimes(crl.ThisUpdate, crl.NextUpdate)
-	now := v.opts.Now
-	if now.Before(crl.ThisUpdate) || crl.NextUpdate.IsZero() || now.After(crl.NextUpdate) {
-		v.fail(ear.CodeTDXCRLStale, checkPCKChain, "%s is valid from %s to %s, not at %s; fetch a fresh CRL", name,
-			crl.ThisUpdate.UTC().Format(time.RFC3339), crl.NextUpdate.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	if ok, why := v.window(name, checkPCKChain, crl.ThisUpdate, crl.NextUpdate); !ok {
+		v.fail(ear.CodeTDXCRLStale, checkPCKChain, "%s; fetch a fresh CRL", why)
 		return false
 	}
 	return true
 }
+
+// window checks issued ≤ Now ≤ next for the collateral document name. Past next by at most
+// StaleGraceUnsafe it accepts the document and records a collateral_stale_accepted warning that
+// says how stale it is. Otherwise it returns false and why, for the caller's stale or expired
+// failure.
+func (v *verification) window(name, check string, issued, next time.Time) (ok bool, why string) {
+	now := v.opts.Now
+	why = fmt.Sprintf("%s is valid from %s to %s, not at %s", name, rfc3339(issued), rfc3339(next), rfc3339(now))
+	grace := v.opts.StaleGraceUnsafe
+	switch {
+	case next.IsZero() || now.Before(issued):
+		return false, why
+	case !now.After(next):
+		return true, ""
+	case grace > 0 && !now.After(next.Add(grace)):
+		v.res.Warn(ear.CodeCollateralStaleAccepted, check, fmt.Sprintf("%s expired at %s, %s before the verification time, and was accepted within stale_grace_unsafe (%s): revocations and TCB changes published since may be missed; refresh the collateral",
+			name, rfc3339(next), now.Sub(next), grace))
+		return true, ""
+	case grace > 0:
+		return false, fmt.Sprintf("%s (%s past its nextUpdate, beyond stale_grace_unsafe of %s)", why, now.Sub(next), grace)
+	}
+	return false, why
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
 
 func revoked(crl *x509.RevocationList, c *x509.Certificate) bool {
 	if crl == nil || c == nil {
@@ -217,12 +240,6 @@ func issuerChain(values []string) (*x509.Certificate, error) {
 	return x509.ParseCertificate(block.Bytes)
 }
 
-// inWindow checks issueDate ≤ now ≤ nextUpdate.
-func (v *verification) inWindow(issue, next time.Time) bool {
-	now := v.opts.Now
-	return !now.Before(issue) && !now.After(next)
-}
-
 // checkQEIdentity verifies the QE identity, matches the QE report against it and records the QE's
 // TCB status (check 5).
 func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
@@ -247,9 +264,8 @@ func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
 		return
 	}
 	v.qeIdentity = &id
-	if !v.inWindow(id.IssueDate, id.NextUpdate) {
-		v.fail(ear.CodeTDXQEIdentityExpired, checkQEIdentity, "QE identity is valid from %s to %s, not at %s; fetch fresh collateral",
-			id.IssueDate.UTC().Format(time.RFC3339), id.NextUpdate.UTC().Format(time.RFC3339), v.opts.Now.UTC().Format(time.RFC3339))
+	if ok, why := v.window("QE identity", checkQEIdentity, id.IssueDate, id.NextUpdate); !ok {
+		v.fail(ear.CodeTDXQEIdentityExpired, checkQEIdentity, "%s; fetch fresh collateral", why)
 	}
 	qe := v.q.QEReport
 	var mismatches []string

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/google/go-tdx-guest/pcs"
 	"github.com/proofline/proofline/verifier/ear"
@@ -64,9 +63,8 @@ func (v *verification) checkTCBInfo(ext *pcs.PckExtensions, rootCRL *x509.Revoca
 		tcb.QEIdentityIssueDate, tcb.QEIdentityNextUpdate = id.IssueDate.UTC(), id.NextUpdate.UTC()
 	}
 	v.claims.TCB = tcb
-	if !v.inWindow(info.IssueDate, info.NextUpdate) {
-		v.fail(ear.CodeTDXTCBInfoExpired, checkTCBInfo, "TCB info is valid from %s to %s, not at %s; fetch fresh collateral",
-			info.IssueDate.UTC().Format(time.RFC3339), info.NextUpdate.UTC().Format(time.RFC3339), v.opts.Now.UTC().Format(time.RFC3339))
+	if ok, why := v.window("TCB info", checkTCBInfo, info.IssueDate, info.NextUpdate); !ok {
+		v.fail(ear.CodeTDXTCBInfoExpired, checkTCBInfo, "%s; fetch fresh collateral", why)
 	}
 	if !strings.EqualFold(info.Fmspc, ext.FMSPC) || !strings.EqualFold(info.PceID, ext.PCEID) {
 		v.fail(ear.CodeTDXTCBInfoMismatch, checkTCBInfo, "TCB info is for FMSPC %s / PCEID %s but the PCK certificate has FMSPC %s / PCEID %s",

@@ -35,6 +35,11 @@ type Options struct {
 	// SkipCollateralUnsafe skips TCB info, QE identity and CRLs. The PCK chain, the QE report and
 	// the quote signature are still checked. Only a policy option ending in _unsafe sets it.
 	SkipCollateralUnsafe bool
+	// StaleGraceUnsafe accepts a PCK or Root CA CRL, TCB info or QE identity up to this long past
+	// its nextUpdate, with a collateral_stale_accepted warning naming it in place of the stale or
+	// expired failure. A document not yet valid at Now is never accepted. Only the policy option
+	// stale_grace_unsafe sets it.
+	StaleGraceUnsafe time.Duration
 }
 
 // Check references into VERIFIER-CHECKS.md.

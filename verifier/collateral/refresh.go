@@ -1,0 +1,325 @@
+package collateral
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Document is one document a Source holds: its URL and validity.
+type Document struct {
+	URL      string
+	Validity Validity
+}
+
+// Documents returns the recorded responses whose validity can be read (ValidityOf), sorted by
+// URL: what a verifier serving this Set will answer, and until when.
+func (s Set) Documents() []Document {
+	out := make([]Document, 0, len(s))
+	for _, u := range s.URLs() {
+		r := s[u]
+		if r.Status != http.StatusOK {
+			continue
+		}
+		if v, err := ValidityOf(r); err == nil {
+			out = append(out, Document{URL: u, Validity: v})
+		}
+	}
+	return out
+}
+
+// Documents returns the documents the cache holds in memory (fresh or stale), sorted by URL. It
+// never waits for I/O. Warm loads what the Store holds from earlier runs.
+func (c *Cache) Documents() []Document {
+	c.mu.Lock()
+	out := make([]Document, 0, len(c.mem))
+	for u, e := range c.mem {
+		out = append(out, Document{URL: u, Validity: e.v})
+	}
+	c.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].URL < out[j].URL })
+	return out
+}
+
+// URLLister is implemented by a Store that can list the URLs it holds (MemoryStore, DirStore), so
+// that Cache.Warm can load them.
+type URLLister interface {
+	URLs(ctx context.Context) ([]string, error)
+}
+
+// Warm loads into memory every document the Store holds (when it is a URLLister), fresh or stale,
+// so that Documents, a Refresher and metrics see what earlier runs fetched. Unusable entries are
+// logged and skipped. It returns the number of documents loaded.
+func (c *Cache) Warm(ctx context.Context) (int, error) {
+	l, ok := c.store.(URLLister)
+	if !ok {
+		return 0, nil
+	}
+	urls, err := l.URLs(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("collateral cache: listing the store: %w", err)
+	}
+	n := 0
+	for _, u := range urls {
+		if err := ctx.Err(); err != nil {
+			return n, err
+		}
+		if c.load(ctx, u) != nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// Update is one cached document replaced by a different one for the same URL.
+type Update struct {
+	URL string
+	// Old and New are the documents, and OldValidity and NewValidity their validity.
+	Old, New                 *Response
+	OldValidity, NewValidity Validity
+}
+
+// TCBEvaluationDataNumber returns the tcbEvaluationDataNumber of an Intel PCS v4 TCB info or
+// QE identity response ({"tcbInfo": {…}} or {"enclaveIdentity": {…}}, "Get TCB Info" and "Get
+// Quoting Enclave Identity" in https://api.portal.trustedservices.intel.com/content/documentation.html).
+// It rises with every Intel TCB recovery. It reports false for other documents.
+func TCBEvaluationDataNumber(r *Response) (uint64, bool) {
+	var doc struct {
+		TCBInfo *struct {
+			N *uint64 `json:"tcbEvaluationDataNumber"`
+		} `json:"tcbInfo"`
+		EnclaveIdentity *struct {
+			N *uint64 `json:"tcbEvaluationDataNumber"`
+		} `json:"enclaveIdentity"`
+	}
+	if r == nil || json.Unmarshal(r.Body, &doc) != nil {
+		return 0, false
+	}
+	switch {
+	case doc.TCBInfo != nil && doc.TCBInfo.N != nil:
+		return *doc.TCBInfo.N, true
+	case doc.EnclaveIdentity != nil && doc.EnclaveIdentity.N != nil:
+		return *doc.EnclaveIdentity.N, true
+	}
+	return 0, false
+}
+
+// ErrOlder is wrapped by Refetch when upstream answered with a document older than the one the
+// cache holds (an earlier issue date or nextUpdate, e.g. from a lagging mirror): it is not kept.
+var ErrOlder = errors.New("collateral: upstream answered with an older document than the cached one")
+
+// Refetch asks upstream for url whether or not the cached copy is fresh, and keeps the answer in
+// place of the cached copy (through OnReplace when it differs). It returns the replacement, or
+// nil when upstream answered with the document already held. It fails, keeping the cached copy,
+// when upstream fails, answers something undatable or older than the cached copy (ErrOlder), or
+// OnReplace fails. It does not join a running Get's fetch: when both replace the same document,
+// OnReplace may be called twice.
+func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
+	c.mu.Lock()
+	prev := c.mem[url]
+	c.mu.Unlock()
+	if prev == nil {
+		prev = c.load(ctx, url)
+	}
+	c.fetches.Add(1)
+	resp, err := c.upstream.Get(ctx, url)
+	switch {
+	case err != nil:
+		c.fetchErrors.Add(1)
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %s: %w", ErrUnavailable, url, err)
+		}
+		return nil, err
+	case resp == nil || resp.Status != http.StatusOK || resp.URL != url:
+		c.fetchErrors.Add(1)
+		return nil, fmt.Errorf("%w: %s: the upstream source answered with something else than a 200 response for this URL", ErrUnavailable, url)
+	}
+	v, err := ValidityOf(resp)
+	if err != nil {
+		return nil, fmt.Errorf("collateral: %s: the refetched document is not kept: its validity cannot be read: %w", url, err)
+	}
+	if prev != nil && (v.IssuedAt.Before(prev.v.IssuedAt) || (!v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate))) {
+		return nil, fmt.Errorf("%w: %s: issued %s, next update %s; the cached one was issued %s, next update %s: check the route's server",
+			ErrOlder, url, rfc3339(v.IssuedAt), rfc3339(v.NextUpdate), rfc3339(prev.v.IssuedAt), rfc3339(prev.v.NextUpdate))
+	}
+	return c.keep(ctx, url, prev, resp, v)
+}
+
+func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }
+
+// Refresher defaults.
+const (
+	DefaultRefreshInterval = 15 * time.Minute
+	DefaultRefreshHorizon  = 24 * time.Hour
+	DefaultRefetchEvery    = 24 * time.Hour
+)
+
+// RefresherConfig configures a Refresher.
+type RefresherConfig struct {
+	// Cache is the cache to keep fresh. Required.
+	Cache *Cache
+	// Clock times the passes and judges expiry: the Cache's. Nil means SystemClock.
+	Clock Clock
+	// Interval is the time between passes. 0 means DefaultRefreshInterval.
+	Interval time.Duration
+	// Horizon: a document is refetched once its nextUpdate is at most this far ahead, or half
+	// its validity period if that is shorter. 0 means DefaultRefreshHorizon.
+	Horizon time.Duration
+	// RefetchEvery: a document is also refetched when the Refresher has not asked for it for this
+	// long, so that a new document the vendor publishes before the old one expires (an Intel TCB
+	// recovery raises tcbEvaluationDataNumber in a new TCB info) arrives within this delay.
+	// 0 means DefaultRefetchEvery; negative never.
+	RefetchEvery time.Duration
+	// Logger receives a line per refresh failure and replacement. Nil discards.
+	Logger *slog.Logger
+}
+
+// Refresher keeps the dated documents of a Cache (TCB info, QE identity, CRLs, cert chains;
+// never immutable ones such as VCEKs) fresh ahead of their expiry: every Interval it refetches,
+// through Cache.Refetch, the documents whose nextUpdate is within the horizon or that it has not
+// asked for in RefetchEvery. A failure is logged and remembered (Failure) and the cached copy
+// stays until it expires; the next pass tries again. It is safe for concurrent use.
+type Refresher struct {
+	cache   *Cache
+	clock   Clock
+	every   time.Duration
+	horizon time.Duration
+	refetch time.Duration
+	log     *slog.Logger
+
+	mu        sync.Mutex
+	asked     map[string]time.Time // when each URL was last refetched (or first seen)
+	refetched map[string]time.Time // when each URL was last refetched
+	failures  map[string]Failure
+}
+
+// Failure is a document's latest failed refresh.
+type Failure struct {
+	At  time.Time
+	Err error
+}
+
+// NewRefresher checks cfg and returns a Refresher.
+func NewRefresher(cfg RefresherConfig) (*Refresher, error) {
+	if cfg.Cache == nil {
+		return nil, errors.New("collateral: RefresherConfig.Cache is required")
+	}
+	if cfg.Interval < 0 || cfg.Horizon < 0 {
+		return nil, errors.New("collateral: RefresherConfig.Interval and Horizon must not be negative")
+	}
+	r := &Refresher{cache: cfg.Cache, clock: cfg.Clock, every: cfg.Interval, horizon: cfg.Horizon, refetch: cfg.RefetchEvery,
+		log: cfg.Logger, asked: map[string]time.Time{}, refetched: map[string]time.Time{}, failures: map[string]Failure{}}
+	if r.clock == nil {
+		r.clock = SystemClock{}
+	}
+	if r.every == 0 {
+		r.every = DefaultRefreshInterval
+	}
+	if r.horizon == 0 {
+		r.horizon = DefaultRefreshHorizon
+	}
+	if r.refetch == 0 {
+		r.refetch = DefaultRefetchEvery
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	return r, nil
+}
+
+// due reports whether d is to be refetched at now; asked is when it was last refetched.
+func (r *Refresher) due(d Document, now, asked time.Time) bool {
+	v := d.Validity
+	if v.Immutable || v.NextUpdate.IsZero() {
+		return false
+	}
+	if lead := min(r.horizon, v.NextUpdate.Sub(v.IssuedAt)/2); v.NextUpdate.Sub(now) <= lead {
+		return true
+	}
+	return r.refetch > 0 && !now.Before(asked.Add(r.refetch))
+}
+
+// RefreshOnce refetches every due document once, in URL order, and returns the replacements
+// made. Failures are logged and remembered; none stops the others.
+func (r *Refresher) RefreshOnce(ctx context.Context) []Update {
+	var updates []Update
+	for _, d := range r.cache.Documents() {
+		if ctx.Err() != nil {
+			break
+		}
+		now := r.clock.Now()
+		r.mu.Lock()
+		asked, seen := r.asked[d.URL]
+		if !seen {
+			asked = now
+			r.asked[d.URL] = now
+		}
+		r.mu.Unlock()
+		if !r.due(d, now, asked) {
+			continue
+		}
+		u, err := r.cache.Refetch(ctx, d.URL)
+		r.mu.Lock()
+		r.asked[d.URL] = r.clock.Now()
+		r.refetched[d.URL] = r.clock.Now()
+		if err != nil {
+			r.failures[d.URL] = Failure{At: r.clock.Now(), Err: err}
+		} else {
+			delete(r.failures, d.URL)
+		}
+		r.mu.Unlock()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			r.log.WarnContext(ctx, "collateral refresh failed; the cached copy stays until it expires", "url", d.URL,
+				"next_update", d.Validity.NextUpdate, "err", err)
+		case u != nil:
+			r.log.InfoContext(ctx, "collateral replaced", "url", d.URL, "kind", u.NewValidity.Kind,
+				"old_next_update", u.OldValidity.NextUpdate, "new_next_update", u.NewValidity.NextUpdate)
+			updates = append(updates, *u)
+		}
+	}
+	return updates
+}
+
+// Failure returns the latest refresh failure of url, if its latest refresh failed.
+func (r *Refresher) Failure(url string) (Failure, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f, ok := r.failures[url]
+	return f, ok
+}
+
+// LastRefetch returns when the Refresher last refetched url (whatever the outcome), if ever.
+func (r *Refresher) LastRefetch(url string) (time.Time, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	t, ok := r.refetched[url]
+	return t, ok
+}
+
+// Run makes a pass at once and then every Interval on the Clock, until ctx is done. A pass that
+// panics is logged and the next one runs: a refresh never takes the caller down.
+func (r *Refresher) Run(ctx context.Context) {
+	for {
+		r.pass(ctx)
+		if r.clock.Sleep(ctx, r.every) != nil {
+			return
+		}
+	}
+}
+
+func (r *Refresher) pass(ctx context.Context) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.ErrorContext(ctx, "collateral refresh panicked", "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	r.RefreshOnce(ctx)
+}

@@ -1,0 +1,341 @@
+package service
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/policy"
+)
+
+// LiveCollateral is what the service needs to fetch collateral live (OpenDeps builds it from
+// collateral.fetch).
+type LiveCollateral struct {
+	// Upstream fetches documents: a *collateral.Fetcher. Required.
+	Upstream collateral.Source
+	// Store keeps fetched documents across restarts: a *collateral.DirStore. Nil means memory.
+	Store collateral.Store
+	// Clock times fetching, caching, refreshing and expiry; nil means the system clock. It must
+	// be the Fetcher's clock too.
+	Clock collateral.Clock
+}
+
+// openCollateral sets up the service's collateral source: Deps.Collateral as given, or a cache
+// over Deps.LiveCollateral whose replacements are recorded, warmed from its store, and its
+// refresher (run by Start).
+func (s *Service) openCollateral(ctx context.Context) error {
+	lc := s.d.LiveCollateral
+	if lc == nil {
+		s.coll = s.d.Collateral
+		return nil
+	}
+	if s.d.Collateral != nil {
+		return errors.New("service: Deps.Collateral and Deps.LiveCollateral are both set; give one")
+	}
+	if lc.Upstream == nil {
+		return errors.New("service: Deps.LiveCollateral.Upstream is required")
+	}
+	s.collClock = lc.Clock
+	if s.collClock == nil {
+		s.collClock = collateral.SystemClock{}
+	}
+	cache, err := collateral.NewCache(collateral.CacheConfig{
+		Upstream: countingSource{src: lc.Upstream, errors: s.m.collateralFetchErrors}, Store: lc.Store,
+		Clock: s.collClock, Logger: s.logger, OnReplace: s.recordCollateralUpdate,
+	})
+	if err != nil {
+		return err
+	}
+	if n, err := cache.Warm(ctx); err != nil {
+		// The documents are fetched again when asked for.
+		s.logger.WarnContext(ctx, "collateral cache: could not list the stored documents", slog.Any("error", err))
+	} else if n > 0 {
+		s.logger.InfoContext(ctx, "collateral cache loaded", slog.Int("documents", n))
+	}
+	s.refresher, err = collateral.NewRefresher(collateral.RefresherConfig{
+		Cache: cache, Clock: s.collClock, Interval: s.set.CollateralRefreshInterval,
+		Horizon: s.set.CollateralRefreshHorizon, RefetchEvery: s.set.CollateralRefetchEvery, Logger: s.logger,
+	})
+	if err != nil {
+		cache.Close()
+		return err
+	}
+	s.cache, s.coll = cache, cache
+	return nil
+}
+
+func (s *Service) closeCollateral() {
+	if s.cache != nil {
+		s.cache.Close()
+	}
+}
+
+// collateralFor is the collateral source of one verification: with live collateral and a policy
+// whose section for the platform sets stale_grace_unsafe, the cache may serve a stale copy within
+// that grace when it cannot refetch it (the verifier still reports it, and caps the result).
+func (s *Service) collateralFor(p *policy.Policy, platform attest.Platform) collateral.Source {
+	if s.cache == nil {
+		return s.coll
+	}
+	var grace time.Duration
+	switch platform {
+	case attest.PlatformTDX:
+		grace = p.TDX.StaleGrace()
+	case attest.PlatformSNP:
+		grace = p.SNP.StaleGrace()
+	}
+	if grace > 0 {
+		return s.cache.AllowStaleUnsafe(grace)
+	}
+	return s.cache
+}
+
+// recordCollateralUpdate is the cache's OnReplace: it stores both documents in the blob store
+// and appends a collateral_update record naming the URL, the old and the new digest, the new
+// document's issue time and nextUpdate and, for Intel TCB info and QE identity, its
+// tcbEvaluationDataNumber. It returns once the record is durable; the cache keeps the new
+// document only then.
+func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Update) error {
+	newD := evidence.Digest(u.New.Digest())
+	if err := s.storeBlob(ctx, newD, u.New.Canonical()); err != nil {
+		return err
+	}
+	change := evidence.CollateralChange{
+		IssuedAt:   u.NewValidity.IssuedAt.UTC().Truncate(time.Second),
+		NextUpdate: u.NewValidity.NextUpdate.UTC().Truncate(time.Second),
+	}
+	if u.Old != nil {
+		oldD := evidence.Digest(u.Old.Digest())
+		if err := s.storeBlob(ctx, oldD, u.Old.Canonical()); err != nil {
+			return err
+		}
+		change.Previous = &oldD
+	}
+	var evalNumber string
+	if n, ok := collateral.TCBEvaluationDataNumber(u.New); ok {
+		change.TCBEvaluationDataNumber = &n
+		evalNumber = strconv.FormatUint(n, 10)
+	}
+	kind := collateralKind(u.URL, u.NewValidity.Kind)
+	rec := &evidence.Record{
+		Version:          evidence.Version,
+		Kind:             evidence.KindCollateralUpdate,
+		Time:             s.now().UTC().Truncate(time.Second),
+		Collateral:       []evidence.CollateralRef{{Kind: kind, URL: u.URL, Digest: newD}},
+		CollateralUpdate: []evidence.CollateralChange{change},
+		Verifier:         s.verifier,
+	}
+	leaf, idx, err := s.appendRecord(ctx, rec)
+	if err != nil {
+		return fmt.Errorf("recording the collateral update of %s: %w", u.URL, err)
+	}
+	s.m.collateralUpdates.WithLabelValues(kind).Inc()
+	sum := sha256.Sum256(leaf)
+	attrs := []any{slog.String("url", u.URL), slog.String("kind", kind), slog.Uint64("log_index", idx),
+		slog.String("record_sha256", hex.EncodeToString(sum[:])), slog.String("new_sha256", newD.String()),
+		slog.Time("next_update", change.NextUpdate)}
+	if change.Previous != nil {
+		attrs = append(attrs, slog.String("old_sha256", change.Previous.String()))
+	}
+	if evalNumber != "" {
+		attrs = append(attrs, slog.String("tcb_evaluation_data_number", evalNumber))
+	}
+	s.logger.InfoContext(ctx, "collateral update recorded", attrs...)
+	return nil
+}
+
+// collateralKind names a document in records as attestation records do (verifier/tdx and
+// verifier/snp: pck_crl, root_ca_crl, amd_crl, tcb_info, qe_identity…), from its URL and
+// validity kind.
+func collateralKind(u, validityKind string) string {
+	if validityKind != "crl" {
+		return validityKind
+	}
+	switch {
+	case strings.HasPrefix(u, collateral.IntelPCSOrigin):
+		return "pck_crl"
+	case strings.HasPrefix(u, collateral.IntelCertificatesOrigin):
+		return "root_ca_crl"
+	case strings.HasPrefix(u, collateral.AMDKDSOrigin):
+		return "amd_crl"
+	}
+	return validityKind
+}
+
+// collateralDocuments lists the documents the service serves, with the clock they are judged on.
+func (s *Service) collateralDocuments() ([]collateral.Document, time.Time) {
+	switch src := s.coll.(type) {
+	case *collateral.Cache:
+		return src.Documents(), s.collClock.Now()
+	case collateral.Set:
+		return src.Documents(), s.now()
+	}
+	return nil, s.now()
+}
+
+// maxExpiringListed bounds the documents one readiness warning names.
+const maxExpiringListed = 5
+
+// collateralExpiring describes, for /readyz, the dated documents that expire within
+// Settings.CollateralExpiryWarning (or have expired) and could not be refreshed: with live
+// collateral, those that have expired, or whose latest refresh failed, or that the refresher
+// asked for once already inside that window and got back unchanged; a recorded set is never
+// refreshed, so all of them. It returns "" when there are none.
+func (s *Service) collateralExpiring() string {
+	docs, now := s.collateralDocuments()
+	var listed []string
+	n := 0
+	for _, d := range docs {
+		v := d.Validity
+		if v.Immutable || v.NextUpdate.IsZero() || v.NextUpdate.Sub(now) >= s.set.CollateralExpiryWarning {
+			continue
+		}
+		why := "recorded, never refreshed"
+		if s.refresher != nil {
+			f, failed := s.refresher.Failure(d.URL)
+			last, tried := s.refresher.LastRefetch(d.URL)
+			switch {
+			case failed:
+				why = fmt.Sprintf("refresh failed at %s: %v", f.At.UTC().Format(time.RFC3339), f.Err)
+			case tried && !last.Before(v.NextUpdate.Add(-s.set.CollateralExpiryWarning)):
+				why = fmt.Sprintf("the collateral server still answered with this document at %s", last.UTC().Format(time.RFC3339))
+			case !now.Before(v.NextUpdate):
+				why = "expired, not refreshed yet"
+			default:
+				continue // the refresher has not tried inside the window yet
+			}
+		}
+		n++
+		if len(listed) < maxExpiringListed {
+			listed = append(listed, fmt.Sprintf("%s (next update %s; %s)", d.URL, v.NextUpdate.UTC().Format(time.RFC3339), why))
+		}
+	}
+	if n == 0 {
+		return ""
+	}
+	more := ""
+	if n > len(listed) {
+		more = fmt.Sprintf("; and %d more", n-len(listed))
+	}
+	return fmt.Sprintf("%d collateral document(s) expire within %s or have expired and could not be refreshed — verdicts that need them will be contraindicated once they expire; check the collateral servers and collateral.fetch: %s%s",
+		n, s.set.CollateralExpiryWarning, strings.Join(listed, "; "), more)
+}
+
+// countingSource counts the upstream's failures by vendor and status for the metrics; it is the
+// cache's upstream.
+type countingSource struct {
+	src    collateral.Source
+	errors *prometheus.CounterVec // vendor, status
+}
+
+func (c countingSource) Get(ctx context.Context, u string) (*collateral.Response, error) {
+	r, err := c.src.Get(ctx, u)
+	if err != nil {
+		c.errors.WithLabelValues(vendorOf(u), fetchStatus(err)).Inc()
+	}
+	return r, err
+}
+
+// vendorOf labels a canonical collateral URL: intel, amd or other.
+func vendorOf(u string) string {
+	switch {
+	case strings.HasPrefix(u, collateral.IntelPCSOrigin), strings.HasPrefix(u, collateral.IntelCertificatesOrigin):
+		return "intel"
+	case strings.HasPrefix(u, collateral.AMDKDSOrigin):
+		return "amd"
+	}
+	return "other"
+}
+
+// fetchStatus sorts a fetch error into a few labels: the HTTP status the server answered,
+// "timeout", "network", or "other" (a budget or Retry-After wait longer than allowed, a body
+// too large, a route missing).
+func fetchStatus(err error) string {
+	var se *collateral.StatusError
+	var ne net.Error
+	var ue *url.Error
+	switch {
+	case errors.As(err, &se):
+		return strconv.Itoa(se.Status)
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+		return "timeout"
+	case errors.As(err, &ue), errors.As(err, &ne):
+		return "network"
+	}
+	return "other"
+}
+
+// collateralCollector exports the age and time to expiry of the collateral the service holds,
+// read at scrape time. Labels are bounded: the document kind and the URL's host, never a chip or
+// an FMSPC.
+type collateralCollector struct {
+	s              *Service
+	age, toExpiry  *prometheus.Desc
+	documentsTotal *prometheus.Desc
+}
+
+func newCollateralCollector(s *Service) *collateralCollector {
+	return &collateralCollector{
+		s: s,
+		age: prometheus.NewDesc("proofline_collateral_cached_age_seconds",
+			"Age (now minus issue time) of the oldest collateral document held, by kind and host.", []string{"kind", "host"}, nil),
+		toExpiry: prometheus.NewDesc("proofline_collateral_expiry_seconds",
+			"Seconds until the earliest nextUpdate of the dated collateral documents held, by kind (negative: expired).", []string{"kind"}, nil),
+		documentsTotal: prometheus.NewDesc("proofline_collateral_documents",
+			"Collateral documents held, by kind.", []string{"kind"}, nil),
+	}
+}
+
+func (c *collateralCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.age
+	ch <- c.toExpiry
+	ch <- c.documentsTotal
+}
+
+func (c *collateralCollector) Collect(ch chan<- prometheus.Metric) {
+	docs, now := c.s.collateralDocuments()
+	type kindHost struct{ kind, host string }
+	age := map[kindHost]time.Duration{}
+	expiry := map[string]time.Duration{}
+	count := map[string]int{}
+	for _, d := range docs {
+		v := d.Validity
+		count[v.Kind]++
+		host := ""
+		if pu, err := url.Parse(d.URL); err == nil {
+			host = pu.Hostname()
+		}
+		k := kindHost{v.Kind, host}
+		if a, ok := age[k]; !ok || now.Sub(v.IssuedAt) > a {
+			age[k] = now.Sub(v.IssuedAt)
+		}
+		if v.Immutable || v.NextUpdate.IsZero() {
+			continue
+		}
+		if e, ok := expiry[v.Kind]; !ok || v.NextUpdate.Sub(now) < e {
+			expiry[v.Kind] = v.NextUpdate.Sub(now)
+		}
+	}
+	for k, a := range age {
+		ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, a.Seconds(), k.kind, k.host)
+	}
+	for k, e := range expiry {
+		ch <- prometheus.MustNewConstMetric(c.toExpiry, prometheus.GaugeValue, e.Seconds(), k)
+	}
+	for k, n := range count {
+		ch <- prometheus.MustNewConstMetric(c.documentsTotal, prometheus.GaugeValue, float64(n), k)
+	}
+}

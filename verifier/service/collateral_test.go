@@ -1,0 +1,496 @@
+package service
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeamd"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+// liveStart is the pinned clock's start in the live-collateral tests.
+var liveStart = time.Date(2026, 5, 4, 8, 0, 0, 0, time.UTC)
+
+// liveEnv is a service fetching its collateral live from a fake PCS/KDS, on a pinned clock that
+// both the service and its collateral use.
+type liveEnv struct {
+	t     *testing.T
+	clock *collateraltest.Clock
+	plat  *servicetest.Platforms
+	srv   *collateraltest.Server
+	svc   *Service
+	reg   *prometheus.Registry
+	logs  *syncBuffer
+	tcb   string // the TCB info's canonical URL
+}
+
+// newLiveEnv serves the simulated platforms' collateral, with a TCB info expiring tcbExpiry after
+// the start, from a fake server, and opens a service that fetches it (collateral.fetch) with
+// hourly refresh passes. policyEdit, if set, edits the initial policy YAML.
+func newLiveEnv(t *testing.T, tcbExpiry time.Duration, policyEdit func(string) string) *liveEnv {
+	t.Helper()
+	e := &liveEnv{t: t, clock: collateraltest.NewClock(liveStart), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	plat, err := servicetest.New(liveStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.plat = plat
+	o := fakeintel.DefaultCollateralOptions(liveStart)
+	o.TCBInfo.NextUpdate = liveStart.Add(tcbExpiry)
+	ic, err := plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.tcb = ic[0].URL
+	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.srv, err = collateraltest.NewServer(append(ic, ac...), collateraltest.Options{Clock: e.clock}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.srv.Close)
+	var routes []RouteConfig
+	for _, r := range e.srv.Routes() {
+		routes = append(routes, RouteConfig{Prefix: r.Prefix, Base: r.Base})
+	}
+	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
+		Collateral: CollateralConfig{Fetch: FetchConfig{Enabled: true, Routes: routes, RefreshInterval: time.Hour}}}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	pol := string(plat.PolicyYAML)
+	if policyEdit != nil {
+		pol = policyEdit(pol)
+	}
+	e.svc, err = Open(context.Background(), cfg, Env{
+		TestMode: true, Now: e.clock.Now, Roots: plat.Roots, InitialPolicy: []byte(pol), Registerer: e.reg,
+		Logger:           slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		CollateralClient: e.srv.Client(), CollateralClock: e.clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.svc.Close() })
+	return e
+}
+
+// attest runs one challenge → evidence → attest round for platform.
+func (e *liveEnv) attest(platform attest.Platform) *Attestation {
+	e.t.Helper()
+	ctx := context.Background()
+	p := Principal{Name: "vm-1", Role: RoleAgent}
+	ch, err := e.svc.Challenge(ctx, p)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body, err := e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData("vm-1"), servicetest.FaultNone)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	a, err := e.svc.Attest(ctx, p, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return a
+}
+
+// updates returns the collateral_update records in the log.
+func (e *liveEnv) updates() []*evidence.Record {
+	e.t.Helper()
+	ctx := context.Background()
+	es, err := e.svc.Records(ctx, index.Query{Kind: evidence.KindCollateralUpdate})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []*evidence.Record
+	for _, en := range es {
+		_, rec, err := e.svc.Record(ctx, en.LogIndex)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		out = append(out, rec)
+	}
+	return out
+}
+
+// runUntil starts the service's background loops and advances the pinned clock from one
+// refresh pass to the next, each time the refresher sleeps between passes, until done says so.
+// Nothing waits in real time.
+func (e *liveEnv) runUntil(done func() bool) {
+	e.t.Helper()
+	for {
+		// The refresher is the clock's only sleeper, between passes.
+		if e.clock.Sleeping() == 1 {
+			if done() {
+				return
+			}
+			e.clock.AdvanceToNext() // wakes it: Sleeping is 0 until its next pass ends
+		}
+		<-e.clock.Changed()
+	}
+}
+
+func (e *liveEnv) warnings() []Warning {
+	e.t.Helper()
+	w, err := e.svc.Ready(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return w
+}
+
+func warningCode(ws []Warning, code string) *Warning {
+	for i := range ws {
+		if ws[i].Code == code {
+			return &ws[i]
+		}
+	}
+	return nil
+}
+
+// metricValue returns the value of the metric name with labels, and whether it exists.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range labels {
+				if got[k] != v {
+					continue metrics
+				}
+			}
+			if m.Gauge != nil {
+				return m.Gauge.GetValue(), true
+			}
+			return m.Counter.GetValue(), true
+		}
+	}
+	return 0, false
+}
+
+// Acceptance 3 of the collateral service: with a pinned clock, the background refresh replaces
+// the TCB info before it expires, once Intel has published a new one (a TCB recovery), and the
+// replacement is a collateral_update record in the log naming the URL, the old and the new
+// digest, the new issue and nextUpdate times and the tcbEvaluationDataNumber, both documents in
+// the blob store. Verdicts after the old document's expiry use the new one, without a fetch.
+func TestLiveCollateralRefreshRecorded(t *testing.T) {
+	e := newLiveEnv(t, 30*time.Hour, nil)
+	ctx := context.Background()
+	e.svc.Start()
+	first := e.attest(attest.PlatformTDX)
+	if first.Result.Status != ear.StatusAffirming {
+		t.Fatalf("first verdict %s: %+v", first.Result.Status, first.Result.Failures)
+	}
+	if e.srv.Served(e.tcb) != 1 {
+		t.Fatalf("TCB info fetched %d times", e.srv.Served(e.tcb))
+	}
+
+	// Intel publishes a new TCB info (tcbEvaluationDataNumber 18 → 19).
+	o := fakeintel.DefaultCollateralOptions(liveStart.Add(time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 19
+	fresh, err := e.plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(fresh[0]); err != nil {
+		t.Fatal(err)
+	}
+	var recs []*evidence.Record
+	e.runUntil(func() bool { recs = e.updates(); return len(recs) > 0 })
+
+	// Issued an hour before the start and expiring 30 hours after it, the TCB info is due once
+	// half its validity (15.5 hours) is left: at the pass of hour 15.
+	if want := liveStart.Add(15 * time.Hour); !e.clock.Now().Equal(want) {
+		t.Fatalf("replaced at %s, want %s", e.clock.Now(), want)
+	}
+	if len(recs) != 1 {
+		t.Fatalf("%d collateral_update records", len(recs))
+	}
+	rec := recs[0]
+	oldDigest := collateralDigest(t, first, e.tcb)
+	newDigest := evidence.Digest(fresh[0].Digest())
+	if len(rec.Collateral) != 1 || rec.Collateral[0].URL != e.tcb || rec.Collateral[0].Kind != "tcb_info" || rec.Collateral[0].Digest != newDigest {
+		t.Fatalf("record collateral %+v", rec.Collateral)
+	}
+	ch := rec.CollateralUpdate[0]
+	if ch.Previous == nil || *ch.Previous != oldDigest || ch.TCBEvaluationDataNumber == nil || *ch.TCBEvaluationDataNumber != 19 ||
+		!ch.IssuedAt.Equal(o.TCBInfo.IssueDate) || !ch.NextUpdate.Equal(o.TCBInfo.NextUpdate) {
+		t.Fatalf("record change %+v", ch)
+	}
+	if !rec.Time.Equal(e.clock.Now()) || !rec.Time.Before(liveStart.Add(30*time.Hour)) {
+		t.Fatalf("recorded at %s, not before the old TCB info's expiry", rec.Time)
+	}
+	for _, d := range []evidence.Digest{oldDigest, newDigest} {
+		if _, err := e.svc.Blob(ctx, d); err != nil {
+			t.Fatalf("blob %s: %v", d, err)
+		}
+	}
+	if v, ok := metricValue(t, e.reg, "proofline_collateral_updates_total", map[string]string{"kind": "tcb_info"}); !ok || v != 1 {
+		t.Fatalf("proofline_collateral_updates_total %v %v", v, ok)
+	}
+
+	// Past the old TCB info's expiry, a verdict uses the new one without fetching it.
+	e.runUntil(func() bool { return e.clock.Now().After(liveStart.Add(31 * time.Hour)) })
+	second := e.attest(attest.PlatformTDX)
+	if second.Result.Status != ear.StatusAffirming || collateralDigest(t, second, e.tcb) != newDigest || e.srv.Served(e.tcb) != 2 {
+		t.Fatalf("second verdict %s with %s after %d fetches: %+v", second.Result.Status, collateralDigest(t, second, e.tcb), e.srv.Served(e.tcb), second.Result.Failures)
+	}
+	if w := warningCode(e.warnings(), WarnCollateralExpiring); w != nil {
+		t.Fatalf("ready with fresh collateral warns: %+v", w)
+	}
+	if v, ok := metricValue(t, e.reg, "proofline_collateral_expiry_seconds", map[string]string{"kind": "tcb_info"}); !ok || v < 28*24*3600 {
+		t.Fatalf("TCB info expiry metric %v %v", v, ok)
+	}
+	if v, ok := metricValue(t, e.reg, "proofline_collateral_cached_age_seconds", map[string]string{"kind": "tcb_info", "host": "api.trustedservices.intel.com"}); !ok || v <= 0 {
+		t.Fatalf("TCB info age metric %v %v", v, ok)
+	}
+}
+
+// collateralDigest returns the digest of url's document in an attestation's result claims.
+func collateralDigest(t *testing.T, a *Attestation, url string) evidence.Digest {
+	t.Helper()
+	var infos []ear.CollateralInfo
+	switch c := a.Result.Claims.(type) {
+	case *ear.TDXClaims:
+		infos = c.Collateral
+	case *ear.SNPClaims:
+		infos = c.Collateral
+	}
+	for _, ci := range infos {
+		if ci.URL == url {
+			d, err := parseDigest(ci.Digest)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d
+		}
+	}
+	t.Fatalf("the result names no %s", url)
+	return evidence.Digest{}
+}
+
+// Acceptance 5 of the collateral service: fetch failures never crash the service; they are
+// counted by vendor and status, and /readyz reports degraded (collateral_expiring) once a
+// document expires within expiry_warning and could not be refreshed — PCS failing, or answering
+// the same document again. Past its expiry, verdicts that need it fail closed
+// (collateral_unavailable, or tdx_tcb_info_expired when PCS hands out the stale document) —
+// unless the policy sets stale_grace_unsafe, within which the stale copy is used and the verdict
+// is warning (acceptance 2).
+func TestLiveCollateralFailures(t *testing.T) {
+	grace := func(s string) string { return strings.Replace(s, "tdx:\n", "tdx:\n  stale_grace_unsafe: 6h\n", 1) }
+	for _, tc := range []struct {
+		name    string
+		failing bool // PCS answers 500 for the TCB info; otherwise the same, old, TCB info
+		policy  func(string) string
+		detail  string // in the readiness warning
+		want    ear.Code
+	}{
+		{"PCS failing", true, nil, "500 Internal Server Error", ear.CodeCollateralUnavailable},
+		{"PCS failing with stale_grace_unsafe", true, grace, "500 Internal Server Error", ear.CodeCollateralStaleAccepted},
+		{"PCS answering the old document", false, nil, "still answered with this document", ear.CodeTDXTCBInfoExpired},
+		{"PCS answering the old document with stale_grace_unsafe", false, grace, "still answered with this document", ear.CodeCollateralStaleAccepted},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newLiveEnv(t, 30*time.Hour, tc.policy)
+			e.svc.Start()
+			if a := e.attest(attest.PlatformTDX); a.Result.Status != ear.StatusAffirming {
+				t.Fatalf("first verdict %s: %+v", a.Result.Status, a.Result.Failures)
+			}
+			if tc.failing {
+				e.srv.Inject(collateraltest.Fault{URL: e.tcb, Status: http.StatusInternalServerError, Times: 1 << 20})
+			}
+
+			// Due at hour 15 and not replaced since: /readyz says nothing while more than 6 hours
+			// are left, then collateral_expiring.
+			e.runUntil(func() bool { return e.clock.Now().Equal(liveStart.Add(23 * time.Hour)) })
+			if w := warningCode(e.warnings(), WarnCollateralExpiring); w != nil {
+				t.Fatalf("7 hours before expiry: %+v", w)
+			}
+			e.runUntil(func() bool { return e.clock.Now().Equal(liveStart.Add(25 * time.Hour)) })
+			w := warningCode(e.warnings(), WarnCollateralExpiring)
+			if w == nil || !strings.Contains(w.Detail, e.tcb) || !strings.Contains(w.Detail, tc.detail) {
+				t.Fatalf("5 hours before expiry, not refreshed: %+v", e.warnings())
+			}
+			if v, ok := metricValue(t, e.reg, "proofline_collateral_fetch_errors_total", map[string]string{"vendor": "intel", "status": "500"}); tc.failing && (!ok || v < 10) {
+				t.Fatalf("fetch errors %v %v", v, ok)
+			}
+			if v, ok := metricValue(t, e.reg, "proofline_collateral_expiry_seconds", map[string]string{"kind": "tcb_info"}); !ok || v != (5*time.Hour).Seconds() {
+				t.Fatalf("TCB info expiry metric %v %v, want 5h", v, ok)
+			}
+
+			// An hour past the expiry.
+			e.runUntil(func() bool { return e.clock.Now().Equal(liveStart.Add(31 * time.Hour)) })
+			a := e.attest(attest.PlatformTDX)
+			switch res := a.Result; tc.want {
+			case ear.CodeCollateralStaleAccepted:
+				if res.Status != ear.StatusWarning || !res.HasWarning(tc.want) || !res.HasWarning(ear.CodeUnsafeOption) {
+					t.Fatalf("stale TCB info within the grace: %s %+v %+v", res.Status, res.Failures, res.Warnings)
+				}
+			default:
+				if res.Status != ear.StatusContraindicated || !res.HasFailure(tc.want) {
+					t.Fatalf("stale TCB info: %s %+v, want %s", res.Status, res.Failures, tc.want)
+				}
+			}
+			// SEV-SNP collateral is fresh: unaffected.
+			if a := e.attest(attest.PlatformSNP); a.Result.Status != ear.StatusAffirming {
+				t.Fatalf("SEV-SNP verdict %s: %+v", a.Result.Status, a.Result.Failures)
+			}
+			// The collateral servers go away altogether: still no crash, network errors
+			// counted, still degraded.
+			e.srv.Close()
+			e.runUntil(func() bool { return e.clock.Now().Equal(liveStart.Add(33 * time.Hour)) })
+			if v, ok := metricValue(t, e.reg, "proofline_collateral_fetch_errors_total", map[string]string{"vendor": "intel", "status": "network"}); !ok || v < 1 {
+				t.Fatalf("network errors %v %v", v, ok)
+			}
+			if warningCode(e.warnings(), WarnCollateralExpiring) == nil {
+				t.Fatal("not degraded with the collateral servers gone")
+			}
+			if len(e.updates()) != 0 {
+				t.Fatal("an update was recorded although nothing was replaced")
+			}
+		})
+	}
+}
+
+// The collateral key takes a plain directory (the earlier form) or a mapping, whose keys are
+// checked as strictly as the rest of the file; Validate says what to change.
+func TestCollateralConfig(t *testing.T) {
+	decode := func(y string) (Config, error) {
+		var c Config
+		dec := yaml.NewDecoder(strings.NewReader(y))
+		dec.KnownFields(true)
+		err := dec.Decode(&c)
+		return c, err
+	}
+	c, err := decode("data_dir: /d\ncollateral: /var/lib/recorded\n")
+	if err != nil || c.Collateral.Dir != "/var/lib/recorded" || c.Collateral.Fetch.Enabled {
+		t.Fatalf("plain string: %v %+v", err, c.Collateral)
+	}
+	c, err = decode(`data_dir: /d
+collateral:
+  fetch:
+    enabled: true
+    intel_update: early
+    timeout: 20s
+    refresh_interval: 30m
+    routes:
+      - {prefix: "https://api.trustedservices.intel.com/", base: "https://pccs.internal:8081/", every: 100ms, burst: 10}
+  cache_dir: /var/cache/proofline
+  expiry_warning: 12h
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := c.Collateral.Fetch
+	if !f.Enabled || f.IntelUpdate != "early" || f.Timeout != 20*time.Second || f.RefreshInterval != 30*time.Minute ||
+		len(f.Routes) != 1 || f.Routes[0].Base != "https://pccs.internal:8081/" || f.Routes[0].Every != 100*time.Millisecond ||
+		c.Collateral.CacheDir != "/var/cache/proofline" || c.Collateral.ExpiryWarning != 12*time.Hour {
+		t.Fatalf("mapping: %+v", c.Collateral)
+	}
+	if err := c.Validate(false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := decode("data_dir: /d\ncollateral:\n  fetch: {enabled: true, rotues: []}\n"); err == nil || !strings.Contains(err.Error(), `collateral (line 3): unknown key "rotues" in collateral.fetch`) {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	if _, err := decode("data_dir: /d\ncollateral:\n  directory: /x\n"); err == nil || !strings.Contains(err.Error(), `unknown key "directory" in collateral`) {
+		t.Fatalf("unknown key: %v", err)
+	}
+
+	for _, tc := range []struct {
+		name string
+		c    CollateralConfig
+		want string
+	}{
+		{"dir and fetch", CollateralConfig{Dir: "/x", Fetch: FetchConfig{Enabled: true}}, "either dir"},
+		{"fetch not enabled", CollateralConfig{Fetch: FetchConfig{IntelUpdate: "early"}}, "enabled: true"},
+		{"bad update", CollateralConfig{Fetch: FetchConfig{Enabled: true, IntelUpdate: "soon"}}, "intel_update"},
+		{"route without scheme", CollateralConfig{Fetch: FetchConfig{Enabled: true, Routes: []RouteConfig{{Prefix: "pccs/"}}}}, "route prefix"},
+		{"route base without slash", CollateralConfig{Fetch: FetchConfig{Enabled: true, Routes: []RouteConfig{{Prefix: collateral.AMDKDSOrigin, Base: "https://mirror"}}}}, "must end in"},
+		{"refresh too often", CollateralConfig{Fetch: FetchConfig{Enabled: true, RefreshInterval: time.Second}}, "refresh_interval"},
+		{"negative expiry warning", CollateralConfig{ExpiryWarning: -time.Hour}, "expiry_warning"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := (&Config{DataDir: "/d", Collateral: tc.c}).Validate(false)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("%v, want %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// collateral.fetch.ca_file adds a CA for the collateral servers (a PCCS with its own
+// certificate): the fetch client trusts the fake PCS with it, and not without it.
+func TestCollateralClientCAFile(t *testing.T) {
+	clock := collateraltest.NewClock(liveStart)
+	pki, err := fakeintel.New(liveStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs, err := pki.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := collateraltest.NewPCS(docs, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	caFile := filepath.Join(t.TempDir(), "pccs-ca.pem")
+	if err := os.WriteFile(caFile, srv.CertificatePEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	get := func(fc FetchConfig) error {
+		client, err := collateralClient(fc)
+		if err != nil {
+			return err
+		}
+		f, err := collateral.NewFetcher(collateral.FetcherConfig{Client: client, Clock: clock, Routes: srv.Routes()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = f.Get(context.Background(), docs[0].URL)
+		return err
+	}
+	if err := get(FetchConfig{CAFile: caFile}); err != nil {
+		t.Fatalf("with ca_file: %v", err)
+	}
+	if err := get(FetchConfig{}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without ca_file: %v", err)
+	}
+	notPEM := filepath.Join(t.TempDir(), "x.pem")
+	if err := os.WriteFile(notPEM, []byte("no"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := collateralClient(FetchConfig{CAFile: notPEM}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Fatalf("ca_file without PEM: %v", err)
+	}
+}
