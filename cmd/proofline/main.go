@@ -46,6 +46,7 @@ Commands:
   serve     run the verifier service (HTTP API, evidence log)
   verify    appraise one evidence envelope offline and print the result as JSON
   log       check the evidence log (fsck) or rebuild its query index (reindex)
+  audit     export an audit bundle of the evidence log, or verify one offline
   version   print the version
 
 Run 'proofline <command> -h' for the flags of a command.
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "log":
 		return runLog(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return runAudit(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proofline", buildinfo.Version())
 		return exitOK
