@@ -243,18 +243,9 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 		c.storeHits.Add(1)
 		return e.resp, nil
 	}
-	c.fetches.Add(1)
-	resp, err := c.upstream.Get(ctx, url)
-	switch {
-	case err != nil:
-		c.fetchErrors.Add(1)
-		if !errors.Is(err, ErrUnavailable) {
-			err = fmt.Errorf("%w: %s: %w", ErrUnavailable, url, err)
-		}
+	resp, err := c.fetchUpstream(ctx, url)
+	if err != nil {
 		return nil, err
-	case resp == nil || resp.Status != http.StatusOK || resp.URL != url:
-		c.fetchErrors.Add(1)
-		return nil, fmt.Errorf("%w: %s: the upstream source answered with something else than a 200 response for this URL", ErrUnavailable, url)
 	}
 	v, err := ValidityOf(resp)
 	if err != nil {
@@ -327,4 +318,23 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 	}
 	c.mu.Unlock()
 	return e
+}
+
+// fetchUpstream asks the upstream source for url and accepts only a 200 response for exactly that
+// URL; every failure is counted and wraps ErrUnavailable.
+func (c *Cache) fetchUpstream(ctx context.Context, url string) (*Response, error) {
+	c.fetches.Add(1)
+	resp, err := c.upstream.Get(ctx, url)
+	switch {
+	case err != nil:
+		c.fetchErrors.Add(1)
+		if !errors.Is(err, ErrUnavailable) {
+			err = fmt.Errorf("%w: %s: %w", ErrUnavailable, url, err)
+		}
+		return nil, err
+	case resp == nil || resp.Status != http.StatusOK || resp.URL != url:
+		c.fetchErrors.Add(1)
+		return nil, fmt.Errorf("%w: %s: the upstream source answered with something else than a 200 response for this URL", ErrUnavailable, url)
+	}
+	return resp, nil
 }

@@ -128,18 +128,9 @@ func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	if prev == nil {
 		prev = c.load(ctx, url)
 	}
-	c.fetches.Add(1)
-	resp, err := c.upstream.Get(ctx, url)
-	switch {
-	case err != nil:
-		c.fetchErrors.Add(1)
-		if !errors.Is(err, ErrUnavailable) {
-			err = fmt.Errorf("%w: %s: %w", ErrUnavailable, url, err)
-		}
+	resp, err := c.fetchUpstream(ctx, url)
+	if err != nil {
 		return nil, err
-	case resp == nil || resp.Status != http.StatusOK || resp.URL != url:
-		c.fetchErrors.Add(1)
-		return nil, fmt.Errorf("%w: %s: the upstream source answered with something else than a 200 response for this URL", ErrUnavailable, url)
 	}
 	v, err := ValidityOf(resp)
 	if err != nil {
