@@ -21,6 +21,7 @@ import (
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/internal/buildinfo"
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
@@ -189,18 +190,4 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
-}
+func readLimited(path string, limit int64) ([]byte, error) { return durable.ReadLimited(path, limit) }

@@ -5,16 +5,15 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
-	"os"
 	"sync"
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/attesttest/fakedevice"
 	"github.com/proofline/proofline/attest/snp"
 	"github.com/proofline/proofline/attest/tdx"
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
@@ -154,21 +153,7 @@ func PlatformsFile(path string) func() (*servicetest.Platforms, error) {
 	}
 }
 
-func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, limit+1))
-	if err != nil {
-		return nil, err
-	}
-	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
-	}
-	return data, nil
-}
+func readLimited(path string, limit int64) ([]byte, error) { return durable.ReadLimited(path, limit) }
 
 // PlatformsFunc returns a Simulated.Platforms that always returns p.
 func PlatformsFunc(p *servicetest.Platforms) func() (*servicetest.Platforms, error) {

@@ -5,15 +5,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"os"
 	"sync"
 
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/tpm"
+	"github.com/proofline/proofline/internal/durable"
 )
 
 // TCGLogPath is where Linux publishes the TCG event log of the TPM's PCRs.
@@ -91,7 +90,7 @@ func (v *VTPM) add(ev *attest.Evidence, nonce, runtimeData []byte, withLog bool)
 	if !withLog || v.LogPath == "" {
 		return nil
 	}
-	log, err := readTCGLog(v.LogPath)
+	log, err := durable.ReadLimited(v.LogPath, attest.MaxEventLogSize)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil // no firmware log: the quote alone, a policy with measured_boot.tcg will say so
@@ -103,39 +102,6 @@ func (v *VTPM) add(ev *attest.Evidence, nonce, runtimeData []byte, withLog bool)
 	}
 	ev.EventLogs.TCG = log
 	return nil
-}
-
-func readTCGLog(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	b := make([]byte, attest.MaxEventLogSize+1)
-	n, err := readFull(f, b)
-	if err != nil {
-		return nil, err
-	}
-	if n > attest.MaxEventLogSize {
-		return nil, fmt.Errorf("%s is over %d bytes", path, attest.MaxEventLogSize)
-	}
-	return b[:n], nil
-}
-
-// readFull reads until EOF or the buffer is full (securityfs files report size 0).
-func readFull(f *os.File, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := f.Read(b[n:])
-		n += m
-		if err != nil {
-			if errors.Is(err, io.EOF) {
-				return n, nil
-			}
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // TPM modes: whether the agent adds vTPM quotes.

@@ -94,3 +94,22 @@ func ReadPrivate(path string, max int64) ([]byte, error) {
 	}
 	return data, nil
 }
+
+// ReadLimited reads a whole file of at most limit bytes; a larger file is an error rather than
+// a truncated read. It reads to EOF, so it also works for files whose size stat reports as 0
+// (securityfs, sysfs).
+func ReadLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, limit)
+	}
+	return data, nil
+}

@@ -424,8 +424,7 @@ func (m *MeasuredBoot) validate(t *TPM, tdx *TDX) error {
 
 func (l *LogRules) validate(section, prefix string, registers []int, size int) error {
 	for i, e := range l.Events {
-		n, err := strconv.Atoi(strings.TrimPrefix(e.Register, prefix))
-		if !strings.HasPrefix(e.Register, prefix) || err != nil || !slices.Contains(registers, n) || e.Register != fmt.Sprintf("%s%d", prefix, n) {
+		if !validRegister(e.Register, prefix, registers) {
 			hint := ""
 			if section == "tcg" {
 				hint = " (a tcg event's PCR must be in tpm.pcrs, so that the quote covers it)"
@@ -437,8 +436,7 @@ func (l *LogRules) validate(section, prefix string, registers []int, size int) e
 		}
 	}
 	for _, r := range l.ClosedRegisters {
-		n, err := strconv.Atoi(strings.TrimPrefix(r, prefix))
-		if !strings.HasPrefix(r, prefix) || err != nil || !slices.Contains(registers, n) || r != fmt.Sprintf("%s%d", prefix, n) {
+		if !validRegister(r, prefix, registers) {
 			return fmt.Errorf("%s: closed_registers: %q is not one of %s%v", section, r, prefix, registers)
 		}
 	}
@@ -446,6 +444,13 @@ func (l *LogRules) validate(section, prefix string, registers []int, size int) e
 		return fmt.Errorf("%s: pins nothing: list events or kernel_cmdlines, or remove the section", section)
 	}
 	return nil
+}
+
+// validRegister reports whether reg is prefix followed by one of registers in canonical decimal
+// ("pcr9", not "pcr09").
+func validRegister(reg, prefix string, registers []int) bool {
+	n, err := strconv.Atoi(strings.TrimPrefix(reg, prefix))
+	return strings.HasPrefix(reg, prefix) && err == nil && slices.Contains(registers, n) && reg == fmt.Sprintf("%s%d", prefix, n)
 }
 
 // GuestOSPinned reports whether the policy pins, through the hardware measurement, the guest
