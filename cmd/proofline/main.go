@@ -47,7 +47,9 @@ Commands:
   serve     run the verifier service (HTTP API, evidence log)
   verify    appraise one evidence envelope offline and print the result as JSON
   log       check the evidence log (fsck) or rebuild its query index (reindex)
-  audit     export an audit bundle of the evidence log, or verify one offline
+  audit     export an audit bundle of the evidence log, verify one offline, or write its report
+  collateral export or import vendor collateral (air-gapped verifiers), or show a TCB recovery's impact
+  access    list, create and revoke API tokens; export an access review
   version   print the version
 
 Run 'proofline <command> -h' for the flags of a command.
@@ -76,6 +78,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (code int
 		return runLog(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return runAudit(ctx, args[1:], stdout, stderr)
+	case "collateral":
+		return runCollateral(ctx, args[1:], stdout, stderr)
+	case "access":
+		return runAccess(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "proofline", buildinfo.Version())
 		return exitOK
