@@ -73,10 +73,11 @@ func testRecords() map[Kind]*Record {
 			},
 			Verifier: verifier,
 		},
+		KindAccessChange: accessChangeRecord(),
 	}
 }
 
-var kinds = []Kind{KindAttestation, KindPolicyChange, KindKeyRelease, KindCollateralUpdate}
+var kinds = []Kind{KindAttestation, KindPolicyChange, KindKeyRelease, KindCollateralUpdate, KindAccessChange}
 
 // testKey loads a fixed test key from testdata (not through LoadKey: git does not keep 0600).
 func testKey(t testing.TB, name string) *Key {

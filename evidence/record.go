@@ -1,6 +1,6 @@
 // Package evidence defines Proofline's evidence record — the signed statement of one decision:
-// an attestation verdict, a policy change, a key-release decision or a collateral update — its
-// COSE_Sign1 envelope (RFC 9052 §4.2), the verifier's signing keys, and the key history that
+// an attestation verdict, a policy change, a key-release decision, a collateral update or an
+// access change — its COSE_Sign1 envelope (RFC 9052 §4.2), the verifier's signing keys, and the key history that
 // keeps old records verifiable after a rotation.
 //
 // A record is CBOR in Core Deterministic Encoding (RFC 8949 §4.2.1) and is decoded strictly:
@@ -41,6 +41,7 @@ const (
 	KindPolicyChange     Kind = "policy_change"
 	KindKeyRelease       Kind = "key_release"
 	KindCollateralUpdate Kind = "collateral_update"
+	KindAccessChange     Kind = "access_change"
 )
 
 // Decision is the outcome of a key-release request.
@@ -102,6 +103,8 @@ type Record struct {
 	// describes Collateral[i]. The verifier service always writes it; it is optional so that
 	// records written before it existed stay valid.
 	CollateralUpdate []CollateralChange `cbor:"11,keyasint,omitempty"`
+	// AccessChange is the change of an access_change record: an API token created or revoked.
+	AccessChange *AccessChange `cbor:"12,keyasint,omitempty"`
 }
 
 // Subject is what a record is about.
@@ -181,6 +184,38 @@ type CollateralChange struct {
 	// TCBEvaluationDataNumber is the tcbEvaluationDataNumber of an Intel TCB info or QE
 	// identity (it rises with every Intel TCB recovery); absent for other documents.
 	TCBEvaluationDataNumber *uint64 `cbor:"3,keyasint,omitempty"`
+	// PreviousTCBEvaluationDataNumber is the tcbEvaluationDataNumber of the document replaced,
+	// when both have one. Above it, TCBEvaluationDataNumber marks a TCB recovery reaching the
+	// verifier. Only with Previous and TCBEvaluationDataNumber.
+	PreviousTCBEvaluationDataNumber *uint64 `cbor:"4,keyasint,omitempty"`
+	// TCBDate is the newest tcbDate of the new document's TCB levels, in whole seconds: at a TCB
+	// recovery, the date of the levels it added. Only with TCBEvaluationDataNumber.
+	TCBDate *time.Time `cbor:"5,keyasint,omitempty"`
+}
+
+// AccessAction is what an access_change record did to an API token.
+type AccessAction string
+
+// Access actions. A token that passes its expiry is refused from then on without a record: its
+// expiry time is in the record of its creation.
+const (
+	AccessCreate AccessAction = "create"
+	AccessRevoke AccessAction = "revoke"
+)
+
+// AccessChange describes a change of API access (an access_change record): who created or
+// revoked which token, for which principal and until when.
+type AccessChange struct {
+	// Actor is the principal that made the change ("admin:<name>").
+	Actor  string       `cbor:"0,keyasint"`
+	Action AccessAction `cbor:"1,keyasint"`
+	// TokenID identifies the token (never the token or its hash).
+	TokenID string `cbor:"2,keyasint"`
+	// Name and Role are the principal the token authenticates.
+	Name string `cbor:"3,keyasint"`
+	Role string `cbor:"4,keyasint"`
+	// ExpiresAt is the token's expiry, in whole seconds.
+	ExpiresAt time.Time `cbor:"5,keyasint"`
 }
 
 // PolicyChange describes a change of policy; the new policy is Record.Policy.
@@ -251,6 +286,13 @@ func ParseRecord(data []byte) (*Record, error) {
 	for i := range r.CollateralUpdate {
 		c := &r.CollateralUpdate[i]
 		c.IssuedAt, c.NextUpdate = c.IssuedAt.UTC(), c.NextUpdate.UTC()
+		if c.TCBDate != nil {
+			d := c.TCBDate.UTC()
+			c.TCBDate = &d
+		}
+	}
+	if r.AccessChange != nil {
+		r.AccessChange.ExpiresAt = r.AccessChange.ExpiresAt.UTC()
 	}
 	canon, err := r.Marshal()
 	if err != nil {
@@ -272,12 +314,13 @@ const (
 
 // fieldRules says, per kind, which optional fields a record must, may or must not carry.
 var fieldRules = map[Kind]struct {
-	subject, evidence, collateral, policy, result, keyRelease, policyChange, collateralUpdate presence
+	subject, evidence, collateral, policy, result, keyRelease, policyChange, collateralUpdate, accessChange presence
 }{
-	KindAttestation:      {required, required, optional, required, required, forbidden, forbidden, forbidden},
-	KindPolicyChange:     {forbidden, forbidden, forbidden, required, forbidden, forbidden, required, forbidden},
-	KindKeyRelease:       {required, forbidden, forbidden, optional, forbidden, required, forbidden, forbidden},
-	KindCollateralUpdate: {forbidden, forbidden, required, forbidden, forbidden, forbidden, forbidden, optional},
+	KindAttestation:      {required, required, optional, required, required, forbidden, forbidden, forbidden, forbidden},
+	KindPolicyChange:     {forbidden, forbidden, forbidden, required, forbidden, forbidden, required, forbidden, forbidden},
+	KindKeyRelease:       {required, forbidden, forbidden, optional, forbidden, required, forbidden, forbidden, forbidden},
+	KindCollateralUpdate: {forbidden, forbidden, required, forbidden, forbidden, forbidden, forbidden, optional, forbidden},
+	KindAccessChange:     {forbidden, forbidden, forbidden, forbidden, forbidden, forbidden, forbidden, forbidden, required},
 }
 
 // Validate checks the record against the schema rules of README.md. Errors wrap ErrMalformed.
@@ -312,6 +355,7 @@ func (r *Record) validate() error {
 		{"key_release", r.KeyRelease != nil, rules.keyRelease},
 		{"policy_change", r.PolicyChange != nil, rules.policyChange},
 		{"collateral_update", len(r.CollateralUpdate) > 0, rules.collateralUpdate},
+		{"access_change", r.AccessChange != nil, rules.accessChange},
 	} {
 		if f.present && f.rule == forbidden {
 			return fmt.Errorf("%s: not allowed in a %s record", f.name, r.Kind)
@@ -377,6 +421,11 @@ func (r *Record) validate() error {
 			return fmt.Errorf("policy_change: previous policy has an empty id")
 		}
 	}
+	if a := r.AccessChange; a != nil {
+		if err := a.validate(); err != nil {
+			return fmt.Errorf("access_change: %w", err)
+		}
+	}
 	if len(r.CollateralUpdate) > 0 && len(r.CollateralUpdate) != len(r.Collateral) {
 		return fmt.Errorf("collateral_update: %d entries for %d collateral documents; give one per document, in the same order", len(r.CollateralUpdate), len(r.Collateral))
 	}
@@ -393,8 +442,35 @@ func (r *Record) validate() error {
 		if c.Previous != nil && *c.Previous == r.Collateral[i].Digest {
 			return fmt.Errorf("collateral_update[%d]: the previous document is the new one; record changes only", i)
 		}
+		if c.PreviousTCBEvaluationDataNumber != nil && (c.TCBEvaluationDataNumber == nil || c.Previous == nil) {
+			return fmt.Errorf("collateral_update[%d]: previous_tcb_evaluation_data_number without tcb_evaluation_data_number and previous", i)
+		}
+		if c.TCBDate != nil {
+			if c.TCBEvaluationDataNumber == nil {
+				return fmt.Errorf("collateral_update[%d]: tcb_date without tcb_evaluation_data_number", i)
+			}
+			if err := checkTime(fmt.Sprintf("collateral_update[%d].tcb_date", i), *c.TCBDate); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
+}
+
+func (a *AccessChange) validate() error {
+	switch {
+	case a.Actor == "":
+		return fmt.Errorf("empty actor")
+	case a.Action != AccessCreate && a.Action != AccessRevoke:
+		return fmt.Errorf("unknown action %q (create or revoke)", a.Action)
+	case a.TokenID == "":
+		return fmt.Errorf("empty token id")
+	case a.Name == "":
+		return fmt.Errorf("empty principal name")
+	case a.Role == "":
+		return fmt.Errorf("empty role")
+	}
+	return checkTime("expires_at", a.ExpiresAt)
 }
 
 // checkTime enforces the package's one rule for times: whole seconds, 1970-01-01T00:00:01Z to

@@ -56,11 +56,12 @@ func Verify(ctx context.Context, ev *attest.Evidence, opts Options) *ear.Result 
 	switch ev.Platform {
 	case attest.PlatformTDX:
 		q, claims := tdx.Verify(ctx, ev.Report, tdx.Options{
-			Now:                  opts.Now,
-			Roots:                opts.Roots.Intel,
-			Collateral:           opts.Collateral,
-			SkipCollateralUnsafe: opts.Policy.TDX != nil && opts.Policy.TDX.SkipCollateralUnsafe,
-			StaleGraceUnsafe:     opts.Policy.TDX.StaleGrace(),
+			Now:                    opts.Now,
+			Roots:                  opts.Roots.Intel,
+			Collateral:             opts.Collateral,
+			SkipCollateralUnsafe:   opts.Policy.TDX != nil && opts.Policy.TDX.SkipCollateralUnsafe,
+			StaleGraceUnsafe:       opts.Policy.TDX.StaleGrace(),
+			TCBRecoveryGraceUnsafe: opts.Policy.TDX.TCBRecoveryGrace(),
 		}, res)
 		if q != nil {
 			res.Claims = claims

@@ -22,6 +22,7 @@ import (
 	"github.com/proofline/proofline/evidence/audit"
 	"github.com/proofline/proofline/evidence/blob"
 	evlog "github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/internal/buildinfo"
 	"github.com/proofline/proofline/verifier/roots"
 	"github.com/proofline/proofline/verifier/service"
 )
@@ -31,6 +32,7 @@ const auditUsage = `Usage: proofline audit <command> [flags]
 Commands:
   export    write an audit bundle: the records of a time window with their blobs, proofs and keys
   verify    check an audit bundle offline: signatures, proofs, completeness, and re-perform its verdicts
+  report    verify an audit bundle and write a self-contained HTML report for the auditor
 
 Run 'proofline audit <command> -h' for the flags of a command. The bundle format is specified in
 evidence/audit/README.md.
@@ -46,6 +48,8 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return runAuditExport(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return runAuditVerify(ctx, args[1:], stdout, stderr)
+	case "report":
+		return runAuditReport(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, auditUsage)
 		return exitOK
@@ -280,13 +284,8 @@ func windowText(m *audit.Manifest) string {
 func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("proofline audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	keysFile := fs.String("keys", "", "the record key history you obtained independently (GET /v1/keys); default: the bundle's")
-	logKeyFile := fs.String("log-key", "", "the log's checkpoint verifier key you obtained independently; default: the bundle's note.pub")
-	previous := fs.String("previous", "", "the previous bundle you verified, or its checkpoint: the bundle must prove consistency from it")
-	rootsDir := fs.String("roots", "", "directory of *.pem test vendor roots for verdicts marked test_roots (default: the bundle's)")
-	inventory := fs.String("inventory", "", "inventory (YAML or JSON: subjects and attestation interval) to reconcile the verdicts with")
+	vf := addVerifyFlags(fs)
 	jsonOut := fs.Bool("json", false, "print the report as JSON")
-	workers := fs.Int("workers", 0, "records verified in parallel (default: the number of CPUs)")
 	quiet := fs.Bool("quiet", false, "no progress on stderr")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: proofline audit verify FILE [--keys FILE] [--log-key FILE] [--previous FILE] [--roots DIR] [--inventory FILE] [--json]")
@@ -306,40 +305,9 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 	if len(pos) != 1 {
 		return fail("give exactly one bundle FILE")
 	}
-	opts := audit.VerifyOptions{Workers: *workers}
-	if *keysFile != "" {
-		if opts.Keys, err = evidence.LoadKeyHistory(*keysFile); err != nil {
-			return fail("--keys: %v", err)
-		}
-	}
-	if *logKeyFile != "" {
-		vkey, err := readLimited(*logKeyFile, 16<<10)
-		if err != nil {
-			return fail("--log-key: %v", err)
-		}
-		if opts.LogKey, err = note.NewVerifier(strings.TrimSpace(string(vkey))); err != nil {
-			return fail("--log-key %s: %v", *logKeyFile, err)
-		}
-	}
-	if *previous != "" {
-		if opts.Previous, err = readCheckpointArg(*previous); err != nil {
-			return fail("%v", err)
-		}
-	}
-	if *rootsDir != "" {
-		if opts.TestRoots, err = roots.ReadDir(*rootsDir); err != nil {
-			return fail("--roots: %v", err)
-		}
-	}
-	var inv *audit.Inventory
-	if *inventory != "" {
-		data, err := readLimited(*inventory, 16<<20)
-		if err != nil {
-			return fail("--inventory: %v", err)
-		}
-		if inv, err = audit.ParseInventory(data); err != nil {
-			return fail("--inventory %s: %v", *inventory, err)
-		}
+	opts, inv, err := vf.options()
+	if err != nil {
+		return fail("%v", err)
 	}
 	f, err := os.Open(pos[0])
 	if err != nil {
@@ -371,12 +339,71 @@ func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer
 		}
 		fmt.Fprintf(stdout, "%s\n", out)
 	} else {
-		printReport(stdout, pos[0], rep, cov, *inventory)
+		printReport(stdout, pos[0], rep, cov, *vf.inventory)
 	}
 	if !pass {
 		return exitContraindicated
 	}
 	return exitOK
+}
+
+// verifyFlags are the flags of audit verify and audit report that say what to trust besides the
+// bundle.
+type verifyFlags struct {
+	keys, logKey, previous, roots, inventory *string
+	workers                                  *int
+}
+
+func addVerifyFlags(fs *flag.FlagSet) *verifyFlags {
+	return &verifyFlags{
+		keys:      fs.String("keys", "", "the record key history you obtained independently (GET /v1/keys); default: the bundle's"),
+		logKey:    fs.String("log-key", "", "the log's checkpoint verifier key you obtained independently; default: the bundle's note.pub"),
+		previous:  fs.String("previous", "", "the previous bundle you verified, or its checkpoint: the bundle must prove consistency from it"),
+		roots:     fs.String("roots", "", "directory of *.pem test vendor roots for verdicts marked test_roots (default: the bundle's)"),
+		inventory: fs.String("inventory", "", "inventory (YAML or JSON: subjects and attestation interval) to reconcile the verdicts with"),
+		workers:   fs.Int("workers", 0, "records verified in parallel (default: the number of CPUs)"),
+	}
+}
+
+// options reads the files the flags name.
+func (f *verifyFlags) options() (audit.VerifyOptions, *audit.Inventory, error) {
+	opts := audit.VerifyOptions{Workers: *f.workers}
+	var err error
+	if *f.keys != "" {
+		if opts.Keys, err = evidence.LoadKeyHistory(*f.keys); err != nil {
+			return opts, nil, fmt.Errorf("--keys: %w", err)
+		}
+	}
+	if *f.logKey != "" {
+		vkey, err := readLimited(*f.logKey, 16<<10)
+		if err != nil {
+			return opts, nil, fmt.Errorf("--log-key: %w", err)
+		}
+		if opts.LogKey, err = note.NewVerifier(strings.TrimSpace(string(vkey))); err != nil {
+			return opts, nil, fmt.Errorf("--log-key %s: %w", *f.logKey, err)
+		}
+	}
+	if *f.previous != "" {
+		if opts.Previous, err = readCheckpointArg(*f.previous); err != nil {
+			return opts, nil, err
+		}
+	}
+	if *f.roots != "" {
+		if opts.TestRoots, err = roots.ReadDir(*f.roots); err != nil {
+			return opts, nil, fmt.Errorf("--roots: %w", err)
+		}
+	}
+	var inv *audit.Inventory
+	if *f.inventory != "" {
+		data, err := readLimited(*f.inventory, 16<<20)
+		if err != nil {
+			return opts, nil, fmt.Errorf("--inventory: %w", err)
+		}
+		if inv, err = audit.ParseInventory(data); err != nil {
+			return opts, nil, fmt.Errorf("--inventory %s: %w", *f.inventory, err)
+		}
+	}
+	return opts, inv, nil
 }
 
 func short(b []byte) string {
@@ -504,4 +531,106 @@ func printCoverage(w io.Writer, c *audit.Coverage, invFile string, verified bool
 	if len(c.Unlisted) > 0 {
 		fmt.Fprintf(w, "  subjects with verdicts that the inventory does not list: %s\n", strings.Join(c.Unlisted, ", "))
 	}
+}
+
+func runAuditReport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("proofline audit report", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	vf := addVerifyFlags(fs)
+	out := fs.String("out", "", "the HTML report to write; required")
+	quiet := fs.Bool("quiet", false, "no progress on stderr")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: proofline audit report BUNDLE --out FILE.html [--inventory FILE] [--keys FILE] [--log-key FILE] [--previous FILE] [--roots DIR]")
+		fs.PrintDefaults()
+	}
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	fail := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "proofline audit report: "+format+"\n", a...)
+		return exitUsage
+	}
+	if len(pos) != 1 {
+		return fail("give exactly one bundle FILE")
+	}
+	if *out == "" {
+		return fail("--out FILE is required (the HTML report to write)")
+	}
+	opts, inv, err := vf.options()
+	if err != nil {
+		return fail("%v", err)
+	}
+	if _, err := os.Stat(pos[0]); err != nil {
+		return fail("%v", err)
+	}
+	pr := &progress{w: stderr}
+	if !*quiet {
+		opts.Progress = func(done, total uint64) { pr.update("verify", done, total) }
+	}
+	open := func() (io.ReadCloser, error) {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return nil, err
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{bufio.NewReaderSize(f, 1<<20), f}, nil
+	}
+	rep, sum, err := audit.VerifyAndSummarize(ctx, open, opts, inv)
+	pr.end()
+	if err != nil {
+		return fail("%v", err)
+	}
+	page := &audit.ReportPage{
+		Source: filepath.Base(pos[0]), Generator: "proofline " + buildinfo.Version(), Generated: time.Now(),
+		Verification: rep, Summary: sum,
+	}
+	if *vf.inventory != "" {
+		page.Inventory = filepath.Base(*vf.inventory)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(*out), ".proofline-report-*.tmp")
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer os.Remove(tmp.Name())
+	w := bufio.NewWriter(tmp)
+	err = page.WriteHTML(w)
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), *out)
+	}
+	if err != nil {
+		return fail("writing %s: %v", *out, err)
+	}
+	gaps := 0
+	if sum.Coverage != nil {
+		gaps = sum.Coverage.Gaps()
+	}
+	fmt.Fprintf(stdout, "proofline audit report: wrote %s\n", *out)
+	fmt.Fprintf(stdout, "  records     %d summarised: %d attestation verdicts on %d subject(s), %d policy or collateral change(s)\n",
+		sum.Records, sum.Attestations, sum.Subjects, len(sum.Changes))
+	switch {
+	case rep.OK() && gaps == 0:
+		fmt.Fprintf(stdout, "RESULT: PASS — the bundle verified; the report presents verified records\n")
+		return exitOK
+	case rep.OK():
+		fmt.Fprintf(stdout, "RESULT: FAIL — the bundle verified, but %d attestation gap(s) against the inventory (tabled in the report)\n", gaps)
+	default:
+		fmt.Fprintf(stdout, "RESULT: FAIL — %d failed check(s): the report marks every figure as unverified (run proofline audit verify %s for the details)\n",
+			len(rep.Failures)+rep.FailuresOmitted, pos[0])
+	}
+	return exitContraindicated
 }

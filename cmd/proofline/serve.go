@@ -41,10 +41,16 @@ import (
 //	collateral: /var/lib/proofline-collateral # recorded PCS/KDS responses, offline; or live:
 //	# collateral: {fetch: {enabled: true}}   # Intel PCS + AMD KDS, cached in DATA_DIR/collateral-cache
 //	#                                        # (routes to a PCCS, budgets, refresh: service.CollateralConfig)
+//	# collateral: {offline: true}            # air-gapped: only what `proofline collateral import` put in the cache
 //	log: {origin: verifier.example.com/log}
 //	tokens: {audience: [key-release], ttl: 10m}
 //	nonce: {ttl: 5m}
 //	queue: {workers: 8, size: 64}
+//	alerts:                                   # verifier/alert/README.md; service.AlertsConfig
+//	  webhooks: [{url: https://soc.example.com/hooks/proofline, secret_file: /etc/proofline/webhook-secret}]
+//	  syslog: [{network: tcp, address: siem.example.com:601}]
+//	  expect_every: 1h
+//	self_check: {every: 10m}                  # the log's continuous fsck
 //	log_level: info
 //	http:
 //	  listen: ":8443"

@@ -290,3 +290,7 @@ func (t *treeCheck) compare(k compact.NodeID) error {
 	t.tiles++
 	return nil
 }
+
+// OpenCheckpoint verifies a checkpoint (signed note) with v and parses it, for callers that keep
+// checkpoints to pass to Fsck later (the verifier's continuous self-check).
+func OpenCheckpoint(raw []byte, v note.Verifier) (Checkpoint, error) { return openCheckpoint(raw, v) }

@@ -145,6 +145,19 @@ type Log struct {
 
 	mu     sync.Mutex // serialises Checkpoint's floor updates
 	served Checkpoint // largest checkpoint served so far (Note nil: none): never serve a smaller one (I6)
+
+	// lastBundle is the entry bundle Entry parsed last, so that reading consecutive leaves (the
+	// index catching up) parses each bundle once instead of once per leaf. A bundle is keyed by
+	// its index and partial size: tessera never rewrites either (a grown partial bundle has
+	// another size), so the cached leaves are the stored ones.
+	bundleMu   sync.Mutex
+	lastBundle *parsedBundle
+}
+
+type parsedBundle struct {
+	index   uint64
+	partial uint8
+	entries [][]byte
 }
 
 // start wires a tessera driver into a Log and recovers it: it waits for a first checkpoint and
@@ -390,19 +403,29 @@ func (l *Log) Entry(ctx context.Context, index uint64) ([]byte, error) {
 		return nil, fmt.Errorf("%w: index %d, log size %d", ErrNotFound, index, size)
 	}
 	b := index / layout.EntryBundleWidth
-	raw, err := l.reader.ReadEntryBundle(ctx, b, layout.PartialTileSize(0, b, size))
-	if err != nil {
-		return nil, fmt.Errorf("log: reading entry bundle %d: %w", b, err)
-	}
-	var bundle api.EntryBundle
-	if err := bundle.UnmarshalText(raw); err != nil {
-		return nil, corruptAt("I2", index, "entry bundle %d does not parse: %v", b, err)
+	p := layout.PartialTileSize(0, b, size)
+	l.bundleMu.Lock()
+	pb := l.lastBundle
+	l.bundleMu.Unlock()
+	if pb == nil || pb.index != b || pb.partial != p {
+		raw, err := l.reader.ReadEntryBundle(ctx, b, p)
+		if err != nil {
+			return nil, fmt.Errorf("log: reading entry bundle %d: %w", b, err)
+		}
+		var bundle api.EntryBundle
+		if err := bundle.UnmarshalText(raw); err != nil {
+			return nil, corruptAt("I2", index, "entry bundle %d does not parse: %v", b, err)
+		}
+		pb = &parsedBundle{index: b, partial: p, entries: bundle.Entries}
+		l.bundleMu.Lock()
+		l.lastBundle = pb
+		l.bundleMu.Unlock()
 	}
 	i := index % layout.EntryBundleWidth
-	if i >= uint64(len(bundle.Entries)) {
-		return nil, corruptAt("I2", index, "entry bundle %d holds only %d leaves", b, len(bundle.Entries))
+	if i >= uint64(len(pb.entries)) {
+		return nil, corruptAt("I2", index, "entry bundle %d holds only %d leaves", b, len(pb.entries))
 	}
-	return bytes.Clone(bundle.Entries[i]), nil
+	return bytes.Clone(pb.entries[i]), nil
 }
 
 // InclusionProof returns the RFC 6962 inclusion proof of the leaf at index in the tree of

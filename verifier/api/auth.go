@@ -22,6 +22,9 @@ var errUnauthenticated = errors.New("api: authentication required")
 type authenticator struct {
 	hashes     [][]byte
 	principals []service.Principal
+	// store checks tokens created through the API and keeps principals' last use (tokens.go);
+	// nil: configuration tokens only.
+	store accessStore
 }
 
 func newAuthenticator(tokens []TokenConfig) *authenticator {
@@ -68,12 +71,17 @@ func (a *authenticator) authenticate(r *http.Request) (service.Principal, error)
 			}
 		}
 		if match < 0 {
-			return service.Principal{}, errUnauthenticated
+			return a.databaseToken(r, strings.TrimSpace(tok), sum)
 		}
+		a.noteUse(r, a.principals[match])
 		return a.principals[match], nil
 	}
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return certificatePrincipal(r.TLS.VerifiedChains[0])
+		p, err := certificatePrincipal(r.TLS.VerifiedChains[0])
+		if err == nil {
+			a.noteUse(r, p)
+		}
+		return p, err
 	}
 	return service.Principal{}, nil
 }

@@ -23,6 +23,11 @@ type Config struct {
 	// Tokens are the API tokens and the principal each authenticates. Tokens are stored as their
 	// SHA-256 only: generate one with `head -c 32 /dev/urandom | base64 | tr -d '=+/'` and store
 	// `printf %s "$TOKEN" | sha256sum`.
+	//
+	// These are bootstrap tokens: listed by GET /v1/tokens with source "config", never revoked
+	// or expired through the API (edit this file and restart every replica). Further tokens are
+	// created and revoked at runtime by admins (POST /v1/tokens, `proofline access`), kept in the
+	// state database and recorded as access_change records (tokens.go).
 	Tokens []TokenConfig `yaml:"tokens"`
 	// MaxAttestBody bounds a POST /v1/attest body in bytes (default 1 MiB; at most 16 MiB).
 	MaxAttestBody int64 `yaml:"max_attest_body"`

@@ -80,6 +80,7 @@ func New(svc *service.Service, cfg Config, opts Options) (*Server, error) {
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
+	s.auth.store = svc // tokens created through the API, read on every request (tokens.go)
 	if err := reg.Register(s.requests); err != nil {
 		return nil, err
 	}
@@ -200,6 +201,15 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/records/:index", roles: readers, handler: (*Server).getRecord},
 	{method: http.MethodGet, path: "/v1/blobs/:digest", roles: readers, handler: (*Server).getBlob},
 	{method: http.MethodGet, path: "/v1/keys", roles: readers, handler: (*Server).getKeys},
+	// The auditor web UI (ui.go): its summary, and its static files (public: they hold no data).
+	{method: http.MethodGet, path: "/v1/audit/summary", roles: readers, handler: (*Server).auditSummary},
+	{method: http.MethodGet, path: "/ui/", roles: []service.Role{public}, handler: (*Server).uiIndex},
+	{method: http.MethodGet, path: "/ui/:file", roles: []service.Role{public}, handler: (*Server).uiFile},
+	// Access management (tokens.go).
+	{method: http.MethodGet, path: "/v1/tokens", roles: readers, handler: (*Server).listTokens},
+	{method: http.MethodPost, path: "/v1/tokens", roles: []service.Role{service.RoleAdmin}, handler: (*Server).createToken},
+	{method: http.MethodDelete, path: "/v1/tokens/:id", roles: []service.Role{service.RoleAdmin}, handler: (*Server).revokeToken},
+	{method: http.MethodGet, path: "/v1/access-review", roles: readers, handler: (*Server).accessReview},
 }
 
 // guard authenticates the caller, checks its role against the route's, and bounds the body.
@@ -213,6 +223,10 @@ func (s *Server) guard(rt route) echo.MiddlewareFunc {
 		return func(c echo.Context) error {
 			p, err := s.auth.authenticate(c.Request())
 			if err != nil {
+				if errors.Is(err, errUnauthenticated) {
+					// Repeated failures from one address raise an auth_failures alert.
+					s.svc.AuthFailed(c.Request().Context(), c.RealIP())
+				}
 				return err
 			}
 			c.Set(keyPrincipal, p)

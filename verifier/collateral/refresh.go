@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -140,6 +141,16 @@ func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 		return nil, fmt.Errorf("%w: %s: issued %s, next update %s; the cached one was issued %s, next update %s: check the route's server",
 			ErrOlder, url, rfc3339(v.IssuedAt), rfc3339(v.NextUpdate), rfc3339(prev.v.IssuedAt), rfc3339(prev.v.NextUpdate))
 	}
+	if prev != nil {
+		// Intel's tcbEvaluationDataNumber never goes backwards (VERIFIER-CHECKS TDX 6): a lower
+		// one is an older evaluation, however it is dated.
+		if on, ok := TCBEvaluationDataNumber(prev.resp); ok {
+			if nn, ok := TCBEvaluationDataNumber(resp); ok && nn < on {
+				return nil, fmt.Errorf("%w: %s: tcbEvaluationDataNumber %d, the cached one's is %d (it never goes backwards): check the route's server",
+					ErrOlder, url, nn, on)
+			}
+		}
+	}
 	return c.keep(ctx, url, prev, resp, v)
 }
 
@@ -170,6 +181,10 @@ type RefresherConfig struct {
 	RefetchEvery time.Duration
 	// Logger receives a line per refresh failure and replacement. Nil discards.
 	Logger *slog.Logger
+	// OnTCBRecovery, when set, is called once for every TCB recovery (RecoveryOf) among the
+	// replacements the Refresher makes or is told of (Observe); SubscribeTCBRecovery adds more
+	// callbacks. See Observe for when it runs.
+	OnTCBRecovery func(ctx context.Context, r TCBRecovery)
 }
 
 // Refresher keeps the dated documents of a Cache (TCB info, QE identity, CRLs, cert chains;
@@ -189,6 +204,10 @@ type Refresher struct {
 	asked     map[string]time.Time // when each URL was last refetched (or first seen)
 	refetched map[string]time.Time // when each URL was last refetched
 	failures  map[string]Failure
+	// TCB recovery hook: the callbacks, and the new document's digest of the latest recovery
+	// reported per URL (each is reported once, however it is observed).
+	onRecovery []func(context.Context, TCBRecovery)
+	recovered  map[string][32]byte
 }
 
 // Failure is a document's latest failed refresh.
@@ -206,7 +225,11 @@ func NewRefresher(cfg RefresherConfig) (*Refresher, error) {
 		return nil, errors.New("collateral: RefresherConfig.Interval and Horizon must not be negative")
 	}
 	r := &Refresher{cache: cfg.Cache, clock: cfg.Clock, every: cfg.Interval, horizon: cfg.Horizon, refetch: cfg.RefetchEvery,
-		log: cfg.Logger, asked: map[string]time.Time{}, refetched: map[string]time.Time{}, failures: map[string]Failure{}}
+		log: cfg.Logger, asked: map[string]time.Time{}, refetched: map[string]time.Time{}, failures: map[string]Failure{},
+		recovered: map[string][32]byte{}}
+	if cfg.OnTCBRecovery != nil {
+		r.onRecovery = append(r.onRecovery, cfg.OnTCBRecovery)
+	}
 	if r.clock == nil {
 		r.clock = SystemClock{}
 	}
@@ -274,6 +297,7 @@ func (r *Refresher) RefreshOnce(ctx context.Context) []Update {
 			r.log.InfoContext(ctx, "collateral replaced", "url", d.URL, "kind", u.NewValidity.Kind,
 				"old_next_update", u.OldValidity.NextUpdate, "new_next_update", u.NewValidity.NextUpdate)
 			updates = append(updates, *u)
+			r.Observe(ctx, *u)
 		}
 	}
 	return updates
@@ -313,4 +337,54 @@ func (r *Refresher) pass(ctx context.Context) {
 		}
 	}()
 	r.RefreshOnce(ctx)
+}
+
+// SubscribeTCBRecovery adds fn to the callbacks of TCB recoveries (RefresherConfig.OnTCBRecovery).
+// It is the hook for alerting: fn is called once per recovery, see Observe.
+func (r *Refresher) SubscribeTCBRecovery(fn func(ctx context.Context, rec TCBRecovery)) {
+	if fn == nil {
+		return
+	}
+	r.mu.Lock()
+	r.onRecovery = append(r.onRecovery, fn)
+	r.mu.Unlock()
+}
+
+// Observe reports whether u is a TCB recovery (RecoveryOf) and, the first time this recovery
+// (URL and new document) is observed, logs it and calls the TCB recovery callbacks. The
+// Refresher observes its own replacements; the cache's OnReplace should observe every
+// replacement once it is recorded, so that those made on demand (a Get past nextUpdate) are
+// reported too — a replacement observed twice is reported once. Callbacks run synchronously on
+// the caller's goroutine (a refresh pass, or the fetch an attestation waits for): they MUST
+// return quickly (hand the event to a queue) and never call back into the Refresher. A callback
+// that panics is logged; the others still run.
+func (r *Refresher) Observe(ctx context.Context, u Update) (TCBRecovery, bool) {
+	rec, ok := RecoveryOf(u)
+	if !ok {
+		return rec, false
+	}
+	d := u.New.Digest()
+	r.mu.Lock()
+	if seen, ok := r.recovered[u.URL]; ok && seen == d {
+		r.mu.Unlock()
+		return rec, true
+	}
+	r.recovered[u.URL] = d
+	subs := slices.Clone(r.onRecovery)
+	r.mu.Unlock()
+	r.log.WarnContext(ctx, "Intel TCB recovery: a new tcbEvaluationDataNumber reached the verifier; platforms not updated will evaluate to OutOfDate (see proofline collateral impact)",
+		"url", u.URL, "kind", rec.Kind, "previous", rec.Previous, "new", rec.New, "tcb_date", rec.TCBDate, "issued_at", rec.IssuedAt)
+	for _, fn := range subs {
+		r.callRecovery(ctx, fn, rec)
+	}
+	return rec, true
+}
+
+func (r *Refresher) callRecovery(ctx context.Context, fn func(context.Context, TCBRecovery), rec TCBRecovery) {
+	defer func() {
+		if p := recover(); p != nil {
+			r.log.ErrorContext(ctx, "a TCB recovery callback panicked", "url", rec.URL, "panic", p, "stack", string(debug.Stack()))
+		}
+	}()
+	fn(ctx, rec)
 }

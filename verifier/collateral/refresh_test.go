@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -369,5 +370,128 @@ func TestCacheWarm(t *testing.T) {
 	}
 	if sd := set.Documents(); len(sd) != len(docs) || sd[0].URL > sd[1].URL {
 		t.Fatalf("Set.Documents %+v", sd)
+	}
+}
+
+// TestRefresherTCBRecovery: with a pinned clock, the fake PCS serves a TCB info with a higher
+// tcbEvaluationDataNumber (18 → 19) and a new top level; the refresh pass that replaces it reports
+// the recovery once to every subscriber (with the previous and new number and the new levels'
+// date), however often the replacement is observed, and a subscriber that panics stops none of
+// the others. A re-issued document with the same number, and a CRL, are no recovery; a document
+// whose number went backwards is refused (ErrOlder) however it is dated.
+func TestRefresherTCBRecovery(t *testing.T) {
+	expiry := start.Add(48 * time.Hour)
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) { o.TCBInfo.NextUpdate = expiry; o.QEIdentity.NextUpdate = expiry })
+	tcb, qe := docs[0].URL, docs[1].URL
+	e := newRefreshEnv(t, docs, nil)
+	ctx := context.Background()
+	for _, d := range docs {
+		if _, err := e.cache.Get(ctx, d.URL); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var got, got2 []collateral.TCBRecovery
+	e.ref.SubscribeTCBRecovery(func(_ context.Context, r collateral.TCBRecovery) { mu.Lock(); got = append(got, r); mu.Unlock() })
+	e.ref.SubscribeTCBRecovery(func(context.Context, collateral.TCBRecovery) { panic("alerting bug") })
+	e.ref.SubscribeTCBRecovery(func(_ context.Context, r collateral.TCBRecovery) { mu.Lock(); got2 = append(got2, r); mu.Unlock() })
+
+	recoveryDate := start.Add(30 * time.Hour)
+	o := fakeintel.DefaultCollateralOptions(start.Add(36 * time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 19
+	top := o.TCBInfo.TCBLevels[0]
+	top.TDXComponents[0]++
+	top.Date = recoveryDate
+	o.TCBInfo.TCBLevels[0].Status = "OutOfDate"
+	o.TCBInfo.TCBLevels = append([]fakeintel.TCBLevel{top}, o.TCBInfo.TCBLevels...)
+	fresh, err := p.Collateral(o) // the QE identity is re-issued with the same number 18
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(fresh[0], fresh[1]); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(36 * time.Hour)
+	updates := e.ref.RefreshOnce(ctx) // in URL order
+	if len(updates) != 2 || updates[0].URL != qe || updates[1].URL != tcb {
+		t.Fatalf("updates %+v, want the QE identity and the TCB info", updates)
+	}
+	updates[0], updates[1] = updates[1], updates[0]
+	mu.Lock()
+	if len(got) != 1 || len(got2) != 1 {
+		t.Fatalf("recoveries reported %d and %d times, want once each", len(got), len(got2))
+	}
+	r := got[0]
+	mu.Unlock()
+	if r.URL != tcb || r.Kind != "tcb_info" || r.Previous != 18 || r.New != 19 || !r.TCBDate.Equal(recoveryDate) ||
+		!r.IssuedAt.Equal(updates[0].NewValidity.IssuedAt) || r.Update.New.Digest() != fresh[0].Digest() {
+		t.Fatalf("recovery %+v", r)
+	}
+	// Observed again (the service's OnReplace observes the same replacement): reported once.
+	if rec, ok := e.ref.Observe(ctx, updates[0]); !ok || rec.New != 19 {
+		t.Fatalf("Observe: %+v %v", rec, ok)
+	}
+	if _, ok := e.ref.Observe(ctx, updates[1]); ok {
+		t.Fatal("a QE identity re-issued with the same number is a recovery")
+	}
+	mu.Lock()
+	if len(got) != 1 {
+		t.Fatalf("reported %d times after a second observation", len(got))
+	}
+	mu.Unlock()
+	if _, ok := collateral.RecoveryOf(collateral.Update{URL: docs[2].URL, Old: docs[2], New: fresh[2]}); ok {
+		t.Fatal("a CRL is a recovery")
+	}
+	if _, ok := collateral.RecoveryOf(collateral.Update{URL: tcb, New: fresh[0]}); ok {
+		t.Fatal("a first document is a recovery")
+	}
+
+	// The configured callback sees recoveries observed by another Refresher.
+	var cfgGot []collateral.TCBRecovery
+	other, err := collateral.NewRefresher(collateral.RefresherConfig{Cache: e.cache, Clock: e.clock,
+		OnTCBRecovery: func(_ context.Context, r collateral.TCBRecovery) { cfgGot = append(cfgGot, r) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Observe(ctx, updates[0])
+	if len(cfgGot) != 1 || cfgGot[0].New != 19 {
+		t.Fatalf("OnTCBRecovery saw %+v", cfgGot)
+	}
+
+	// A mirror serving a later-dated TCB info with number 18 again: refused, the 19 stays.
+	back := fakeintel.DefaultCollateralOptions(start.Add(40 * time.Hour))
+	back.TCBInfo.EvaluationDataNumber = 18
+	stale, err := p.Collateral(back)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(stale[0]); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(4 * time.Hour)
+	if _, err := e.cache.Refetch(ctx, tcb); !errors.Is(err, collateral.ErrOlder) || !strings.Contains(err.Error(), "tcbEvaluationDataNumber 18") {
+		t.Fatalf("a lower tcbEvaluationDataNumber: %v, want ErrOlder", err)
+	}
+	if r, err := e.cache.Get(ctx, tcb); err != nil || r.Digest() != fresh[0].Digest() {
+		t.Fatalf("the recovered TCB info is not kept: %v", err)
+	}
+}
+
+// LatestTCBDate reads the newest level of a TCB info (module identities included) or QE identity.
+func TestLatestTCBDate(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want string
+	}{
+		{`{"tcbInfo":{"tcbLevels":[{"tcbDate":"2026-01-01T00:00:00Z"},{"tcbDate":"2026-03-01T00:00:00Z"}]}}`, "2026-03-01T00:00:00Z"},
+		{`{"tcbInfo":{"tcbLevels":[{"tcbDate":"2026-01-01T00:00:00Z"}],"tdxModuleIdentities":[{"tcbLevels":[{"tcbDate":"2026-05-01T00:00:00Z"}]}]}}`, "2026-05-01T00:00:00Z"},
+		{`{"enclaveIdentity":{"tcbLevels":[{"tcbDate":"bad"},{"tcbDate":"2025-01-01T00:00:00Z"}]}}`, "2025-01-01T00:00:00Z"},
+		{`{"tcbInfo":{"tcbLevels":[{"tcbDate":""}]}}`, ""},
+		{`not json`, ""},
+	} {
+		d, ok := collateral.LatestTCBDate(&collateral.Response{Body: []byte(c.body)})
+		if ok != (c.want != "") || (ok && d.Format(time.RFC3339) != c.want) {
+			t.Errorf("%s: %v %v, want %q", c.body, d, ok, c.want)
+		}
 	}
 }

@@ -19,6 +19,7 @@ const (
 	CodeEventLogNotEvaluated    Code = "event_log_not_evaluated"
 	CodeTCBOutOfDateAccepted    Code = "tcb_out_of_date_accepted"
 	CodeCollateralStaleAccepted Code = "collateral_stale_accepted"
+	CodeTCBRecoveryGrace        Code = "tcb_recovery_grace"
 )
 
 // Intel TDX codes (VERIFIER-CHECKS "Intel TDX quote").
@@ -127,6 +128,7 @@ var Descriptions = map[Code]string{
 	CodeEventLogNotEvaluated:    "Warning: the evidence carries event logs that were not replayed.",
 	CodeTCBOutOfDateAccepted:    "Warning: the platform's TCB is OutOfDate (known vulnerable, not patched) and the policy accepts it.",
 	CodeCollateralStaleAccepted: "Warning: a CRL, TCB info or QE identity past its nextUpdate was accepted within the policy's stale_grace_unsafe.",
+	CodeTCBRecoveryGrace:        "Warning: an Intel TCB level (platform or QE) that is OutOfDate only because of a recent TCB recovery was accepted within the policy's tcb_recovery_grace_unsafe.",
 
 	CodeTDXQuoteMalformed:      "The TDX quote failed strict parsing (version, TEE type, sizes, certification data type, trailing bytes).",
 	CodeTDXPCKChainInvalid:     "The PCK certificate chain is malformed or does not chain to the pinned Intel SGX Root CA.",

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
@@ -28,6 +30,10 @@ type SQLStore struct {
 	db      *sql.DB
 	d       dialect
 	closeDB bool
+
+	mu      sync.Mutex
+	queue   []*markReq // waiting for a group commit; the first leads it (MarkUsed)
+	leading bool       // a group commit is under way or handed over
 }
 
 type dialect struct {
@@ -85,7 +91,9 @@ func OpenSQLite(ctx context.Context, path string) (*SQLStore, error) {
 	}
 	// synchronous=FULL: a used nonce must survive a power loss (see "Storage and durability").
 	// WAL lets writers from several handles or processes queue on the busy timeout.
-	db, err := sql.Open("sqlite", abs+"?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL")
+	// _txlock=immediate takes the write lock at BEGIN: a transaction that reads and then writes
+	// would otherwise fail with SQLITE_BUSY, without waiting, when another writer got there first.
+	db, err := sql.Open("sqlite", abs+"?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
 	if err != nil {
 		return nil, fmt.Errorf("nonce: opening %s: %w", path, err)
 	}
@@ -126,27 +134,124 @@ func (s *SQLStore) Close() error {
 	return nil
 }
 
-// MarkUsed records nonce as used until expires with one INSERT, which the primary key makes
-// atomic: it returns an error wrapping ErrReplayed if the nonce is already recorded.
+// maxBatch bounds how many nonces one group commit records.
+const maxBatch = 512
+
+// markReq is one MarkUsed call waiting for, or leading, a group commit.
+type markReq struct {
+	nonce   []byte
+	expires int64
+	err     error
+	// wake is closed when the request is done (lead false, err set) or when it is handed the
+	// lead of the next group commit (lead true).
+	wake chan struct{}
+	lead bool
+}
+
+const insertNonce = "INSERT INTO proofline_nonce_used (nonce, expires_unix) VALUES (?, ?)"
+
+// MarkUsed records nonce as used until expires. It returns an error wrapping ErrReplayed if the
+// nonce is already recorded, and returns nil only once the nonce is durably recorded.
+//
+// Concurrent calls share one transaction (group commit): with synchronous=FULL every commit is
+// an fsync, and one commit per nonce made that fsync the bottleneck of every attestation. The
+// first caller leads: it commits everything queued at that moment (at most maxBatch), wakes the
+// others, and hands the lead to the first request queued behind them. Each nonce is still its own
+// INSERT, which the primary key makes atomic, so of two calls with the same nonce, in one batch
+// or not, exactly one succeeds. If the batch fails, every call in it fails and no nonce in it is
+// recorded.
 func (s *SQLStore) MarkUsed(ctx context.Context, nonce []byte, expires time.Time) error {
 	if len(nonce) != attest.NonceSize {
 		return fmt.Errorf("recording a %d-byte nonce, want %d", len(nonce), attest.NonceSize)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	r := &markReq{nonce: nonce, expires: expires.Unix(), wake: make(chan struct{})}
+	s.mu.Lock()
+	s.queue = append(s.queue, r)
+	lead := !s.leading
+	s.leading = true
+	s.mu.Unlock()
+	if !lead {
+		// Not abandoned on ctx: the nonce may be in a commit under way, and the caller must
+		// learn whether it was spent. The wait is bounded by the database's own timeouts.
+		<-r.wake
+		if !r.lead {
+			return r.err
+		}
+	}
+	// r leads and is first in the queue.
+	s.mu.Lock()
+	n := min(len(s.queue), maxBatch)
+	batch := slices.Clone(s.queue[:n])
+	s.queue = slices.Delete(s.queue, 0, n)
+	s.mu.Unlock()
+
+	// The batch carries other callers' nonces: the leader's cancellation must not fail theirs.
+	s.commit(context.WithoutCancel(ctx), batch)
+
+	s.mu.Lock()
+	for _, b := range batch[1:] {
+		close(b.wake)
+	}
+	if len(s.queue) > 0 {
+		next := s.queue[0]
+		next.lead = true
+		close(next.wake)
+	} else {
+		s.leading = false
+	}
+	s.mu.Unlock()
+	return r.err
+}
+
+// commit records batch in one transaction, retrying it whole after a deadlock, and sets each
+// request's err.
+func (s *SQLStore) commit(ctx context.Context, batch []*markReq) {
 	var err error
 	for range maxAttempts {
-		_, err = s.db.ExecContext(ctx, "INSERT INTO proofline_nonce_used (nonce, expires_unix) VALUES (?, ?)", nonce, expires.Unix())
-		if err == nil || !s.d.retry(err) {
+		if err = s.tryCommit(ctx, batch); err == nil || !s.d.retry(err) {
 			break
 		}
 	}
-	switch {
-	case err == nil:
-		return nil
-	case s.d.duplicate(err):
-		return ErrReplayed
-	default:
-		return fmt.Errorf("inserting into proofline_nonce_used: %w", err)
+	if err != nil {
+		for _, b := range batch {
+			b.err = fmt.Errorf("inserting into proofline_nonce_used: %w", err)
+		}
 	}
+}
+
+func (s *SQLStore) tryCommit(ctx context.Context, batch []*markReq) error {
+	for _, b := range batch {
+		b.err = nil
+	}
+	if len(batch) == 1 {
+		// One INSERT in autocommit: no BEGIN and COMMIT round trips.
+		b := batch[0]
+		_, err := s.db.ExecContext(ctx, insertNonce, b.nonce, b.expires)
+		if err != nil && s.d.duplicate(err) {
+			b.err = ErrReplayed
+			return nil
+		}
+		return err
+	}
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	for _, b := range batch {
+		// A primary-key violation fails only its statement (SQLite's ABORT, InnoDB's
+		// statement rollback): the transaction goes on with the other nonces.
+		if _, err := tx.ExecContext(ctx, insertNonce, b.nonce, b.expires); err != nil {
+			if !s.d.duplicate(err) {
+				tx.Rollback()
+				return err
+			}
+			b.err = ErrReplayed
+		}
+	}
+	return tx.Commit()
 }
 
 // Sweep deletes the records whose expiry is before the given time.

@@ -115,8 +115,10 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 	staleAccepted(res, "tdx.stale_grace_unsafe")
 	if tcb := c.TCB; tcb != nil {
 		switch {
+		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status) && t.recoveryGraced(res, checkTDXTCBInfo, tcb.Status, t.AcceptedTCBStatuses):
+			// Accepted within tcb_recovery_grace_unsafe; recoveryGraced added unsafe_option.
 		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status):
-			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s; the policy accepts %s%s", tcb.Status, strings.Join(t.AcceptedTCBStatuses, ", "), advisories(tcb.AdvisoryIDs)))
+			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s; the policy accepts %s%s%s", tcb.Status, strings.Join(t.AcceptedTCBStatuses, ", "), advisories(tcb.AdvisoryIDs), t.graceNotApplied(tcb.Status)))
 		case strings.HasPrefix(tcb.Status, tdx.StatusOutOfDate):
 			res.Warn(ear.CodeTCBOutOfDateAccepted, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s, which the policy accepts: the platform lacks published security fixes%s", tcb.Status, advisories(tcb.AdvisoryIDs)))
 		}
@@ -130,9 +132,37 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 			res.Fail(ear.CodeTDXQEIdentityExpired, checkTDXQEIdentity, fmt.Sprintf("the QE identity was issued %s, more than max_collateral_age %s before the verification time", tcb.QEIdentityIssueDate.Format("2006-01-02T15:04:05Z"), t.MaxCollateralAge))
 		}
 	}
-	if qe := c.QE; qe != nil && qe.TCBStatus != "" && !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) {
-		res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s; the policy accepts %s%s", qe.TCBStatus, strings.Join(t.AcceptedQETCBStatuses, ", "), advisories(qe.AdvisoryIDs)))
+	if qe := c.QE; qe != nil && qe.TCBStatus != "" && !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) &&
+		!t.recoveryGraced(res, checkTDXQEIdentity, qe.TCBStatus, t.AcceptedQETCBStatuses) {
+		res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s; the policy accepts %s%s%s", qe.TCBStatus, strings.Join(t.AcceptedQETCBStatuses, ", "), advisories(qe.AdvisoryIDs), t.graceNotApplied(qe.TCBStatus)))
 	}
+}
+
+// recoveryGraced reports whether status, which the policy does not accept, is accepted under
+// tcb_recovery_grace_unsafe: verifier/tdx found the level (check tdx.6 platform, tdx.5 QE)
+// OutOfDate only because of a TCB recovery within the grace (a tcb_recovery_grace warning), and
+// the status it had before the recovery is accepted. It then adds unsafe_option.
+func (t *TDX) recoveryGraced(res *ear.Result, check, status string, accepted []string) bool {
+	prior, ok := tdx.GracedStatus(status)
+	if t.recoveryGrace <= 0 || !ok || !slices.Contains(accepted, prior) {
+		return false
+	}
+	for _, w := range res.Warnings {
+		if w.Code == ear.CodeTCBRecoveryGrace && w.Check == check {
+			unsafeWarning(res, check, "tdx.tcb_recovery_grace_unsafe", fmt.Sprintf("a %s TCB level made OutOfDate by a recent TCB recovery was accepted as %s", status, prior))
+			return true
+		}
+	}
+	return false
+}
+
+// graceNotApplied explains, in a TCB status failure, why tcb_recovery_grace_unsafe did not
+// accept an OutOfDate status.
+func (t *TDX) graceNotApplied(status string) string {
+	if _, ok := tdx.GracedStatus(status); !ok || t.recoveryGrace <= 0 {
+		return ""
+	}
+	return fmt.Sprintf("; tcb_recovery_grace_unsafe (%s) does not apply: the level is not OutOfDate only because of a TCB recovery dated within the grace, or its status before the recovery is not accepted either", t.recoveryGrace)
 }
 
 func advisories(ids []string) string {

@@ -101,12 +101,32 @@ type TDX struct {
 	// outage. Default "0": none. Using it adds collateral_stale_accepted and unsafe_option, which
 	// cap the result at warning.
 	StaleGraceUnsafe string `yaml:"stale_grace_unsafe"`
+	// TCBRecoveryGraceUnsafe accepts a platform or QE TCB level that is OutOfDate only because
+	// of an Intel TCB recovery whose new TCB levels are dated less than this long ago (a Go
+	// duration such as "720h", at most MaxTCBRecoveryGrace), as the status it had before the
+	// recovery (tdx.GracedStatus), which must be accepted. The exact rule is in verifier/tdx
+	// (tcb.go). Default "0": none. Using it adds tcb_recovery_grace and unsafe_option, which cap
+	// the result at warning.
+	TCBRecoveryGraceUnsafe string `yaml:"tcb_recovery_grace_unsafe"`
 
-	xfamMask   uint64
-	allowAttrs tdx.TDAttributes
-	maxAge     time.Duration
-	staleGrace time.Duration
+	xfamMask      uint64
+	allowAttrs    tdx.TDAttributes
+	maxAge        time.Duration
+	staleGrace    time.Duration
+	recoveryGrace time.Duration
 }
+
+// TCBRecoveryGrace returns the parsed tcb_recovery_grace_unsafe; 0 (none) for a nil section.
+func (t *TDX) TCBRecoveryGrace() time.Duration {
+	if t == nil {
+		return 0
+	}
+	return t.recoveryGrace
+}
+
+// MaxTCBRecoveryGrace bounds tcb_recovery_grace_unsafe: a fleet still unpatched this long after a
+// TCB recovery is out of date, not in transition.
+const MaxTCBRecoveryGrace = 90 * 24 * time.Hour
 
 // StaleGrace returns the parsed stale_grace_unsafe; 0 (none) for a nil section.
 func (t *TDX) StaleGrace() time.Duration {
@@ -548,6 +568,16 @@ func (t *TDX) validate() error {
 		return err
 	}
 	t.staleGrace = g
+	if v := t.TCBRecoveryGraceUnsafe; v != "" {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil || d < 0:
+			return fmt.Errorf("tcb_recovery_grace_unsafe %q is not a duration such as \"720h\" (or 0 for none)", v)
+		case d > MaxTCBRecoveryGrace:
+			return fmt.Errorf("tcb_recovery_grace_unsafe %s is more than %s: update the platforms, or accept OutOfDate explicitly in accepted_tcb_statuses", v, MaxTCBRecoveryGrace)
+		}
+		t.recoveryGrace = d
+	}
 	return nil
 }
 

@@ -31,6 +31,16 @@ type LiveCollateral struct {
 	// Clock times fetching, caching, refreshing and expiry; nil means the system clock. It must
 	// be the Fetcher's clock too.
 	Clock collateral.Clock
+	// Offline: Upstream never answers (collateral.offline), so no refresher runs.
+	Offline bool
+}
+
+// offlineSource is the upstream of an offline cache (collateral.offline): it has nothing.
+type offlineSource struct{}
+
+func (offlineSource) Get(_ context.Context, u string) (*collateral.Response, error) {
+	return nil, fmt.Errorf("%w: %s: collateral.offline is set and the collateral cache holds no fresh copy; import a fresh bundle with proofline collateral import",
+		collateral.ErrUnavailable, u)
 }
 
 // openCollateral sets up the service's collateral source: Deps.Collateral as given, or a cache
@@ -65,6 +75,10 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "collateral cache loaded", slog.Int("documents", n))
 	}
+	if lc.Offline {
+		s.cache, s.coll = cache, cache
+		return nil
+	}
 	s.refresher, err = collateral.NewRefresher(collateral.RefresherConfig{
 		Cache: cache, Clock: s.collClock, Interval: s.set.CollateralRefreshInterval,
 		Horizon: s.set.CollateralRefreshHorizon, RefetchEvery: s.set.CollateralRefetchEvery, Logger: s.logger,
@@ -75,6 +89,20 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	}
 	s.cache, s.coll = cache, cache
 	return nil
+}
+
+// SubscribeTCBRecovery registers fn for every Intel TCB recovery that reaches the service's live
+// collateral (collateral.TCBRecovery: a TCB info or QE identity replaced by one with a higher
+// tcbEvaluationDataNumber), by the background refresh or on demand, once its collateral_update
+// record is durable; each recovery is reported once. It is the hook for alerting; fn MUST return
+// quickly (see collateral.Refresher.Observe). It reports false, registering nothing, when the
+// service has no refreshed live collateral (recorded or offline collateral never changes).
+func (s *Service) SubscribeTCBRecovery(fn func(ctx context.Context, r collateral.TCBRecovery)) bool {
+	if s.refresher == nil {
+		return false
+	}
+	s.refresher.SubscribeTCBRecovery(fn)
+	return true
 }
 
 func (s *Service) closeCollateral() {
@@ -128,6 +156,14 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 	if n, ok := collateral.TCBEvaluationDataNumber(u.New); ok {
 		change.TCBEvaluationDataNumber = &n
 		evalNumber = strconv.FormatUint(n, 10)
+		if p, ok := collateral.TCBEvaluationDataNumber(u.Old); ok && change.Previous != nil {
+			change.PreviousTCBEvaluationDataNumber = &p
+		}
+		if d, ok := collateral.LatestTCBDate(u.New); ok && d.After(time.Unix(0, 0)) && d.Year() <= 9999 {
+			// (A date the record schema cannot hold is left out rather than failing the update.)
+			d = d.Truncate(time.Second)
+			change.TCBDate = &d
+		}
 	}
 	kind := collateralKind(u.URL, u.NewValidity.Kind)
 	rec := &evidence.Record{
@@ -143,6 +179,15 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 		return fmt.Errorf("recording the collateral update of %s: %w", u.URL, err)
 	}
 	s.m.collateralUpdates.WithLabelValues(kind).Inc()
+	if _, ok := collateral.RecoveryOf(u); ok {
+		s.m.tcbRecoveries.WithLabelValues(kind).Inc()
+		if s.refresher != nil {
+			// The TCB recovery hook (Refresher.SubscribeTCBRecovery), for replacements made on
+			// demand too; the refresher reports each recovery once.
+			s.refresher.Observe(ctx, u)
+		}
+	}
+	s.alertCollateralUpdate(ctx, u, idx, rec.Time)
 	sum := sha256.Sum256(leaf)
 	attrs := []any{slog.String("url", u.URL), slog.String("kind", kind), slog.Uint64("log_index", idx),
 		slog.String("record_sha256", hex.EncodeToString(sum[:])), slog.String("new_sha256", newD.String()),

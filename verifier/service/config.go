@@ -93,6 +93,11 @@ type Config struct {
 	Roots string `yaml:"roots"`
 	// Queue bounds the work in front of verification.
 	Queue QueueConfig `yaml:"queue"`
+	// Alerts says where alerts go (signed webhooks, syslog/CEF) and which subjects must attest
+	// how often (AlertsConfig; the schema receivers rely on is verifier/alert/README.md).
+	Alerts AlertsConfig `yaml:"alerts"`
+	// SelfCheck configures the continuous self-check of the evidence log (SelfCheckConfig).
+	SelfCheck SelfCheckConfig `yaml:"self_check"`
 }
 
 // CollateralConfig says where the verifier gets vendor collateral (TCB info, QE identity, CRLs,
@@ -120,6 +125,15 @@ type CollateralConfig struct {
 	// CacheDir keeps fetched collateral across restarts (collateral.DirStore). Default
 	// DataDir/collateral-cache. Each replica keeps its own.
 	CacheDir string `yaml:"cache_dir"`
+	// Offline serves the collateral in CacheDir and never fetches: an air-gapped verifier whose
+	// cache is filled by `proofline collateral import` (a signed bundle exported by a connected
+	// verifier). A document the cache lacks, or holds past its nextUpdate, is unavailable
+	// (collateral_unavailable) until a fresh bundle is imported; a running verifier reads an
+	// imported document the next time it needs one it lacks or holds expired (a fresh copy in
+	// memory is served until it expires). Nothing is refreshed or recorded as collateral_update:
+	// attestation records still name, and the blob store keeps, the collateral each verdict used.
+	// Not with Dir or Fetch.
+	Offline bool `yaml:"offline"`
 	// ExpiryWarning: /readyz reports degraded (collateral_expiring) while a collateral document
 	// the verifier holds expires within this long, or has expired, and could not be refreshed (a
 	// recorded Dir is never refreshed). Default 6h.
@@ -311,6 +325,8 @@ func (c *Config) Validate(testMode bool) error {
 		bad("queue.workers, queue.size and queue.retry_after must not be negative")
 	}
 	c.Collateral.validate(bad)
+	c.Alerts.validate(bad)
+	c.SelfCheck.validate(bad)
 	if c.Roots != "" && !testMode {
 		bad("roots: %s replaces the vendor roots with test roots, which the service accepts only with --test-mode; remove roots for production", c.Roots)
 	}
@@ -321,6 +337,9 @@ func (c *CollateralConfig) validate(bad func(string, ...any)) {
 	f := &c.Fetch
 	if c.Dir != "" && f.Enabled {
 		bad("collateral: give either dir (recorded responses, offline) or fetch (live), not both")
+	}
+	if c.Offline && (c.Dir != "" || f.Enabled) {
+		bad("collateral.offline serves the imported cache_dir only: remove dir and fetch, or offline")
 	}
 	if c.ExpiryWarning < 0 {
 		bad("collateral.expiry_warning is %v; give a positive duration such as 6h", c.ExpiryWarning)
@@ -513,6 +532,13 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 			return d, err
 		}
 		closer(d.Policies.Close)
+		if err := d.openAlerting(ctx, cfg, db, closer); err != nil {
+			return d, err
+		}
+		if d.AccessTokens, err = OpenTokenMySQL(ctx, db); err != nil {
+			return d, err
+		}
+		closer(d.AccessTokens.Close)
 	} else {
 		l, err := log.OpenPOSIX(ctx, filepath.Join(dir, LogDirName), logOpts)
 		if err != nil {
@@ -540,6 +566,13 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 			return d, err
 		}
 		closer(d.Policies.Close)
+		if err := d.openAlerting(ctx, cfg, nil, closer); err != nil {
+			return d, err
+		}
+		if d.AccessTokens, err = OpenTokenSQLite(ctx, filepath.Join(dir, TokensFileName)); err != nil {
+			return d, err
+		}
+		closer(d.AccessTokens.Close)
 	}
 	if d.LogVerifierKey, err = verifierKeyString(log.PublicKeyPath(keyPath), logOpts.Verifier); err != nil {
 		return d, err
@@ -575,6 +608,12 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 			return d, fmt.Errorf("collateral: %w", err)
 		}
 		d.Collateral = set
+	case cfg.Collateral.Offline:
+		store, err := collateral.OpenDirStore(CollateralCacheDir(cfg))
+		if err != nil {
+			return d, fmt.Errorf("collateral.cache_dir: %w", err)
+		}
+		d.LiveCollateral = &LiveCollateral{Upstream: offlineSource{}, Store: store, Clock: env.CollateralClock, Offline: true}
 	case fc.Enabled:
 		if d.LiveCollateral, err = openLiveCollateral(cfg, env); err != nil {
 			return d, err
@@ -614,15 +653,20 @@ func openLiveCollateral(cfg Config, env Env) (*LiveCollateral, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collateral.fetch: %w", err)
 	}
-	dir := cfg.Collateral.CacheDir
-	if dir == "" {
-		dir = filepath.Join(cfg.DataDir, DefaultCollateralCacheDir)
-	}
-	store, err := collateral.OpenDirStore(dir)
+	store, err := collateral.OpenDirStore(CollateralCacheDir(cfg))
 	if err != nil {
 		return nil, fmt.Errorf("collateral.cache_dir: %w", err)
 	}
 	return &LiveCollateral{Upstream: fetcher, Store: store, Clock: env.CollateralClock}, nil
+}
+
+// CollateralCacheDir is the directory of the collateral cache: collateral.cache_dir, or
+// DefaultCollateralCacheDir in the data directory.
+func CollateralCacheDir(cfg Config) string {
+	if cfg.Collateral.CacheDir != "" {
+		return cfg.Collateral.CacheDir
+	}
+	return filepath.Join(cfg.DataDir, DefaultCollateralCacheDir)
 }
 
 // DefaultCollateralTimeout bounds one collateral HTTP request.

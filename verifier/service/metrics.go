@@ -24,6 +24,7 @@ type metrics struct {
 	// Live collateral; the age and expiry gauges are collateralCollector's.
 	collateralFetchErrors *prometheus.CounterVec // vendor, status
 	collateralUpdates     *prometheus.CounterVec // kind
+	tcbRecoveries         *prometheus.CounterVec // kind
 }
 
 func newMetrics(reg prometheus.Registerer, depth func() float64) *metrics {
@@ -67,11 +68,14 @@ func newMetrics(reg prometheus.Registerer, depth func() float64) *metrics {
 		collateralUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proofline_collateral_updates_total", Help: "Collateral documents replaced by a different one and recorded (collateral_update records), by kind.",
 		}, []string{"kind"}),
+		tcbRecoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "proofline_collateral_tcb_recoveries_total", Help: "Intel TCB recoveries recorded: TCB info or QE identity replaced by one with a higher tcbEvaluationDataNumber, by kind.",
+		}, []string{"kind"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.verdicts, m.failures, m.verifyLatency, m.appendLatency, m.appendErrors,
 			m.collateralAge, m.overloaded, m.nonceRejected, m.queueDepth, m.indexErrors,
-			m.collateralFetchErrors, m.collateralUpdates)
+			m.collateralFetchErrors, m.collateralUpdates, m.tcbRecoveries)
 	}
 	return m
 }

@@ -459,6 +459,7 @@ func (s *Service) CreatePolicy(ctx context.Context, p Principal, body []byte, ac
 	if err == nil {
 		s.logger.InfoContext(ctx, "policy version created", slog.String("principal", p.String()), slog.String("policy", v.ID),
 			slog.Int64("version", v.Version), slog.Bool("activated", activate), slog.Uint64("log_index", v.CreatedRecord))
+		s.alertPolicyChange(ctx, p, v, activate)
 	}
 	return v, err
 }
@@ -473,6 +474,7 @@ func (s *Service) ActivatePolicy(ctx context.Context, p Principal, version int64
 	if err == nil {
 		s.logger.InfoContext(ctx, "policy version activated", slog.String("principal", p.String()), slog.String("policy", v.ID),
 			slog.Int64("version", v.Version), slog.Uint64("log_index", v.ActivatedRecord))
+		s.alertPolicyChange(ctx, p, v, true)
 	}
 	return v, err
 }

@@ -126,6 +126,9 @@ type Deps struct {
 	Blobs          Blobs
 	Nonces         *nonce.Issuer
 	Policies       *PolicyStore
+	// AccessTokens keeps the API tokens created through the API and principals' last use
+	// (tokens.go); nil means none can be created and only configuration tokens authenticate.
+	AccessTokens *TokenStore
 	// RecordKey signs evidence records; KeyHistory must hold it (and every key of the replicas
 	// sharing the log), valid now.
 	RecordKey  evidence.Signer
@@ -154,6 +157,8 @@ type Deps struct {
 	// Ping checks the shared database, if any, for /readyz.
 	Ping     func(context.Context) error
 	Settings Settings
+	// Alerting, when set, raises alerts (verifier/alert) and runs the log self-check (alerts.go).
+	Alerting *Alerting
 	// Closers release what OpenDeps opened, in order, when the service closes.
 	Closers []func() error
 }
@@ -186,6 +191,9 @@ type Service struct {
 	cache     *collateral.Cache
 	refresher *collateral.Refresher
 	collClock collateral.Clock
+
+	// al raises alerts and runs the log self-check; nil without Deps.Alerting (alerts.go).
+	al *alerting
 }
 
 // New composes a service from its parts. It refuses test roots unless Settings.TestMode, checks
@@ -221,6 +229,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	s.verifier = evidence.Verifier{Name: "proofline", Version: buildinfo.Version(), Build: d.Build}
 	s.queue = newAdmission(s.set.Workers, s.set.Queue, s.set.RetryAfter)
 	s.m = newMetrics(d.Registerer, func() float64 { return float64(s.queue.depth()) })
+	if err := s.openAlerting(); err != nil {
+		return nil, err
+	}
 	if err := s.openCollateral(ctx); err != nil {
 		return nil, err
 	}
@@ -243,13 +254,15 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 // Start runs the background loops until Close: the index catch-up (every
 // Settings.IndexCatchupInterval, and soon after an index write failed), the sweeping of expired
 // used nonces (every Settings.NonceSweepInterval) and, with live collateral, its refresh (a pass
-// at once, then every Settings.CollateralRefreshInterval on the collateral clock).
+// at once, then every Settings.CollateralRefreshInterval on the collateral clock) and, with
+// Deps.Alerting, alert delivery, the log self-check and the periodic alert checks (alerts.go).
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	if s.refresher != nil {
 		s.loops.Go(func() { s.refresher.Run(ctx) })
 	}
+	s.startAlerting(ctx)
 	s.loops.Add(2)
 	go func() {
 		defer s.loops.Done()
@@ -410,7 +423,8 @@ func (a *Attestation) ID() string { return strconv.FormatUint(a.LogIndex, 10) }
 // Attest appraises one evidence envelope submitted by p (POST /v1/attest, background-check
 // model) and answers only once its signed record is durably in the log:
 //
-//  1. admission: a slot in the bounded verification queue, or ErrOverloaded;
+//  1. admission: a place in the bounded queue, or ErrOverloaded (a verification slot, one of
+//     Workers, is held only while step 4 runs);
 //  2. the envelope is decoded strictly; a body that is not one is ErrMalformed (no result);
 //  3. the envelope's nonce is consumed for p: it must be one this service issued, to p or to no
 //     one, unexpired and unused. A refused nonce is a verdict — contraindicated, nonce_mismatch,
@@ -448,15 +462,13 @@ func (s *Service) AttestFrom(ctx context.Context, p Principal, read func() ([]by
 	if err != nil {
 		return nil, err
 	}
-	release, err := s.queue.run(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
 	return s.attest(ctx, p, body)
 }
 
-// attest appraises and records body for p, holding a verification slot.
+// attest appraises and records body for p, holding an admission place. It holds a verification
+// slot only while verifier.Verify runs: consuming the nonce and recording the verdict wait on the
+// disk (group commits), not the CPU, and a slot held through those waits would cap the batches
+// they commit at the number of workers.
 func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attestation, error) {
 	ev, err := attest.DecodeEvidence(body)
 	if err != nil {
@@ -485,9 +497,14 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 		if s.coll != nil {
 			opts.Collateral = seen
 		}
+		release, err := s.queue.run(ctx)
+		if err != nil {
+			return nil, s.afterNonce(err, nonceUsed)
+		}
 		start := time.Now()
 		res = verifier.Verify(ctx, ev, opts)
 		s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
+		release()
 	}
 	resultJSON, err := json.Marshal(res)
 	if err != nil {
@@ -526,6 +543,7 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 		return nil, s.afterNonce(err, nonceUsed)
 	}
 	s.m.verdict(res, now)
+	s.alertVerdict(ctx, rec, idx, res)
 	a := &Attestation{LogIndex: idx, RecordSHA256: sha256.Sum256(leaf), Result: res, ResultJSON: resultJSON}
 	s.logger.InfoContext(ctx, "attestation recorded",
 		slog.String("principal", p.String()), slog.String("platform", res.Platform), slog.String("status", string(res.Status)),

@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-sev-guest/kds"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/internal/vcache"
 	"github.com/proofline/proofline/verifier/roots"
 )
 
@@ -144,6 +145,41 @@ func tcbClaim(v uint64, line string) ear.SNPTCB {
 	return ear.SNPTCB{Raw: fmt.Sprintf("0x%016x", v), Bootloader: t.Bootloader, TEE: t.TEE, SNP: t.SNP, Microcode: t.Microcode, FMC: t.FMC}
 }
 
+// Caches of the time-independent work of a verification, by the digest of every input (see
+// package vcache for the fail-closed contract). Certificate validity at Now, CRL freshness,
+// revocation and every comparison with the report are evaluated on each verification from the
+// cached values, which are read-only.
+var (
+	// certCache: parsed certificates, by the digest of their DER.
+	certCache = vcache.New[*x509.Certificate](4096)
+	// chainCache: endorsement chains that verified to the pinned ARK, by the leaf, the
+	// intermediates offered, the expected issuer and the ARK.
+	chainCache = vcache.New[*verifiedChain](4096)
+	// crlCache: AMD CRLs that parsed and whose issuer name and signature matched the ARK.
+	crlCache = vcache.New[*x509.RevocationList](256)
+)
+
+// verifiedChain is a chain that verified at some time: its intermediate and the window in which
+// all three certificates are valid (the latest NotBefore, the earliest NotAfter).
+type verifiedChain struct {
+	intermediate        *x509.Certificate
+	notBefore, notAfter time.Time
+}
+
+// parseCertificate parses a DER certificate once per distinct DER.
+func parseCertificate(der []byte) (*x509.Certificate, error) {
+	key := vcache.Sum([]byte("snp/cert"), der)
+	if c, ok := certCache.Get(key); ok {
+		return c, nil
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	certCache.Add(key, c)
+	return c, nil
+}
+
 // Certificate roles, recognised by subject common name as AMD's KDS specification assigns them.
 func leafCN(k abi.ReportSigner) string { return "SEV-" + k.String() }
 
@@ -155,7 +191,7 @@ func (v *verification) classify(certs [][]byte) bool {
 	key := v.r.SignerInfo.SigningKey
 	var other *x509.Certificate
 	for i, der := range certs {
-		c, err := x509.ParseCertificate(der)
+		c, err := parseCertificate(der)
 		if err != nil {
 			v.fail(ear.CodeSNPChainInvalid, checkChain, "certificate %d in the evidence does not parse: %v", i, err)
 			return false
@@ -215,7 +251,7 @@ func (v *verification) classify(certs [][]byte) bool {
 		if resp == nil {
 			return false
 		}
-		c, err := x509.ParseCertificate(resp.Body)
+		c, err := parseCertificate(resp.Body)
 		if err != nil {
 			v.fail(ear.CodeCollateralMalformed, checkChain, "VCEK from %s: %v", u, err)
 			return false
@@ -236,13 +272,18 @@ func (v *verification) fetch(kind, u, check string) *collateral.Response {
 		v.fail(ear.CodeCollateralUnavailable, check, "%s: %v", kind, err)
 		return nil
 	}
-	d := r.Digest()
+	d := vcache.ResponseDigest(r)
 	v.claims.Collateral = append(v.claims.Collateral, ear.CollateralInfo{Kind: kind, URL: u, Digest: "sha256:" + hex.EncodeToString(d[:])})
 	return r
 }
 
 // checkChain verifies VCEK → ASK → ARK or VLEK → ASVK → ARK (check 2), with the intermediate
 // taken from the pinned roots, else the evidence, and always verified against the pinned ARK.
+//
+// A chain that verified once is cached by the digest of the leaf, the intermediates offered, the
+// expected issuer and the ARK; a hit is used only when Now lies within all three certificates'
+// validity, else the chain is verified in full (and fails as it would without the cache).
+// Revocation is checked by checkCRL on every call.
 func (v *verification) checkChain() bool {
 	key := v.r.SignerInfo.SigningKey
 	wantInter := "SEV-" + v.line
@@ -255,15 +296,27 @@ func (v *verification) checkChain() bool {
 		v.fail(ear.CodeSNPSigningKeyMismatch, checkChain, "the %s certificate is issued by %q, want %q", key, v.leaf.Issuer.CommonName, wantInter)
 		return false
 	}
-	inter := x509.NewCertPool()
-	if pinned != nil {
-		inter.AddCert(pinned)
-	} else {
+	offered := []*x509.Certificate{pinned}
+	if pinned == nil {
+		offered = offered[:0]
 		for _, c := range v.candidates {
 			if c.Subject.CommonName == wantInter {
-				inter.AddCert(c)
+				offered = append(offered, c)
 			}
 		}
+	}
+	parts := [][]byte{[]byte("snp/chain"), []byte(wantInter), v.leaf.Raw, v.product.ARK.Raw}
+	for _, c := range offered {
+		parts = append(parts, c.Raw)
+	}
+	ckey := vcache.Sum(parts...)
+	if c, ok := chainCache.Get(ckey); ok && !v.opts.Now.Before(c.notBefore) && !v.opts.Now.After(c.notAfter) {
+		v.intermediate = c.intermediate
+		return v.checkLeafKey()
+	}
+	inter := x509.NewCertPool()
+	for _, c := range offered {
+		inter.AddCert(c)
 	}
 	rootPool := x509.NewCertPool()
 	rootPool.AddCert(v.product.ARK)
@@ -285,6 +338,22 @@ func (v *verification) checkChain() bool {
 		return false
 	}
 	v.intermediate = chains[0][1]
+	c := &verifiedChain{intermediate: v.intermediate, notBefore: v.leaf.NotBefore, notAfter: v.leaf.NotAfter}
+	for _, cert := range chains[0][1:] {
+		if cert.NotBefore.After(c.notBefore) {
+			c.notBefore = cert.NotBefore
+		}
+		if cert.NotAfter.Before(c.notAfter) {
+			c.notAfter = cert.NotAfter
+		}
+	}
+	chainCache.Add(ckey, c)
+	return v.checkLeafKey()
+}
+
+// checkLeafKey requires the endorsement key to be ECDSA P-384.
+func (v *verification) checkLeafKey() bool {
+	key := v.r.SignerInfo.SigningKey
 	if pub, ok := v.leaf.PublicKey.(*ecdsa.PublicKey); !ok || pub.Curve != elliptic.P384() {
 		v.fail(ear.CodeSNPChainInvalid, checkChain, "the %s key is not ECDSA P-384", key)
 		return false
@@ -371,18 +440,28 @@ func (v *verification) checkCRL() {
 	if resp == nil {
 		return
 	}
-	crl, err := x509.ParseRevocationList(resp.Body)
-	if err != nil {
-		v.fail(ear.CodeCollateralMalformed, checkCRL, "AMD CRL from %s: %v", u, err)
-		return
+	ark := v.product.ARK
+	// A CRL whose issuer and signature matched the ARK is cached by the digest of its DER and
+	// the ARK's; its freshness and the serials are checked below on every call.
+	crlKey := vcache.Sum([]byte("snp/crl"), resp.Body, ark.Raw)
+	crl, cached := crlCache.Get(crlKey)
+	if !cached {
+		var err error
+		crl, err = x509.ParseRevocationList(resp.Body)
+		if err != nil {
+			v.fail(ear.CodeCollateralMalformed, checkCRL, "AMD CRL from %s: %v", u, err)
+			return
+		}
 	}
 	ci := &v.claims.Collateral[len(v.claims.Collateral)-1]
 	tu, nu := crl.ThisUpdate.UTC(), crl.NextUpdate.UTC()
 	ci.IssuedAt, ci.NextUpdate = &tu, &nu
-	ark := v.product.ARK
-	if crl.Issuer.String() != ark.Subject.String() || crl.CheckSignatureFrom(ark) != nil {
-		v.fail(ear.CodeSNPCRLInvalid, checkCRL, "the CRL from %s is not signed by ARK-%s", u, v.line)
-		return
+	if !cached {
+		if crl.Issuer.String() != ark.Subject.String() || crl.CheckSignatureFrom(ark) != nil {
+			v.fail(ear.CodeSNPCRLInvalid, checkCRL, "the CRL from %s is not signed by ARK-%s", u, v.line)
+			return
+		}
+		crlCache.Add(crlKey, crl)
 	}
 	now, grace := v.opts.Now, v.opts.StaleGraceUnsafe
 	stale := func(why string) {

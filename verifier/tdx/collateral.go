@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-tdx-guest/pcs"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/internal/vcache"
 )
 
 // Collateral checks follow Intel's "TDX DCAP Quote Verification" flow: CRLs (check 2), QE
@@ -38,7 +39,7 @@ func (v *verification) fetch(kind, u, check string) *collateral.Response {
 		v.fail(ear.CodeCollateralUnavailable, check, "%s: %v", kind, err)
 		return nil
 	}
-	d := r.Digest()
+	d := vcache.ResponseDigest(r)
 	v.claims.Collateral = append(v.claims.Collateral, ear.CollateralInfo{
 		Kind: kind, URL: u, Digest: "sha256:" + hex.EncodeToString(d[:]),
 	})
@@ -53,10 +54,39 @@ func (v *verification) noteTimes(issued, next time.Time) {
 
 func ptr[T any](t T) *T { return &t }
 
+// Caches of the time-independent work on collateral, by the digest of every input (see package
+// vcache for the fail-closed contract). Validity windows, revocation and every comparison with
+// the quote are evaluated on each verification from the cached values, which are read-only.
+var (
+	// crlCache: CRLs that parsed and whose signature and issuer name matched the issuer.
+	crlCache = vcache.New[*x509.RevocationList](1024)
+	// signedCache: PCS documents whose issuer chain header parsed and verified to a root of the
+	// set and whose signature verified with the signing certificate.
+	signedCache = vcache.New[*signedEntry](1024)
+	// qeIdentityCache: parsed QE identities, by the digest of the signed JSON.
+	qeIdentityCache = vcache.New[*pcs.EnclaveIdentity](256)
+	// pckExtCache: the SGX extensions of PCK certificates, by the digest of the DER.
+	pckExtCache = vcache.New[*pcs.PckExtensions](4096)
+)
+
+// pckExtensions parses the PCK certificate's SGX extensions once per certificate.
+func pckExtensions(pck *x509.Certificate) (*pcs.PckExtensions, error) {
+	key := vcache.Sum([]byte("tdx/pckext"), pck.Raw)
+	if ext, ok := pckExtCache.Get(key); ok {
+		return ext, nil
+	}
+	ext, err := pcs.PckCertificateExtensions(pck)
+	if err != nil {
+		return nil, err
+	}
+	pckExtCache.Add(key, ext)
+	return ext, nil
+}
+
 func (v *verification) checkCollateral() {
 	rootCRL := v.checkRootCRL()
 	v.checkPCKCRL(rootCRL)
-	ext, err := pcs.PckCertificateExtensions(v.q.PCK)
+	ext, err := pckExtensions(v.q.PCK)
 	if err != nil {
 		v.fail(ear.CodeTDXPCKChainInvalid, checkPCKChain, "PCK certificate SGX extensions: %v", err)
 		return
@@ -67,13 +97,30 @@ func (v *verification) checkCollateral() {
 	v.checkTCBInfo(ext, rootCRL)
 }
 
-// checkCRL verifies a CRL's issuer, signature and freshness. It returns false after recording a
-// failure.
-func (v *verification) checkCRL(crl *x509.RevocationList, issuer *x509.Certificate, name string) bool {
+// openCRL parses a CRL and verifies its issuer name and signature, or takes both from crlCache
+// (keyed by the CRL's and the issuer's DER). It returns nil after recording a failure. Freshness
+// and revocation are the caller's, on every call.
+func (v *verification) openCRL(body []byte, issuer *x509.Certificate, name, what, u string) *x509.RevocationList {
+	key := vcache.Sum([]byte("tdx/crl"), body, issuer.Raw)
+	if crl, ok := crlCache.Get(key); ok {
+		return crl
+	}
+	crl, err := x509.ParseRevocationList(body)
+	if err != nil {
+		v.fail(ear.CodeCollateralMalformed, checkPCKChain, "%s from %s: %v", what, u, err)
+		return nil
+	}
 	if err := crl.CheckSignatureFrom(issuer); err != nil || crl.Issuer.String() != issuer.Subject.String() {
 		v.fail(ear.CodeTDXCRLInvalid, checkPCKChain, "%s is not signed by %q", name, issuer.Subject.CommonName)
-		return false
+		return nil
 	}
+	crlCache.Add(key, crl)
+	return crl
+}
+
+// checkCRL checks the freshness of a CRL opened by openCRL. It returns false after recording a
+// failure.
+func (v *verification) checkCRL(crl *x509.RevocationList, name string) bool {
 	v.noteTimes(crl.ThisUpdate, crl.NextUpdate)
 	if ok, why := v.window(name, checkPCKChain, crl.ThisUpdate, crl.NextUpdate); !ok {
 		v.fail(ear.CodeTDXCRLStale, checkPCKChain, "%s; fetch a fresh CRL", why)
@@ -131,12 +178,8 @@ func (v *verification) checkRootCRL() *x509.RevocationList {
 	if r == nil {
 		return nil
 	}
-	crl, err := x509.ParseRevocationList(r.Body)
-	if err != nil {
-		v.fail(ear.CodeCollateralMalformed, checkPCKChain, "Root CA CRL from %s: %v", u, err)
-		return nil
-	}
-	if !v.checkCRL(crl, v.root, "the Root CA CRL") {
+	crl := v.openCRL(r.Body, v.root, "the Root CA CRL", "Root CA CRL", u)
+	if crl == nil || !v.checkCRL(crl, "the Root CA CRL") {
 		return nil
 	}
 	if revoked(crl, v.q.Intermediate) {
@@ -153,12 +196,8 @@ func (v *verification) checkPCKCRL(rootCRL *x509.RevocationList) {
 	if r == nil {
 		return
 	}
-	crl, err := x509.ParseRevocationList(r.Body)
-	if err != nil {
-		v.fail(ear.CodeCollateralMalformed, checkPCKChain, "PCK CRL from %s: %v", u, err)
-		return
-	}
-	if !v.checkCRL(crl, v.q.Intermediate, "the PCK CRL") {
+	crl := v.openCRL(r.Body, v.q.Intermediate, "the PCK CRL", "PCK CRL", u)
+	if crl == nil || !v.checkCRL(crl, "the PCK CRL") {
 		return
 	}
 	if revoked(crl, v.q.PCK) {
@@ -173,9 +212,47 @@ type signedCollateral struct {
 	signer    *x509.Certificate
 }
 
+// signedEntry is a cached result of openSigned: the document, and the window in which the signing
+// certificate's chain to the root is valid.
+type signedEntry struct {
+	sc                  *signedCollateral
+	notBefore, notAfter time.Time
+}
+
 // openSigned verifies the issuer chain carried in header and the signature over the raw value of
 // field in the body. It records failures with code invalid and returns nil.
+//
+// A document that passed is cached by the digest of the header, the body, field and the root set.
+// A cached document is used only while Now lies in its signing chain's validity window, and its
+// signing certificate is checked against rootCRL on every call; otherwise it is opened in full.
 func (v *verification) openSigned(r *collateral.Response, header, field string, invalid ear.Code, check string, rootCRL *x509.RevocationList) *signedCollateral {
+	hv := r.Header(header)
+	kb := vcache.NewBuilder().String("tdx/signed").String(field).Bytes(r.Body).Uint(uint64(len(hv)))
+	for _, h := range hv {
+		kb.String(h)
+	}
+	for _, root := range v.opts.Roots {
+		kb.Bytes(root.Raw)
+	}
+	key := kb.Key()
+	if e, ok := signedCache.Get(key); ok && !v.opts.Now.Before(e.notBefore) && !v.opts.Now.After(e.notAfter) {
+		if revoked(rootCRL, e.sc.signer) {
+			v.fail(ear.CodeTDXCertRevoked, check, "the %s signing certificate (serial %s) is revoked by the Root CA CRL", field, e.sc.signer.SerialNumber)
+			return nil
+		}
+		return e.sc
+	}
+	sc := v.openSignedUncached(r, header, field, invalid, check, rootCRL)
+	if sc != nil {
+		// The signing chain's window, as verifyChain just cached it (if not evicted meanwhile).
+		if c, ok := chainCache.Get(chainKey("tdx/chain", sc.signer, nil, v.opts.Roots)); ok {
+			signedCache.Add(key, &signedEntry{sc: sc, notBefore: c.notBefore, notAfter: c.notAfter})
+		}
+	}
+	return sc
+}
+
+func (v *verification) openSignedUncached(r *collateral.Response, header, field string, invalid ear.Code, check string, rootCRL *x509.RevocationList) *signedCollateral {
 	signer, err := issuerChain(r.Header(header))
 	if err != nil {
 		v.fail(invalid, check, "%s issuer chain (%s header): %v", field, header, err)
@@ -251,8 +328,8 @@ func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
 	if sc == nil {
 		return
 	}
-	var id pcs.EnclaveIdentity
-	if err := json.Unmarshal(sc.raw, &id); err != nil {
+	id, err := parseQEIdentity(sc.raw)
+	if err != nil {
 		v.fail(ear.CodeCollateralMalformed, checkQEIdentity, "QE identity: %v", err)
 		return
 	}
@@ -263,7 +340,7 @@ func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
 		v.fail(ear.CodeTDXQEIdentityInvalid, checkQEIdentity, "QE identity is not a TD_QE identity of version %d with well-formed fields", qeIdentityVersion)
 		return
 	}
-	v.qeIdentity = &id
+	v.qeIdentity = id
 	if ok, why := v.window("QE identity", checkQEIdentity, id.IssueDate, id.NextUpdate); !ok {
 		v.fail(ear.CodeTDXQEIdentityExpired, checkQEIdentity, "%s; fetch fresh collateral", why)
 	}
@@ -293,10 +370,43 @@ func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
 		if l.Tcb.Isvsvn <= uint32(qe.ISVSVN) {
 			v.claims.QE.TCBStatus = string(l.TcbStatus)
 			v.claims.QE.AdvisoryIDs = l.AdvisoryIDs
+			v.recoveryGrace(checkQEIdentity, "the QE", string(l.TcbStatus), id.TcbEvaluationDataNumber, recoveryPart{what: "QE TCB level", levels: id.TcbLevels, index: i})
 			return
 		}
 	}
 	v.fail(ear.CodeTDXQETCBStatus, checkQEIdentity, "the QE's ISVSVN %d matches no TCB level of the QE identity", qe.ISVSVN)
+}
+
+// parseQEIdentity parses a QE identity once per signed document. The result is shared: read-only.
+func parseQEIdentity(raw []byte) (*pcs.EnclaveIdentity, error) {
+	key := vcache.Sum([]byte("tdx/qeidentity"), raw)
+	if id, ok := qeIdentityCache.Get(key); ok {
+		return id, nil
+	}
+	var id pcs.EnclaveIdentity
+	if err := json.Unmarshal(raw, &id); err != nil {
+		return nil, err
+	}
+	qeIdentityCache.Add(key, &id)
+	return &id, nil
+}
+
+// tcbInfoCache holds parsed TCB infos, by the digest of the signed JSON; see parseTCBInfo.
+var tcbInfoCache = vcache.New[*pcs.TcbInfo](256)
+
+// parseTCBInfo parses a TCB info once per signed document (its JSON decoding is about a quarter
+// of a warm TDX verification). The result is shared between verifications: read-only.
+func parseTCBInfo(raw []byte) (*pcs.TcbInfo, error) {
+	key := vcache.Sum([]byte("tdx/tcbinfo"), raw)
+	if info, ok := tcbInfoCache.Get(key); ok {
+		return info, nil
+	}
+	var info pcs.TcbInfo
+	if err := json.Unmarshal(raw, &info); err != nil {
+		return nil, err
+	}
+	tcbInfoCache.Add(key, &info)
+	return &info, nil
 }
 
 func equalBytes(a, b []byte) bool { return string(a) == string(b) }

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-tdx-guest/pcs"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/internal/vcache"
 )
 
 // Options are the inputs of one verification. Build one per request.
@@ -40,6 +41,10 @@ type Options struct {
 	// expired failure. A document not yet valid at Now is never accepted. Only the policy option
 	// stale_grace_unsafe sets it.
 	StaleGraceUnsafe time.Duration
+	// TCBRecoveryGraceUnsafe: a platform or QE TCB level that is OutOfDate only because of a TCB
+	// recovery less than this long before Now gets a tcb_recovery_grace warning (tcb.go,
+	// RecoveryGrace). Only the policy option tcb_recovery_grace_unsafe sets it.
+	TCBRecoveryGraceUnsafe time.Duration
 }
 
 // Check references into VERIFIER-CHECKS.md.
@@ -162,8 +167,63 @@ func (v *verification) chainFailure(err error, check, what string) {
 	v.fail(ear.CodeTDXPCKChainInvalid, check, "%s does not chain to a pinned Intel SGX Root CA: %v", what, err)
 }
 
+// chainCache holds chains that verified (signatures, names, constraints), keyed by every
+// certificate's DER and the whole root set; see verifyChain.
+var chainCache = vcache.New[*verifiedChain](4096)
+
+// verifiedChain is a chain that verified at some time: the root it ended at and the window in
+// which every certificate of the chain is valid (the latest NotBefore, the earliest NotAfter).
+type verifiedChain struct {
+	root                *x509.Certificate
+	notBefore, notAfter time.Time
+}
+
+// chainKey is the cache key of a chain verification: every input of it.
+func chainKey(kind string, leaf, intermediate *x509.Certificate, roots []*x509.Certificate) vcache.Key {
+	parts := make([][]byte, 0, 3+len(roots))
+	parts = append(parts, []byte(kind), leaf.Raw, nil)
+	if intermediate != nil {
+		parts[2] = intermediate.Raw
+	}
+	for _, r := range roots {
+		parts = append(parts, r.Raw)
+	}
+	return vcache.Sum(parts...)
+}
+
 // verifyChain verifies leaf → intermediate → one of roots at now and returns the root used.
+//
+// A chain that verified once is cached by the digest of its certificates and of the root set; a
+// cache hit is used only when now lies within every certificate's validity, which is the only
+// time-dependent part of x509 verification. Otherwise (and on a miss) the chain is verified in
+// full, so an expired or not-yet-valid certificate fails exactly as without the cache.
+// Revocation is checked by the callers on every call.
 func verifyChain(leaf, intermediate *x509.Certificate, roots []*x509.Certificate, now time.Time) (*x509.Certificate, error) {
+	if len(roots) == 0 {
+		return nil, errors.New("no Intel SGX Root CA is configured")
+	}
+	key := chainKey("tdx/chain", leaf, intermediate, roots)
+	if c, ok := chainCache.Get(key); ok && !now.Before(c.notBefore) && !now.After(c.notAfter) {
+		return c.root, nil
+	}
+	chain, err := verifyChainUncached(leaf, intermediate, roots, now)
+	if err != nil {
+		return nil, err
+	}
+	c := &verifiedChain{root: chain[len(chain)-1], notBefore: chain[0].NotBefore, notAfter: chain[0].NotAfter}
+	for _, cert := range chain[1:] {
+		if cert.NotBefore.After(c.notBefore) {
+			c.notBefore = cert.NotBefore
+		}
+		if cert.NotAfter.Before(c.notAfter) {
+			c.notAfter = cert.NotAfter
+		}
+	}
+	chainCache.Add(key, c)
+	return c.root, nil
+}
+
+func verifyChainUncached(leaf, intermediate *x509.Certificate, roots []*x509.Certificate, now time.Time) ([]*x509.Certificate, error) {
 	if len(roots) == 0 {
 		return nil, errors.New("no Intel SGX Root CA is configured")
 	}
@@ -188,7 +248,7 @@ func verifyChain(leaf, intermediate *x509.Certificate, roots []*x509.Certificate
 	if intermediate != nil && (len(chain) != 3 || !chain[1].Equal(intermediate)) {
 		return nil, errors.New("chain does not run through the supplied intermediate CA")
 	}
-	return chain[len(chain)-1], nil
+	return chain, nil
 }
 
 // pckCA returns the PCS "ca" parameter for the PCK's issuer.

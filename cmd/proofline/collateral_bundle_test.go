@@ -1,0 +1,303 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeamd"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/service"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+// airGap is a connected verifier (data dir A) that fetched its collateral live from a fake
+// PCS/KDS while verifying TDX and SNP evidence, the evidence bodies, their results, and the
+// bundle it exported.
+type airGap struct {
+	start   time.Time
+	clock   *collateraltest.Clock
+	plat    *servicetest.Platforms
+	srv     *collateraltest.Server
+	dirA    string
+	bodies  [][]byte
+	results [][]byte // ResultJSON of bodies[i] at A
+	status  []string
+	bundle  string
+	docs    int // documents in A's cache
+}
+
+var agent = service.Principal{Name: "vm-1", Role: service.RoleAgent}
+
+func newAirGap(t *testing.T) *airGap {
+	t.Helper()
+	ctx := context.Background()
+	// The fixtures are dated from the real time so that `import` judges freshness at its default,
+	// now; the services run on a pinned clock starting there.
+	g := &airGap{start: time.Now().UTC().Truncate(time.Second)}
+	g.clock = collateraltest.NewClock(g.start)
+	var err error
+	if g.plat, err = servicetest.New(g.start); err != nil {
+		t.Fatal(err)
+	}
+	ic, err := g.plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(g.start))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := g.plat.AMD.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.srv, err = collateraltest.NewServer(append(ic, ac...), collateraltest.Options{Clock: g.clock}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.srv.Close)
+	var routes []service.RouteConfig
+	for _, r := range g.srv.Routes() {
+		routes = append(routes, service.RouteConfig{Prefix: r.Prefix, Base: r.Base})
+	}
+	g.dirA = t.TempDir()
+	svcA := g.open(t, service.Config{DataDir: g.dirA,
+		Collateral: service.CollateralConfig{Fetch: service.FetchConfig{Enabled: true, Routes: routes, RefreshInterval: time.Hour}}},
+		g.srv.Client())
+	for _, c := range []struct {
+		platform attest.Platform
+		fault    servicetest.Fault
+	}{
+		{attest.PlatformTDX, servicetest.FaultNone},
+		{attest.PlatformSNP, servicetest.FaultNone},
+		{attest.PlatformTDX, servicetest.FaultMeasurement},
+		{attest.PlatformSNP, servicetest.FaultDebug},
+	} {
+		ch, err := svcA.Challenge(ctx, agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := g.plat.Evidence(c.platform, ch.Nonce, servicetest.RuntimeData(agent.Name), c.fault)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := svcA.Attest(ctx, agent, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.bodies = append(g.bodies, body)
+		g.results = append(g.results, a.ResultJSON)
+		g.status = append(g.status, string(a.Result.Status))
+	}
+	if err := svcA.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"affirming", "affirming", "contraindicated", "contraindicated"}; strings.Join(g.status, " ") != strings.Join(want, " ") {
+		t.Fatalf("verdicts at the connected verifier: %v, want %v", g.status, want)
+	}
+	store, err := collateral.OpenDirStore(filepath.Join(g.dirA, service.DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	urls, err := store.URLs(ctx)
+	if err != nil || len(urls) == 0 {
+		t.Fatalf("the connected verifier cached %d documents: %v", len(urls), err)
+	}
+	g.docs = len(urls)
+	g.bundle = filepath.Join(t.TempDir(), "collateral.bundle")
+	var errb bytes.Buffer
+	if code := collateralExport(ctx, []string{"--data-dir", g.dirA, "--out", g.bundle, "--name", "verifier-a"}, &errb, g.clock.Now); code != 0 {
+		t.Fatalf("export: exit %d: %s", code, errb.String())
+	}
+	t.Logf("export: %s", strings.TrimSpace(errb.String()))
+	return g
+}
+
+// open opens a service on g's pinned clock and simulated platforms.
+func (g *airGap) open(t *testing.T, cfg service.Config, client *http.Client) *service.Service {
+	t.Helper()
+	cfg.Log.CheckpointInterval = 100 * time.Millisecond
+	svc, err := service.Open(context.Background(), cfg, service.Env{
+		TestMode: true, Now: g.clock.Now, Roots: g.plat.Roots, InitialPolicy: g.plat.PolicyYAML,
+		CollateralClient: client, CollateralClock: g.clock,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Close() })
+	return svc
+}
+
+func (g *airGap) importInto(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	var errb bytes.Buffer
+	code := collateralImport(context.Background(), append([]string{"--data-dir", dir}, args...), &errb, g.clock.Now)
+	return code, errb.String()
+}
+
+// noNetwork is a transport that fails the test on any request.
+type noNetwork struct{ t *testing.T }
+
+func (n noNetwork) RoundTrip(r *http.Request) (*http.Response, error) {
+	n.t.Errorf("the air-gapped verifier fetched %s", r.URL)
+	return nil, errors.New("no network")
+}
+
+// Acceptance 4 of the collateral service: export on one data dir → import on another with no
+// network → the same verdicts. The connected verifier fetched its collateral live; the
+// air-gapped one, with collateral.offline and a client that fails the test if used, appraises
+// the very same evidence bodies (same nonces: it shares the nonce secret) and records
+// byte-identical results (status, failures, claims and collateral digests).
+func TestCollateralAirGap(t *testing.T) {
+	g := newAirGap(t)
+	dirB := t.TempDir()
+	code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName))
+	if code != 0 || !strings.Contains(out, "imported, 0 kept") || !strings.Contains(out, " 0 refused") {
+		t.Fatalf("import: exit %d:\n%s", code, out)
+	}
+	t.Logf("import: %s", strings.TrimSpace(out))
+	requests := g.srv.Stats().Requests
+	svcB := g.open(t, service.Config{DataDir: dirB,
+		Nonce:      service.NonceConfig{SecretFile: filepath.Join(g.dirA, "nonce-secret")},
+		Collateral: service.CollateralConfig{Offline: true}},
+		&http.Client{Transport: noNetwork{t}})
+	for i, body := range g.bodies {
+		a, err := svcB.Attest(context.Background(), agent, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.ResultJSON, g.results[i]) {
+			t.Errorf("evidence %d: the air-gapped verdict differs:\n got %s\nwant %s", i, a.ResultJSON, g.results[i])
+		}
+	}
+	if got := g.srv.Stats().Requests; got != requests {
+		t.Errorf("the fake PCS/KDS received %d requests during the air-gapped verifications", got-requests)
+	}
+
+	// Importing the same bundle again, into the exporting data dir with its own key history as
+	// the trust anchor (no --trusted-key), keeps every document.
+	code, out = g.importInto(t, g.dirA, g.bundle)
+	if code != 0 || !strings.Contains(out, "0 imported") {
+		t.Errorf("re-import into the exporting data dir: exit %d:\n%s", code, out)
+	}
+}
+
+// TestCollateralImportRefused: bundles built from the valid one are refused with exit 1 and a
+// message naming the problem: a flipped byte in an entry (naming its URL), a signature by a key
+// the importer does not trust, a document past its nextUpdate (naming its URL and nextUpdate),
+// a truncated file. Without --trusted-key, a fresh data dir has nothing to trust: exit 2.
+func TestCollateralImportRefused(t *testing.T) {
+	g := newAirGap(t)
+	valid, err := os.ReadFile(g.bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := collateral.ParseBundle(valid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := b.Entries[0]
+	i := bytes.Index(valid, []byte(base64.StdEncoding.EncodeToString(entry.Canonical)))
+	if i < 0 {
+		t.Fatal("entry not found in the bundle")
+	}
+	flipped := bytes.Clone(valid)
+	flipped[i+40] ^= 'A' ^ 'B'
+	if flipped[i+40] == valid[i+40] {
+		t.Fatal("no flip")
+	}
+	writeFile := func(data []byte) string {
+		p := filepath.Join(t.TempDir(), "bundle")
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Another verifier's key history: a data dir whose key did not sign the bundle.
+	otherKeys := t.TempDir()
+	other, err := evidence.LoadOrCreateKey(otherKeys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h evidence.KeyHistory
+	if err := h.Add(other, g.start.Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	otherHistory := filepath.Join(otherKeys, "history.json")
+	if err := h.Save(otherHistory); err != nil {
+		t.Fatal(err)
+	}
+	trusted := filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)
+	// The AMD CRLs expire 7 days after start (fakeamd.CRLOptions' default).
+	late := g.start.Add(8 * 24 * time.Hour).Format(time.RFC3339)
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"flipped byte", []string{writeFile(flipped), "--trusted-key", trusted}, 1, []string{entry.URL, "does not hash"}},
+		{"untrusted key", []string{g.bundle, "--trusted-key", otherHistory}, 1, []string{"not a trusted key"}},
+		{"stale", []string{g.bundle, "--trusted-key", trusted, "--at", late}, 1,
+			[]string{"refused https://kdsintf.amd.com/vcek/v1/" + servicetest.AMDProductLine + "/crl: expired: its nextUpdate is " + g.start.AddDate(0, 0, 7).Format(time.RFC3339), " 1 refused"}},
+		{"truncated", []string{writeFile(valid[:len(valid)*2/3]), "--trusted-key", trusted}, 1, []string{"truncated"}},
+		{"no trusted key", []string{g.bundle}, exitUsage, []string{"give --trusted-key"}},
+		{"grace", []string{g.bundle, "--trusted-key", trusted, "--at", late, "--stale-grace-unsafe", "48h"}, 0, []string{" 0 refused"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			code, out := g.importInto(t, dir, tc.args...)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d:\n%s", code, tc.code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if tc.code != 0 && tc.name != "stale" {
+				if urls, _ := mustStore(t, dir).URLs(context.Background()); len(urls) != 0 {
+					t.Errorf("a refused bundle wrote %d documents", len(urls))
+				}
+			}
+		})
+	}
+}
+
+func mustStore(t *testing.T, dataDir string) *collateral.DirStore {
+	t.Helper()
+	s, err := collateral.OpenDirStore(filepath.Join(dataDir, service.DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestServeOfflineConfig: collateral.offline is accepted alone (with cache_dir) and refused with
+// dir or fetch.
+func TestServeOfflineConfig(t *testing.T) {
+	for _, c := range []struct {
+		yaml string
+		ok   bool
+	}{
+		{"data_dir: /tmp/x\ncollateral: {offline: true, cache_dir: /tmp/c}\n", true},
+		{"data_dir: /tmp/x\ncollateral: {offline: true, fetch: {enabled: true}}\n", false},
+		{"data_dir: /tmp/x\ncollateral: {offline: true, dir: /tmp/c}\n", false},
+	} {
+		cfg, err := loadServeConfig(writeConfig(t, c.yaml))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = cfg.validate(false)
+		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), "collateral.offline")) {
+			t.Errorf("%q: %v", c.yaml, err)
+		}
+	}
+}

@@ -1,0 +1,295 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
+	"github.com/proofline/proofline/verifier/ear"
+)
+
+var t0 = time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+
+// verdictRecord is an attestation record with a result of the given status, failure codes and
+// claims JSON (nil: none).
+func verdictRecord(t *testing.T, at time.Time, subject, platform string, status ear.Status, claims string, codes ...ear.Code) *evidence.Record {
+	t.Helper()
+	r := map[string]any{"status": status, "test_roots": true, "failures": []ear.Finding{}}
+	for _, c := range codes {
+		r["failures"] = append(r["failures"].([]ear.Finding), ear.Finding{Code: c, Check: "x", Message: "m"})
+	}
+	if claims != "" {
+		r["claims"] = json.RawMessage(claims)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &evidence.Record{Version: evidence.Version, Kind: evidence.KindAttestation, Time: at, Subject: &evidence.Subject{ID: subject, Platform: platform}, Result: b}
+}
+
+// knownRecords is a small log: verdicts over two days, a policy change, a collateral update, a
+// key release, and one record outside the window.
+func knownRecords(t *testing.T) []*evidence.Record {
+	tdxOK := `{"tcb":{"status":"UpToDate"}}`
+	tdxOld := `{"tcb":{"status":"OutOfDate"}}`
+	snp := `{"reported_tcb":{"raw":"0x0300000000000a73"}}`
+	prev := evidence.Digest{1}
+	eval := uint64(17)
+	return []*evidence.Record{
+		{Version: evidence.Version, Kind: evidence.KindPolicyChange, Time: t0, Policy: &evidence.PolicyRef{ID: "prod", Digest: evidence.Digest{2}},
+			PolicyChange: &evidence.PolicyChange{Actor: "alice", Previous: &evidence.PolicyRef{ID: "prod", Digest: prev}}},
+		verdictRecord(t, t0.Add(time.Minute), "agent:a", "tdx", ear.StatusAffirming, tdxOK),
+		verdictRecord(t, t0.Add(2*time.Minute), "agent:b", "sev-snp", ear.StatusAffirming, snp),
+		verdictRecord(t, t0.Add(3*time.Minute), "agent:a", "tdx", ear.StatusContraindicated, tdxOld, "tdx_tcb_status", "tdx_debug", "tdx_debug"),
+		verdictRecord(t, t0.Add(24*time.Hour), "agent:a", "tdx", ear.StatusWarning, tdxOK),
+		verdictRecord(t, t0.Add(24*time.Hour+time.Minute), "agent:b", "sev-snp", ear.StatusContraindicated, "", "snp_signature"),
+		verdictRecord(t, t0.Add(24*time.Hour+2*time.Minute), "agent:c", "tdx", ear.StatusContraindicated, "", "nonce_mismatch", "tdx_debug"),
+		{Version: evidence.Version, Kind: evidence.KindCollateralUpdate, Time: t0.Add(25 * time.Hour), Verifier: evidence.Verifier{Name: "proofline", Version: "v1"},
+			Collateral:       []evidence.CollateralRef{{Kind: "tcb_info", URL: "https://pcs.example/tcb", Digest: evidence.Digest{3}}},
+			CollateralUpdate: []evidence.CollateralChange{{TCBEvaluationDataNumber: &eval}}},
+		{Version: evidence.Version, Kind: evidence.KindKeyRelease, Time: t0.Add(25 * time.Hour), KeyRelease: &evidence.KeyRelease{Decision: evidence.DecisionDeny}},
+		verdictRecord(t, t0.Add(72*time.Hour), "agent:a", "tdx", ear.StatusAffirming, tdxOK), // after the window
+	}
+}
+
+// The summary counts a known set of records: verdicts per day by status, failures by code (once
+// per verdict), TCB labels per day, changes with their actor, and nothing outside the window.
+func TestSummarizer(t *testing.T) {
+	z := NewSummarizer(t0, t0.Add(48*time.Hour))
+	recs := knownRecords(t)
+	// Added out of order: the summary does not depend on it.
+	for _, i := range []int{5, 0, 3, 9, 1, 8, 2, 7, 6, 4} {
+		z.Add(uint64(i), recs[i])
+	}
+	s := z.Summary(nil)
+	if s.Records != 9 || s.Attestations != 6 || s.Subjects != 3 || s.TestRoots != 6 || s.FirstIndex != 0 || s.LastIndex != 8 {
+		t.Fatalf("records %d, attestations %d, subjects %d, test roots %d, indices [%d, %d]", s.Records, s.Attestations, s.Subjects, s.TestRoots, s.FirstIndex, s.LastIndex)
+	}
+	wantPeriods := []PeriodCount{{"2026-03-01", 2, 0, 1}, {"2026-03-02", 0, 1, 2}}
+	if s.Bucket != "day" || !slices.Equal(s.Periods, wantPeriods) {
+		t.Errorf("periods %s %+v, want %+v", s.Bucket, s.Periods, wantPeriods)
+	}
+	wantCodes := []CodeCount{{"tdx_debug", 2}, {"nonce_mismatch", 1}, {"snp_signature", 1}, {"tdx_tcb_status", 1}}
+	if !slices.Equal(s.Failures, wantCodes) {
+		t.Errorf("failures %+v, want %+v", s.Failures, wantCodes)
+	}
+	wantLabels := []string{"SEV-SNP TCB 0x0300000000000a73", "TDX OutOfDate", "TDX UpToDate", TCBNoClaims}
+	if !slices.Equal(s.TCBLabels, wantLabels) {
+		t.Errorf("TCB labels %q", s.TCBLabels)
+	}
+	if len(s.TCB) != 2 || s.TCB[0].Counts["TDX UpToDate"] != 1 || s.TCB[0].Counts["TDX OutOfDate"] != 1 || s.TCB[1].Counts[TCBNoClaims] != 2 {
+		t.Errorf("TCB %+v", s.TCB)
+	}
+	if s.Statuses["contraindicated"] != 3 || s.KeyReleases["deny"] != 1 || s.Kinds["policy_change"] != 1 || s.Kinds["collateral_update"] != 1 {
+		t.Errorf("statuses %v, key releases %v, kinds %v", s.Statuses, s.KeyReleases, s.Kinds)
+	}
+	if len(s.Changes) != 2 || s.Changes[0].Actor != "alice" || !strings.Contains(s.Changes[0].What, "was sha256:01") ||
+		s.Changes[1].Index != 7 || !strings.Contains(s.Changes[1].What, "tcbEvaluationDataNumber 17") {
+		t.Errorf("changes %+v", s.Changes)
+	}
+
+	// Without a window every record counts; a long window counts per month.
+	z = NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	if s := z.Summary(nil); s.Records != 10 || s.Attestations != 7 {
+		t.Errorf("unbounded: %d records, %d attestations", s.Records, s.Attestations)
+	}
+	z = NewSummarizer(t0.Add(-200*24*time.Hour), t0.Add(48*time.Hour))
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	if s := z.Summary(nil); s.Bucket != "month" || len(s.Periods) != 1 || s.Periods[0] != (PeriodCount{"2026-03", 2, 1, 3}) {
+		t.Errorf("months: %s %+v", s.Bucket, s.Periods)
+	}
+}
+
+// An unreadable recorded result counts as contraindicated, never as a pass.
+func TestSummarizerUnreadableResult(t *testing.T) {
+	z := NewSummarizer(time.Time{}, time.Time{})
+	r := verdictRecord(t, t0, "agent:a", "tdx", ear.StatusAffirming, "")
+	z.Add(0, r)
+	if s := z.Summary(nil); s.Statuses["affirming"] != 1 {
+		t.Fatalf("valid: %v", s.Statuses)
+	}
+	r.Result = []byte("{not json")
+	z = NewSummarizer(time.Time{}, time.Time{})
+	z.Add(0, r)
+	if s := z.Summary(nil); s.Statuses["contraindicated"] != 1 || s.Statuses["affirming"] != 0 || s.Failures[0].Code != "result_unreadable" {
+		t.Fatalf("unreadable: %v %v", s.Statuses, s.Failures)
+	}
+}
+
+// Gaps from the summary's verdicts are Reconcile's.
+func TestReconcileVerdicts(t *testing.T) {
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range knownRecords(t) {
+		z.Add(uint64(i), r)
+	}
+	inv := &Inventory{Interval: time.Hour, Statuses: []ear.Status{ear.StatusAffirming, ear.StatusWarning}, Subjects: []InventorySubject{{ID: "agent:a"}, {ID: "agent:d"}}}
+	cov := ReconcileVerdicts(z.Verdicts(), t0, t0.Add(48*time.Hour), inv)
+	if len(cov.Subjects) != 2 || len(cov.Subjects[0].Gaps) != 2 || cov.Subjects[1].Attested != 0 || len(cov.Subjects[1].Gaps) != 1 ||
+		!slices.Equal(cov.Unlisted, []string{"agent:b", "agent:c"}) {
+		t.Fatalf("%+v", cov)
+	}
+}
+
+func passingReport() *Report {
+	from, to := t0, t0.Add(48*time.Hour)
+	return &Report{Manifest: &Manifest{Format: Format, Origin: "test/log", From: &from, To: &to, First: 0, End: 10, CheckpointSize: 10},
+		Checkpoint: &CheckpointInfo{Size: 10, Verified: true}, Kinds: map[string]uint64{}, Failures: []Finding{}, Attestations: 6, Reproduced: 6}
+}
+
+// The report escapes everything that comes from records: a subject, an actor or a failure code
+// holding markup appears as text, in the tables and in the SVG charts alike.
+func TestReportEscapes(t *testing.T) {
+	const evil = `<script>alert("x")</script>`
+	quoted, _ := json.Marshal(evil)
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range knownRecords(t) {
+		z.Add(uint64(i), r)
+	}
+	z.Add(20, verdictRecord(t, t0.Add(time.Hour), evil, "tdx", ear.StatusContraindicated, `{"tcb":{"status":`+string(quoted)+`}}`, ear.Code(evil)))
+	z.Add(21, &evidence.Record{Version: evidence.Version, Kind: evidence.KindPolicyChange, Time: t0.Add(time.Hour), Policy: &evidence.PolicyRef{ID: evil},
+		PolicyChange: &evidence.PolicyChange{Actor: evil}})
+	inv := &Inventory{Interval: time.Hour, Statuses: []ear.Status{ear.StatusAffirming}, Subjects: []InventorySubject{{ID: evil}}}
+	s := z.Summary(ReconcileVerdicts(z.Verdicts(), time.Time{}, time.Time{}, inv))
+	var out bytes.Buffer
+	page := &ReportPage{Source: evil + ".tar.gz", Generator: "proofline test", Generated: t0, Verification: passingReport(), Summary: s, Inventory: "inv.yaml"}
+	if err := page.WriteHTML(&out); err != nil {
+		t.Fatal(err)
+	}
+	html := out.String()
+	if strings.Contains(html, "<script") || strings.Contains(html, `alert("x")`) {
+		t.Fatalf("unescaped markup in the report:\n%s", html)
+	}
+	if n := strings.Count(html, "&lt;script&gt;"); n < 6 {
+		t.Fatalf("the escaped subject, actor, code and TCB status appear %d times, want at least 6", n)
+	}
+	for name, svg := range s.Charts() {
+		if strings.Contains(svg, "<script") || strings.Contains(svg, "style=") {
+			t.Errorf("chart %s holds a script or a style attribute", name)
+		}
+	}
+	if !strings.Contains(html, `http-equiv="Content-Security-Policy" content="default-src &#39;none&#39;`) || !strings.Contains(html, "<style>"+reportCSS+"</style>") {
+		t.Error("the CSP or the style element (whose hash the CSP allows) is not as written")
+	}
+}
+
+// A failed verification is stated, and every figure is marked unverified; the criteria claim
+// nothing.
+func TestReportUnverified(t *testing.T) {
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range knownRecords(t) {
+		z.Add(uint64(i), r)
+	}
+	render := func(rep *Report) string {
+		var out bytes.Buffer
+		if err := (&ReportPage{Source: "b.tar.gz", Generated: t0, Verification: rep, Summary: z.Summary(nil)}).WriteHTML(&out); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	ok := render(passingReport())
+	if !strings.Contains(ok, "VERIFICATION PASSED") || strings.Contains(ok, "(unverified)") || strings.Contains(ok, "Nothing yet") {
+		t.Fatal("the passing report is marked unverified")
+	}
+	bad := passingReport()
+	i := uint64(3)
+	bad.Failures = append(bad.Failures, Finding{Record: &i, Check: "inclusion", Message: "altered"})
+	html := render(bad)
+	if !strings.Contains(html, "VERIFICATION FAILED") || strings.Contains(html, "VERIFICATION PASSED") ||
+		strings.Count(html, "(unverified)") < 6 || strings.Count(html, "Nothing yet") != 5 || !strings.Contains(html, "<td>3</td><td>inclusion</td><td>altered</td>") {
+		t.Fatalf("the failing report:\n%s", html)
+	}
+}
+
+// VerifyAndSummarize refuses to summarise bytes other than those it verified.
+func TestVerifyAndSummarizeChanged(t *testing.T) {
+	reads := 0
+	open := func(second []byte) func() (io.ReadCloser, error) {
+		return func() (io.ReadCloser, error) {
+			reads++
+			if reads%2 == 0 {
+				return io.NopCloser(bytes.NewReader(second)), nil
+			}
+			return io.NopCloser(strings.NewReader("not a bundle")), nil
+		}
+	}
+	rep, s, err := VerifyAndSummarize(context.Background(), open([]byte("not a bundle")), VerifyOptions{}, nil)
+	if err != nil || rep.OK() || s.Records != 0 {
+		t.Fatalf("same bytes: %v %v", err, rep)
+	}
+	if _, _, err := VerifyAndSummarize(context.Background(), open([]byte("not a bundle!")), VerifyOptions{}, nil); !errors.Is(err, ErrBundleChanged) {
+		t.Fatalf("changed bytes: %v", err)
+	}
+}
+
+// fakeLog is an index and a log of n attestation records, one a minute from t0.
+type fakeLog struct {
+	n       int
+	bad     uint64 // a record that does not verify, if not 0
+	queries int
+}
+
+func (l *fakeLog) Records(_ context.Context, q index.Query) ([]index.Entry, error) {
+	l.queries++
+	var out []index.Entry
+	for i := q.Start; i < uint64(l.n) && len(out) < q.Limit; i++ {
+		t := t0.Add(time.Duration(i) * time.Minute)
+		if (!q.From.IsZero() && t.Before(q.From)) || (!q.To.IsZero() && !t.Before(q.To)) {
+			continue
+		}
+		out = append(out, index.Entry{LogIndex: i, Time: t, Kind: evidence.KindAttestation})
+	}
+	return out, nil
+}
+
+var errUnverified = errors.New("does not verify against the key history")
+
+func (l *fakeLog) Record(_ context.Context, i uint64) ([]byte, *evidence.Record, error) {
+	if l.bad != 0 && i == l.bad {
+		return nil, nil, errUnverified
+	}
+	r := &evidence.Record{Version: evidence.Version, Kind: evidence.KindAttestation, Time: t0.Add(time.Duration(i) * time.Minute),
+		Subject: &evidence.Subject{ID: "agent:a"}, Result: []byte(`{"status":"affirming"}`)}
+	return nil, r, nil
+}
+
+// SummarizeLog pages through the index, counts the window inclusively, fails on a record that
+// does not verify, and refuses windows that end before they start or hold too many records.
+func TestSummarizeLog(t *testing.T) {
+	ctx := context.Background()
+	l := &fakeLog{n: 2500}
+	s, err := SummarizeLog(ctx, l, time.Time{}, time.Time{})
+	if err != nil || s.Attestations != 2500 || l.queries != 3 {
+		t.Fatalf("all: %v, %d verdicts in %d queries", err, s.Attestations, l.queries)
+	}
+	s, err = SummarizeLog(ctx, l, t0.Add(10*time.Minute), t0.Add(20*time.Minute))
+	if err != nil || s.Attestations != 11 || s.FirstIndex != 10 || s.LastIndex != 20 {
+		t.Fatalf("window: %v %+v", err, s)
+	}
+	l.bad = 15
+	if _, err := SummarizeLog(ctx, l, t0.Add(10*time.Minute), t0.Add(20*time.Minute)); !errors.Is(err, errUnverified) {
+		t.Fatalf("a record that does not verify: %v", err)
+	}
+	if _, err := SummarizeLog(ctx, l, t0.Add(time.Minute), t0); !errors.Is(err, ErrWindowInverted) {
+		t.Fatalf("inverted: %v", err)
+	}
+	if _, err := SummarizeLog(ctx, &fakeLog{n: MaxSummaryRecords}, time.Time{}, time.Time{}); err != nil {
+		t.Fatalf("at the limit: %v", err)
+	}
+	if _, err := SummarizeLog(ctx, &fakeLog{n: MaxSummaryRecords + 1}, time.Time{}, time.Time{}); !errors.Is(err, ErrWindowTooLarge) {
+		t.Fatalf("over the limit: %v", err)
+	}
+}

@@ -1,0 +1,525 @@
+package alert
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/internal/mysqltest"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+)
+
+var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+func testAlert(t *testing.T) *Alert {
+	t.Helper()
+	a := &Alert{Kind: KindContraindicated, Severity: SeverityCritical, Subject: "agent:web|1=x", Reason: "tdx_debug",
+		Message: "debug = on | \\ see\nrecord 7 cs1=evil", Time: t0}
+	a.Record("proofline.local/log", 7)
+	if err := a.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// The id is stable for the same event and differs when what it is about differs.
+func TestID(t *testing.T) {
+	a, b := testAlert(t), testAlert(t)
+	b.Message, b.Time = "another wording", t0.Add(time.Hour)
+	b.Finalize()
+	if a.ID != b.ID || len(a.ID) != 32 {
+		t.Fatalf("ids %q %q", a.ID, b.ID)
+	}
+	for name, change := range map[string]func(*Alert){
+		"kind":   func(x *Alert) { x.Kind = KindLogIntegrity },
+		"record": func(x *Alert) { x.Record("proofline.local/log", 8) },
+		"origin": func(x *Alert) { x.Record("other/log", 7) },
+		"reason": func(x *Alert) { x.Reason = "tdx_mrtd" },
+	} {
+		c := testAlert(t)
+		change(c)
+		c.Finalize()
+		if c.ID == a.ID {
+			t.Errorf("changing the %s kept the id", name)
+		}
+	}
+	for name, bad := range map[string]Alert{
+		"unknown kind":     {Kind: "nope", Severity: SeverityInfo, Subject: "s", Time: t0},
+		"unknown severity": {Kind: KindAuthFailures, Severity: "loud", Subject: "s", Time: t0},
+		"no subject":       {Kind: KindAuthFailures, Severity: SeverityInfo, Time: t0},
+		"no time":          {Kind: KindAuthFailures, Severity: SeverityInfo, Subject: "s"},
+	} {
+		if err := bad.Finalize(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+func TestWebhookSignature(t *testing.T) {
+	secret := []byte("0123456789abcdef0123")
+	body := []byte(`{"id":"x"}`)
+	h := Sign(secret, body, t0)
+	if err := VerifySignature(secret, body, h, t0.Add(time.Minute), 5*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		secret, body []byte
+		header       string
+		now          time.Time
+	}{
+		"body changed":  {secret, []byte(`{"id":"y"}`), h, t0},
+		"other secret":  {[]byte("fedcba9876543210fedc"), body, h, t0},
+		"time changed":  {secret, body, strings.Replace(h, "t=", "t=1", 1), t0},
+		"too old":       {secret, body, h, t0.Add(time.Hour)},
+		"no signature":  {secret, body, "t=" + strconv.FormatInt(t0.Unix(), 10), t0},
+		"garbage":       {secret, body, "v1=zz", t0},
+		"signature bit": {secret, body, h[:len(h)-1] + string("0123456789abcdef"[(strings.IndexByte("0123456789abcdef", h[len(h)-1])+1)%16]), t0},
+	} {
+		if err := VerifySignature(c.secret, c.body, c.header, c.now, 5*time.Minute); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// cefExt parses CEF extensions strictly: key=value pairs separated by spaces, where a value runs
+// to the space before the next unescaped key=, and holds no unescaped '=' or unknown escape.
+func cefExt(s string) (map[string]string, error) {
+	out := map[string]string{}
+	var starts [][]int
+	for _, m := range regexp.MustCompile(`(?:^| )([A-Za-z0-9]+)=`).FindAllStringSubmatchIndex(s, -1) {
+		if !escapedAt(s, m[3]) {
+			starts = append(starts, m)
+		}
+	}
+	if len(starts) == 0 || starts[0][0] != 0 {
+		return nil, fmt.Errorf("extensions do not start with key=: %q", s)
+	}
+	for i, m := range starts {
+		key := s[m[2]:m[3]]
+		end := len(s)
+		if i+1 < len(starts) {
+			end = starts[i+1][0]
+		}
+		raw := s[m[3]+1 : end]
+		var v strings.Builder
+		for j := 0; j < len(raw); j++ {
+			c := raw[j]
+			if c == '=' {
+				return nil, fmt.Errorf("unescaped '=' in the value of %s: %q", key, raw)
+			}
+			if c != '\\' {
+				v.WriteByte(c)
+				continue
+			}
+			j++
+			if j == len(raw) {
+				return nil, fmt.Errorf("dangling backslash in %s", key)
+			}
+			switch raw[j] {
+			case '\\', '=':
+				v.WriteByte(raw[j])
+			case 'n':
+				v.WriteByte('\n')
+			case 'r':
+				v.WriteByte('\r')
+			default:
+				return nil, fmt.Errorf("bad escape \\%c in %s", raw[j], key)
+			}
+		}
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("extension %s twice (an injection?) in %q", key, s)
+		}
+		out[key] = v.String()
+	}
+	return out, nil
+}
+
+// escapedAt reports whether s[i] is preceded by an odd number of backslashes.
+func escapedAt(s string, i int) bool {
+	bs := 0
+	for j := i - 1; j >= 0 && s[j] == '\\'; j-- {
+		bs++
+	}
+	return bs%2 == 1
+}
+
+// parseSyslog parses an RFC 5424 message strictly and its CEF body: the six header fields after
+// PRI's "<", the seven CEF header fields, and the extensions.
+func parseSyslog(msg string) (hdr []string, cef []string, ext map[string]string, err error) {
+	m := regexp.MustCompile(`^<(\d{1,3})>1 (\S+) (\S+) (\S+) (\S+) (\S+) - (.*)$`).FindStringSubmatch(msg)
+	if m == nil {
+		return nil, nil, nil, fmt.Errorf("not an RFC 5424 message: %q", msg)
+	}
+	if _, err := time.Parse(time.RFC3339Nano, m[2]); err != nil {
+		return nil, nil, nil, fmt.Errorf("timestamp %q: %v", m[2], err)
+	}
+	body := m[7]
+	if !strings.HasPrefix(body, "CEF:0|") {
+		return nil, nil, nil, fmt.Errorf("MSG is not CEF: %q", body)
+	}
+	var fields []string
+	var cur strings.Builder
+	i := len("CEF:")
+	for ; i < len(body) && len(fields) < 7; i++ {
+		switch c := body[i]; {
+		case c == '\\' && i+1 < len(body) && (body[i+1] == '\\' || body[i+1] == '|'):
+			cur.WriteByte(body[i+1])
+			i++
+		case c == '\\':
+			return nil, nil, nil, fmt.Errorf("bad header escape at %d in %q", i, body)
+		case c == '|':
+			fields = append(fields, cur.String())
+			cur.Reset()
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if len(fields) != 7 {
+		return nil, nil, nil, fmt.Errorf("CEF header has %d fields: %q", len(fields), body)
+	}
+	ext, err = cefExt(body[i:])
+	return m[1:7], fields, ext, err
+}
+
+// cefMatches checks that msg is the syslog message of a (facility auth, version "v1.2|x").
+func cefMatches(a *Alert, msg string) error {
+	hdr, cef, ext, err := parseSyslog(msg)
+	if err != nil {
+		return err
+	}
+	if hdr[0] != strconv.Itoa(4*8+2) || hdr[2] == "-" || hdr[3] != "proofline" || hdr[5] != string(a.Kind) {
+		return fmt.Errorf("header %q", hdr)
+	}
+	want := []string{"0", "Proofline", "proofline", "v1.2|x", string(a.Kind), kindName(a.Kind), "10"}
+	if strings.Join(cef, "\x00") != strings.Join(want, "\x00") {
+		return fmt.Errorf("CEF header %q, want %q", cef, want)
+	}
+	wantExt := map[string]string{"rt": strconv.FormatInt(t0.UnixMilli(), 10), "externalId": a.ID, "cs1Label": "subject", "cs1": a.Subject,
+		"cs2Label": "reason", "cs2": a.Reason, "cs3Label": "logOrigin", "cs3": a.LogOrigin, "cn1Label": "recordIndex", "cn1": "7", "msg": a.Message}
+	if len(ext) != len(wantExt) {
+		return fmt.Errorf("extensions %q, want %q", ext, wantExt)
+	}
+	for k, v := range wantExt {
+		if ext[k] != v {
+			return fmt.Errorf("extension %s = %q, want %q", k, ext[k], v)
+		}
+	}
+	return nil
+}
+
+// The strict parser refuses what the formatter must never produce: each case breaks one escape
+// of a valid message.
+func TestCEFParserRejects(t *testing.T) {
+	a := testAlert(t)
+	s := &Syslog{cfg: SyslogConfig{AppName: "proofline", Hostname: "h", Version: "v1.2|x"}, facility: 4}
+	good := s.Format(a)
+	if err := cefMatches(a, good); err != nil {
+		t.Fatal(err)
+	}
+	for name, bad := range map[string]string{
+		"unescaped = injects an extension": strings.Replace(good, `cs1\=evil`, `cs1=evil`, 1),
+		"unescaped pipe in the header":     strings.Replace(good, `v1.2\|x`, `v1.2|x`, 1),
+		"raw newline":                      strings.Replace(good, `\n`, "\n", 1),
+		"no structured-data dash":          strings.Replace(good, " - CEF", " CEF", 1),
+	} {
+		if bad == good {
+			t.Fatalf("%s: the case changed nothing", name)
+		}
+		if err := cefMatches(a, bad); err == nil {
+			t.Errorf("%s: parsed as valid: %q", name, bad)
+		}
+	}
+}
+
+// Syslog over UDP and TCP reaches a local listener; the frame is RFC 5424 (TCP: octet counting)
+// and the CEF message parses with every field intact, escapes included.
+func TestSyslogDelivery(t *testing.T) {
+	a := testAlert(t)
+	t.Run("udp", func(t *testing.T) {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		s, err := NewSyslog(SyslogConfig{Network: "udp", Address: pc.LocalAddr().String(), Version: "v1.2|x", Hostname: "verifier-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Deliver(context.Background(), a, nil); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 8192)
+		pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, _, err := pc.ReadFrom(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cefMatches(a, string(buf[:n])); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("tcp", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		got := make(chan []string, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			r := bufio.NewReader(c)
+			var msgs []string
+			for {
+				lenStr, err := r.ReadString(' ')
+				if err != nil {
+					break
+				}
+				n, err := strconv.Atoi(strings.TrimSuffix(lenStr, " "))
+				if err != nil {
+					msgs = append(msgs, "bad frame length "+lenStr)
+					break
+				}
+				b := make([]byte, n)
+				if _, err := io.ReadFull(r, b); err != nil {
+					msgs = append(msgs, "short frame")
+					break
+				}
+				msgs = append(msgs, string(b))
+			}
+			got <- msgs
+		}()
+		s, err := NewSyslog(SyslogConfig{Network: "tcp", Address: ln.Addr().String(), Version: "v1.2|x", Hostname: "verifier-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Deliver(context.Background(), a, nil); err != nil {
+			t.Fatal(err)
+		}
+		msgs := <-got
+		if len(msgs) != 1 {
+			t.Fatalf("frames: %q", msgs)
+		}
+		if err := cefMatches(a, msgs[0]); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("collector down", func(t *testing.T) {
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		addr := ln.Addr().String()
+		ln.Close()
+		s, _ := NewSyslog(SyslogConfig{Network: "tcp", Address: addr})
+		if err := s.Deliver(context.Background(), a, nil); err == nil {
+			t.Fatal("delivered to a closed port")
+		}
+	})
+}
+
+func TestSyslogConfig(t *testing.T) {
+	for name, c := range map[string]SyslogConfig{
+		"network":  {Network: "sctp", Address: "h:514"},
+		"address":  {Network: "udp", Address: "h"},
+		"facility": {Network: "udp", Address: "h:514", Facility: "local9"},
+	} {
+		if _, err := NewSyslog(c); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// The outbox keeps one row per alert and destination, hands each row to one claimant at a time,
+// and makes a failed row due again only at its next attempt.
+func TestOutbox(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range []string{"sqlite", "mariadb"} {
+		t.Run(backend, func(t *testing.T) {
+			var o *Outbox
+			var err error
+			if backend == "sqlite" {
+				o, err = OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+			} else {
+				o, err = OpenMySQL(ctx, mysqltest.DB(t))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Close()
+			a := testAlert(t)
+			if n, err := o.Put(ctx, a, []string{"webhook:a", "syslog:b"}, t0); err != nil || n != 2 {
+				t.Fatalf("put: %d %v", n, err)
+			}
+			if n, err := o.Put(ctx, a, []string{"webhook:a"}, t0.Add(time.Minute)); err != nil || n != 0 {
+				t.Fatalf("re-emit stored again: %d %v", n, err)
+			}
+			es, err := o.Claim(ctx, "webhook:a", "r1", t0, time.Minute, 10)
+			if err != nil || len(es) != 1 || es[0].Alert.ID != a.ID || es[0].Alert.Message != a.Message {
+				t.Fatalf("claim: %v %+v", err, es)
+			}
+			if es2, _ := o.Claim(ctx, "webhook:a", "r2", t0, time.Minute, 10); len(es2) != 0 {
+				t.Fatal("a leased row was claimed by a second replica")
+			}
+			if err := o.Failed(ctx, es[0], "r1", t0.Add(time.Hour), errors.New("503")); err != nil {
+				t.Fatal(err)
+			}
+			if es2, _ := o.Claim(ctx, "webhook:a", "r2", t0.Add(30*time.Minute), time.Minute, 10); len(es2) != 0 {
+				t.Fatal("a failed row was claimed before its next attempt")
+			}
+			es, _ = o.Claim(ctx, "webhook:a", "r2", t0.Add(time.Hour), time.Minute, 10)
+			if len(es) != 1 || es[0].Attempts != 1 {
+				t.Fatalf("after the backoff: %+v", es)
+			}
+			// r2 dies holding the lease: r3 takes the row once the lease expires.
+			if es3, _ := o.Claim(ctx, "webhook:a", "r3", t0.Add(time.Hour+30*time.Second), time.Minute, 10); len(es3) != 0 {
+				t.Fatal("claimed under a live lease")
+			}
+			es3, _ := o.Claim(ctx, "webhook:a", "r3", t0.Add(time.Hour+time.Minute), time.Minute, 10)
+			if len(es3) != 1 {
+				t.Fatal("an expired lease was not taken over")
+			}
+			// r2's late success does not count: r3 holds the lease.
+			o.Delivered(ctx, es[0], "r2", t0.Add(time.Hour+time.Minute))
+			if n, _ := o.Pending(ctx, []string{"webhook:a"}); n != 1 {
+				t.Fatalf("pending after a stale owner's delivery: %d", n)
+			}
+			if err := o.Delivered(ctx, es3[0], "r3", t0.Add(time.Hour+time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if n, _ := o.Pending(ctx, []string{"webhook:a", "syslog:b"}); n != 1 {
+				t.Fatalf("pending: %d, want the syslog row", n)
+			}
+			if es, _ := o.Claim(ctx, "webhook:a", "r1", t0.Add(48*time.Hour), time.Minute, 10); len(es) != 0 {
+				t.Fatal("a delivered row was claimed")
+			}
+			if n, err := o.Sweep(ctx, t0.Add(24*time.Hour)); err != nil || n != 1 {
+				t.Fatalf("sweep: %d %v", n, err)
+			}
+			if err := o.SetState(ctx, "lastgood/a", []byte("1")); err != nil {
+				t.Fatal(err)
+			}
+			o.SetState(ctx, "lastgood/a", []byte("2"))
+			o.SetState(ctx, "other", []byte("3"))
+			if st, err := o.States(ctx, "lastgood/"); err != nil || len(st) != 1 || string(st["lastgood/a"]) != "2" {
+				t.Fatalf("states: %v %q", err, st)
+			}
+		})
+	}
+}
+
+// A receiver that fails is retried with exponential backoff (capped, jittered) on the clock,
+// with the same alert id and a valid signature on every attempt, until it answers 2xx.
+func TestDispatcherRetries(t *testing.T) {
+	ctx := context.Background()
+	secret := []byte("0123456789abcdef")
+	var mu sync.Mutex
+	var ids []string
+	fail := 3
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		defer mu.Unlock()
+		if err := VerifySignature(secret, body, r.Header.Get(HeaderSignature), t0, 24*time.Hour); err != nil {
+			t.Errorf("attempt %d: %v", len(ids), err)
+		}
+		ids = append(ids, r.Header.Get(HeaderAlertID))
+		if fail > 0 {
+			fail--
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+	}))
+	defer srv.Close()
+	clock := collateraltest.NewClock(t0)
+	wh, err := NewWebhook(WebhookConfig{URL: srv.URL, Secret: secret, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: wh}, {Destination: wh2{}, MinSeverity: SeverityCritical, Kinds: []Kind{KindAuthFailures}}},
+		Clock: clock, Backoff: 10 * time.Second, MaxBackoff: 25 * time.Second, Jitter: func() float64 { return 1 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := d.Emit(ctx, *testAlert(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The filtered route got nothing: wrong kind.
+	if n, _ := o.Pending(ctx, []string{wh2{}.Name()}); n != 0 {
+		t.Fatalf("a route's filter was ignored: %d", n)
+	}
+	var waits []time.Duration
+	for i := 0; i < 10; i++ {
+		ok, failed := d.RunOnce(ctx)
+		if ok == 1 {
+			break
+		}
+		if failed != 1 {
+			t.Fatalf("pass %d: %d delivered, %d failed", i, ok, failed)
+		}
+		next, _, _ := o.NextDue(ctx, []string{wh.Name()})
+		waits = append(waits, next.Sub(clock.Now()))
+		// Nothing is due before the backoff.
+		if ok, failed := d.RunOnce(ctx); ok+failed != 0 {
+			t.Fatal("retried before the backoff")
+		}
+		clock.Advance(next.Sub(clock.Now()))
+	}
+	if fmt.Sprint(waits) != "[10s 20s 25s]" {
+		t.Fatalf("backoff %v, want [10s 20s 25s] (doubling, capped)", waits)
+	}
+	if len(ids) != 4 {
+		t.Fatalf("%d attempts", len(ids))
+	}
+	for _, id := range ids {
+		if id != a.ID {
+			t.Fatalf("ids %q, want %s every time", ids, a.ID)
+		}
+	}
+	if n, _ := o.Pending(ctx, []string{wh.Name()}); n != 0 {
+		t.Fatalf("pending after delivery: %d", n)
+	}
+}
+
+type wh2 struct{}
+
+func (wh2) Name() string                                  { return "webhook:other" }
+func (wh2) Deliver(context.Context, *Alert, []byte) error { return errors.New("never") }
+
+// Whatever a subject, reason or message holds, the syslog message parses back to exactly the
+// same fields: no value can break the RFC 5424 frame or inject a CEF extension.
+func FuzzCEF(f *testing.F) {
+	f.Add("agent:web-1", "tdx_debug", "plain message")
+	f.Add("a|b\\c", "x=y", "line1\nline2\r\nend cs1=evil msg=x \\")
+	f.Add("", "", "=")
+	f.Add("k\\=", "\\\\", " a= ")
+	f.Fuzz(func(t *testing.T, subject, reason, message string) {
+		a := &Alert{Kind: KindAuthFailures, Severity: SeverityCritical, Subject: subject + "s", Reason: reason, Message: message, Time: t0}
+		a.Record("proofline.local/log", 7)
+		if err := a.Finalize(); err != nil {
+			t.Fatal(err)
+		}
+		s := &Syslog{cfg: SyslogConfig{AppName: "proofline", Hostname: "h", Version: "v1.2|x"}, facility: 4}
+		if err := cefMatches(a, s.Format(a)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -1,0 +1,262 @@
+package alert
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Destination delivers one alert. Deliver returns nil only once the receiver has it; any error
+// means "try again later". body is the alert's JSON as stored.
+type Destination interface {
+	Name() string
+	Deliver(ctx context.Context, a *Alert, body []byte) error
+}
+
+// Route is a destination and the alerts it wants.
+type Route struct {
+	Destination Destination
+	// Kinds, if not empty, are the only kinds sent.
+	Kinds []Kind
+	// MinSeverity, if set, drops alerts below it.
+	MinSeverity Severity
+}
+
+func (r Route) accepts(a *Alert) bool {
+	if len(r.Kinds) > 0 && !slices.Contains(r.Kinds, a.Kind) {
+		return false
+	}
+	return a.Severity.Rank() >= r.MinSeverity.Rank()
+}
+
+// Clock is the dispatcher's time: collateral.SystemClock and collateraltest.Clock implement it.
+type Clock interface {
+	Now() time.Time
+	// Sleep waits d on this clock, or until ctx is done and then returns ctx.Err().
+	Sleep(ctx context.Context, d time.Duration) error
+}
+
+// Config configures a Dispatcher.
+type Config struct {
+	// Outbox keeps alerts until delivered. Required.
+	Outbox *Outbox
+	Routes []Route
+	// Clock; required (collateral.SystemClock{} in production).
+	Clock  Clock
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil registers none.
+	Registerer prometheus.Registerer
+	// Backoff is the wait after the first failed attempt; it doubles per attempt up to
+	// MaxBackoff, with jitter (a random half of it). Defaults 10s and 15m.
+	Backoff, MaxBackoff time.Duration
+	// Lease is how long a replica holds the rows it is sending. Default 5m: longer than any
+	// delivery's timeout.
+	Lease time.Duration
+	// Poll is the longest wait between passes (rows due later, or left by another replica).
+	// Default 1m.
+	Poll time.Duration
+	// Jitter returns a number in [0, 1); default math/rand/v2.Float64.
+	Jitter func() float64
+}
+
+// Dispatcher emits alerts into the outbox and delivers them.
+type Dispatcher struct {
+	cfg   Config
+	owner string
+	names []string
+	log   *slog.Logger
+	nudge chan struct{}
+
+	emitted    *prometheus.CounterVec // kind, severity
+	deliveries *prometheus.CounterVec // destination (webhook, syslog), outcome
+	pending    prometheus.Gauge
+}
+
+// New checks cfg and returns a Dispatcher.
+func New(cfg Config) (*Dispatcher, error) {
+	if cfg.Outbox == nil || cfg.Clock == nil {
+		return nil, errors.New("alert: Config.Outbox and Config.Clock are required")
+	}
+	if cfg.Backoff == 0 {
+		cfg.Backoff = 10 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 15 * time.Minute
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 5 * time.Minute
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = time.Minute
+	}
+	if cfg.Jitter == nil {
+		cfg.Jitter = mrand.Float64
+	}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1)}
+	if d.log == nil {
+		d.log = slog.New(slog.DiscardHandler)
+	}
+	seen := map[string]bool{}
+	for _, r := range cfg.Routes {
+		n := r.Destination.Name()
+		if seen[n] {
+			return nil, fmt.Errorf("alert: destination %s is configured twice", n)
+		}
+		seen[n] = true
+		d.names = append(d.names, n)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	d.owner = hex.EncodeToString(b[:])
+	d.emitted = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "proofline_alerts_emitted_total", Help: "Alerts emitted (new or re-emitted), by kind and severity.",
+	}, []string{"kind", "severity"})
+	d.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "proofline_alert_deliveries_total", Help: "Alert delivery attempts, by destination type (webhook, syslog) and outcome (delivered, failed).",
+	}, []string{"destination", "outcome"})
+	d.pending = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "proofline_alert_outbox_pending", Help: "Alerts in the outbox not yet delivered to a configured destination (as of the latest delivery pass).",
+	})
+	for _, typ := range []string{"webhook", "syslog"} { // exported at 0, for rules and dashboards
+		d.deliveries.WithLabelValues(typ, "delivered")
+		d.deliveries.WithLabelValues(typ, "failed")
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(d.emitted, d.deliveries, d.pending)
+	}
+	return d, nil
+}
+
+// Emit finalizes a, logs it, and stores it in the outbox for every route that accepts it; it
+// returns once that is durable. The same alert emitted again (same ID) is stored once per
+// destination. An error means the alert may be lost: the caller logs it.
+func (d *Dispatcher) Emit(ctx context.Context, a Alert) (*Alert, error) {
+	if err := a.Finalize(); err != nil {
+		return nil, err
+	}
+	d.emitted.WithLabelValues(string(a.Kind), string(a.Severity)).Inc()
+	attrs := []any{slog.String("alert_id", a.ID), slog.String("kind", string(a.Kind)), slog.String("severity", string(a.Severity)),
+		slog.String("subject", a.Subject), slog.String("reason", a.Reason)}
+	if a.RecordIndex != nil {
+		attrs = append(attrs, slog.Uint64("log_index", *a.RecordIndex))
+	}
+	level := slog.LevelInfo // the alert goes out through its destinations; the log keeps a copy
+	if a.Severity == SeverityCritical {
+		level = slog.LevelWarn
+	}
+	d.log.Log(ctx, level, "alert: "+a.Message, attrs...)
+	var dests []string
+	for _, r := range d.cfg.Routes {
+		if r.accepts(&a) {
+			dests = append(dests, r.Destination.Name())
+		}
+	}
+	if len(dests) == 0 {
+		return &a, nil
+	}
+	if _, err := d.cfg.Outbox.Put(ctx, &a, dests, d.cfg.Clock.Now()); err != nil {
+		return nil, err
+	}
+	select {
+	case d.nudge <- struct{}{}:
+	default:
+	}
+	return &a, nil
+}
+
+// backoff is the wait after the given number of failed attempts (≥ 1): Backoff·2^(n-1), capped,
+// then a random value in its upper half.
+func (d *Dispatcher) backoff(n int) time.Duration {
+	w := d.cfg.Backoff
+	for i := 1; i < n && w < d.cfg.MaxBackoff; i++ {
+		w *= 2
+	}
+	w = min(w, d.cfg.MaxBackoff)
+	return w/2 + time.Duration(d.cfg.Jitter()*float64(w/2))
+}
+
+// RunOnce delivers what is due now to every destination and returns how many deliveries
+// succeeded and failed.
+func (d *Dispatcher) RunOnce(ctx context.Context) (delivered, failed int) {
+	for _, r := range d.cfg.Routes {
+		name := r.Destination.Name()
+		typ, _, _ := strings.Cut(name, ":")
+		for {
+			now := d.cfg.Clock.Now()
+			es, err := d.cfg.Outbox.Claim(ctx, name, d.owner, now, d.cfg.Lease, 32)
+			if err != nil {
+				d.log.WarnContext(ctx, "alert outbox: claiming alerts failed", slog.String("destination", name), slog.Any("error", err))
+				break
+			}
+			if len(es) == 0 {
+				break
+			}
+			for _, e := range es {
+				err := r.Destination.Deliver(ctx, &e.Alert, e.Body)
+				now := d.cfg.Clock.Now()
+				if err == nil {
+					delivered++
+					d.deliveries.WithLabelValues(typ, "delivered").Inc()
+					if err := d.cfg.Outbox.Delivered(ctx, e, d.owner, now); err != nil {
+						d.log.WarnContext(ctx, "alert outbox: marking an alert delivered failed (it may be sent again)", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
+					}
+					continue
+				}
+				failed++
+				d.deliveries.WithLabelValues(typ, "failed").Inc()
+				next := now.Add(d.backoff(e.Attempts + 1))
+				d.log.WarnContext(ctx, "alert delivery failed; retrying later", slog.String("alert_id", e.Alert.ID), slog.String("destination", name),
+					slog.Int("attempt", e.Attempts+1), slog.Time("next_attempt", next), slog.Any("error", err))
+				if err := d.cfg.Outbox.Failed(ctx, e, d.owner, next, err); err != nil {
+					d.log.WarnContext(ctx, "alert outbox: recording a failed delivery failed", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
+				}
+			}
+			if ctx.Err() != nil {
+				return delivered, failed
+			}
+		}
+	}
+	if n, err := d.cfg.Outbox.Pending(ctx, d.names); err == nil {
+		d.pending.Set(float64(n))
+	}
+	return delivered, failed
+}
+
+// Run delivers until ctx is done: a pass at once, then whenever an alert is emitted, a row falls
+// due, or Poll has passed (on the Clock).
+func (d *Dispatcher) Run(ctx context.Context) {
+	if len(d.cfg.Routes) == 0 {
+		return
+	}
+	for ctx.Err() == nil {
+		d.RunOnce(ctx)
+		wait := d.cfg.Poll
+		if next, ok, err := d.cfg.Outbox.NextDue(ctx, d.names); err == nil && ok {
+			wait = min(wait, max(next.Sub(d.cfg.Clock.Now()), time.Second))
+		}
+		select {
+		case <-d.nudge:
+			continue
+		default:
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-d.nudge:
+				cancel()
+			case <-sctx.Done():
+			}
+		}()
+		d.cfg.Clock.Sleep(sctx, wait)
+		cancel()
+	}
+}

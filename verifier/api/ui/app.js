@@ -1,0 +1,273 @@
+// Proofline auditor UI: a read-only view over the API (openapi.yaml) with an auditor or admin
+// token. The token lives in sessionStorage (this tab only) and travels in the Authorization
+// header, never in a URL. Everything from the API is shown with textContent; the charts are the
+// SVG the server renders for the HTML report too (evidence/audit), parsed as XML, never as HTML.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "proofline.auditor.token";
+  const $ = (id) => document.getElementById(id);
+  let nextStart = null;
+  // Only the latest search and summary render: an answer to an earlier request is dropped.
+  let searchSeq = 0, summarySeq = 0;
+
+  function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+  async function api(path, as) {
+    const resp = await fetch(path, {
+      headers: { "Authorization": "Bearer " + token() },
+      cache: "no-store", credentials: "omit", redirect: "error", referrerPolicy: "no-referrer",
+    });
+    if (resp.status === 401) {
+      signOut("The token was refused (401): it is unknown or was revoked.");
+      throw new Error("unauthenticated");
+    }
+    if (!resp.ok) {
+      let msg = resp.status + " " + resp.statusText;
+      try { const e = await resp.json(); if (e.message) msg = e.message; } catch (_) { /* not JSON */ }
+      throw new Error(msg);
+    }
+    if (as === "bytes") return new Uint8Array(await resp.arrayBuffer());
+    if (as === "text") return resp.text();
+    return resp.json();
+  }
+
+  function el(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    if (cls) e.className = cls;
+    return e;
+  }
+
+  function facts(dl, pairs) {
+    dl.replaceChildren();
+    for (const [k, v] of pairs) { dl.append(el("dt", k), el("dd", v)); }
+  }
+
+  // datetime-local (read as UTC) → RFC 3339, or "".
+  function rfc3339(id) {
+    const v = $(id).value;
+    if (!v) return "";
+    return (v.length === 16 ? v + ":00" : v) + "Z";
+  }
+
+  function signOut(msg) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("app").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = msg || "";
+  }
+
+  async function signIn(tok) {
+    sessionStorage.setItem(TOKEN_KEY, tok);
+    try {
+      await api("/v1/records?limit=1");
+    } catch (e) {
+      if (token()) signOut("This token may not read records (" + e.message + "): give an auditor or admin token.");
+      return;
+    }
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("logout").hidden = false;
+    loadSummary();
+    search(false);
+  }
+
+  // ---- Summary and charts ----
+
+  function showChart(name, svgText) {
+    const box = $("chart-box-" + name);
+    box.replaceChildren();
+    const doc = new DOMParser().parseFromString(svgText || "", "image/svg+xml");
+    const root = doc.documentElement;
+    if (!root || root.localName !== "svg" || doc.getElementsByTagName("parsererror").length > 0) {
+      box.append(el("p", "The chart could not be drawn.", "error"));
+      return;
+    }
+    box.append(document.importNode(root, true));
+  }
+
+  async function loadSummary() {
+    $("summary-error").textContent = "";
+    const from = rfc3339("sum-from"), to = rfc3339("sum-to");
+    const q = new URLSearchParams();
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    const seq = ++summarySeq;
+    let s;
+    try {
+      s = await api("/v1/audit/summary?" + q.toString());
+    } catch (e) {
+      if (seq === summarySeq) $("summary-error").textContent = "Summary: " + e.message;
+      return;
+    }
+    if (seq !== summarySeq) return;
+    const st = s.statuses || {};
+    facts($("summary-figures"), [
+      ["Window", (s.from || "the log's start") + " to " + (s.to || "now")],
+      ["Records", s.records + (s.records ? " (log indices " + s.first_index + " to " + s.last_index + ", timed " + s.first + " to " + s.last + ")" : "")],
+      ["Attestation verdicts", s.attestations + " on " + s.subjects + " subject(s): " + (st.affirming || 0) + " affirming, " +
+        (st.warning || 0) + " warning, " + (st.contraindicated || 0) + " contraindicated"],
+      ["Test vendor roots", s.test_roots ? s.test_roots + " verdicts (test mode: not genuine hardware)" : "none"],
+      ["Changes", (s.changes || []).length + " policy change(s) and collateral update(s)"],
+    ]);
+    for (const name of ["verdicts", "failures", "tcb", "changes"]) showChart(name, (s.charts || {})[name]);
+    let cmd = "proofline audit export --data DATA_DIR";
+    if (from) cmd += " --from " + from;
+    if (to) cmd += " --to " + to;
+    cmd += " --out bundle.tar.gz\nproofline audit report bundle.tar.gz --out report.html [--inventory inventory.yaml]";
+    $("export-cmd").textContent = cmd;
+  }
+
+  // ---- Search ----
+
+  async function search(more) {
+    $("search-error").textContent = "";
+    const q = new URLSearchParams();
+    for (const [k, id] of [["subject", "q-subject"], ["kind", "q-kind"], ["status", "q-status"]]) {
+      if ($(id).value) q.set(k, $(id).value);
+    }
+    const from = rfc3339("q-from"), to = rfc3339("q-to");
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    q.set("limit", "50");
+    if (more && nextStart !== null) q.set("start", String(nextStart));
+    const seq = ++searchSeq;
+    let r;
+    try {
+      r = await api("/v1/records?" + q.toString());
+    } catch (e) {
+      if (seq === searchSeq) $("search-error").textContent = "Search: " + e.message;
+      return;
+    }
+    if (seq !== searchSeq) return;
+    const body = $("results");
+    if (!more) body.replaceChildren();
+    body.dataset.query = q.toString();
+    for (const e of r.records) {
+      const tr = el("tr");
+      tr.dataset.index = String(e.log_index);
+      tr.dataset.kind = e.kind;
+      for (const v of [e.log_index, e.time, e.kind, e.subject || "", e.platform || "", e.status || "", e.policy || ""]) tr.append(el("td", v));
+      const td = el("td");
+      const b = el("button", "Open");
+      b.type = "button";
+      b.className = "open";
+      b.addEventListener("click", () => openRecord(e));
+      td.append(b);
+      tr.append(td);
+      body.append(tr);
+    }
+    if (!more && r.records.length === 0) {
+      const tr = el("tr");
+      const td = el("td", "No record matches.");
+      td.colSpan = 8;
+      tr.append(td);
+      body.append(tr);
+    }
+    nextStart = r.next === undefined ? null : r.next;
+    $("more").hidden = nextStart === null;
+  }
+
+  // ---- One record ----
+
+  function b64(s) { return Uint8Array.from(atob(s), (c) => c.charCodeAt(0)); }
+  function hex(a) { return Array.from(a, (x) => x.toString(16).padStart(2, "0")).join(""); }
+  async function sha256(...parts) {
+    const n = parts.reduce((t, p) => t + p.length, 0);
+    const buf = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) { buf.set(p, o); o += p.length; }
+    return new Uint8Array(await crypto.subtle.digest("SHA-256", buf));
+  }
+
+  // RFC 9162 §2.1.3.2: the root an inclusion proof leads to from a leaf hash.
+  async function rootFromProof(index, size, leafHash, hashes) {
+    if (index >= size) return null;
+    let fn = index, sn = size - 1, r = leafHash;
+    for (const p of hashes) {
+      if (sn === 0) return null;
+      if (fn % 2 === 1 || fn === sn) {
+        r = await sha256(Uint8Array.of(1), p, r);
+        if (fn % 2 === 0) {
+          while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+        }
+      } else {
+        r = await sha256(Uint8Array.of(1), r, p);
+      }
+      fn = Math.floor(fn / 2);
+      sn = Math.floor(sn / 2);
+    }
+    return sn === 0 ? r : null;
+  }
+
+  async function openRecord(e) {
+    $("record").hidden = false;
+    $("record-index").textContent = String(e.log_index);
+    $("record-error").textContent = "";
+    $("record-verdict").textContent = "";
+    $("record-verdict").className = "";
+    $("record-failures").replaceChildren();
+    $("record-claims").textContent = "";
+    $("record-proof").textContent = "";
+    $("proof-status").textContent = "checking…";
+    $("proof-status").className = "";
+    facts($("record-facts"), [["Kind", e.kind], ["Time", e.time], ["Subject", e.subject || "—"], ["Platform", e.platform || "—"],
+      ["Policy", e.policy || "—"], ["Record SHA-256", e.record_sha256]]);
+    try {
+      if (e.kind === "attestation") {
+        const r = await api("/v1/results/" + encodeURIComponent(e.log_index));
+        const res = r.result || {};
+        $("record-verdict").textContent = res.status + (res.test_roots ? " (test vendor roots)" : "") + ", verified at " + res.verified_at +
+          " under policy " + (res.policy ? res.policy.id + " " + res.policy.digest : "?");
+        $("record-verdict").className = "status-" + res.status;
+        for (const f of res.failures || []) $("record-failures").append(el("li", f.code + " (" + f.check + "): " + f.message));
+        for (const w of res.warnings || []) $("record-failures").append(el("li", "warning " + w.code + " (" + w.check + "): " + w.message));
+        $("record-claims").textContent = JSON.stringify(res.claims === undefined ? null : res.claims, null, 2);
+      } else {
+        $("record-verdict").textContent = e.kind + (e.status ? ": " + e.status : "") + " (no attestation verdict)";
+        $("record-claims").textContent = "—";
+      }
+    } catch (err) {
+      $("record-error").textContent = "Result: " + err.message;
+    }
+    try {
+      const p = await api("/v1/log/proofs/inclusion/" + encodeURIComponent(e.log_index));
+      $("record-proof").textContent = JSON.stringify(p, null, 2);
+      const leaf = await api("/v1/records/" + encodeURIComponent(e.log_index), "bytes");
+      const leafHash = await sha256(Uint8Array.of(0), leaf);
+      const lines = (p.checkpoint || "").split("\n");
+      const root = lines.length > 2 ? hex(b64(lines[2])) : "";
+      const got = await rootFromProof(p.log_index, p.tree_size, leafHash, p.hashes.map(b64));
+      if (got && root && hex(got) === root && Number(lines[1]) === p.tree_size) {
+        $("proof-status").textContent = "Inclusion proof verified in this browser: the record's bytes lead to the root " + root.slice(0, 16) +
+          "… of the checkpoint of " + p.tree_size + " records. (This page does not check the checkpoint's signature: proofline audit verify does.)";
+        $("proof-status").className = "ok";
+      } else {
+        $("proof-status").textContent = "The inclusion proof does NOT verify against the checkpoint's root.";
+        $("proof-status").className = "bad";
+      }
+    } catch (err) {
+      $("proof-status").textContent = "Inclusion proof: " + err.message;
+      $("proof-status").className = "bad";
+    }
+  }
+
+  // The inclusion-proof check, for the browser test to feed altered records to.
+  window.prooflineInclusion = Object.freeze({ rootFromProof, sha256 });
+
+  document.addEventListener("DOMContentLoaded", () => {
+    $("login-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const tok = $("token").value.trim();
+      $("token").value = "";
+      if (tok) signIn(tok);
+    });
+    $("logout").addEventListener("click", () => signOut("Signed out: the token was removed from this tab."));
+    $("summary-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadSummary(); });
+    $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); search(false); });
+    $("more").addEventListener("click", () => search(true));
+    if (token()) signIn(token());
+  });
+})();

@@ -1,0 +1,563 @@
+package service
+
+import (
+	"context"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/internal/buildinfo"
+	"github.com/proofline/proofline/verifier/alert"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/ear"
+)
+
+// AlertsConfig says where alerts go and what to watch (verifier/alert/README.md is the schema
+// receivers rely on). Every alert is stored in a durable outbox in the state database (alerts.db
+// in DataDir, or the shared Database) before it is sent, and sent at least once to every
+// destination that wants it, retried with backoff across restarts. Example:
+//
+//	alerts:
+//	  webhooks:
+//	    - {url: https://soc.example.com/hooks/proofline, secret_file: /etc/proofline/webhook-secret}
+//	    - {url: https://pager.example.com/p, secret_file: /etc/proofline/pager-secret, min_severity: critical}
+//	  syslog:
+//	    - {network: tcp, address: siem.example.com:6514, facility: auth}
+//	  expect_every: 1h                          # every subject must attest successfully hourly
+//	  expect: [{subject: "agent:batch-*", every: 24h}]
+//	  auth_failures: {threshold: 10, window: 5m}
+//	self_check: {every: 10m}
+type AlertsConfig struct {
+	// Webhooks receive each alert as a signed JSON POST.
+	Webhooks []AlertWebhookConfig `yaml:"webhooks"`
+	// Syslog collectors receive each alert as an RFC 5424 message with a CEF body.
+	Syslog []AlertSyslogConfig `yaml:"syslog"`
+	// ExpectEvery: a subject (e.g. "agent:web-1") whose latest affirming or warning verdict is
+	// older than this is alerted (attestation_missed), once per missed interval. 0: not checked,
+	// except for the subjects Expect names. Subjects are tracked from their first attestation
+	// after expectations are configured.
+	ExpectEvery time.Duration `yaml:"expect_every"`
+	// Expect sets the interval of the subjects matching a pattern (path.Match syntax, e.g.
+	// "agent:web-*"); the first match wins over ExpectEvery.
+	Expect []AlertExpectConfig `yaml:"expect"`
+	// AuthFailures: Threshold failed authentications from one remote address within Window
+	// raise one auth_failures alert. Defaults 10 and 5m.
+	AuthFailures AuthFailuresConfig `yaml:"auth_failures"`
+}
+
+// AlertWebhookConfig is one webhook (alert.Webhook).
+type AlertWebhookConfig struct {
+	// URL receives the POSTs. Required.
+	URL string `yaml:"url"`
+	// SecretFile holds the HMAC secret (at least 16 bytes; white space around it is ignored).
+	// Required. The secret is never logged.
+	SecretFile string `yaml:"secret_file"`
+	// Kinds, if set, are the only alert kinds sent (alert.Kinds).
+	Kinds []string `yaml:"kinds"`
+	// MinSeverity drops alerts below info, warning or critical. Default: all.
+	MinSeverity string `yaml:"min_severity"`
+}
+
+// AlertSyslogConfig is one syslog collector (alert.Syslog).
+type AlertSyslogConfig struct {
+	// Network is udp or tcp (RFC 6587 octet counting). Required.
+	Network string `yaml:"network"`
+	// Address is host:port. Required.
+	Address string `yaml:"address"`
+	// Facility is a syslog facility name (default auth).
+	Facility string `yaml:"facility"`
+	// AppName is the RFC 5424 APP-NAME (default proofline).
+	AppName     string   `yaml:"app_name"`
+	Kinds       []string `yaml:"kinds"`
+	MinSeverity string   `yaml:"min_severity"`
+}
+
+// AlertExpectConfig is the expected attestation interval of the subjects matching Subject.
+type AlertExpectConfig struct {
+	Subject string        `yaml:"subject"`
+	Every   time.Duration `yaml:"every"`
+}
+
+// AuthFailuresConfig is the threshold of the auth_failures alert.
+type AuthFailuresConfig struct {
+	Threshold int           `yaml:"threshold"`
+	Window    time.Duration `yaml:"window"`
+}
+
+// SelfCheckConfig configures the continuous self-check of the evidence log: every Every, the
+// service runs the checks of `proofline log fsck` on its own log (every leaf re-hashed against
+// the stored tiles and the latest checkpoint; signatures verified for the leaves added since
+// the last verified size) and checks that the latest checkpoint is consistent with the last one
+// it verified. A failure raises a critical log_integrity_failure alert and /readyz degraded.
+type SelfCheckConfig struct {
+	// Every is the time between passes (default 10m, at least 10s).
+	Every time.Duration `yaml:"every"`
+}
+
+// Alerting defaults.
+const (
+	DefaultSelfCheckEvery     = 10 * time.Minute
+	DefaultAuthFailures       = 10
+	DefaultAuthFailuresWindow = 5 * time.Minute
+	// alertCheckEvery is the period of the missed-attestation and collateral-expiry checks.
+	alertCheckEvery = time.Minute
+)
+
+func (c *AlertsConfig) validate(bad func(string, ...any)) {
+	filters := func(where string, kinds []string, sev string) {
+		for _, k := range kinds {
+			if !alert.Kind(k).Known() {
+				bad("%s.kinds: unknown kind %q; give some of %v", where, k, alert.Kinds)
+			}
+		}
+		if sev != "" && alert.Severity(sev).Rank() == 0 {
+			bad("%s.min_severity %q: give info, warning or critical", where, sev)
+		}
+	}
+	for i, w := range c.Webhooks {
+		where := fmt.Sprintf("alerts.webhooks[%d]", i)
+		if _, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Secret: make([]byte, alert.MinSecretSize)}); err != nil {
+			bad("%s.url: %v", where, strings.TrimPrefix(err.Error(), "alert: "))
+		}
+		if w.SecretFile == "" {
+			bad("%s.secret_file is required: a file holding the HMAC secret shared with the receiver (at least %d bytes)", where, alert.MinSecretSize)
+		}
+		filters(where, w.Kinds, w.MinSeverity)
+	}
+	for i, s := range c.Syslog {
+		where := fmt.Sprintf("alerts.syslog[%d]", i)
+		if _, err := alert.NewSyslog(alert.SyslogConfig{Network: s.Network, Address: s.Address, Facility: s.Facility, Hostname: "-"}); err != nil {
+			bad("%s: %v", where, strings.TrimPrefix(err.Error(), "alert: "))
+		}
+		filters(where, s.Kinds, s.MinSeverity)
+	}
+	if c.ExpectEvery < 0 {
+		bad("alerts.expect_every is %v; give a positive duration such as 1h (or leave it out)", c.ExpectEvery)
+	} else if c.ExpectEvery > 0 && c.ExpectEvery < time.Minute {
+		bad("alerts.expect_every is %v; give at least 1m", c.ExpectEvery)
+	}
+	for i, e := range c.Expect {
+		if _, err := path.Match(e.Subject, ""); err != nil || e.Subject == "" {
+			bad("alerts.expect[%d].subject %q: give a subject or a pattern such as agent:web-*", i, e.Subject)
+		}
+		if e.Every < time.Minute {
+			bad("alerts.expect[%d].every is %v; give at least 1m", i, e.Every)
+		}
+	}
+	if c.AuthFailures.Threshold < 0 || c.AuthFailures.Window < 0 {
+		bad("alerts.auth_failures: threshold and window must not be negative")
+	}
+}
+
+func (c *SelfCheckConfig) validate(bad func(string, ...any)) {
+	if c.Every != 0 && c.Every < 10*time.Second {
+		bad("self_check.every is %v; give at least 10s (a pass re-reads the whole log), e.g. 10m", c.Every)
+	}
+}
+
+// Alerting is what the service needs to raise alerts and check its log (OpenDeps builds it from
+// alerts and self_check).
+type Alerting struct {
+	// Outbox keeps alerts until delivered, and the alerting state. Required.
+	Outbox *alert.Outbox
+	Routes []alert.Route
+	// Clock times deliveries, retries, the self-check and the missed-attestation checks; nil
+	// means the system clock.
+	Clock alert.Clock
+	// LogReader reads the log's storage for the self-check; nil disables it.
+	LogReader log.Reader
+	// SelfCheckEvery is the time between self-check passes (default 10m).
+	SelfCheckEvery time.Duration
+	ExpectEvery    time.Duration
+	Expect         []AlertExpectConfig
+	AuthThreshold  int
+	AuthWindow     time.Duration
+	// Backoff and MaxBackoff tune delivery retries (alert.Config; zero: its defaults).
+	Backoff, MaxBackoff time.Duration
+}
+
+// openAlerting builds Deps.Alerting from cfg: the outbox in db (nil: SQLite in the data
+// directory), the destinations, and the log reader of the self-check.
+func (d *Deps) openAlerting(ctx context.Context, cfg Config, db *sql.DB, closer func(func() error)) error {
+	a := &Alerting{
+		SelfCheckEvery: cfg.SelfCheck.Every, ExpectEvery: cfg.Alerts.ExpectEvery, Expect: cfg.Alerts.Expect,
+		AuthThreshold: cfg.Alerts.AuthFailures.Threshold, AuthWindow: cfg.Alerts.AuthFailures.Window,
+	}
+	var err error
+	if db != nil {
+		a.Outbox, err = alert.OpenMySQL(ctx, db)
+		a.LogReader = log.NewMySQLReader(db)
+	} else {
+		a.Outbox, err = alert.OpenSQLite(ctx, filepath.Join(cfg.DataDir, alert.DBFileName))
+		a.LogReader = log.NewPOSIXReader(filepath.Join(cfg.DataDir, LogDirName))
+	}
+	if err != nil {
+		return err
+	}
+	closer(a.Outbox.Close)
+	kinds := func(ks []string) []alert.Kind {
+		var out []alert.Kind
+		for _, k := range ks {
+			out = append(out, alert.Kind(k))
+		}
+		return out
+	}
+	for i, w := range cfg.Alerts.Webhooks {
+		secret, err := alert.ReadSecretFile(w.SecretFile)
+		if err != nil {
+			return fmt.Errorf("alerts.webhooks[%d].secret_file: %w", i, err)
+		}
+		wh, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Secret: secret})
+		if err != nil {
+			return fmt.Errorf("alerts.webhooks[%d]: %w", i, err)
+		}
+		a.Routes = append(a.Routes, alert.Route{Destination: wh, Kinds: kinds(w.Kinds), MinSeverity: alert.Severity(w.MinSeverity)})
+	}
+	for i, s := range cfg.Alerts.Syslog {
+		sl, err := alert.NewSyslog(alert.SyslogConfig{Network: s.Network, Address: s.Address, Facility: s.Facility, AppName: s.AppName, Version: buildinfo.Version()})
+		if err != nil {
+			return fmt.Errorf("alerts.syslog[%d]: %w", i, err)
+		}
+		a.Routes = append(a.Routes, alert.Route{Destination: sl, Kinds: kinds(s.Kinds), MinSeverity: alert.Severity(s.MinSeverity)})
+	}
+	d.Alerting = a
+	return nil
+}
+
+// alerting is the service's alerting state.
+type alerting struct {
+	cfg    *Alerting
+	disp   *alert.Dispatcher
+	clock  alert.Clock
+	origin string
+
+	authMu   sync.Mutex
+	authSeen map[string][]time.Time // remote address → failure times within the window
+
+	checkMu     sync.Mutex
+	checkFailed string // the latest self-check failure, "" after a pass succeeds
+
+	selfCheckLast     prometheus.Gauge
+	selfCheckSize     prometheus.Gauge
+	selfCheckFailures *prometheus.CounterVec // result: corrupt, error
+}
+
+// maxAuthTracked bounds the remote addresses tracked for auth_failures.
+const maxAuthTracked = 10000
+
+// openAlerting sets up alerting from Deps.Alerting (none when it is nil).
+func (s *Service) openAlerting() error {
+	a := s.d.Alerting
+	if a == nil {
+		return nil
+	}
+	if a.Outbox == nil {
+		return errors.New("service: Deps.Alerting.Outbox is required")
+	}
+	al := &alerting{cfg: a, clock: a.Clock, authSeen: map[string][]time.Time{}}
+	if al.clock == nil {
+		al.clock = collateral.SystemClock{}
+	}
+	if a.SelfCheckEvery == 0 {
+		a.SelfCheckEvery = DefaultSelfCheckEvery
+	}
+	if a.AuthThreshold == 0 {
+		a.AuthThreshold = DefaultAuthFailures
+	}
+	if a.AuthWindow == 0 {
+		a.AuthWindow = DefaultAuthFailuresWindow
+	}
+	if v, err := s.logNoteVerifier(); err == nil {
+		al.origin = v.Name()
+	}
+	var err error
+	al.disp, err = alert.New(alert.Config{Outbox: a.Outbox, Routes: a.Routes, Clock: al.clock, Logger: s.logger,
+		Registerer: s.d.Registerer, Backoff: a.Backoff, MaxBackoff: a.MaxBackoff})
+	if err != nil {
+		return err
+	}
+	al.selfCheckLast = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "proofline_log_selfcheck_last_success_timestamp_seconds", Help: "Unix time of the latest successful self-check of the evidence log.",
+	})
+	al.selfCheckSize = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "proofline_log_selfcheck_verified_size", Help: "Tree size the latest successful self-check verified.",
+	})
+	al.selfCheckFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "proofline_log_selfcheck_failures_total", Help: "Self-check passes that failed, by result: corrupt (an integrity failure, alerted) or error (the check could not run).",
+	}, []string{"result"})
+	al.selfCheckFailures.WithLabelValues("corrupt") // exported at 0, for rules and dashboards
+	al.selfCheckFailures.WithLabelValues("error")
+	if s.d.Registerer != nil {
+		s.d.Registerer.MustRegister(al.selfCheckLast, al.selfCheckSize, al.selfCheckFailures)
+	}
+	s.al = al
+	return nil
+}
+
+// startAlerting runs the alerting loops until ctx is done: delivery, the self-check, and the
+// missed-attestation and collateral-expiry checks. Key rotations found in the key history are
+// emitted at once (re-emits dedupe by id).
+func (s *Service) startAlerting(ctx context.Context) {
+	al := s.al
+	if al == nil {
+		return
+	}
+	s.emitKeyRotations(ctx)
+	s.loops.Go(func() { al.disp.Run(ctx) })
+	if al.cfg.LogReader != nil {
+		s.loops.Go(func() {
+			for {
+				s.SelfCheck(ctx)
+				if al.clock.Sleep(ctx, al.cfg.SelfCheckEvery) != nil {
+					return
+				}
+			}
+		})
+	}
+	s.loops.Go(func() {
+		for al.clock.Sleep(ctx, alertCheckEvery) == nil {
+			s.CheckAlerts(ctx)
+		}
+	})
+}
+
+// Emit raises an alert: stored durably in the outbox for every destination that wants it, then
+// delivered in the background. Failures are logged, never returned: an alert never fails the
+// operation that raised it. It is safe to call from hooks (e.g. the collateral refresher's).
+func (s *Service) Emit(ctx context.Context, a alert.Alert) *alert.Alert {
+	if s.al == nil {
+		return nil
+	}
+	if a.Time.IsZero() {
+		a.Time = s.al.clock.Now()
+	}
+	out, err := s.al.disp.Emit(context.WithoutCancel(ctx), a)
+	if err != nil {
+		s.logger.ErrorContext(ctx, "alert could not be stored in the outbox; it is only in this log line",
+			slog.String("kind", string(a.Kind)), slog.String("subject", a.Subject), slog.String("message", a.Message), slog.Any("error", err))
+		return nil
+	}
+	return out
+}
+
+// DeliverAlerts runs one delivery pass now (tests, and `serve` at shutdown is not needed: the
+// outbox keeps what is undelivered).
+func (s *Service) DeliverAlerts(ctx context.Context) (delivered, failed int) {
+	if s.al == nil {
+		return 0, 0
+	}
+	return s.al.disp.RunOnce(ctx)
+}
+
+// alertVerdict raises verdict_contraindicated for a contraindicated result, and remembers the
+// subject's latest good verdict for attestation_missed.
+func (s *Service) alertVerdict(ctx context.Context, rec *evidence.Record, idx uint64, res *ear.Result) {
+	if s.al == nil {
+		return
+	}
+	if res.Status != ear.StatusContraindicated {
+		if s.al.cfg.ExpectEvery > 0 || len(s.al.cfg.Expect) > 0 {
+			b, _ := json.Marshal(lastGood{Unix: rec.Time.Unix(), Index: idx})
+			if err := s.al.cfg.Outbox.SetState(ctx, lastGoodPrefix+rec.Subject.ID, b); err != nil {
+				s.logger.WarnContext(ctx, "alerting: recording the latest good verdict failed", slog.Uint64("log_index", idx), slog.Any("error", err))
+			}
+		}
+		return
+	}
+	codes := make([]string, 0, len(res.Failures))
+	msgs := make([]string, 0, len(res.Failures))
+	for _, f := range res.Failures {
+		if !slices.Contains(codes, string(f.Code)) {
+			codes = append(codes, string(f.Code))
+		}
+		msgs = append(msgs, string(f.Code)+": "+f.Message)
+	}
+	a := alert.Alert{Kind: alert.KindContraindicated, Severity: alert.SeverityCritical, Subject: rec.Subject.ID,
+		Reason: strings.Join(codes, ","), Time: rec.Time,
+		Message: fmt.Sprintf("the %s attestation of %s is contraindicated (%s); evidence record %d; do not release secrets to it and investigate the VM",
+			res.Platform, rec.Subject.ID, strings.Join(msgs, "; "), idx)}
+	a.Record(s.al.origin, idx)
+	s.Emit(ctx, a)
+}
+
+// lastGood is the state kept per subject for attestation_missed.
+type lastGood struct {
+	Unix  int64  `json:"unix"`
+	Index uint64 `json:"index"`
+}
+
+const lastGoodPrefix = "lastgood/"
+
+// expectedEvery is the expected attestation interval of subject (0: not checked).
+func (al *alerting) expectedEvery(subject string) time.Duration {
+	for _, e := range al.cfg.Expect {
+		if ok, _ := path.Match(e.Subject, subject); ok {
+			return e.Every
+		}
+	}
+	return al.cfg.ExpectEvery
+}
+
+// deliveredRetention is how long delivered alerts stay in the outbox (a re-emit within it is
+// recognised and not sent again).
+const deliveredRetention = 7 * 24 * time.Hour
+
+// CheckAlerts runs the periodic checks once: subjects that missed their attestation interval,
+// and collateral that nears expiry unrefreshed. It also sweeps old delivered alerts.
+func (s *Service) CheckAlerts(ctx context.Context) {
+	al := s.al
+	if al == nil {
+		return
+	}
+	now := al.clock.Now()
+	if _, err := al.cfg.Outbox.Sweep(ctx, now.Add(-deliveredRetention)); err != nil {
+		s.logger.WarnContext(ctx, "alerting: sweeping delivered alerts failed", slog.Any("error", err))
+	}
+	if al.cfg.ExpectEvery > 0 || len(al.cfg.Expect) > 0 {
+		states, err := al.cfg.Outbox.States(ctx, lastGoodPrefix)
+		if err != nil {
+			s.logger.WarnContext(ctx, "alerting: reading the latest good verdicts failed", slog.Any("error", err))
+		}
+		for name, b := range states {
+			subject := strings.TrimPrefix(name, lastGoodPrefix)
+			every := al.expectedEvery(subject)
+			var lg lastGood
+			if every <= 0 || json.Unmarshal(b, &lg) != nil {
+				continue
+			}
+			last := time.Unix(lg.Unix, 0)
+			if now.Sub(last) <= every {
+				continue
+			}
+			a := alert.Alert{Kind: alert.KindAttestationMissed, Severity: alert.SeverityWarning, Subject: subject,
+				Reason: "expected_every:" + every.String(), Time: now,
+				Message: fmt.Sprintf("%s has not attested successfully since %s (record %d), though expected every %s: check the VM and its agent",
+					subject, last.UTC().Format(time.RFC3339), lg.Index, every)}
+			a.Record(al.origin, lg.Index)
+			s.Emit(ctx, a)
+		}
+	}
+	if detail := s.collateralExpiring(); detail != "" {
+		docs, cnow := s.collateralDocuments()
+		for _, d := range docs {
+			v := d.Validity
+			if v.Immutable || v.NextUpdate.IsZero() || v.NextUpdate.Sub(cnow) >= s.set.CollateralExpiryWarning {
+				continue
+			}
+			s.Emit(ctx, alert.Alert{Kind: alert.KindCollateralExpiring, Severity: alert.SeverityWarning, Subject: d.URL,
+				Reason: "next_update:" + v.NextUpdate.UTC().Format(time.RFC3339), Time: now,
+				Message: fmt.Sprintf("collateral %s expires at %s and could not be refreshed; verdicts that need it will be contraindicated: check the collateral servers and collateral.fetch",
+					d.URL, v.NextUpdate.UTC().Format(time.RFC3339))})
+		}
+	}
+}
+
+// AuthFailed notes a failed authentication from remote (an address, never a credential); the
+// threshold-th failure within the window raises one auth_failures alert for that window.
+func (s *Service) AuthFailed(ctx context.Context, remote string) {
+	al := s.al
+	if al == nil {
+		return
+	}
+	now := al.clock.Now()
+	al.authMu.Lock()
+	seen := al.authSeen[remote]
+	for len(seen) > 0 && now.Sub(seen[0]) > al.cfg.AuthWindow {
+		seen = seen[1:]
+	}
+	if _, ok := al.authSeen[remote]; !ok && len(al.authSeen) >= maxAuthTracked {
+		for r, ts := range al.authSeen { // forget the addresses whose failures are all old
+			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) > al.cfg.AuthWindow {
+				delete(al.authSeen, r)
+			}
+		}
+		if len(al.authSeen) >= maxAuthTracked {
+			al.authMu.Unlock()
+			return
+		}
+	}
+	if len(seen) <= al.cfg.AuthThreshold { // past the threshold, the count need not grow
+		seen = append(seen, now)
+	}
+	al.authSeen[remote] = seen
+	fire := len(seen) == al.cfg.AuthThreshold
+	first := seen[0]
+	al.authMu.Unlock()
+	if !fire {
+		return
+	}
+	s.Emit(ctx, alert.Alert{Kind: alert.KindAuthFailures, Severity: alert.SeverityWarning, Subject: remote,
+		Reason: "since:" + strconv.FormatInt(first.Unix(), 10), Time: now,
+		Message: fmt.Sprintf("%d failed authentications from %s within %s: a misconfigured client or someone guessing API tokens", len(seen), remote, al.cfg.AuthWindow)})
+}
+
+// alertPolicyChange raises policy_changed for a created or activated policy version.
+func (s *Service) alertPolicyChange(ctx context.Context, p Principal, v PolicyVersion, activated bool) {
+	if s.al == nil {
+		return
+	}
+	a := alert.Alert{Kind: alert.KindPolicyChanged, Severity: alert.SeverityInfo, Subject: "policy:" + v.ID,
+		Reason: "created", Time: v.CreatedAt,
+		Message: fmt.Sprintf("%s created policy %q version %d (not active)", p, v.ID, v.Version)}
+	idx := v.CreatedRecord
+	if activated {
+		a.Severity, a.Reason, a.Time, idx = alert.SeverityWarning, "activated", v.ActivatedAt, v.ActivatedRecord
+		a.Message = fmt.Sprintf("%s activated policy %q version %d: verdicts from now on are given under it", p, v.ID, v.Version)
+	}
+	a.Record(s.al.origin, idx)
+	s.Emit(ctx, a)
+}
+
+// alertCollateralUpdate raises tcb_recovery when a recorded collateral update is a TCB recovery
+// (collateral.RecoveryOf: an Intel TCB info or QE identity with a higher tcbEvaluationDataNumber),
+// naming its collateral_update record. It is called where the record is made rather than from the
+// refresher's SubscribeTCBRecovery hook, which does not know the record.
+func (s *Service) alertCollateralUpdate(ctx context.Context, u collateral.Update, idx uint64, at time.Time) {
+	if s.al == nil {
+		return
+	}
+	r, ok := collateral.RecoveryOf(u)
+	if !ok {
+		return
+	}
+	date := ""
+	if !r.TCBDate.IsZero() {
+		date = " (TCB levels dated " + r.TCBDate.UTC().Format(time.RFC3339) + ")"
+	}
+	a := alert.Alert{Kind: alert.KindTCBRecovery, Severity: alert.SeverityWarning, Subject: r.URL,
+		Reason: fmt.Sprintf("tcb_evaluation_data_number:%d->%d", r.Previous, r.New), Time: at,
+		Message: fmt.Sprintf("Intel published a TCB recovery in %s: tcbEvaluationDataNumber %d → %d%s; platforms not updated will stop being UpToDate: plan the firmware and TD module updates",
+			r.URL, r.Previous, r.New, date)}
+	a.Record(s.al.origin, idx)
+	s.Emit(ctx, a)
+}
+
+// emitKeyRotations raises signing_key_rotated for every record key of the history but the first
+// (those are rotations); re-emits at every start dedupe by id.
+func (s *Service) emitKeyRotations(ctx context.Context) {
+	keys := s.d.KeyHistory.Keys()
+	for i, k := range keys {
+		if i == 0 {
+			continue
+		}
+		kid := hex.EncodeToString(k.ID)
+		s.Emit(ctx, alert.Alert{Kind: alert.KindSigningKeyRotated, Severity: alert.SeverityInfo, Subject: "key:" + kid,
+			Reason: "valid_from:" + k.NotBefore.UTC().Format(time.RFC3339), Time: k.NotBefore,
+			Message: fmt.Sprintf("record signing key %s is in use from %s (previous key %x); auditors need the new key history (GET /v1/keys)",
+				kid, k.NotBefore.UTC().Format(time.RFC3339), keys[i-1].ID)})
+	}
+}

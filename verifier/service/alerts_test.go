@@ -1,0 +1,383 @@
+package service
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/verifier/alert"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+func TestAlertsConfigValidate(t *testing.T) {
+	ok := Config{DataDir: "/d",
+		Alerts: AlertsConfig{
+			Webhooks:    []AlertWebhookConfig{{URL: "https://soc.example.com/h", SecretFile: "/s", Kinds: []string{"log_integrity_failure"}, MinSeverity: "warning"}},
+			Syslog:      []AlertSyslogConfig{{Network: "tcp", Address: "siem:601", Facility: "local3"}},
+			ExpectEvery: time.Hour, Expect: []AlertExpectConfig{{Subject: "agent:batch-*", Every: 24 * time.Hour}},
+		},
+		SelfCheck: SelfCheckConfig{Every: 5 * time.Minute}}
+	if err := ok.Validate(false); err != nil {
+		t.Fatal(err)
+	}
+	for name, c := range map[string]struct {
+		edit func(*Config)
+		want string
+	}{
+		"webhook url":       {func(c *Config) { c.Alerts.Webhooks[0].URL = "soc.example.com" }, "alerts.webhooks[0].url"},
+		"no secret file":    {func(c *Config) { c.Alerts.Webhooks[0].SecretFile = "" }, "alerts.webhooks[0].secret_file is required"},
+		"unknown kind":      {func(c *Config) { c.Alerts.Webhooks[0].Kinds = []string{"verdict"} }, `unknown kind "verdict"`},
+		"severity":          {func(c *Config) { c.Alerts.Webhooks[0].MinSeverity = "high" }, "min_severity"},
+		"syslog network":    {func(c *Config) { c.Alerts.Syslog[0].Network = "tls" }, "alerts.syslog[0]: syslog network"},
+		"syslog facility":   {func(c *Config) { c.Alerts.Syslog[0].Facility = "local8" }, "facility"},
+		"expect_every":      {func(c *Config) { c.Alerts.ExpectEvery = time.Second }, "alerts.expect_every"},
+		"expect pattern":    {func(c *Config) { c.Alerts.Expect[0].Subject = "agent:[" }, "alerts.expect[0].subject"},
+		"expect every":      {func(c *Config) { c.Alerts.Expect[0].Every = 0 }, "alerts.expect[0].every"},
+		"auth failures":     {func(c *Config) { c.Alerts.AuthFailures.Threshold = -1 }, "alerts.auth_failures"},
+		"self-check period": {func(c *Config) { c.SelfCheck.Every = time.Second }, "self_check.every"},
+	} {
+		c2 := ok
+		c2.Alerts.Webhooks = slices.Clone(ok.Alerts.Webhooks)
+		c2.Alerts.Syslog = slices.Clone(ok.Alerts.Syslog)
+		c2.Alerts.Expect = slices.Clone(ok.Alerts.Expect)
+		c.edit(&c2)
+		err := c2.Validate(false)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", name, err, c.want)
+		}
+	}
+}
+
+// captured is a destination that keeps what it is sent.
+type captured struct {
+	mu     sync.Mutex
+	alerts []alert.Alert
+}
+
+func (c *captured) Name() string { return "webhook:capture" }
+
+func (c *captured) Deliver(_ context.Context, a *alert.Alert, _ []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.alerts = append(c.alerts, *a)
+	return nil
+}
+
+// take returns and forgets what was delivered.
+func (c *captured) take(t *testing.T, s *Service) []alert.Alert {
+	t.Helper()
+	s.DeliverAlerts(context.Background())
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := c.alerts
+	c.alerts = nil
+	return out
+}
+
+type alertEnv struct {
+	svc   *Service
+	cap   *captured
+	clock *collateraltest.Clock
+	plat  *servicetest.Platforms
+}
+
+var alertStart = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+// newAlertEnv opens a service (not started) on the simulated platforms whose alerts go to a
+// captured destination, with the service and the alerts on one pinned clock.
+func newAlertEnv(t *testing.T, edit func(*Config), depsEdit func(*Deps, *collateraltest.Clock)) *alertEnv {
+	t.Helper()
+	e := &alertEnv{cap: &captured{}, clock: collateraltest.NewClock(alertStart)}
+	var err error
+	if e.plat, err = servicetest.New(alertStart); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	ctx := context.Background()
+	d, err := OpenDeps(ctx, cfg, Env{TestMode: true, Now: e.clock.Now, Roots: e.plat.Roots, Collateral: e.plat.Collateral, InitialPolicy: e.plat.PolicyYAML})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Alerting.Routes = append(d.Alerting.Routes, alert.Route{Destination: e.cap})
+	d.Alerting.Clock = e.clock
+	if depsEdit != nil {
+		depsEdit(d, e.clock)
+	}
+	if e.svc, err = New(ctx, *d); err != nil {
+		for _, c := range d.Closers {
+			c()
+		}
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.svc.Close() })
+	return e
+}
+
+func (e *alertEnv) attest(t *testing.T, agent string, platform attest.Platform, fault servicetest.Fault) *Attestation {
+	t.Helper()
+	ctx := context.Background()
+	p := Principal{Name: agent, Role: RoleAgent}
+	ch, err := e.svc.Challenge(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData(agent), fault)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.svc.Attest(ctx, p, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+// A subject without a good verdict for longer than its expected interval is alerted once, naming
+// its last good record; a subject with a longer interval, or that attested again, is not.
+func TestAlertAttestationMissed(t *testing.T) {
+	e := newAlertEnv(t, func(c *Config) {
+		c.Alerts.ExpectEvery = time.Hour
+		c.Alerts.Expect = []AlertExpectConfig{{Subject: "agent:batch-*", Every: 24 * time.Hour}}
+	}, nil)
+	ctx := context.Background()
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("alerts at start: %+v", got)
+	}
+	web := e.attest(t, "web-1", attest.PlatformTDX, servicetest.FaultNone)
+	e.attest(t, "batch-1", attest.PlatformSNP, servicetest.FaultNone)
+	if web.Result.Status == ear.StatusContraindicated {
+		t.Fatalf("valid evidence: %+v", web.Result.Failures)
+	}
+	e.clock.Advance(59 * time.Minute)
+	e.svc.CheckAlerts(ctx)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("alerted inside the interval: %+v", got)
+	}
+	e.clock.Advance(2 * time.Minute)
+	e.svc.CheckAlerts(ctx)
+	got := e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].Kind != alert.KindAttestationMissed || got[0].Subject != "agent:web-1" || *got[0].RecordIndex != web.LogIndex {
+		t.Fatalf("missed: %+v", got)
+	}
+	e.svc.CheckAlerts(ctx)
+	if again := e.cap.take(t, e.svc); len(again) != 0 {
+		t.Fatalf("the same miss alerted twice: %+v", again)
+	}
+	// web-1 attests again: no alert until it misses its interval again.
+	e.attest(t, "web-1", attest.PlatformTDX, servicetest.FaultNone)
+	e.clock.Advance(30 * time.Minute)
+	e.svc.CheckAlerts(ctx)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("alerted after a new good verdict: %+v", got)
+	}
+	// A contraindicated verdict is not a good one: web-1 misses its interval regardless.
+	e.attest(t, "web-1", attest.PlatformTDX, servicetest.FaultMeasurement)
+	e.clock.Advance(31 * time.Minute)
+	e.svc.CheckAlerts(ctx)
+	kinds := map[alert.Kind]int{}
+	for _, a := range e.cap.take(t, e.svc) {
+		kinds[a.Kind]++
+	}
+	if kinds[alert.KindContraindicated] != 1 || kinds[alert.KindAttestationMissed] != 1 || len(kinds) != 2 {
+		t.Fatalf("kinds: %v", kinds)
+	}
+}
+
+// Policy changes are alerted with their record; the bootstrap policy is not a change.
+func TestAlertPolicyChanged(t *testing.T) {
+	e := newAlertEnv(t, nil, nil)
+	ctx := context.Background()
+	admin := Principal{Name: "alice", Role: RoleAdmin}
+	v, err := e.svc.CreatePolicy(ctx, admin, []byte("id: fleet\ntdx: {}\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].Kind != alert.KindPolicyChanged || got[0].Reason != "created" || *got[0].RecordIndex != v.CreatedRecord || got[0].Severity != alert.SeverityInfo {
+		t.Fatalf("create: %+v", got)
+	}
+	v, err = e.svc.ActivatePolicy(ctx, admin, v.Version)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].Reason != "activated" || *got[0].RecordIndex != v.ActivatedRecord || got[0].Severity != alert.SeverityWarning ||
+		!strings.Contains(got[0].Message, "admin:alice") {
+		t.Fatalf("activate: %+v", got)
+	}
+	// A refused change raises nothing.
+	if _, err := e.svc.ActivatePolicy(ctx, admin, v.Version); err == nil {
+		t.Fatal("activated the active version")
+	}
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("a refused change alerted: %+v", got)
+	}
+}
+
+// A rotated record key is alerted (once, whatever the restarts); the first key is not.
+func TestAlertKeyRotation(t *testing.T) {
+	e := newAlertEnv(t, nil, nil)
+	ctx := context.Background()
+	e.svc.emitKeyRotations(ctx)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("the first key alerted: %+v", got)
+	}
+	var newKID []byte
+	e2 := newAlertEnv(t, nil, func(d *Deps, clock *collateraltest.Clock) {
+		k, err := evidence.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		if err := d.KeyHistory.Rotate(k, alertStart.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		d.RecordKey, newKID = k, k.KeyID()
+	})
+	e2.svc.emitKeyRotations(ctx)
+	e2.svc.emitKeyRotations(ctx) // as at a restart
+	got := e2.cap.take(t, e2.svc)
+	if len(got) != 1 || got[0].Kind != alert.KindSigningKeyRotated || !strings.Contains(got[0].Subject, strings.ToLower(hexString(newKID))) {
+		t.Fatalf("rotation: %+v", got)
+	}
+}
+
+func hexString(b []byte) string {
+	const digits = "0123456789abcdef"
+	out := make([]byte, 0, 2*len(b))
+	for _, c := range b {
+		out = append(out, digits[c>>4], digits[c&15])
+	}
+	return string(out)
+}
+
+// A collateral update raising the tcbEvaluationDataNumber is a TCB recovery, alerted with its
+// record; one that does not raise it is not.
+func TestAlertTCBRecovery(t *testing.T) {
+	e := newAlertEnv(t, nil, nil)
+	ctx := context.Background()
+	doc := func(n int) *collateral.Response {
+		o := fakeintel.DefaultCollateralOptions(alertStart)
+		o.TCBInfo.EvaluationDataNumber = n
+		rs, err := e.plat.Intel.Collateral(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs[0] // the TCB info
+	}
+	old, same, newer := doc(18), doc(18), doc(19)
+	e.svc.alertCollateralUpdate(ctx, collateral.Update{URL: old.URL, Old: old, New: same}, 5, alertStart)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("no recovery alerted: %+v", got)
+	}
+	e.svc.alertCollateralUpdate(ctx, collateral.Update{URL: old.URL, Old: old, New: newer}, 6, alertStart)
+	got := e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].Kind != alert.KindTCBRecovery || got[0].Reason != "tcb_evaluation_data_number:18->19" || *got[0].RecordIndex != 6 {
+		t.Fatalf("recovery: %+v", got)
+	}
+}
+
+// Recorded collateral inside the expiry warning is alerted per document, once.
+func TestAlertCollateralExpiring(t *testing.T) {
+	e := newAlertEnv(t, nil, func(d *Deps, _ *collateraltest.Clock) { d.Settings.CollateralExpiryWarning = 7 * 24 * time.Hour })
+	ctx := context.Background()
+	e.svc.CheckAlerts(ctx)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("alerted with a week to go beyond the warning: %+v", got)
+	}
+	e.clock.Advance(24 * time.Hour) // the SEV-SNP CRLs expire 7 days after the start
+	e.svc.CheckAlerts(ctx)
+	got := e.cap.take(t, e.svc)
+	if len(got) == 0 {
+		t.Fatal("no collateral_expiring alert")
+	}
+	for _, a := range got {
+		if a.Kind != alert.KindCollateralExpiring || !strings.HasPrefix(a.Reason, "next_update:") || !strings.HasPrefix(a.Subject, "https://") {
+			t.Fatalf("%+v", a)
+		}
+	}
+	e.svc.CheckAlerts(ctx)
+	if again := e.cap.take(t, e.svc); len(again) != 0 {
+		t.Fatalf("alerted twice: %d", len(again))
+	}
+}
+
+// The configuration path end to end: a webhook whose secret comes from secret_file and a UDP
+// syslog collector both receive a contraindicated verdict's alert; a secret file too short is
+// refused at start-up.
+func TestAlertsFromConfig(t *testing.T) {
+	dir := t.TempDir()
+	secret := []byte("a secret shared with the receiver")
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, append(secret, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var sigErrs []error
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		sigErrs = append(sigErrs, alert.VerifySignature(secret, body, r.Header.Get(alert.HeaderSignature), time.Now(), time.Minute))
+		mu.Unlock()
+	}))
+	defer srv.Close()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	edit := func(c *Config) {
+		c.Alerts.Webhooks = []AlertWebhookConfig{{URL: srv.URL, SecretFile: secretFile}}
+		c.Alerts.Syslog = []AlertSyslogConfig{{Network: "udp", Address: pc.LocalAddr().String()}}
+	}
+	e := newAlertEnv(t, edit, func(d *Deps, _ *collateraltest.Clock) {
+		d.Alerting.Routes = d.Alerting.Routes[:len(d.Alerting.Routes)-1]
+	}) // drop the capture
+	a := e.attest(t, "web-1", attest.PlatformSNP, servicetest.FaultDebug)
+	if ok, failed := e.svc.DeliverAlerts(context.Background()); ok != 2 || failed != 0 {
+		t.Fatalf("%d delivered, %d failed", ok, failed)
+	}
+	mu.Lock()
+	if len(sigErrs) != 1 || sigErrs[0] != nil {
+		t.Fatalf("webhook signatures: %v", sigErrs)
+	}
+	mu.Unlock()
+	buf := make([]byte, 4096)
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, _, err := pc.ReadFrom(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := string(buf[:n])
+	if !strings.HasPrefix(msg, "<34>1 ") || !strings.Contains(msg, "|verdict_contraindicated|") || !strings.Contains(msg, "cn1="+strconv.FormatUint(a.LogIndex, 10)) {
+		t.Fatalf("syslog message %q", msg)
+	}
+
+	if err := os.WriteFile(secretFile, []byte("short"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir()}
+	edit(&cfg)
+	if _, err := Open(context.Background(), cfg, Env{}); err == nil || !strings.Contains(err.Error(), "alerts.webhooks[0].secret_file") {
+		t.Fatalf("short secret: %v", err)
+	}
+}
