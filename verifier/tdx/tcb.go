@@ -278,8 +278,10 @@ func (v *verification) recoveryGrace(check, who, status string, evalNumber int, 
 		if !ok {
 			continue
 		}
+		// A recovery dated after the verification time is not one the platform could have
+		// been given time for: no grace (fail closed on odd dates, e.g. at a past --at).
 		r, err := p.since()
-		if err != nil || !r.After(v.opts.Now.Add(-g)) {
+		if err != nil || !r.After(v.opts.Now.Add(-g)) || r.After(v.opts.Now) {
 			return
 		}
 		graced[i] = gs

@@ -168,6 +168,7 @@ func TestTCBRecoveryGraceRefused(t *testing.T) {
 			}
 		}, ear.CodeTDXTCBStatus},
 		{"missing date above", func(c *recoveryCase) { c.coll.TCBInfo.TCBLevels[0].Date = time.Time{} }, ear.CodeTDXTCBStatus},
+		{"recovery dated after the verification time", func(c *recoveryCase) { c.coll.TCBInfo.TCBLevels[0].Date = now.Add(day) }, ear.CodeTDXTCBStatus},
 		{"prior status not accepted", func(c *recoveryCase) {
 			// OutOfDateConfigurationNeeded was ConfigurationNeeded before: not accepted either.
 			c.quote.TeeTcbSvn = fakeintel.TeeTcbSvnFor(pcs.TcbComponentStatusOutOfDateConfigurationNeeded)
