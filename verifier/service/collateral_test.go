@@ -38,12 +38,15 @@ type liveEnv struct {
 	reg   *prometheus.Registry
 	logs  *syncBuffer
 	tcb   string // the TCB info's canonical URL
+	cfg   Config
+	env   Env
 }
 
 // newLiveEnv serves the simulated platforms' collateral, with a TCB info expiring tcbExpiry after
 // the start, from a fake server, and opens a service that fetches it (collateral.fetch) with
 // hourly refresh passes. policyEdit, if set, edits the initial policy YAML.
-func newLiveEnv(t *testing.T, tcbExpiry time.Duration, policyEdit func(string) string) *liveEnv {
+// editCfg, if given, edits the configuration before it is validated.
+func newLiveEnv(t *testing.T, tcbExpiry time.Duration, policyEdit func(string) string, editCfg ...func(*Config)) *liveEnv {
 	t.Helper()
 	e := &liveEnv{t: t, clock: collateraltest.NewClock(liveStart), reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	plat, err := servicetest.New(liveStart)
@@ -72,6 +75,9 @@ func newLiveEnv(t *testing.T, tcbExpiry time.Duration, policyEdit func(string) s
 	}
 	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
 		Collateral: CollateralConfig{Fetch: FetchConfig{Enabled: true, Routes: routes, RefreshInterval: time.Hour}}}
+	for _, edit := range editCfg {
+		edit(&cfg)
+	}
 	if err := cfg.Validate(true); err != nil {
 		t.Fatal(err)
 	}
@@ -79,11 +85,12 @@ func newLiveEnv(t *testing.T, tcbExpiry time.Duration, policyEdit func(string) s
 	if policyEdit != nil {
 		pol = policyEdit(pol)
 	}
-	e.svc, err = Open(context.Background(), cfg, Env{
+	e.cfg, e.env = cfg, Env{
 		TestMode: true, Now: e.clock.Now, Roots: plat.Roots, InitialPolicy: []byte(pol), Registerer: e.reg,
 		Logger:           slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		CollateralClient: e.srv.Client(), CollateralClock: e.clock,
-	})
+	}
+	e.svc, err = Open(context.Background(), e.cfg, e.env)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,9 @@ type CollateralConfig struct {
 	// Fetch fetches collateral live and keeps it fresh.
 	Fetch FetchConfig `yaml:"fetch"`
 	// CacheDir keeps fetched collateral across restarts (collateral.DirStore). Default
-	// DataDir/collateral-cache. Each replica keeps its own.
+	// DataDir/collateral-cache, each replica its own; with Database and no CacheDir, the cache
+	// is two tables of that database (collateral.SQLStore), shared by every replica: a document
+	// one replica fetched is never fetched again by another.
 	CacheDir string `yaml:"cache_dir"`
 	// Offline serves the collateral in CacheDir and never fetches: an air-gapped verifier whose
 	// cache is filled by `proofline collateral import` (a signed bundle exported by a connected
@@ -492,13 +494,17 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 
 	// Storage.
 	logOpts := log.Options{Origin: origin, CheckpointInterval: cfg.Log.CheckpointInterval, Logger: env.Logger}
-	var nonceStore nonce.Store
+	var (
+		nonceStore nonce.Store
+		sharedDB   *sql.DB // the state database of a fleet, when configured
+	)
 	if cfg.Database != "" {
 		db, err := openMySQL(cfg.Database)
 		if err != nil {
 			return d, err
 		}
 		closer(db.Close)
+		sharedDB = db
 		if err := db.PingContext(ctx); err != nil {
 			return d, fmt.Errorf("database: %w", err)
 		}
@@ -609,13 +615,17 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 		}
 		d.Collateral = set
 	case cfg.Collateral.Offline:
-		store, err := collateral.OpenDirStore(CollateralCacheDir(cfg))
+		store, err := openCollateralStore(ctx, cfg, sharedDB)
 		if err != nil {
-			return d, fmt.Errorf("collateral.cache_dir: %w", err)
+			return d, err
 		}
 		d.LiveCollateral = &LiveCollateral{Upstream: offlineSource{}, Store: store, Clock: env.CollateralClock, Offline: true}
 	case fc.Enabled:
-		if d.LiveCollateral, err = openLiveCollateral(cfg, env); err != nil {
+		store, err := openCollateralStore(ctx, cfg, sharedDB)
+		if err != nil {
+			return d, err
+		}
+		if d.LiveCollateral, err = openLiveCollateral(cfg, env, store); err != nil {
 			return d, err
 		}
 		d.Settings.CollateralRefreshInterval = fc.RefreshInterval
@@ -636,8 +646,26 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 	return d, nil
 }
 
-// openLiveCollateral builds the fetcher and the cache store of collateral.fetch.
-func openLiveCollateral(cfg Config, env Env) (*LiveCollateral, error) {
+// openCollateralStore opens the collateral cache's store: the SQL tables of the shared state
+// database (db, when configured, unless collateral.cache_dir names a directory), or the
+// directory CollateralCacheDir.
+func openCollateralStore(ctx context.Context, cfg Config, db *sql.DB) (collateral.Store, error) {
+	if db != nil && cfg.Collateral.CacheDir == "" {
+		store, err := collateral.OpenSQLStoreMySQL(ctx, db)
+		if err != nil {
+			return nil, fmt.Errorf("collateral cache in the database: %w", err)
+		}
+		return store, nil
+	}
+	store, err := collateral.OpenDirStore(CollateralCacheDir(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("collateral.cache_dir: %w", err)
+	}
+	return store, nil
+}
+
+// openLiveCollateral builds the fetcher of collateral.fetch in front of store.
+func openLiveCollateral(cfg Config, env Env, store collateral.Store) (*LiveCollateral, error) {
 	fc := cfg.Collateral.Fetch
 	client := env.CollateralClient
 	if client == nil {
@@ -652,10 +680,6 @@ func openLiveCollateral(cfg Config, env Env) (*LiveCollateral, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("collateral.fetch: %w", err)
-	}
-	store, err := collateral.OpenDirStore(CollateralCacheDir(cfg))
-	if err != nil {
-		return nil, fmt.Errorf("collateral.cache_dir: %w", err)
 	}
 	return &LiveCollateral{Upstream: fetcher, Store: store, Clock: env.CollateralClock}, nil
 }

@@ -62,14 +62,16 @@
 //	policies.db       policy versions and the active one (SQLite)
 //	tokens.db         API tokens created at runtime (hashes only) and the last use of every principal
 //	alerts.db         the alert outbox (verifier/alert) and the log self-check's state
-//	collateral-cache/ with collateral.fetch: the fetched vendor collateral (collateral.DirStore),
-//	                  unless collateral.cache_dir says otherwise; kept per replica, also with a database
+//	collateral-cache/ with collateral.fetch or offline: the vendor collateral cache
+//	                  (collateral.DirStore), unless collateral.cache_dir says otherwise; with a
+//	                  database (and no cache_dir) it is in the database instead, shared by replicas
 //
-// With Config.Database set, the log, the index, used nonces, blobs, policies, tokens and the alert
-// outbox are tables in that MySQL/MariaDB database (proofline_policy_versions and
-// proofline_policy_active for policies, proofline_api_tokens and proofline_principal_use for
-// tokens; the others are their packages'), and DataDir keeps only the keys (log-key and log-key.pub for
-// checkpoints, keys/, token-key.pem) and the nonce secret. Replicas share the database, the nonce secret (nonce.secret_file) and the
+// With Config.Database set, the log, the index, used nonces, blobs, policies, tokens, the alert
+// outbox and the collateral cache are tables in that MySQL/MariaDB database
+// (proofline_policy_versions and proofline_policy_active for policies, proofline_api_tokens and
+// proofline_principal_use for tokens; the others are their packages'), and DataDir keeps only
+// the keys (log-key and log-key.pub for checkpoints, keys/, token-key.pem) and the nonce secret.
+// Replicas share the database, the nonce secret (nonce.secret_file) and the
 // keys: mount the same keys/ directory, token key and log key on every replica, so that each
 // opens the records the others append.
 //
