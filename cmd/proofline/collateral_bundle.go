@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"database/sql"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -34,6 +35,25 @@ func cacheDirOf(dataDir, cacheDir string) string {
 	return service.CollateralCacheDir(service.Config{DataDir: dataDir, Collateral: service.CollateralConfig{CacheDir: cacheDir}})
 }
 
+// openDatabaseStore opens the collateral cache a fleet keeps in its state database (serve's
+// `database:` DSN), and returns how to close it.
+func openDatabaseStore(ctx context.Context, dsn string) (collateral.ListingStore, func(), error) {
+	db, err := sql.Open("mysql", dsn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--database: %w", err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("--database: %w", err)
+	}
+	store, err := collateral.OpenSQLStoreMySQL(ctx, db)
+	if err != nil {
+		db.Close()
+		return nil, nil, fmt.Errorf("--database: %w", err)
+	}
+	return store, func() { db.Close() }, nil
+}
+
 func runCollateralExport(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return collateralExport(ctx, args, stderr, time.Now)
 }
@@ -43,10 +63,11 @@ func collateralExport(ctx context.Context, args []string, stderr io.Writer, now 
 	flags.SetOutput(stderr)
 	dataDir := flags.String("data-dir", "", "the verifier's data directory (its keys/ sign the bundle); required")
 	cacheDir := flags.String("cache-dir", "", "the collateral cache to export (collateral.cache_dir); default DATA_DIR/"+service.DefaultCollateralCacheDir)
+	database := flags.String("database", "", "export the collateral cache in this state database instead (serve's database: DSN, MySQL/MariaDB)")
 	out := flags.String("out", "", "the bundle file to write; required")
 	name := flags.String("name", "", "the exporter's name in the bundle; default the host name")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: proofline collateral export --data-dir DIR [--cache-dir DIR] [--name NAME] --out FILE")
+		fmt.Fprintln(stderr, "Usage: proofline collateral export --data-dir DIR [--cache-dir DIR | --database DSN] [--name NAME] --out FILE")
 		flags.PrintDefaults()
 	}
 	if err := flags.Parse(args); err != nil {
@@ -85,13 +106,30 @@ func collateralExport(ctx context.Context, args []string, stderr io.Writer, now 
 	if info, ok := hist.Lookup(key.KeyID()); !ok || !info.ValidAt(t) {
 		return fail(exitUsage, "the signing key %x is not valid now in the key history %s: importers could not trust the bundle", key.KeyID(), filepath.Join(keysDir, service.KeyHistoryFileName))
 	}
-	dir := cacheDirOf(*dataDir, *cacheDir)
-	if _, err := os.Stat(dir); err != nil {
-		return fail(exitUsage, "no collateral cache at %s (%v): the verifier fills it with collateral.fetch; give --cache-dir if it is elsewhere", dir, err)
+	if *database != "" && *cacheDir != "" {
+		return fail(exitUsage, "give --cache-dir or --database, not both")
 	}
-	store, err := collateral.OpenDirStore(dir)
-	if err != nil {
-		return fail(1, "%v", err)
+	var (
+		store collateral.ListingStore
+		dir   string
+	)
+	if *database != "" {
+		s, closeDB, err := openDatabaseStore(ctx, *database)
+		if err != nil {
+			return fail(exitUsage, "%v", err)
+		}
+		defer closeDB()
+		store, dir = s, "the state database"
+	} else {
+		dir = cacheDirOf(*dataDir, *cacheDir)
+		if _, err := os.Stat(dir); err != nil {
+			return fail(exitUsage, "no collateral cache at %s (%v): the verifier fills it with collateral.fetch; give --cache-dir if it is elsewhere, or --database for a fleet's state database", dir, err)
+		}
+		s, err := collateral.OpenDirStore(dir)
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		store = s
 	}
 	data, b, err := collateral.ExportBundle(ctx, store, collateral.ExportOptions{
 		Signer: key, Name: *name, Software: "proofline/" + buildinfo.Version(), Now: t})
@@ -129,11 +167,12 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	flags.SetOutput(stderr)
 	dataDir := flags.String("data-dir", "", "the data directory to import into; required")
 	cacheDir := flags.String("cache-dir", "", "the collateral cache to import into (collateral.cache_dir); default DATA_DIR/"+service.DefaultCollateralCacheDir)
+	database := flags.String("database", "", "import into the collateral cache in this state database instead (serve's database: DSN, MySQL/MariaDB)")
 	trustedKey := flags.String("trusted-key", "", "the exporter's record key history (GET /v1/keys, or keys/history.json of its data directory) or a PEM public key; default the key history of --data-dir (a bundle this data directory exported)")
 	atFlag := flags.String("at", "", "judge freshness at this time (RFC 3339) instead of now")
 	grace := flags.Duration("stale-grace-unsafe", 0, "import documents up to this long past their nextUpdate (verdicts still report them stale unless the policy's stale_grace_unsafe accepts it)")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR] [--trusted-key FILE] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
+		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR | --database DSN] [--trusted-key FILE] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
 		flags.PrintDefaults()
 	}
 	pos, err := parseInterleaved(flags, args)
@@ -180,13 +219,30 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	}
 	fmt.Fprintf(stderr, "bundle %s: %d documents exported by %q (%s) at %s, signed by trusted key %x\n",
 		pos[0], len(b.Entries), b.Exporter.Name, b.Exporter.Software, b.ExportedAt.Format(time.RFC3339), b.Exporter.KeyID)
-	if err := os.MkdirAll(*dataDir, 0o700); err != nil {
-		return fail(1, "%v", err)
+	if *database != "" && *cacheDir != "" {
+		return fail(exitUsage, "give --cache-dir or --database, not both")
 	}
-	dir := cacheDirOf(*dataDir, *cacheDir)
-	store, err := collateral.OpenDirStore(dir)
-	if err != nil {
-		return fail(1, "%v", err)
+	var (
+		store collateral.Store
+		dir   string
+	)
+	if *database != "" {
+		s, closeDB, err := openDatabaseStore(ctx, *database)
+		if err != nil {
+			return fail(exitUsage, "%v", err)
+		}
+		defer closeDB()
+		store, dir = s, "the state database"
+	} else {
+		if err := os.MkdirAll(*dataDir, 0o700); err != nil {
+			return fail(1, "%v", err)
+		}
+		dir = cacheDirOf(*dataDir, *cacheDir)
+		s, err := collateral.OpenDirStore(dir)
+		if err != nil {
+			return fail(1, "%v", err)
+		}
+		store = s
 	}
 	rep, err := collateral.ImportBundle(ctx, b, store, collateral.ImportOptions{At: at, StaleGraceUnsafe: *grace})
 	if rep != nil {

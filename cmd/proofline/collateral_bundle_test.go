@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/proofline/proofline/attest/attesttest/fakeamd"
 	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/internal/mysqltest"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
 	"github.com/proofline/proofline/verifier/service"
@@ -299,5 +301,31 @@ func TestServeOfflineConfig(t *testing.T) {
 		if (err == nil) != c.ok || (err != nil && !strings.Contains(err.Error(), "collateral.offline")) {
 			t.Errorf("%q: %v", c.yaml, err)
 		}
+	}
+}
+
+// A fleet keeps its collateral cache in the state database: --database imports into it and
+// exports from it. The bundle goes data dir → database → a second bundle → another data dir,
+// and every document arrives.
+func TestCollateralBundleDatabase(t *testing.T) {
+	g := newAirGap(t)
+	dsn := mysqltest.NewDatabase(t)
+	trust := filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)
+	code, out := g.importInto(t, g.dirA, g.bundle, "--database", dsn, "--trusted-key", trust)
+	if want := fmt.Sprintf("%d imported, 0 kept", g.docs); code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "into the state database") {
+		t.Fatalf("import into the database: exit %d, want %q:\n%s", code, want, out)
+	}
+	again := filepath.Join(t.TempDir(), "again.bundle")
+	var errb bytes.Buffer
+	if code := collateralExport(context.Background(), []string{"--data-dir", g.dirA, "--database", dsn, "--out", again, "--name", "fleet"}, &errb, g.clock.Now); code != 0 {
+		t.Fatalf("export from the database: exit %d: %s", code, errb.String())
+	}
+	code, out = g.importInto(t, t.TempDir(), again, "--trusted-key", trust)
+	if want := fmt.Sprintf("%d imported, 0 kept", g.docs); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("import of the database's export: exit %d, want %q:\n%s", code, want, out)
+	}
+	// Both stores named: refused.
+	if code, out := g.importInto(t, g.dirA, g.bundle, "--database", dsn, "--cache-dir", t.TempDir(), "--trusted-key", trust); code != exitUsage || !strings.Contains(out, "not both") {
+		t.Errorf("--database with --cache-dir: exit %d:\n%s", code, out)
 	}
 }
