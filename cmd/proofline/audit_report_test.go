@@ -20,6 +20,12 @@ type reportFixture struct {
 	inventory string
 }
 
+// pins are the flags that pin the fixture's log key, record keys and test roots, as an auditor
+// who obtained them from the operator gives them.
+func (f *reportFixture) pins() []string {
+	return []string{"--log-key", filepath.Join(f.log.Dir, "log", "note.pub"), "--keys", filepath.Join(f.log.Dir, "keys", "history.json"), "--roots", f.log.RootsDir}
+}
+
 func newReportFixture(t *testing.T) *reportFixture {
 	t.Helper()
 	dir := t.TempDir()
@@ -50,8 +56,8 @@ func TestAuditReportCLI(t *testing.T) {
 	f := newReportFixture(t)
 	dir := t.TempDir()
 	out := filepath.Join(dir, "report.html")
-	code, stdout, errOut := runCLI(t, "audit", "report", f.bundle, "--out", out, "--quiet")
-	if code != exitOK || !strings.Contains(stdout, "RESULT: PASS") {
+	code, stdout, errOut := runCLI(t, append([]string{"audit", "report", f.bundle, "--out", out, "--quiet"}, f.pins()...)...)
+	if code != exitOK || !strings.Contains(stdout, "RESULT: PASS — the bundle verified against the keys you pinned") {
 		t.Fatalf("report: %d\n%s\n%s", code, stdout, errOut)
 	}
 	html, err := os.ReadFile(out)
@@ -67,14 +73,14 @@ func TestAuditReportCLI(t *testing.T) {
 			t.Errorf("the report lacks %q", want)
 		}
 	}
-	for _, bad := range []string{"<script", " src=", " href=", "url(", "@import", "(unverified)"} {
+	for _, bad := range []string{"<script", " src=", " href=", "url(", "@import", "(unverified)", "INTERNALLY CONSISTENT"} {
 		if strings.Contains(string(html), bad) {
 			t.Errorf("the report holds %q", bad)
 		}
 	}
 
 	// With the inventory: the offline VM's gap is tabled, and the exit status says so.
-	code, stdout, _ = runCLI(t, "audit", "report", "--inventory", f.inventory, f.bundle, "--out", out, "--quiet")
+	code, stdout, _ = runCLI(t, append([]string{"audit", "report", "--inventory", f.inventory, f.bundle, "--out", out, "--quiet"}, f.pins()...)...)
 	html, _ = os.ReadFile(out)
 	wantGap := fmt.Sprintf("<td>%s</td><td>%s</td>", f.log.RoundTime(2).Format(time.RFC3339), f.log.RoundTime(7).Format(time.RFC3339))
 	if code != exitContraindicated || !strings.Contains(stdout, "1 attestation gap(s)") || !strings.Contains(string(html), `id="gap-table"`) || !strings.Contains(string(html), wantGap) {
@@ -119,5 +125,48 @@ func TestAuditReportUsage(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "r.html")); err == nil {
 		t.Fatal("a usage error wrote a report")
+	}
+}
+
+// Without pinned keys a bundle vouches for itself: another log's bundle — every record, the
+// checkpoint and the key history signed with keys of its own, as an attacker who re-signs a
+// bundle throughout would make it — gets the amber "internally consistent" banner (never the
+// green one) with the flags that pin the keys; with the genuine log's keys pinned it fails.
+func TestAuditReportKeysNotPinned(t *testing.T) {
+	f := newReportFixture(t)
+	dir := t.TempDir()
+	other, err := audittest.Generate(context.Background(), audittest.Options{Dir: filepath.Join(dir, "other"), Records: 4, VMs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := filepath.Join(dir, "forged.tar.gz")
+	if code, out, errOut := runCLI(t, "audit", "export", "--data", other.Dir, "--roots", other.RootsDir, "--quiet", "--out", forged); code != exitOK {
+		t.Fatalf("export: %d\n%s%s", code, out, errOut)
+	}
+	out := filepath.Join(dir, "report.html")
+	for _, c := range []struct {
+		name, bundle string
+		pins         []string
+		flags        string
+	}{
+		{"genuine, nothing pinned", f.bundle, nil, "--log-key FILE --keys FILE --roots DIR"},
+		{"genuine, roots not pinned", f.bundle, f.pins()[:4], "--roots DIR"},
+		{"forged, nothing pinned", forged, nil, "--log-key FILE --keys FILE --roots DIR"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			code, stdout, errOut := runCLI(t, append([]string{"audit", "report", c.bundle, "--out", out, "--quiet"}, c.pins...)...)
+			html, _ := os.ReadFile(out)
+			wantCmd := "proofline audit report " + filepath.Base(c.bundle) + " --out report.html " + c.flags + "</code>"
+			if code != exitOK || !strings.Contains(stdout, "RESULT: PASS, KEYS NOT PINNED") || !strings.Contains(stdout, c.flags) ||
+				!strings.Contains(string(html), `class="banner selfvouched"`) || !strings.Contains(string(html), wantCmd) ||
+				strings.Contains(string(html), "VERIFICATION PASSED") || !strings.Contains(string(html), "Only as far as the bundle vouches for itself") {
+				t.Fatalf("exit %d, want %d, the amber banner and %q\n%s%s", code, exitOK, wantCmd, stdout, errOut)
+			}
+		})
+	}
+	code, stdout, _ := runCLI(t, append([]string{"audit", "report", forged, "--out", out, "--quiet"}, f.pins()...)...)
+	html, _ := os.ReadFile(out)
+	if code != exitContraindicated || !strings.Contains(string(html), "VERIFICATION FAILED") || strings.Contains(string(html), `class="banner selfvouched"`) {
+		t.Fatalf("the forged bundle under the genuine keys: exit %d\n%s", code, stdout)
 	}
 }

@@ -164,9 +164,10 @@ func TestAuditorBrowser(t *testing.T) {
 	ctx, ev := newBrowser(t)
 	green := [3]uint8{0x2e, 0x7d, 0x32}
 
-	// The report, from file://, with script execution disabled and every http(s) URL blocked.
+	// The report, from file://, with script execution disabled and every http(s) URL blocked. The
+	// keys are pinned (else the banner is amber: TestAuditReportKeysNotPinned).
 	report := filepath.Join(t.TempDir(), "report.html")
-	if code, out, errOut := runCLI(t, "audit", "report", f.bundle, "--inventory", f.inventory, "--out", report, "--quiet"); code != exitContraindicated {
+	if code, out, errOut := runCLI(t, append([]string{"audit", "report", f.bundle, "--inventory", f.inventory, "--out", report, "--quiet"}, f.pins()...)...); code != exitContraindicated {
 		t.Fatalf("report: %d\n%s%s", code, out, errOut) // the offline VM's gap: exit 1, report written
 	}
 	within(t, ctx, "block the network", chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
@@ -181,6 +182,9 @@ func TestAuditorBrowser(t *testing.T) {
 	within(t, ctx, "open the report", chromedp.Navigate("file://"+report))
 	for sel, min := range map[string]int{
 		"#verdict.pass":                     1,
+		"#verdict.selfvouched":              0,
+		"#test-roots-note":                  1,
+		"#chart-verdicts text.test-roots":   1,
 		"#chart-verdicts rect.bar":          1,
 		"#chart-failures rect.bar":          1,
 		"#chart-tcb rect.bar":               1,
@@ -258,14 +262,22 @@ func TestAuditorBrowser(t *testing.T) {
 	verdict := within(t, ctx, "verdict", chromedp.Text(chromedp.ID("record-verdict")))
 	claims := within(t, ctx, "claims", chromedp.Text(chromedp.ID("record-claims")))
 	proof := within(t, ctx, "proof", chromedp.Text(chromedp.ID("proof-status")))
+	source := within(t, ctx, "verdict source", chromedp.Text(chromedp.ID("record-verdict-source")))
 	if !strings.Contains(verdict, "affirming") && !strings.Contains(verdict, "contraindicated") || !strings.Contains(verdict, "test vendor roots") {
 		t.Errorf("verdict: %q", verdict)
 	}
 	if !strings.Contains(claims, "measurement") && !strings.Contains(claims, "mr_td") {
 		t.Errorf("claims: %q", claims)
 	}
-	if !strings.HasPrefix(proof, "Inclusion proof verified in this browser") {
+	// The proof's label says what was proven — the record's bytes, at its index, under the
+	// checkpoint's root — and that the verdict is the service's answer, naming the same bytes.
+	if !strings.HasPrefix(proof, "Inclusion proof verified in this browser: the record bytes served for index ") ||
+		!strings.Contains(proof, "This proves those bytes, not the verdict shown above, which is the service's answer for the record.") ||
+		!strings.Contains(proof, "The answer names these same bytes by their SHA-256.") {
 		t.Errorf("proof: %q", proof)
+	}
+	if !strings.HasPrefix(source, "The verifier service's answer for record ") || !strings.Contains(source, "does not decode the verdict") {
+		t.Errorf("verdict source: %q", source)
 	}
 	// The in-browser inclusion check can fail: a flipped byte of the record, or the proof used at
 	// another index, does not lead to the checkpoint's root.
@@ -313,6 +325,27 @@ func TestAuditorBrowser(t *testing.T) {
 		if strings.Contains(m, "Content Security Policy") || strings.Contains(m, "Refused to") || strings.Contains(m, "Uncaught") {
 			t.Errorf("console: %s", m)
 		}
+	}
+
+	// A verdict that names other bytes than the proven record is flagged, not shown as proven:
+	// the page's fetch is wrapped to alter the service's answer, and the record opened again.
+	within(t, ctx, "alter the answer", chromedp.Evaluate[bool](`(() => {
+		const f = window.fetch;
+		window.fetch = async (u, o) => {
+			const r = await f(u, o);
+			if (!String(u).startsWith("/v1/results/")) return r;
+			const j = await r.json();
+			j.record_sha256 = "00".repeat(32);
+			return new Response(JSON.stringify(j), {status: 200, headers: {"Content-Type": "application/json"}});
+		};
+		return true;
+	})()`))
+	within(t, ctx, "open the record again", chromedp.Steps(
+		chromedp.Click(chromedp.CSS(`#results tr[data-kind="attestation"] button.open`)),
+		chromedp.WaitVisible(chromedp.CSS(`#proof-status.bad`)),
+	))
+	if proof := within(t, ctx, "altered proof", chromedp.Text(chromedp.ID("proof-status"))); !strings.Contains(proof, "names a record with SHA-256 0000000000000000…, not these bytes: do not rely on the verdict shown") {
+		t.Errorf("altered answer: %q", proof)
 	}
 }
 

@@ -33,13 +33,18 @@ type Summary struct {
 	Records int            `json:"records"`
 	Kinds   map[string]int `json:"kinds"`
 	// Attestations counts the attestation verdicts, Statuses them by status; Subjects the
-	// distinct subjects with a verdict; TestRoots the verdicts given with test vendor roots.
+	// distinct subjects with a verdict; TestRoots the verdicts given with test vendor roots
+	// (test mode: they show the verifier's logic, not genuine hardware; every figure and chart
+	// that counts them says so).
 	Attestations int            `json:"attestations"`
 	Statuses     map[string]int `json:"statuses"`
 	Subjects     int            `json:"subjects"`
 	TestRoots    int            `json:"test_roots"`
 	// KeyReleases counts the key-release decisions by decision (release, deny).
 	KeyReleases map[string]int `json:"key_releases"`
+	// AccessChanges counts the API token changes (access_change records) by action (create,
+	// revoke).
+	AccessChanges map[string]int `json:"access_changes"`
 	// Bucket is the period of Periods and TCB: "day" (windows up to BucketDays days) or "month"
 	// (UTC).
 	Bucket string `json:"bucket"`
@@ -52,7 +57,7 @@ type Summary struct {
 	// TCB counts the verdicts per period by the TCB status the verifier established (TCBLabel).
 	TCB       []TCBPeriod `json:"tcb"`
 	TCBLabels []string    `json:"tcb_labels"`
-	// Changes are the policy changes and collateral updates, in log order.
+	// Changes are the policy changes, collateral updates and access changes, in log order.
 	Changes []Change `json:"changes"`
 	// Coverage is the reconciliation with an inventory, when one was given.
 	Coverage *Coverage `json:"coverage,omitempty"`
@@ -64,6 +69,8 @@ type PeriodCount struct {
 	Affirming       int    `json:"affirming"`
 	Warning         int    `json:"warning"`
 	Contraindicated int    `json:"contraindicated"`
+	// TestRoots counts the period's verdicts (of any status) given with test vendor roots.
+	TestRoots int `json:"test_roots"`
 }
 
 // CodeCount is how many verdicts failed with one code.
@@ -78,13 +85,14 @@ type TCBPeriod struct {
 	Counts map[string]int `json:"counts"`
 }
 
-// Change is a policy change or a collateral update: what changed, when and by whom.
+// Change is a policy change, a collateral update or an access change: what changed, when and by
+// whom.
 type Change struct {
 	Index uint64    `json:"index"`
 	Time  time.Time `json:"time"`
 	Kind  string    `json:"kind"`
-	// Actor is who made it: the admin of a policy change, the verifier (name and version) of a
-	// collateral update.
+	// Actor is who made it: the admin of a policy change or an access change, the verifier
+	// (name and version) of a collateral update.
 	Actor string `json:"actor"`
 	What  string `json:"what"`
 }
@@ -112,7 +120,7 @@ type Summarizer struct {
 // NewSummarizer returns a Summarizer for the records timed in [from, to] (zero: unbounded).
 func NewSummarizer(from, to time.Time) *Summarizer {
 	return &Summarizer{
-		s: Summary{From: from.UTC(), To: to.UTC(), Kinds: map[string]int{}, Statuses: map[string]int{}, KeyReleases: map[string]int{},
+		s: Summary{From: from.UTC(), To: to.UTC(), Kinds: map[string]int{}, Statuses: map[string]int{}, KeyReleases: map[string]int{}, AccessChanges: map[string]int{},
 			Periods: []PeriodCount{}, Failures: []CodeCount{}, TCB: []TCBPeriod{}, TCBLabels: []string{}, Changes: []Change{}},
 		subjects: map[string]bool{}, days: map[string]*PeriodCount{}, tcbDays: map[string]map[string]int{}, codes: map[string]int{},
 	}
@@ -212,6 +220,21 @@ func (z *Summarizer) Add(index uint64, rec *evidence.Record) bool {
 			}
 		}
 		s.Changes = append(s.Changes, c)
+	case evidence.KindAccessChange:
+		c := Change{Index: index, Time: t, Kind: string(rec.Kind)}
+		if a := rec.AccessChange; a != nil {
+			s.AccessChanges[string(a.Action)]++
+			c.Actor = a.Actor
+			switch a.Action {
+			case evidence.AccessCreate:
+				c.What = fmt.Sprintf("API token %s created for %s:%s, expiring %s", a.TokenID, a.Role, a.Name, a.ExpiresAt.UTC().Format(time.RFC3339))
+			case evidence.AccessRevoke:
+				c.What = fmt.Sprintf("API token %s of %s:%s revoked", a.TokenID, a.Role, a.Name)
+			default: // the record's validation allows no other action
+				c.What = fmt.Sprintf("API token %s of %s:%s: %s", a.TokenID, a.Role, a.Name, a.Action)
+			}
+		}
+		s.Changes = append(s.Changes, c)
 	}
 	return true
 }
@@ -241,6 +264,9 @@ func (z *Summarizer) addVerdict(index uint64, t time.Time, rec *evidence.Record)
 	if pc == nil {
 		pc = &PeriodCount{Period: day}
 		z.days[day] = pc
+	}
+	if r.TestRoots {
+		pc.TestRoots++
 	}
 	switch r.Status {
 	case ear.StatusAffirming:
@@ -299,6 +325,7 @@ func (z *Summarizer) Summary(cov *Coverage) *Summary {
 		acc.Affirming += pc.Affirming
 		acc.Warning += pc.Warning
 		acc.Contraindicated += pc.Contraindicated
+		acc.TestRoots += pc.TestRoots
 		if tcb[p] == nil {
 			tcb[p] = map[string]int{}
 		}
@@ -334,7 +361,7 @@ func (z *Summarizer) Summary(cov *Coverage) *Summary {
 	})
 	s.Changes = slices.Clone(s.Changes)
 	sort.SliceStable(s.Changes, func(i, j int) bool { return s.Changes[i].Index < s.Changes[j].Index })
-	s.Kinds, s.Statuses, s.KeyReleases = cloneMap(s.Kinds), cloneMap(s.Statuses), cloneMap(s.KeyReleases)
+	s.Kinds, s.Statuses, s.KeyReleases, s.AccessChanges = cloneMap(s.Kinds), cloneMap(s.Statuses), cloneMap(s.KeyReleases), cloneMap(s.AccessChanges)
 	return &s
 }
 

@@ -63,8 +63,25 @@ func emptyChart(id, title, msg string) string {
 		esc(id), esc(title), chartW, chartW, esc(msg))
 }
 
-// stackedBars draws one bar per label, stacked by series, with a legend under it.
-func stackedBars(id, title string, labels []string, ss []series) string {
+// colourTestRoots marks the verdicts given with test vendor roots.
+const colourTestRoots = "#b26a00"
+
+// noteH is the height of the note a chart carries above its plot (testRootsNote).
+const noteH = 22
+
+// testRootsNote is the line a chart of verdicts carries when some were given with test vendor
+// roots, so that nobody takes a test log's chart for production evidence; "" when none were.
+func (s *Summary) testRootsNote() string {
+	if s.TestRoots == 0 {
+		return ""
+	}
+	return fmt.Sprintf("TEST VENDOR ROOTS: %d of %d verdicts are test-mode evidence, not genuine hardware", s.TestRoots, s.Attestations)
+}
+
+// stackedBars draws one bar per label, stacked by series, with a legend under it; a non-empty
+// note is written above the plot (class "test-roots"), and tips[i], if any, is added to the
+// tooltip of label i's bars.
+func stackedBars(id, title, note string, labels, tips []string, ss []series) string {
 	if len(labels) == 0 {
 		return emptyChart(id, title, "No attestation verdicts in the window.")
 	}
@@ -79,9 +96,15 @@ func stackedBars(id, title string, labels []string, ss []series) string {
 	cols := legendCols(ss)
 	legendRows := (len(ss) + cols - 1) / cols
 	h := chartH + legendRows*legendDY
+	if note != "" {
+		h += noteH
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="%s" role="img" aria-label="%s" viewBox="0 0 %d %d" width="%d" height="%d">`, esc(id), esc(title), chartW, h, chartW, h)
 	fmt.Fprintf(&b, `<title>%s</title>`, esc(title))
+	if note != "" {
+		fmt.Fprintf(&b, `<text class="test-roots" x="%d" y="15" font-size="13" font-weight="bold" fill="%s">%s</text><g transform="translate(0 %d)">`, marginL, colourTestRoots, esc(note), noteH)
+	}
 	plotW, plotH := float64(chartW-marginL-marginR), float64(chartH-marginT-marginB)
 	// Axes and a scale: 0, half, max.
 	fmt.Fprintf(&b, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#444"/>`, marginL, marginT, marginL, chartH-marginB)
@@ -104,8 +127,12 @@ func stackedBars(id, title string, labels []string, ss []series) string {
 			}
 			bh := plotH * float64(v) / float64(maxV)
 			y -= bh
-			fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s, %s: %d</title></rect>`,
-				x, y, barW, bh, s.colour, esc(l), esc(s.name), v)
+			tip := ""
+			if i < len(tips) {
+				tip = tips[i]
+			}
+			fmt.Fprintf(&b, `<rect class="bar" x="%.1f" y="%.1f" width="%.1f" height="%.1f" fill="%s"><title>%s, %s: %d%s</title></rect>`,
+				x, y, barW, bh, s.colour, esc(l), esc(s.name), v, esc(tip))
 		}
 		if i%every == 0 {
 			fmt.Fprintf(&b, `<text x="%.1f" y="%d" font-size="10" text-anchor="end" fill="#333" transform="rotate(-35 %.1f %d)">%s</text>`,
@@ -113,6 +140,9 @@ func stackedBars(id, title string, labels []string, ss []series) string {
 		}
 	}
 	legend(&b, ss, chartH)
+	if note != "" {
+		b.WriteString(`</g>`)
+	}
 	b.WriteString(`</svg>`)
 	return b.String()
 }
@@ -145,15 +175,18 @@ func legend(b *strings.Builder, ss []series, top int) {
 }
 
 func (s *Summary) verdictsChart() string {
-	labels := make([]string, len(s.Periods))
+	labels, tips := make([]string, len(s.Periods)), make([]string, len(s.Periods))
 	ss := []series{{"affirming", colourAffirming, nil}, {"warning", colourWarning, nil}, {"contraindicated", colourContraindicated, nil}}
 	for i, p := range s.Periods {
 		labels[i] = p.Period
+		if p.TestRoots > 0 {
+			tips[i] = fmt.Sprintf(" (%d of the period's verdicts on TEST vendor roots)", p.TestRoots)
+		}
 		ss[0].values = append(ss[0].values, p.Affirming)
 		ss[1].values = append(ss[1].values, p.Warning)
 		ss[2].values = append(ss[2].values, p.Contraindicated)
 	}
-	return stackedBars("chart-"+ChartVerdicts, "Attestation verdicts per "+s.Bucket+" by status", labels, ss)
+	return stackedBars("chart-"+ChartVerdicts, "Attestation verdicts per "+s.Bucket+" by status", s.testRootsNote(), labels, tips, ss)
 }
 
 func (s *Summary) tcbChart() string {
@@ -168,7 +201,7 @@ func (s *Summary) tcbChart() string {
 			ss[j].values = append(ss[j].values, p.Counts[l])
 		}
 	}
-	return stackedBars("chart-"+ChartTCB, "Verdicts per "+s.Bucket+" by the TCB status the verifier established", labels, ss)
+	return stackedBars("chart-"+ChartTCB, "Verdicts per "+s.Bucket+" by the TCB status the verifier established", s.testRootsNote(), labels, nil, ss)
 }
 
 // failuresChart draws one horizontal bar per failure code.
@@ -198,9 +231,10 @@ func (s *Summary) failuresChart() string {
 	return b.String()
 }
 
-// changesChart draws the policy changes and collateral updates as points on a time line.
+// changesChart draws the policy changes, collateral updates and access changes as points on a
+// time line.
 func (s *Summary) changesChart() string {
-	const id, title = "chart-" + ChartChanges, "Policy changes and collateral updates over the window"
+	const id, title = "chart-" + ChartChanges, "Policy changes, collateral updates and access changes over the window"
 	from, to := s.From, s.To
 	if from.IsZero() {
 		from = s.First
@@ -209,7 +243,7 @@ func (s *Summary) changesChart() string {
 		to = s.Last
 	}
 	if len(s.Changes) == 0 {
-		return emptyChart(id, title, "No policy change or collateral update in the window.")
+		return emptyChart(id, title, "No policy change, collateral update or access change in the window.")
 	}
 	for _, c := range s.Changes { // a window of records timed outside it still draws them
 		if c.Time.Before(from) {
@@ -234,13 +268,16 @@ func (s *Summary) changesChart() string {
 	for _, c := range s.Changes {
 		x := float64(marginL) + plotW*float64(c.Time.Sub(from))/float64(span)
 		colour, y := palette[0], lineY-12
-		if c.Kind == "collateral_update" {
+		switch c.Kind {
+		case "collateral_update":
 			colour, y = palette[3], lineY+12
+		case "access_change":
+			colour, y = palette[1], lineY-24
 		}
 		fmt.Fprintf(&b, `<circle class="point" cx="%.1f" cy="%d" r="6" fill="%s"><title>record %d, %s, %s by %s: %s</title></circle>`,
 			x, y, colour, c.Index, esc(c.Time.Format(time.RFC3339)), esc(c.Kind), esc(c.Actor), esc(c.What))
 	}
-	legend(&b, []series{{name: "policy change", colour: palette[0]}, {name: "collateral update", colour: palette[3]}}, h-28)
+	legend(&b, []series{{name: "policy change", colour: palette[0]}, {name: "collateral update", colour: palette[3]}, {name: "access change", colour: palette[1]}}, h-28)
 	b.WriteString(`</svg>`)
 	return b.String()
 }

@@ -74,7 +74,7 @@ func TestSummarizer(t *testing.T) {
 	if s.Records != 9 || s.Attestations != 6 || s.Subjects != 3 || s.TestRoots != 6 || s.FirstIndex != 0 || s.LastIndex != 8 {
 		t.Fatalf("records %d, attestations %d, subjects %d, test roots %d, indices [%d, %d]", s.Records, s.Attestations, s.Subjects, s.TestRoots, s.FirstIndex, s.LastIndex)
 	}
-	wantPeriods := []PeriodCount{{"2026-03-01", 2, 0, 1}, {"2026-03-02", 0, 1, 2}}
+	wantPeriods := []PeriodCount{{"2026-03-01", 2, 0, 1, 3}, {"2026-03-02", 0, 1, 2, 3}}
 	if s.Bucket != "day" || !slices.Equal(s.Periods, wantPeriods) {
 		t.Errorf("periods %s %+v, want %+v", s.Bucket, s.Periods, wantPeriods)
 	}
@@ -109,7 +109,7 @@ func TestSummarizer(t *testing.T) {
 	for i, r := range recs {
 		z.Add(uint64(i), r)
 	}
-	if s := z.Summary(nil); s.Bucket != "month" || len(s.Periods) != 1 || s.Periods[0] != (PeriodCount{"2026-03", 2, 1, 3}) {
+	if s := z.Summary(nil); s.Bucket != "month" || len(s.Periods) != 1 || s.Periods[0] != (PeriodCount{"2026-03", 2, 1, 3, 6}) {
 		t.Errorf("months: %s %+v", s.Bucket, s.Periods)
 	}
 }
@@ -147,7 +147,8 @@ func TestReconcileVerdicts(t *testing.T) {
 func passingReport() *Report {
 	from, to := t0, t0.Add(48*time.Hour)
 	return &Report{Manifest: &Manifest{Format: Format, Origin: "test/log", From: &from, To: &to, First: 0, End: 10, CheckpointSize: 10},
-		Checkpoint: &CheckpointInfo{Size: 10, Verified: true}, Kinds: map[string]uint64{}, Failures: []Finding{}, Attestations: 6, Reproduced: 6}
+		Checkpoint: &CheckpointInfo{Size: 10, Verified: true}, Kinds: map[string]uint64{}, Failures: []Finding{}, Attestations: 6, Reproduced: 6,
+		LogKeyPinned: true, KeysPinned: true, TestRoots: "given"}
 }
 
 // The report escapes everything that comes from records: a subject, an actor or a failure code
@@ -291,5 +292,179 @@ func TestSummarizeLog(t *testing.T) {
 	}
 	if _, err := SummarizeLog(ctx, &fakeLog{n: MaxSummaryRecords + 1}, time.Time{}, time.Time{}); !errors.Is(err, ErrWindowTooLarge) {
 		t.Fatalf("over the limit: %v", err)
+	}
+}
+
+// renderReport writes the report of rep over the records.
+func renderReport(t *testing.T, rep *Report, recs []*evidence.Record) string {
+	t.Helper()
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	var out bytes.Buffer
+	if err := (&ReportPage{Source: "b.tar.gz", Generated: t0, Verification: rep, Summary: z.Summary(nil)}).WriteHTML(&out); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+// The green "passed" banner needs the log key and the record keys pinned by the auditor, and
+// test roots that are not the bundle's own; a bundle that verified only against what it carries
+// gets the amber "internally consistent" banner with the flags that pin what is missing, and the
+// criteria say so before anything else.
+func TestReportBanners(t *testing.T) {
+	recs := knownRecords(t)
+	const selfVouched = "INTERNALLY CONSISTENT — KEYS NOT PINNED: the bundle vouches for itself"
+	const qualified = "Only as far as the bundle vouches for itself"
+	for _, c := range []struct {
+		name   string
+		change func(*Report)
+		pinned bool
+		flags  string
+	}{
+		{"pinned, test roots given", func(*Report) {}, true, ""},
+		{"pinned, no test roots", func(r *Report) { r.TestRoots = "" }, true, ""},
+		{"nothing pinned", func(r *Report) { r.LogKeyPinned, r.KeysPinned = false, false }, false, "--log-key FILE --keys FILE"},
+		{"log key not pinned", func(r *Report) { r.LogKeyPinned = false }, false, "--log-key FILE"},
+		{"record keys not pinned", func(r *Report) { r.KeysPinned = false }, false, "--keys FILE"},
+		{"test roots from the bundle", func(r *Report) { r.TestRoots = "bundle" }, false, "--roots DIR"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			rep := passingReport()
+			c.change(rep)
+			html := renderReport(t, rep, recs)
+			if c.pinned {
+				if !strings.Contains(html, `<div class="banner pass" id="verdict">VERIFICATION PASSED`) || strings.Contains(html, selfVouched) ||
+					strings.Contains(html, qualified) || strings.Contains(html, "pin-command") {
+					t.Fatalf("pinned: no unqualified green banner:\n%s", html)
+				}
+				return
+			}
+			want := `<code id="pin-command">proofline audit report b.tar.gz --out report.html ` + c.flags + `</code>`
+			if strings.Contains(html, "VERIFICATION PASSED") || strings.Contains(html, `class="banner pass"`) ||
+				!strings.Contains(html, `<div class="banner selfvouched" id="verdict">`+selfVouched) || !strings.Contains(html, want) ||
+				strings.Count(html, qualified) != 5 || strings.Contains(html, "the log key you pinned") {
+				t.Fatalf("not pinned: want the amber banner with %q and qualified criteria:\n%s", want, html)
+			}
+		})
+	}
+	// A failed bundle stays red whatever was pinned.
+	rep := passingReport()
+	rep.LogKeyPinned = false
+	rep.Failures = append(rep.Failures, Finding{Check: "checkpoint", Message: "bad"})
+	if html := renderReport(t, rep, recs); !strings.Contains(html, "VERIFICATION FAILED") || strings.Contains(html, selfVouched) || strings.Contains(html, qualified) {
+		t.Fatal("a failed, unpinned bundle is not reported as failed")
+	}
+}
+
+// withoutTestRoots returns r with its recorded result's test_roots set to false.
+func withoutTestRoots(t *testing.T, r *evidence.Record) *evidence.Record {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Result, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["test_roots"] = false
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := *r
+	c.Result = b
+	return &c
+}
+
+// Verdicts given with test vendor roots are marked in the figures and on the charts that count
+// them (verdicts, TCB); verdicts on the real roots are not.
+func TestReportTestRootsMarked(t *testing.T) {
+	recs := knownRecords(t)
+	html := renderReport(t, passingReport(), recs)
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	charts := z.Summary(nil).Charts()
+	if !strings.Contains(html, `id="test-roots-note">TEST VENDOR ROOTS: 7 of these 7 verdicts`) {
+		t.Errorf("the figures do not mark the test-root verdicts:\n%s", html)
+	}
+	for _, name := range []string{ChartVerdicts, ChartTCB} {
+		if !strings.Contains(charts[name], `class="test-roots"`) || !strings.Contains(charts[name], "TEST VENDOR ROOTS: 7 of 7 verdicts") {
+			t.Errorf("chart %s does not mark the test-root verdicts:\n%s", name, charts[name])
+		}
+	}
+	if !strings.Contains(charts[ChartVerdicts], "verdicts on TEST vendor roots)</title>") {
+		t.Error("the verdict bars' tooltips do not count the test-root verdicts")
+	}
+
+	// One verdict on the real roots: the count says 6 of 7. None: no mark anywhere.
+	recs[1] = withoutTestRoots(t, recs[1])
+	if html := renderReport(t, passingReport(), recs); !strings.Contains(html, "TEST VENDOR ROOTS: 6 of these 7 verdicts") {
+		t.Error("one real-root verdict: the count is not 6 of 7")
+	}
+	for i, r := range recs {
+		if r.Kind == evidence.KindAttestation {
+			recs[i] = withoutTestRoots(t, r)
+		}
+	}
+	z = NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	s := z.Summary(nil)
+	html = renderReport(t, passingReport(), recs)
+	if s.TestRoots != 0 || strings.Contains(html, "TEST VENDOR ROOTS") || strings.Contains(html, "test-roots") ||
+		strings.Contains(s.Charts()[ChartVerdicts], "TEST") || strings.Contains(html, "were given with TEST vendor roots") {
+		t.Errorf("no test-root verdict, yet marked (%d)", s.TestRoots)
+	}
+}
+
+// access_change records are counted by action, drawn on the changes timeline with who made them,
+// and what they support is stated under CC6.1.
+func TestSummarizerAccessChanges(t *testing.T) {
+	exp := t0.Add(30 * 24 * time.Hour)
+	recs := append(knownRecords(t),
+		&evidence.Record{Version: evidence.Version, Kind: evidence.KindAccessChange, Time: t0.Add(2 * time.Hour),
+			AccessChange: &evidence.AccessChange{Actor: "admin:alice", Action: evidence.AccessCreate, TokenID: "tok-1", Name: "bob", Role: "auditor", ExpiresAt: exp}},
+		&evidence.Record{Version: evidence.Version, Kind: evidence.KindAccessChange, Time: t0.Add(3 * time.Hour),
+			AccessChange: &evidence.AccessChange{Actor: "admin:carol", Action: evidence.AccessRevoke, TokenID: "tok-1", Name: "bob", Role: "auditor", ExpiresAt: exp}},
+	)
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range recs {
+		z.Add(uint64(i), r)
+	}
+	s := z.Summary(nil)
+	if s.Kinds["access_change"] != 2 || s.AccessChanges["create"] != 1 || s.AccessChanges["revoke"] != 1 {
+		t.Fatalf("kinds %v, access changes %v", s.Kinds, s.AccessChanges)
+	}
+	var got []Change
+	for _, c := range s.Changes {
+		if c.Kind == "access_change" {
+			got = append(got, c)
+		}
+	}
+	if len(got) != 2 || got[0].Actor != "admin:alice" || got[0].What != "API token tok-1 created for auditor:bob, expiring 2026-03-31T10:00:00Z" ||
+		got[1].Actor != "admin:carol" || got[1].What != "API token tok-1 of auditor:bob revoked" {
+		t.Fatalf("access changes on the timeline: %+v", got)
+	}
+	if chart := s.Charts()[ChartChanges]; strings.Count(chart, `class="point"`) != 4 || !strings.Contains(chart, "access_change by admin:carol") {
+		t.Errorf("changes chart:\n%s", chart)
+	}
+	html := renderReport(t, passingReport(), recs)
+	for _, want := range []string{
+		"2 change(s) of API access through the verifier&#39;s API (1 token creation(s), 1 revocation(s)",
+		"API tokens from the service&#39;s configuration file (http.tokens)",
+		"<td>access_change</td><td>admin:alice</td>",
+	} {
+		if !strings.Contains(html, want) {
+			t.Errorf("the report lacks %q", want)
+		}
+	}
+	if strings.Contains(html, "not in the evidence log") {
+		t.Error("the report still says access management is not in the evidence log")
+	}
+	// Without them, CC6.1 counts none.
+	if html := renderReport(t, passingReport(), knownRecords(t)); !strings.Contains(html, "0 change(s) of API access") {
+		t.Error("no access change: the count is not 0")
 	}
 }

@@ -74,8 +74,12 @@ func TestAuditSummary(t *testing.T) {
 		Records      int            `json:"records"`
 		Attestations int            `json:"attestations"`
 		Statuses     map[string]int `json:"statuses"`
-		Failures     []struct{ Code string }
-		Charts       map[string]string `json:"charts"`
+		TestRoots    int            `json:"test_roots"`
+		Periods      []struct {
+			TestRoots int `json:"test_roots"`
+		} `json:"periods"`
+		Failures []struct{ Code string }
+		Charts   map[string]string `json:"charts"`
 	}
 	var sum map[string]json.RawMessage
 	f.getJSON("/v1/audit/summary", "audrey", &sum)
@@ -88,6 +92,11 @@ func TestAuditSummary(t *testing.T) {
 	}
 	if !strings.Contains(s.Charts["verdicts"], `class="bar"`) || !strings.Contains(s.Charts["failures"], "snp_debug") || !strings.HasPrefix(s.Charts["tcb"], "<svg") {
 		t.Fatalf("charts: %v", s.Charts)
+	}
+	// The fixture's platforms sign with test vendor roots: the figures and the charts say so.
+	if s.TestRoots != 2 || len(s.Periods) != 1 || s.Periods[0].TestRoots != 2 ||
+		!strings.Contains(s.Charts["verdicts"], "TEST VENDOR ROOTS: 2 of 2 verdicts") || !strings.Contains(s.Charts["tcb"], `class="test-roots"`) {
+		t.Fatalf("test roots not marked: %d, %+v\n%s", s.TestRoots, s.Periods, s.Charts["verdicts"])
 	}
 	// A window after the records counts none.
 	f.getJSON("/v1/audit/summary?from=2999-01-01T00:00:00Z", "alice", &sum)

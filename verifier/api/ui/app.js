@@ -109,8 +109,10 @@
       ["Records", s.records + (s.records ? " (log indices " + s.first_index + " to " + s.last_index + ", timed " + s.first + " to " + s.last + ")" : "")],
       ["Attestation verdicts", s.attestations + " on " + s.subjects + " subject(s): " + (st.affirming || 0) + " affirming, " +
         (st.warning || 0) + " warning, " + (st.contraindicated || 0) + " contraindicated"],
-      ["Test vendor roots", s.test_roots ? s.test_roots + " verdicts (test mode: not genuine hardware)" : "none"],
-      ["Changes", (s.changes || []).length + " policy change(s) and collateral update(s)"],
+      ["Test vendor roots", s.test_roots ? "TEST VENDOR ROOTS: " + s.test_roots + " of " + s.attestations +
+        " verdicts (test mode: not genuine hardware, not production evidence; the charts count them and say so)" : "none"],
+      ["Changes", (s.changes || []).length + " policy change(s), collateral update(s) and API access change(s)" +
+        (s.access_changes ? " (" + (s.access_changes.create || 0) + " token creation(s), " + (s.access_changes.revoke || 0) + " revocation(s))" : "")],
     ]);
     for (const name of ["verdicts", "failures", "tcb", "changes"]) showChart(name, (s.charts || {})[name]);
     let cmd = "proofline audit export --data DATA_DIR";
@@ -208,6 +210,7 @@
     $("record-error").textContent = "";
     $("record-verdict").textContent = "";
     $("record-verdict").className = "";
+    $("record-verdict-source").textContent = "";
     $("record-failures").replaceChildren();
     $("record-claims").textContent = "";
     $("record-proof").textContent = "";
@@ -215,9 +218,15 @@
     $("proof-status").className = "";
     facts($("record-facts"), [["Kind", e.kind], ["Time", e.time], ["Subject", e.subject || "—"], ["Platform", e.platform || "—"],
       ["Policy", e.policy || "—"], ["Record SHA-256", e.record_sha256]]);
+    // The SHA-256 of the record the service's verdict names (GET /v1/results), compared below
+    // with the bytes the inclusion proof covers.
+    let answered = null;
     try {
       if (e.kind === "attestation") {
         const r = await api("/v1/results/" + encodeURIComponent(e.log_index));
+        answered = r.record_sha256 || "";
+        $("record-verdict-source").textContent = "The verifier service's answer for record " + e.log_index +
+          " (GET /v1/results), naming the record SHA-256 " + answered + ". This page does not decode the verdict from the record's signed bytes: proofline audit verify does, and re-performs it.";
         const res = r.result || {};
         $("record-verdict").textContent = res.status + (res.test_roots ? " (test vendor roots)" : "") + ", verified at " + res.verified_at +
           " under policy " + (res.policy ? res.policy.id + " " + res.policy.digest : "?");
@@ -237,12 +246,23 @@
       $("record-proof").textContent = JSON.stringify(p, null, 2);
       const leaf = await api("/v1/records/" + encodeURIComponent(e.log_index), "bytes");
       const leafHash = await sha256(Uint8Array.of(0), leaf);
+      const digest = hex(await sha256(leaf));
       const lines = (p.checkpoint || "").split("\n");
       const root = lines.length > 2 ? hex(b64(lines[2])) : "";
       const got = await rootFromProof(p.log_index, p.tree_size, leafHash, p.hashes.map(b64));
-      if (got && root && hex(got) === root && Number(lines[1]) === p.tree_size) {
-        $("proof-status").textContent = "Inclusion proof verified in this browser: the record's bytes lead to the root " + root.slice(0, 16) +
-          "… of the checkpoint of " + p.tree_size + " records. (This page does not check the checkpoint's signature: proofline audit verify does.)";
+      if (got && root && hex(got) === root && Number(lines[1]) === p.tree_size && p.log_index === e.log_index) {
+        // Exactly what was proven: these bytes, at this index, under this root. Not the verdict.
+        let text = "Inclusion proof verified in this browser: the record bytes served for index " + p.log_index + " (SHA-256 " + digest.slice(0, 16) +
+          "…) are in the log at index " + p.log_index + " under the root " + root.slice(0, 16) + "… of the checkpoint of " + p.tree_size +
+          " records. This proves those bytes, not the verdict shown above, which is the service's answer for the record.";
+        if (answered !== null && answered !== digest) {
+          $("proof-status").textContent = text + " But the service's answer names a record with SHA-256 " + answered.slice(0, 16) +
+            "…, not these bytes: do not rely on the verdict shown.";
+          $("proof-status").className = "bad";
+          return;
+        }
+        if (answered !== null) text += " The answer names these same bytes by their SHA-256.";
+        $("proof-status").textContent = text + " The checkpoint's signature is not checked here: proofline audit verify checks it.";
         $("proof-status").className = "ok";
       } else {
         $("proof-status").textContent = "The inclusion proof does NOT verify against the checkpoint's root.";
