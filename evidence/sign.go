@@ -71,7 +71,7 @@ func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
 		return nil, err
 	}
 	alg, pub := s.Algorithm(), s.Public()
-	if err := checkKey(alg, pub); err != nil {
+	if err := CheckCOSEKey(alg, pub); err != nil {
 		return nil, fmt.Errorf("evidence: signer: %w", err)
 	}
 	kid, err := KeyID(pub)
@@ -79,11 +79,11 @@ func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
 		return nil, err
 	}
 	msg := envelope(alg, kid, payload, nil)
-	if err := msg.Sign(nil, nil, coseSigner{ctx, s}); err != nil {
+	if err := msg.Sign(nil, nil, COSESigner(ctx, s)); err != nil {
 		return nil, fmt.Errorf("evidence: signing: %w", err)
 	}
 	if k, ok := pub.(*ecdsa.PublicKey); ok {
-		lowS(k, msg.Signature)
+		LowS(k, msg.Signature)
 	}
 	return msg.MarshalCBOR()
 }
@@ -132,7 +132,7 @@ func Open(data []byte, keys *KeyHistory) (*Record, *KeyInfo, error) {
 	if alg != key.info.Algorithm {
 		return nil, nil, fmt.Errorf("%w: algorithm %v in the protected header, but key %x is %v", ErrSignature, alg, kid, key.info.Algorithm)
 	}
-	if k, ok := key.info.Public.(*ecdsa.PublicKey); ok && !isLowS(k, msg.Signature) {
+	if k, ok := key.info.Public.(*ecdsa.PublicKey); ok && !IsLowS(k, msg.Signature) {
 		return nil, nil, fmt.Errorf("%w: ECDSA signature with high S", ErrSignature)
 	}
 	if err := msg.Verify(nil, key.verifier); err != nil {
@@ -203,9 +203,11 @@ func labels(h map[any]any) []any {
 	return ls
 }
 
-// checkKey accepts the algorithms of the allow-list with their own key types: go-cose alone
-// would accept ES256 with a P-384 key.
-func checkKey(alg cose.Algorithm, pub crypto.PublicKey) error {
+// CheckCOSEKey accepts the algorithms of the allow-list (ES256, ES384, ES512, EdDSA) with their
+// own key types only: *ecdsa.PublicKey on the algorithm's curve (P-256, P-384, P-521), or a
+// 32-byte ed25519.PublicKey. go-cose alone would accept ES256 with a P-384 key. Records and
+// collateral bundles (verifier/collateral) use it for their signers and trusted keys.
+func CheckCOSEKey(alg cose.Algorithm, pub crypto.PublicKey) error {
 	var curve elliptic.Curve
 	switch alg {
 	case cose.AlgorithmES256:
@@ -228,19 +230,25 @@ func checkKey(alg cose.Algorithm, pub crypto.PublicKey) error {
 	return nil
 }
 
-// lowS replaces S by N−S in a COSE ECDSA signature (r ‖ s) when S > N/2. Both verify; keeping
-// only the low one makes a signed record non-malleable.
-func lowS(k *ecdsa.PublicKey, sig []byte) {
+// checkKey is CheckCOSEKey (the key history's name for it).
+func checkKey(alg cose.Algorithm, pub crypto.PublicKey) error { return CheckCOSEKey(alg, pub) }
+
+// LowS replaces, in place, S by N−S in a COSE ECDSA signature of k (r ‖ s, RFC 9053 §2.1) when
+// S > N/2; a signature of another size is left alone. Both values verify; keeping only the low
+// one makes a signed message non-malleable (one valid encoding), which IsLowS then requires.
+func LowS(k *ecdsa.PublicKey, sig []byte) {
 	n := k.Curve.Params().N
 	size := (n.BitLen() + 7) / 8
-	if len(sig) != 2*size || isLowS(k, sig) {
+	if len(sig) != 2*size || IsLowS(k, sig) {
 		return
 	}
 	s := new(big.Int).SetBytes(sig[size:])
 	s.Sub(n, s).FillBytes(sig[size:])
 }
 
-func isLowS(k *ecdsa.PublicKey, sig []byte) bool {
+// IsLowS reports whether sig is a COSE ECDSA signature of k's size (r ‖ s) with S ≤ N/2, the
+// only encoding LowS leaves. It does not verify the signature.
+func IsLowS(k *ecdsa.PublicKey, sig []byte) bool {
 	n := k.Curve.Params().N
 	size := (n.BitLen() + 7) / 8
 	if len(sig) != 2*size {
@@ -249,6 +257,11 @@ func isLowS(k *ecdsa.PublicKey, sig []byte) bool {
 	s := new(big.Int).SetBytes(sig[size:])
 	return s.Cmp(new(big.Int).Rsh(n, 1)) <= 0
 }
+
+// COSESigner adapts s to go-cose's cose.Signer for one signing operation with ctx (go-cose's
+// Sign takes no context, and ignores the io.Reader for a Signer that brings its own randomness).
+// The signature is as s returns it: apply LowS for ECDSA.
+func COSESigner(ctx context.Context, s Signer) cose.Signer { return coseSigner{ctx, s} }
 
 // coseSigner adapts a Signer, with its context, to go-cose.
 type coseSigner struct {

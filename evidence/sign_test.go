@@ -130,7 +130,7 @@ func sign1(t *testing.T, protected []byte, unprotected map[any]any, payload []by
 		t.Fatal(err)
 	}
 	if k, ok := s.Public().(*ecdsa.PublicKey); ok {
-		lowS(k, sig)
+		LowS(k, sig)
 	}
 	var p any = payload
 	if payload == nil {
@@ -322,7 +322,7 @@ func TestLowS(t *testing.T) {
 		if err := msg.UnmarshalCBOR(data); err != nil {
 			t.Fatal(err)
 		}
-		if !isLowS(pub, msg.Signature) {
+		if !IsLowS(pub, msg.Signature) {
 			t.Fatal("Sign wrote a high-S signature")
 		}
 		s := new(big.Int).SetBytes(msg.Signature[32:])

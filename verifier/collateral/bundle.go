@@ -5,8 +5,6 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
 	_ "crypto/sha512" // ES384 and ES512 hash through crypto.SHA384/SHA512, which must be linked in.
@@ -15,14 +13,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math/big"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/veraison/go-cose"
+
+	"github.com/proofline/proofline/evidence"
 )
 
 // A collateral bundle carries every document a verifier's Store holds to another verifier,
@@ -67,7 +65,8 @@ const (
 // verify with a trusted key.
 var ErrBundle = errors.New("collateral bundle refused")
 
-// BundleSigner signs bundles: an evidence.Key (the record signing key) implements it.
+// BundleSigner signs bundles: an evidence.Key (the record signing key) implements it. It is
+// evidence.Signer's method set.
 type BundleSigner interface {
 	// Algorithm is ES256, ES384, ES512 or EdDSA.
 	Algorithm() cose.Algorithm
@@ -187,7 +186,7 @@ func ExportBundle(ctx context.Context, store ListingStore, o ExportOptions) ([]b
 	}
 	slices.SortFunc(b.Entries, func(x, y BundleEntry) int { return strings.Compare(x.URL, y.URL) })
 	alg, pub := o.Signer.Algorithm(), o.Signer.Public()
-	if err := checkBundleKey(alg, pub); err != nil {
+	if err := evidence.CheckCOSEKey(alg, pub); err != nil {
 		return nil, nil, fmt.Errorf("collateral export: signing key: %w", err)
 	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
@@ -201,11 +200,11 @@ func ExportBundle(ctx context.Context, store ListingStore, o ExportOptions) ([]b
 		return nil, nil, err
 	}
 	msg := bundleEnvelope(alg, kid[:], payload, nil)
-	if err := msg.Sign(rand.Reader, nil, ctxSigner{ctx: ctx, s: o.Signer}); err != nil {
+	if err := msg.Sign(rand.Reader, nil, evidence.COSESigner(ctx, o.Signer)); err != nil {
 		return nil, nil, fmt.Errorf("collateral export: signing: %w", err)
 	}
 	if k, ok := pub.(*ecdsa.PublicKey); ok {
-		lowS(k, msg.Signature)
+		evidence.LowS(k, msg.Signature)
 	}
 	out, err := msg.MarshalCBOR()
 	if err != nil {
@@ -282,10 +281,10 @@ func OpenBundle(data []byte, trusted []TrustedKey) (*Bundle, error) {
 	if key.Algorithm != b.Exporter.Algorithm {
 		return nil, fmt.Errorf("%w: it is signed with %v, but the trusted key %x is %v", ErrBundle, b.Exporter.Algorithm, b.Exporter.KeyID, key.Algorithm)
 	}
-	if err := checkBundleKey(key.Algorithm, key.Public); err != nil {
+	if err := evidence.CheckCOSEKey(key.Algorithm, key.Public); err != nil {
 		return nil, fmt.Errorf("%w: trusted key %x: %w", ErrBundle, b.Exporter.KeyID, err)
 	}
-	if k, ok := key.Public.(*ecdsa.PublicKey); ok && !isLowS(k, msg.Signature) {
+	if k, ok := key.Public.(*ecdsa.PublicKey); ok && !evidence.IsLowS(k, msg.Signature) {
 		return nil, fmt.Errorf("%w: ECDSA signature with high S (not the one encoding this format allows)", ErrBundle)
 	}
 	v, err := cose.NewVerifier(key.Algorithm, key.Public)
@@ -368,7 +367,7 @@ func parseBundle(data []byte) (*Bundle, *cose.Sign1Message, error) {
 	if err != nil {
 		return bad("exporter public key: %v", err)
 	}
-	if err := checkBundleKey(alg, pub); err != nil {
+	if err := evidence.CheckCOSEKey(alg, pub); err != nil {
 		return bad("exporter public key: %v", err)
 	}
 	if sum := sha256.Sum256(m.Exporter.PublicKey); !bytes.Equal(sum[:], kid) || m.Exporter.KeyID != hex.EncodeToString(kid) {
@@ -421,62 +420,6 @@ func checkDocument(url string, data []byte) (*Response, Validity, error) {
 	return rs[0], v, nil
 }
 
-func checkBundleKey(alg cose.Algorithm, pub crypto.PublicKey) error {
-	var curve elliptic.Curve
-	switch alg {
-	case cose.AlgorithmES256:
-		curve = elliptic.P256()
-	case cose.AlgorithmES384:
-		curve = elliptic.P384()
-	case cose.AlgorithmES512:
-		curve = elliptic.P521()
-	case cose.AlgorithmEdDSA:
-		if k, ok := pub.(ed25519.PublicKey); !ok || len(k) != ed25519.PublicKeySize {
-			return fmt.Errorf("%v needs an Ed25519 public key, got %T", alg, pub)
-		}
-		return nil
-	default:
-		return fmt.Errorf("algorithm %v is not one of ES256, ES384, ES512, EdDSA", alg)
-	}
-	if k, ok := pub.(*ecdsa.PublicKey); !ok || k.Curve != curve {
-		return fmt.Errorf("%v needs an ECDSA %s public key", alg, curve.Params().Name)
-	}
-	return nil
-}
-
-// lowS replaces S by N−S in a COSE ECDSA signature (r ‖ s) when S > N/2, so that a bundle has one
-// valid signature encoding.
-func lowS(k *ecdsa.PublicKey, sig []byte) {
-	n := k.Curve.Params().N
-	size := (n.BitLen() + 7) / 8
-	if len(sig) != 2*size || isLowS(k, sig) {
-		return
-	}
-	s := new(big.Int).SetBytes(sig[size:])
-	s.Sub(n, s).FillBytes(sig[size:])
-}
-
-func isLowS(k *ecdsa.PublicKey, sig []byte) bool {
-	n := k.Curve.Params().N
-	size := (n.BitLen() + 7) / 8
-	if len(sig) != 2*size {
-		return false
-	}
-	s := new(big.Int).SetBytes(sig[size:])
-	return s.Cmp(new(big.Int).Rsh(n, 1)) <= 0
-}
-
-type ctxSigner struct {
-	ctx context.Context
-	s   BundleSigner
-}
-
-func (c ctxSigner) Algorithm() cose.Algorithm { return c.s.Algorithm() }
-
-func (c ctxSigner) Sign(_ io.Reader, toBeSigned []byte) ([]byte, error) {
-	return c.s.Sign(c.ctx, toBeSigned)
-}
-
 // ImportOptions configures ImportBundle.
 type ImportOptions struct {
 	// At is the time freshness is judged at: normally now. Required.
@@ -511,11 +454,14 @@ type ImportReport struct {
 
 // ImportBundle writes the documents of an opened bundle (OpenBundle) into dst, one Put each. It
 // refuses (and does not write) a document already past its nextUpdate at o.At (beyond
-// o.StaleGraceUnsafe), and keeps the destination's copy when it is the same document or newer:
-// issued later, or issued at the same time with a later nextUpdate, or an Intel TCB info or QE
-// identity with a higher tcbEvaluationDataNumber (which never goes backwards). A destination
-// copy that cannot be read is replaced. It returns an error only when dst fails; refusals are in
-// the report.
+// o.StaleGraceUnsafe), and keeps the destination's copy when it is the same document, issued at
+// the same time with a nextUpdate as late or later, or when the bundle's is older by the Cache's
+// rule (olderThan: a lower Intel tcbEvaluationDataNumber, which never goes backwards, or an
+// earlier issue date). When dst is a MarkStore it also refuses, wrapping ErrOlder in the reason, a
+// document below the URL's Mark (belowMark), so that a replayed old bundle signed by a trusted key
+// cannot roll back a URL whose document the destination lost, and it raises the Mark of every
+// document it writes before writing it. A destination copy that cannot be read is replaced. It
+// returns an error only when dst fails; refusals are in the report.
 func ImportBundle(ctx context.Context, b *Bundle, dst Store, o ImportOptions) (*ImportReport, error) {
 	if o.At.IsZero() {
 		return nil, errors.New("collateral: ImportOptions.At is required")
@@ -553,6 +499,21 @@ func ImportBundle(ctx context.Context, b *Bundle, dst Store, o ImportOptions) (*
 			add(ImportResult{URL: e.URL, Outcome: KeptNewer, Reason: why, Validity: v})
 			continue
 		}
+		ms, marked := dst.(MarkStore)
+		if marked {
+			m, err := ms.StoredMark(ctx, e.URL)
+			if err != nil && !errors.Is(err, ErrNotStored) {
+				return rep, fmt.Errorf("collateral import: %s: reading the mark of the documents kept: %w", e.URL, err)
+			}
+			if why := belowMark(resp, v, m); why != "" {
+				add(ImportResult{URL: e.URL, Outcome: Refused, Validity: v,
+					Reason: fmt.Sprintf("%v: %s: %s (a replayed older bundle?); export a fresh bundle", ErrOlder, e.URL, why)})
+				continue
+			}
+			if err := ms.RaiseMark(ctx, e.URL, MarkOf(resp, v)); err != nil {
+				return rep, fmt.Errorf("collateral import: %s: %w", e.URL, err)
+			}
+		}
 		if err := dst.Put(ctx, e.URL, e.Canonical); err != nil {
 			return rep, fmt.Errorf("collateral import: writing %s: %w", e.URL, err)
 		}
@@ -574,15 +535,12 @@ func keepExisting(ctx context.Context, dst Store, e BundleEntry, resp *Response,
 	if err != nil {
 		return ""
 	}
-	if on, ok := TCBEvaluationDataNumber(old); ok {
-		if nn, ok := TCBEvaluationDataNumber(resp); ok && nn < on {
-			return fmt.Sprintf("the destination's document has tcbEvaluationDataNumber %d, the bundle's %d (it never goes backwards)", on, nn)
-		}
+	if why := olderThan(resp, v, old, ov); why != "" {
+		return "the destination's document is newer: the bundle's has " + why
 	}
-	if ov.IssuedAt.After(v.IssuedAt) || (ov.IssuedAt.Equal(v.IssuedAt) && !ov.Immutable && !ov.NextUpdate.Before(v.NextUpdate)) ||
-		(ov.IssuedAt.Equal(v.IssuedAt) && ov.Immutable) {
-		return fmt.Sprintf("the destination's document is newer or as new (issued %s, next update %s; the bundle's issued %s, next update %s)",
-			bundleTime(ov.IssuedAt), bundleTime(ov.NextUpdate), bundleTime(v.IssuedAt), bundleTime(v.NextUpdate))
+	if ov.IssuedAt.Equal(v.IssuedAt) && (ov.Immutable || !ov.NextUpdate.Before(v.NextUpdate)) {
+		return fmt.Sprintf("the destination's document is as new or newer (issued %s, next update %s; the bundle's next update %s)",
+			bundleTime(ov.IssuedAt), bundleTime(ov.NextUpdate), bundleTime(v.NextUpdate))
 	}
 	return ""
 }

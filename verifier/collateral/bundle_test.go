@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -284,4 +288,80 @@ func FuzzOpenBundle(f *testing.F) {
 			t.Fatalf("accepted a bundle other than the signed one (%d entries)", len(b.Entries))
 		}
 	})
+}
+
+// TestBundleImportRollback: a replayed older bundle signed by a trusted key cannot roll back a URL
+// whose document the destination lost. A bundle with a TCB info of tcbEvaluationDataNumber 19 is
+// imported into a DirStore, whose document is then lost; the old bundle (number 18) is refused
+// for that URL, naming it and both numbers, and nothing is written, while the same old bundle
+// imports into a fresh store. A document of the same number issued later still imports.
+func TestBundleImportRollback(t *testing.T) {
+	fx := newBundleFixture(t)
+	ctx := context.Background()
+	tcb := fx.docs[0].URL
+	importInto := func(dst collateral.Store, bundle []byte) *collateral.ImportReport {
+		t.Helper()
+		b, err := collateral.OpenBundle(bundle, fx.trusted)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := collateral.ImportBundle(ctx, b, dst, collateral.ImportOptions{At: start})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	outcome := func(rep *collateral.ImportReport) collateral.ImportResult {
+		for _, r := range rep.Results {
+			if r.URL == tcb {
+				return r
+			}
+		}
+		t.Fatal("no result for the TCB info")
+		return collateral.ImportResult{}
+	}
+	bundleWith := func(edit func(*fakeintel.CollateralOptions)) []byte {
+		t.Helper()
+		_, docs := intelDocs(t, edit)
+		s := collateral.NewMemoryStore()
+		if err := s.Put(ctx, tcb, docs[0].Canonical()); err != nil {
+			t.Fatal(err)
+		}
+		return export(t, s, fx.key)
+	}
+
+	// The valid case: the old bundle imports into a fresh store.
+	if r := outcome(importInto(collateral.NewMemoryStore(), fx.bundle)); r.Outcome != collateral.Imported {
+		t.Fatalf("old bundle into a fresh store: %+v", r)
+	}
+
+	dir := t.TempDir()
+	dst, err := collateral.OpenDirStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := outcome(importInto(dst, bundleWith(func(o *fakeintel.CollateralOptions) { o.TCBInfo.EvaluationDataNumber = 19 }))); r.Outcome != collateral.Imported {
+		t.Fatalf("bundle with 19: %+v", r)
+	}
+	h := sha256.Sum256([]byte(tcb))
+	if err := os.Remove(filepath.Join(dir, "urls", hex.EncodeToString(h[:]))); err != nil {
+		t.Fatal(err) // the document is lost
+	}
+	r := outcome(importInto(dst, fx.bundle))
+	if r.Outcome != collateral.Refused || !strings.Contains(r.Reason, tcb) || !strings.Contains(r.Reason, "tcbEvaluationDataNumber 18") ||
+		!strings.Contains(r.Reason, "19") {
+		t.Fatalf("replayed old bundle: %+v; want refused naming the URL and both numbers", r)
+	}
+	if _, err := dst.Get(ctx, tcb); !errors.Is(err, collateral.ErrNotStored) {
+		t.Fatalf("the refused document was written: %v", err)
+	}
+
+	// Number 19 again, issued later: imported.
+	later := bundleWith(func(o *fakeintel.CollateralOptions) {
+		o.TCBInfo.EvaluationDataNumber = 19
+		o.TCBInfo.IssueDate = o.TCBInfo.IssueDate.Add(30 * time.Minute)
+	})
+	if r := outcome(importInto(dst, later)); r.Outcome != collateral.Imported {
+		t.Fatalf("same number, issued later: %+v", r)
+	}
 }

@@ -45,6 +45,10 @@ type CacheConfig struct {
 //     failure, never the stale copy — except through AllowStaleUnsafe.
 //   - A document whose validity cannot be read is returned to the caller (who will reject it with
 //     a precise reason) but not kept.
+//   - A fetched document older than what is held for its URL — a lower Intel
+//     tcbEvaluationDataNumber or an earlier issue date than the cached copy, the stored one, or
+//     the URL's Mark (MarkStore), which outlives them — is a rollback: refused and never served
+//     (see keep). The caller gets the held copy while it is fresh, and an error otherwise.
 //   - Concurrent misses for one URL are coalesced into one upstream Get. That Get runs detached
 //     from the callers' cancellation (a caller that gives up does not cancel it for the others,
 //     and its result still fills the cache) until it ends or Close is called; each caller waits
@@ -68,6 +72,9 @@ type Cache struct {
 	mu    sync.Mutex
 	mem   map[string]*entry
 	calls map[string]*call
+	// marks is the Mark of every document kept per URL, for Stores that are no MarkStore and
+	// for when the Store's cannot be raised.
+	marks map[string]Mark
 
 	hits, misses, coalesced, storeHits, fetches, fetchErrors, storeErrors, staleServed atomic.Uint64
 }
@@ -92,7 +99,8 @@ type CacheStats struct {
 	Misses, Coalesced uint64
 	// StoreHits are fetches answered by a fresh copy in the Store.
 	StoreHits uint64
-	// Fetches are upstream Gets; FetchErrors those that failed.
+	// Fetches are upstream Gets; FetchErrors those that failed, and those whose answer was
+	// refused as older than the document held (ErrOlder).
 	Fetches, FetchErrors uint64
 	// StoreErrors are failed Store reads (other than ErrNotStored) and writes.
 	StoreErrors uint64
@@ -108,7 +116,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
 	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace,
-		mem: map[string]*entry{}, calls: map[string]*call{}}
+		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
 	}
@@ -258,7 +266,11 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 	c.mu.Lock()
 	prev := c.mem[url] // what load found: a stale copy, or nothing
 	c.mu.Unlock()
-	if _, err := c.keep(ctx, url, prev, resp, v); err != nil {
+	if _, err := c.keep(ctx, url, prev, resp, v); errors.Is(err, ErrOlder) {
+		// A rollback is never answered: the caller serves the held copy if it is fresh (get),
+		// or fails closed.
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	} else if err != nil {
 		c.log.WarnContext(ctx, "collateral answered but not cached: recording its replacement failed; the next request tries again", "url", url, "err", err)
 	}
 	return resp, nil
@@ -267,7 +279,20 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 // keep makes resp, whose validity is v, the cached document for url in place of prev (nil: none):
 // OnReplace first when the digest changes, then the store and memory. It returns the
 // replacement, or nil when the document did not change. When OnReplace fails nothing is kept.
+//
+// keep is the one way a fetched document replaces a held one (Get's fetch and Refetch), so it
+// enforces that documents never go backwards (olderThan, belowMark): resp is refused, with an
+// error wrapping ErrOlder that names url and both values and counted as a fetch error, when it is
+// older than prev, than the document the Store holds now (fresh or expired; another replica may
+// have written it), or than url's Mark in the Store (MarkStore) or in this cache, which outlive
+// the document itself. A Mark that cannot be read refuses too (fail closed). A kept document
+// raises the Mark before it is stored.
 func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Response, v Validity) (*Update, error) {
+	if err := c.checkNotOlder(ctx, url, prev, resp, v); err != nil {
+		c.fetchErrors.Add(1)
+		c.log.WarnContext(ctx, "collateral refused: older than the document held (rollback)", "url", url, "err", err)
+		return nil, err
+	}
 	var u *Update
 	if prev != nil && prev.resp.Digest() != resp.Digest() {
 		u = &Update{URL: url, Old: prev.resp, OldValidity: prev.v, New: resp, NewValidity: v}
@@ -275,6 +300,16 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 			if err := c.onReplace(ctx, *u); err != nil {
 				return nil, err
 			}
+		}
+	}
+	m := MarkOf(resp, v)
+	c.mu.Lock()
+	c.marks[url] = c.marks[url].Max(m)
+	c.mu.Unlock()
+	if ms, ok := c.store.(MarkStore); ok {
+		if err := ms.RaiseMark(ctx, url, m); err != nil {
+			c.storeErrors.Add(1)
+			c.log.WarnContext(ctx, "collateral store: raising the URL's mark failed", "url", url, "err", err)
 		}
 	}
 	if err := c.store.Put(ctx, url, resp.Canonical()); err != nil {
@@ -287,16 +322,63 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 	return u, nil
 }
 
+// checkNotOlder returns an error wrapping ErrOlder when resp is older than what is held for url
+// (see keep).
+func (c *Cache) checkNotOlder(ctx context.Context, url string, prev *entry, resp *Response, v Validity) error {
+	refuse := func(why string) error {
+		return fmt.Errorf("%w: %s: %s: the answer is not kept; check the route's server (a lagging mirror or a replayed response)", ErrOlder, url, why)
+	}
+	if prev != nil {
+		if why := olderThan(resp, v, prev.resp, prev.v); why != "" {
+			return refuse(why)
+		}
+	}
+	if st, err := c.readStore(ctx, url); err == nil && (prev == nil || st.resp.Digest() != prev.resp.Digest()) {
+		if why := olderThan(resp, v, st.resp, st.v); why != "" {
+			return refuse("the stored document: " + why)
+		}
+	}
+	c.mu.Lock()
+	m := c.marks[url]
+	c.mu.Unlock()
+	if ms, ok := c.store.(MarkStore); ok {
+		sm, err := ms.StoredMark(ctx, url)
+		if err != nil && !errors.Is(err, ErrNotStored) {
+			c.storeErrors.Add(1)
+			return fmt.Errorf("%w: %s: the stored mark of the documents kept cannot be read, so a rollback cannot be ruled out: %w", ErrOlder, url, err)
+		}
+		m = m.Max(sm)
+	}
+	if why := belowMark(resp, v, m); why != "" {
+		return refuse(why)
+	}
+	return nil
+}
+
 // load reads url's response from the store into memory (fresh or not, so that a stale copy can
 // be served through AllowStaleUnsafe) and returns it; nil when there is none usable.
 func (c *Cache) load(ctx context.Context, url string) *entry {
-	data, err := c.store.Get(ctx, url)
+	e, err := c.readStore(ctx, url)
 	if err != nil {
 		if !errors.Is(err, ErrNotStored) {
 			c.storeErrors.Add(1)
-			c.log.WarnContext(ctx, "collateral store read failed", "url", url, "err", err)
+			c.log.WarnContext(ctx, "collateral store holds no usable response; refetching", "url", url, "err", err)
 		}
 		return nil
+	}
+	c.mu.Lock()
+	if old := c.mem[url]; old == nil || !old.v.Fresh(c.clock.Now()) {
+		c.mem[url] = e
+	}
+	c.mu.Unlock()
+	return e
+}
+
+// readStore reads and parses url's response in the store, without keeping it.
+func (c *Cache) readStore(ctx context.Context, url string) (*entry, error) {
+	data, err := c.store.Get(ctx, url)
+	if err != nil {
+		return nil, err
 	}
 	rs, err := Parse(data)
 	if err == nil && (len(rs) != 1 || rs[0].URL != url || rs[0].Status != http.StatusOK) {
@@ -307,17 +389,9 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 		v, err = ValidityOf(rs[0])
 	}
 	if err != nil {
-		c.storeErrors.Add(1)
-		c.log.WarnContext(ctx, "collateral store holds an unusable response; refetching", "url", url, "err", err)
-		return nil
+		return nil, fmt.Errorf("collateral store: unusable response for %s: %w", url, err)
 	}
-	e := &entry{resp: rs[0], v: v}
-	c.mu.Lock()
-	if old := c.mem[url]; old == nil || !old.v.Fresh(c.clock.Now()) {
-		c.mem[url] = e
-	}
-	c.mu.Unlock()
-	return e
+	return &entry{resp: rs[0], v: v}, nil
 }
 
 // fetchUpstream asks the upstream source for url and accepts only a 200 response for exactly that

@@ -357,3 +357,117 @@ func TestCacheUpstreamMisbehaves(t *testing.T) {
 		t.Fatal("a cache without upstream was accepted")
 	}
 }
+
+// TestCacheStoreRollback: a document never goes backwards on the on-demand path either. A TCB info
+// with tcbEvaluationDataNumber 19 is fetched into a Store; after a restart over the same Store
+// and its expiry, the fake PCS answers a cold-cache miss with a freshly issued TCB info with 18,
+// or with 19 but an earlier issue date: both are refused (ErrUnavailable and ErrOlder, naming
+// the URL and both values, counted as fetch errors) and the stored document stays; with the
+// document itself lost from the Store, the Store's mark still refuses them. The same number
+// issued later is accepted. Before the expiry the stored document is served without fetching.
+func TestCacheStoreRollback(t *testing.T) {
+	ctx := context.Background()
+	for name, backend := range storeBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			b := backend(t)
+			p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) {
+				o.TCBInfo.EvaluationDataNumber = 19
+				o.TCBInfo.NextUpdate = start.Add(2 * time.Hour)
+			})
+			tcb := docs[0].URL
+			version := func(issued time.Time, n int) *collateral.Response {
+				t.Helper()
+				o := fakeintel.DefaultCollateralOptions(start)
+				o.TCBInfo.IssueDate, o.TCBInfo.NextUpdate, o.TCBInfo.EvaluationDataNumber = issued, issued.Add(30*24*time.Hour), n
+				rs, err := p.Collateral(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return rs[0]
+			}
+			e := newEnv(t, pcsServer(docs), b.open(t), nil)
+			if _, err := e.cache.Get(ctx, tcb); err != nil {
+				t.Fatal(err)
+			}
+			restart := func() (*collateral.Cache, collateral.Store) {
+				t.Helper()
+				s := b.open(t)
+				c, err := collateral.NewCache(collateral.CacheConfig{Upstream: e.fetcher, Store: s, Clock: e.clock})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { c.Close() })
+				return c, s
+			}
+			stored := func(s collateral.Store, want *collateral.Response) {
+				t.Helper()
+				if got, err := s.Get(ctx, tcb); err != nil || string(got) != string(want.Canonical()) {
+					t.Fatalf("the store does not hold the expected TCB info: %v", err)
+				}
+			}
+
+			// Before the expiry, the stored 19 is served by a restarted cache without fetching.
+			if err := e.srv.Replace(version(start, 18)); err != nil {
+				t.Fatal(err)
+			}
+			c, _ := restart()
+			if r, err := c.Get(ctx, tcb); err != nil || r.Digest() != docs[0].Digest() || c.Stats().Fetches != 0 {
+				t.Fatalf("before expiry: %v, %+v; want the stored TCB info, no fetch", err, c.Stats())
+			}
+
+			e.clock.Advance(3 * time.Hour) // the stored 19 has expired
+			for _, tc := range []struct {
+				name string
+				resp *collateral.Response
+				want []string
+			}{
+				{"lower number, issued later", version(e.clock.Now().Add(-time.Minute), 18), []string{"tcbEvaluationDataNumber 18", "is 19"}},
+				{"same number, issued earlier", version(start.Add(-2*time.Hour), 19), []string{"issued " + start.Add(-2*time.Hour).Format(time.RFC3339), start.Add(-time.Hour).Format(time.RFC3339)}},
+			} {
+				if err := e.srv.Replace(tc.resp); err != nil {
+					t.Fatal(err)
+				}
+				c, s := restart()
+				_, err := c.Get(ctx, tcb)
+				if !errors.Is(err, collateral.ErrUnavailable) || !errors.Is(err, collateral.ErrOlder) || !strings.Contains(err.Error(), tcb) {
+					t.Fatalf("%s: %v; want ErrUnavailable and ErrOlder naming the URL", tc.name, err)
+				}
+				for _, w := range tc.want {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("%s: %q does not say %q", tc.name, err, w)
+					}
+				}
+				if st := c.Stats(); st.Fetches != 1 || st.FetchErrors != 1 {
+					t.Errorf("%s: stats %+v; want the refusal counted as a fetch error", tc.name, st)
+				}
+				stored(s, docs[0])
+				if _, err := c.Refetch(ctx, tcb); !errors.Is(err, collateral.ErrOlder) {
+					t.Errorf("%s: Refetch: %v, want ErrOlder", tc.name, err)
+				}
+			}
+
+			if b.corrupt != nil {
+				// The document is lost (unreadable); the Store's mark still refuses the 18.
+				if err := e.srv.Replace(version(e.clock.Now().Add(-time.Minute), 18)); err != nil {
+					t.Fatal(err)
+				}
+				b.corrupt(t, tcb)
+				c, _ := restart()
+				if _, err := c.Get(ctx, tcb); !errors.Is(err, collateral.ErrOlder) || !strings.Contains(err.Error(), "below the highest kept for this URL, 19") {
+					t.Fatalf("document lost: %v; want the mark to refuse tcbEvaluationDataNumber 18", err)
+				}
+			}
+
+			// The same number, issued later: kept.
+			newer := version(e.clock.Now().Add(-time.Minute), 19)
+			if err := e.srv.Replace(newer); err != nil {
+				t.Fatal(err)
+			}
+			c, s := restart()
+			if r, err := c.Get(ctx, tcb); err != nil || r.Digest() != newer.Digest() {
+				t.Fatalf("same number, issued later: %v; want it served", err)
+			}
+			stored(s, newer)
+		})
+	}
+}

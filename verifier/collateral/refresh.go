@@ -112,16 +112,50 @@ func TCBEvaluationDataNumber(r *Response) (uint64, bool) {
 	return 0, false
 }
 
-// ErrOlder is wrapped by Refetch when upstream answered with a document older than the one the
-// cache holds (an earlier issue date or nextUpdate, e.g. from a lagging mirror): it is not kept.
-var ErrOlder = errors.New("collateral: upstream answered with an older document than the cached one")
+// ErrOlder is wrapped when a document older than the one held for its URL is refused (olderThan,
+// belowMark): by Refetch, by a Get whose fetch answered with one (together with ErrUnavailable),
+// and in ImportBundle's report. It is a rollback, e.g. from a lagging mirror or a replayed
+// response: it is never kept.
+var ErrOlder = errors.New("collateral: an older document than the one held is refused")
+
+// olderThan returns why the document resp (validity v) is older than held (validity hv), or ""
+// when it is not: a lower Intel tcbEvaluationDataNumber, however it is dated (it never goes
+// backwards, VERIFIER-CHECKS TDX 6), or an earlier issue date. It is the one rule for every path
+// that replaces a stored document (Cache.keep, ImportBundle); Refetch, which replaces a copy
+// that may still be fresh, also refuses an earlier nextUpdate.
+func olderThan(resp *Response, v Validity, held *Response, hv Validity) string {
+	if on, ok := TCBEvaluationDataNumber(held); ok {
+		if nn, ok := TCBEvaluationDataNumber(resp); ok && nn < on {
+			return fmt.Sprintf("tcbEvaluationDataNumber %d, the held one's is %d (it never goes backwards)", nn, on)
+		}
+	}
+	if v.IssuedAt.Before(hv.IssuedAt) {
+		return fmt.Sprintf("issued %s; the held one was issued %s", rfc3339(v.IssuedAt), rfc3339(hv.IssuedAt))
+	}
+	return ""
+}
+
+// belowMark returns why the document resp (validity v) is below m, the high-water mark of the
+// documents kept for its URL, or "" when it is not.
+func belowMark(resp *Response, v Validity, m Mark) string {
+	if m.HasNumber {
+		if nn, ok := TCBEvaluationDataNumber(resp); ok && nn < m.EvaluationDataNumber {
+			return fmt.Sprintf("tcbEvaluationDataNumber %d, below the highest kept for this URL, %d (it never goes backwards)", nn, m.EvaluationDataNumber)
+		}
+	}
+	if v.IssuedAt.Before(m.IssuedAt) {
+		return fmt.Sprintf("issued %s, before the latest issue date kept for this URL, %s", rfc3339(v.IssuedAt), rfc3339(m.IssuedAt))
+	}
+	return ""
+}
 
 // Refetch asks upstream for url whether or not the cached copy is fresh, and keeps the answer in
 // place of the cached copy (through OnReplace when it differs). It returns the replacement, or
 // nil when upstream answered with the document already held. It fails, keeping the cached copy,
-// when upstream fails, answers something undatable or older than the cached copy (ErrOlder), or
-// OnReplace fails. It does not join a running Get's fetch: when both replace the same document,
-// OnReplace may be called twice.
+// when upstream fails, answers something undatable, older than the cached copy, the stored one or
+// the URL's mark (ErrOlder, see keep) or with an earlier nextUpdate than the cached copy's
+// (ErrOlder), or OnReplace fails. It does not join a running Get's fetch: when both replace the
+// same document, OnReplace may be called twice.
 func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	c.mu.Lock()
 	prev := c.mem[url]
@@ -137,19 +171,12 @@ func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collateral: %s: the refetched document is not kept: its validity cannot be read: %w", url, err)
 	}
-	if prev != nil && (v.IssuedAt.Before(prev.v.IssuedAt) || (!v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate))) {
-		return nil, fmt.Errorf("%w: %s: issued %s, next update %s; the cached one was issued %s, next update %s: check the route's server",
-			ErrOlder, url, rfc3339(v.IssuedAt), rfc3339(v.NextUpdate), rfc3339(prev.v.IssuedAt), rfc3339(prev.v.NextUpdate))
-	}
-	if prev != nil {
-		// Intel's tcbEvaluationDataNumber never goes backwards (VERIFIER-CHECKS TDX 6): a lower
-		// one is an older evaluation, however it is dated.
-		if on, ok := TCBEvaluationDataNumber(prev.resp); ok {
-			if nn, ok := TCBEvaluationDataNumber(resp); ok && nn < on {
-				return nil, fmt.Errorf("%w: %s: tcbEvaluationDataNumber %d, the cached one's is %d (it never goes backwards): check the route's server",
-					ErrOlder, url, nn, on)
-			}
-		}
+	// keep refuses a lower number or an earlier issue date, naming them; what is left is a later
+	// or equal issue date with an earlier nextUpdate.
+	if prev != nil && olderThan(resp, v, prev.resp, prev.v) == "" && !v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate) {
+		c.fetchErrors.Add(1)
+		return nil, fmt.Errorf("%w: %s: next update %s, before the cached one's %s: check the route's server",
+			ErrOlder, url, rfc3339(v.NextUpdate), rfc3339(prev.v.NextUpdate))
 	}
 	return c.keep(ctx, url, prev, resp, v)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 )
 
 // SQLStore is a Store in two SQL tables of the state database, content-addressed like DirStore,
@@ -19,6 +20,9 @@ import (
 //	proofline_collateral_blobs (digest PRIMARY KEY, data)   the canonical bytes, by SHA-256
 //	proofline_collateral_urls  (url_hash PRIMARY KEY, url, digest)
 //	                           url_hash is the SHA-256 of the URL; digest names its current blob
+//	proofline_collateral_marks (url_hash PRIMARY KEY, url, eval_number, issued_unix)
+//	                           the URL's Mark (MarkStore): eval_number -1 when none, issued_unix
+//	                           in Unix seconds; raised in one upsert that keeps the greater value
 //
 // Put writes the blob and points the URL at it in one transaction (committed durably: InnoDB
 // with innodb_flush_log_at_trx_commit=1, SQLite WAL with synchronous=FULL), so a reader sees the
@@ -40,10 +44,12 @@ var (
 	collMySQLSchema = []string{
 		"CREATE TABLE IF NOT EXISTS proofline_collateral_blobs (digest BINARY(32) NOT NULL, data LONGBLOB NOT NULL, PRIMARY KEY (digest)) ENGINE=InnoDB",
 		"CREATE TABLE IF NOT EXISTS proofline_collateral_urls (url_hash BINARY(32) NOT NULL, url TEXT NOT NULL, digest BINARY(32) NOT NULL, PRIMARY KEY (url_hash)) ENGINE=InnoDB",
+		"CREATE TABLE IF NOT EXISTS proofline_collateral_marks (url_hash BINARY(32) NOT NULL, url TEXT NOT NULL, eval_number BIGINT NOT NULL, issued_unix BIGINT NOT NULL, PRIMARY KEY (url_hash)) ENGINE=InnoDB",
 	}
 	collSQLiteSchema = []string{
 		"CREATE TABLE IF NOT EXISTS proofline_collateral_blobs (digest BLOB NOT NULL PRIMARY KEY, data BLOB NOT NULL) WITHOUT ROWID",
 		"CREATE TABLE IF NOT EXISTS proofline_collateral_urls (url_hash BLOB NOT NULL PRIMARY KEY, url TEXT NOT NULL, digest BLOB NOT NULL) WITHOUT ROWID",
+		"CREATE TABLE IF NOT EXISTS proofline_collateral_marks (url_hash BLOB NOT NULL PRIMARY KEY, url TEXT NOT NULL, eval_number INTEGER NOT NULL, issued_unix INTEGER NOT NULL) WITHOUT ROWID",
 	}
 )
 
@@ -169,6 +175,55 @@ func (s *SQLStore) put(ctx context.Context, url string, canonical []byte) error 
 		return err
 	}
 	return tx.Commit()
+}
+
+// StoredMark implements MarkStore.
+func (s *SQLStore) StoredMark(ctx context.Context, url string) (Mark, error) {
+	h := sha256.Sum256([]byte(url))
+	var stored string
+	var n, t int64
+	err := s.db.QueryRowContext(ctx, "SELECT url, eval_number, issued_unix FROM proofline_collateral_marks WHERE url_hash = ?", h[:]).Scan(&stored, &n, &t)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Mark{}, fmt.Errorf("%w: no mark for %s", ErrNotStored, url)
+	}
+	if err != nil {
+		return Mark{}, fmt.Errorf("collateral store: reading the mark of %s: %w", url, err)
+	}
+	if stored != url || n < -1 {
+		return Mark{}, fmt.Errorf("collateral store: the mark row for %s is not intact (url %s, number %d)", url, stored, n)
+	}
+	m := Mark{IssuedAt: time.Unix(t, 0).UTC()}
+	if n >= 0 {
+		m.EvaluationDataNumber, m.HasNumber = uint64(n), true
+	}
+	return m, nil
+}
+
+// RaiseMark implements MarkStore: one upsert keeping the greater of each field, atomic against
+// concurrent raises by other replicas.
+func (s *SQLStore) RaiseMark(ctx context.Context, url string, m Mark) error {
+	if m.HasNumber && m.EvaluationDataNumber > 1<<62 {
+		return fmt.Errorf("collateral store: tcbEvaluationDataNumber %d for %s is out of range", m.EvaluationDataNumber, url)
+	}
+	n := int64(-1)
+	if m.HasNumber {
+		n = int64(m.EvaluationDataNumber)
+	}
+	h := sha256.Sum256([]byte(url))
+	q := "INSERT INTO proofline_collateral_marks (url_hash, url, eval_number, issued_unix) VALUES (?, ?, ?, ?) ON CONFLICT(url_hash) DO UPDATE SET eval_number = max(eval_number, excluded.eval_number), issued_unix = max(issued_unix, excluded.issued_unix)"
+	if s.mysql {
+		q = "INSERT INTO proofline_collateral_marks (url_hash, url, eval_number, issued_unix) VALUES (?, ?, ?, ?) ON DUPLICATE KEY UPDATE eval_number = GREATEST(eval_number, VALUES(eval_number)), issued_unix = GREATEST(issued_unix, VALUES(issued_unix))"
+	}
+	var err error
+	for range maxPutAttempts {
+		if _, err = s.db.ExecContext(ctx, q, h[:], url, n, m.IssuedAt.Unix()); err == nil || !s.retry(err) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("collateral store: raising the mark of %s: %w", url, err)
+	}
+	return nil
 }
 
 // retry reports an InnoDB deadlock (1213) or lock wait timeout (1205) between concurrent Puts.

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	_ "github.com/go-sql-driver/mysql"
 	_ "modernc.org/sqlite"
@@ -206,5 +207,57 @@ func TestSQLStoreSQLiteDurability(t *testing.T) {
 		t.Fatal("a SQLite database without WAL and synchronous=FULL was accepted")
 	} else {
 		t.Log(err)
+	}
+}
+
+// TestStoreMarks runs the MarkStore contract (store.go) on every Store: no mark is ErrNotStored;
+// RaiseMark never lowers a field (a lower number or an earlier date leaves it, a document without
+// a number keeps the number); another handle on the same storage (a restart or a replica) reads
+// the same mark; concurrent raises keep the maximum.
+func TestStoreMarks(t *testing.T) {
+	ctx := context.Background()
+	at := func(h int) time.Time { return start.Add(time.Duration(h) * time.Hour) }
+	for name, backend := range storeBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			b := backend(t)
+			s := b.open(t).(collateral.MarkStore)
+			const u = "https://a.example/tcb"
+			if _, err := s.StoredMark(ctx, u); !errors.Is(err, collateral.ErrNotStored) {
+				t.Fatalf("StoredMark of nothing: %v, want ErrNotStored", err)
+			}
+			for _, step := range []struct {
+				raise, want collateral.Mark
+			}{
+				{collateral.Mark{EvaluationDataNumber: 19, HasNumber: true, IssuedAt: at(1)}, collateral.Mark{EvaluationDataNumber: 19, HasNumber: true, IssuedAt: at(1)}},
+				{collateral.Mark{EvaluationDataNumber: 18, HasNumber: true, IssuedAt: at(2)}, collateral.Mark{EvaluationDataNumber: 19, HasNumber: true, IssuedAt: at(2)}},
+				{collateral.Mark{IssuedAt: at(0)}, collateral.Mark{EvaluationDataNumber: 19, HasNumber: true, IssuedAt: at(2)}},
+				{collateral.Mark{EvaluationDataNumber: 20, HasNumber: true, IssuedAt: at(1)}, collateral.Mark{EvaluationDataNumber: 20, HasNumber: true, IssuedAt: at(2)}},
+			} {
+				if err := s.RaiseMark(ctx, u, step.raise); err != nil {
+					t.Fatal(err)
+				}
+				if got, err := s.StoredMark(ctx, u); err != nil || got.EvaluationDataNumber != step.want.EvaluationDataNumber ||
+					got.HasNumber != step.want.HasNumber || !got.IssuedAt.Equal(step.want.IssuedAt) {
+					t.Fatalf("after raising %+v: %+v, %v; want %+v", step.raise, got, err, step.want)
+				}
+			}
+			const v = "https://a.example/crl"
+			var wg sync.WaitGroup
+			for i := range 8 {
+				wg.Go(func() {
+					if err := s.RaiseMark(ctx, v, collateral.Mark{IssuedAt: at(i)}); err != nil {
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			other := b.open(t).(collateral.MarkStore)
+			if got, err := other.StoredMark(ctx, v); err != nil || got.HasNumber || !got.IssuedAt.Equal(at(7)) {
+				t.Fatalf("after concurrent raises, reopened: %+v, %v; want issued %s, no number", got, err, at(7))
+			}
+			if got, err := other.StoredMark(ctx, u); err != nil || got.EvaluationDataNumber != 20 {
+				t.Fatalf("reopened: %+v, %v", got, err)
+			}
+		})
 	}
 }

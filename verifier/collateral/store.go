@@ -11,8 +11,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
+	"time"
 
 	"github.com/proofline/proofline/internal/durable"
 )
@@ -36,14 +40,92 @@ type Store interface {
 	Put(ctx context.Context, url string, canonical []byte) error
 }
 
+// Mark is the high-water mark of the documents kept for one URL: the highest Intel
+// tcbEvaluationDataNumber and the latest issue date (Validity.IssuedAt) of any of them. A
+// document below it is an older one — a rollback (VERIFIER-CHECKS TDX 6: the
+// tcbEvaluationDataNumber never goes backwards) — and is never kept, whatever the Store holds
+// now. The zero Mark is "nothing kept yet".
+type Mark struct {
+	// EvaluationDataNumber is the highest tcbEvaluationDataNumber; meaningful when HasNumber.
+	EvaluationDataNumber uint64
+	HasNumber            bool
+	// IssuedAt is the latest issue date, in whole seconds (rounded down); zero when none.
+	IssuedAt time.Time
+}
+
+// MarkOf returns the mark of one document whose validity is v.
+func MarkOf(r *Response, v Validity) Mark {
+	m := Mark{IssuedAt: v.IssuedAt.UTC().Truncate(time.Second)}
+	m.EvaluationDataNumber, m.HasNumber = TCBEvaluationDataNumber(r)
+	return m
+}
+
+// Max returns the mark that is at least m and o in each field.
+func (m Mark) Max(o Mark) Mark {
+	if o.HasNumber && (!m.HasNumber || o.EvaluationDataNumber > m.EvaluationDataNumber) {
+		m.EvaluationDataNumber, m.HasNumber = o.EvaluationDataNumber, true
+	}
+	if o.IssuedAt.After(m.IssuedAt) {
+		m.IssuedAt = o.IssuedAt
+	}
+	return m
+}
+
+// IsZero reports whether m is the mark of nothing.
+func (m Mark) IsZero() bool { return !m.HasNumber && m.IssuedAt.IsZero() }
+
+// MarkStore is a Store that also keeps, per URL, the Mark of every document kept for it, so that
+// a rollback is refused even when the document itself was lost (a store emptied or restored from
+// a backup, a corrupt entry, a URL the cache no longer holds). MemoryStore, DirStore and SQLStore
+// implement it; the Cache and ImportBundle use it when the Store does (a Store without it gets
+// only the Cache's own in-memory mark, which a restart loses).
+//
+//   - RaiseMark(ctx, url, m) raises url's mark to Max(stored, m), atomically, also against
+//     concurrent raises by other processes: it MUST NOT lower any field, and MUST NOT return nil
+//     before the raised mark is durable (persistent backends).
+//   - StoredMark(ctx, url) returns url's mark; the zero Mark and ErrNotStored when none was
+//     raised; another error when it cannot be read (the caller then fails closed).
+type MarkStore interface {
+	StoredMark(ctx context.Context, url string) (Mark, error)
+	RaiseMark(ctx context.Context, url string, m Mark) error
+}
+
 // MemoryStore is a Store in memory, for tests and for a verifier without a data directory.
 type MemoryStore struct {
-	mu sync.Mutex
-	m  map[string][]byte
+	mu    sync.Mutex
+	m     map[string][]byte
+	marks map[string]Mark
 }
 
 // NewMemoryStore returns an empty MemoryStore.
-func NewMemoryStore() *MemoryStore { return &MemoryStore{m: map[string][]byte{}} }
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{m: map[string][]byte{}, marks: map[string]Mark{}}
+}
+
+// StoredMark implements MarkStore.
+func (s *MemoryStore) StoredMark(ctx context.Context, url string) (Mark, error) {
+	if err := ctx.Err(); err != nil {
+		return Mark{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.marks[url]
+	if !ok {
+		return Mark{}, fmt.Errorf("%w: no mark for %s", ErrNotStored, url)
+	}
+	return m, nil
+}
+
+// RaiseMark implements MarkStore.
+func (s *MemoryStore) RaiseMark(ctx context.Context, url string, m Mark) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.marks[url] = s.marks[url].Max(m)
+	return nil
+}
 
 // Get implements Store.
 func (s *MemoryStore) Get(ctx context.Context, url string) ([]byte, error) {
@@ -74,6 +156,9 @@ func (s *MemoryStore) Put(ctx context.Context, url string, canonical []byte) err
 //
 //	DIR/blobs/<sha256 of the canonical bytes, hex>   the canonical bytes, written once
 //	DIR/urls/<sha256 of the URL, hex>                the hex digest of the URL's current blob
+//	DIR/marks/<sha256 of the URL, hex>.<n>.<t>       the URL's Mark (MarkStore): n the highest
+//	                                                 tcbEvaluationDataNumber (-1: none), t the
+//	                                                 latest issue date in Unix seconds; empty file
 //
 // Both are written with internal/durable (temporary file, fsync, rename or link, fsync of the
 // directory), so a crash leaves the old pointer or the new one, and a pointer never names a blob
@@ -85,7 +170,7 @@ type DirStore struct {
 
 // OpenDirStore opens (creating it if needed) a DirStore in dir.
 func OpenDirStore(dir string) (*DirStore, error) {
-	for _, sub := range []string{"blobs", "urls"} {
+	for _, sub := range []string{"blobs", "urls", "marks"} {
 		if err := os.MkdirAll(filepath.Join(dir, sub), 0o755); err != nil {
 			return nil, fmt.Errorf("collateral store: %w", err)
 		}
@@ -156,6 +241,89 @@ func (s *DirStore) Put(ctx context.Context, url string, canonical []byte) error 
 		return fmt.Errorf("collateral store: pointing %s at its response: %w", url, err)
 	}
 	return nil
+}
+
+// StoredMark implements MarkStore.
+func (s *DirStore) StoredMark(ctx context.Context, url string) (Mark, error) {
+	if err := ctx.Err(); err != nil {
+		return Mark{}, err
+	}
+	m, files, err := s.marks(url)
+	if err != nil {
+		return Mark{}, err
+	}
+	if len(files) == 0 {
+		return Mark{}, fmt.Errorf("%w: no mark for %s", ErrNotStored, url)
+	}
+	return m, nil
+}
+
+// RaiseMark implements MarkStore. It creates a new, empty file named by the merged mark and then
+// removes the ones that mark dominates: files are only ever created whole (internal/durable), and
+// the mark is the maximum over the URL's files, so concurrent raises by several processes never
+// lower it.
+func (s *DirStore) RaiseMark(ctx context.Context, url string, m Mark) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	old, files, err := s.marks(url)
+	if err != nil {
+		return err
+	}
+	m = old.Max(m)
+	if m.HasNumber && m.EvaluationDataNumber > 1<<62 {
+		return fmt.Errorf("collateral store: tcbEvaluationDataNumber %d for %s is out of range", m.EvaluationDataNumber, url)
+	}
+	n := int64(-1)
+	if m.HasNumber {
+		n = int64(m.EvaluationDataNumber)
+	}
+	h := sha256.Sum256([]byte(url))
+	name := fmt.Sprintf("%s.%d.%d", hex.EncodeToString(h[:]), n, m.IssuedAt.Unix())
+	if !slices.Contains(files, name) {
+		if err := durable.Create(filepath.Join(s.dir, "marks", name), nil, 0o644); err != nil && !errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("collateral store: raising the mark of %s: %w", url, err)
+		}
+	}
+	// The new file dominates every file read above; removing them is only housekeeping.
+	for _, f := range files {
+		if f != name {
+			os.Remove(filepath.Join(s.dir, "marks", f))
+		}
+	}
+	return nil
+}
+
+// marks reads url's mark files: the mark (their maximum) and their names. A file whose name does
+// not parse is an error: the mark cannot be trusted to be complete.
+func (s *DirStore) marks(url string) (Mark, []string, error) {
+	h := sha256.Sum256([]byte(url))
+	prefix := hex.EncodeToString(h[:]) + "."
+	entries, err := os.ReadDir(filepath.Join(s.dir, "marks"))
+	if err != nil {
+		return Mark{}, nil, fmt.Errorf("collateral store: reading the marks: %w", err)
+	}
+	var m Mark
+	var files []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), prefix)
+		if !ok {
+			continue
+		}
+		ns, ts, ok := strings.Cut(rest, ".")
+		n, err1 := strconv.ParseInt(ns, 10, 64)
+		t, err2 := strconv.ParseInt(ts, 10, 64)
+		if !ok || err1 != nil || err2 != nil || n < -1 {
+			return Mark{}, nil, fmt.Errorf("collateral store: the mark file %s of %s is not <hash>.<number>.<time>; remove it only if you know the URL's latest document", e.Name(), url)
+		}
+		f := Mark{IssuedAt: time.Unix(t, 0).UTC()}
+		if n >= 0 {
+			f.EvaluationDataNumber, f.HasNumber = uint64(n), true
+		}
+		m = m.Max(f)
+		files = append(files, e.Name())
+	}
+	return m, files, nil
 }
 
 func readBounded(path string, limit int64) ([]byte, error) {
