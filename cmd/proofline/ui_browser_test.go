@@ -300,6 +300,15 @@ func TestAuditorBrowser(t *testing.T) {
 	if checks != "true,false,false" {
 		t.Errorf("in-browser inclusion check of record %s (valid, flipped byte, other index): %s, want true,false,false", index, checks)
 	}
+	// The export button fetches the window's bundle with the token in the header.
+	within(t, ctx, "download the export", chromedp.Steps(
+		chromedp.Click(chromedp.ID("export-download")),
+		chromedp.WaitVisible(chromedp.CSS(`#export-status`)),
+		chromedp.Poll[chromedp.Void](`document.getElementById("export-status").textContent.startsWith("Downloaded ")`),
+	))
+	if st := within(t, ctx, "export status", chromedp.Text(chromedp.ID("export-status"))); !strings.Contains(st, "bytes: verify it with proofline audit verify") {
+		t.Errorf("export status: %q", st)
+	}
 	for _, c := range []string{"verdicts", "failures", "tcb", "changes"} {
 		if count(t, ctx, "#chart-box-"+c+" svg") != 1 {
 			t.Errorf("chart %s missing", c)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/proofline/proofline/internal/mysqltest"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
@@ -195,6 +198,9 @@ func parseSyslog(msg string) (hdr []string, cef []string, ext map[string]string,
 
 // cefMatches checks that msg is the syslog message of a (facility auth, version "v1.2|x").
 func cefMatches(a *Alert, msg string) error {
+	if err := cefSafe(msg); err != nil {
+		return err
+	}
 	hdr, cef, ext, err := parseSyslog(msg)
 	if err != nil {
 		return err
@@ -206,8 +212,8 @@ func cefMatches(a *Alert, msg string) error {
 	if strings.Join(cef, "\x00") != strings.Join(want, "\x00") {
 		return fmt.Errorf("CEF header %q, want %q", cef, want)
 	}
-	wantExt := map[string]string{"rt": strconv.FormatInt(t0.UnixMilli(), 10), "externalId": a.ID, "cs1Label": "subject", "cs1": a.Subject,
-		"cs2Label": "reason", "cs2": a.Reason, "cs3Label": "logOrigin", "cs3": a.LogOrigin, "cn1Label": "recordIndex", "cn1": "7", "msg": a.Message}
+	wantExt := map[string]string{"rt": strconv.FormatInt(t0.UnixMilli(), 10), "externalId": a.ID, "cs1Label": "subject", "cs1": cefClean(a.Subject),
+		"cs2Label": "reason", "cs2": cefClean(a.Reason), "cs3Label": "logOrigin", "cs3": cefClean(a.LogOrigin), "cn1Label": "recordIndex", "cn1": "7", "msg": cefClean(a.Message)}
 	if len(ext) != len(wantExt) {
 		return fmt.Errorf("extensions %q, want %q", ext, wantExt)
 	}
@@ -217,6 +223,64 @@ func cefMatches(a *Alert, msg string) error {
 		}
 	}
 	return nil
+}
+
+// cefSafe checks that a syslog message is valid UTF-8 without any control character or Unicode
+// line separator: nothing in it can end the message early or start a forged line.
+func cefSafe(msg string) error {
+	if !utf8.ValidString(msg) {
+		return fmt.Errorf("invalid UTF-8 in %q", msg)
+	}
+	for i, r := range msg {
+		if unicode.IsControl(r) || r == '\u2028' || r == '\u2029' {
+			return fmt.Errorf("control character %U at %d in %q", r, i, msg)
+		}
+	}
+	return nil
+}
+
+// cefClean is what an extension value reads as after parsing: invalid UTF-8, and the control
+// characters other than the escaped \n and \r, replaced by U+FFFD.
+func cefClean(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	return strings.Map(func(r rune) rune {
+		if r != '\n' && r != '\r' && (unicode.IsControl(r) || r == '\u2028' || r == '\u2029') {
+			return '\uFFFD'
+		}
+		return r
+	}, s)
+}
+
+// Control characters, Unicode line separators and invalid UTF-8 never reach the message, in the
+// extensions or in the CEF header.
+func TestCEFControlCharacters(t *testing.T) {
+	a := &Alert{Kind: KindAuthFailures, Severity: SeverityCritical, Subject: "a\x00b\tc", Reason: "\x85r\u2028\u2029",
+		Message: "m\xff\xfe\x1b[31m\x7f end", Time: t0}
+	a.Record("proofline.local/log", 7)
+	if err := a.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	s := &Syslog{cfg: SyslogConfig{AppName: "proofline", Hostname: "h", Version: "v1.2|x"}, facility: 4}
+	msg := s.Format(a)
+	if err := cefMatches(a, msg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "cs1=a\uFFFDb\uFFFDc ") {
+		t.Fatalf("subject not cleaned: %q", msg)
+	}
+	// The header fields too: a version with a NUL, a tab, a C1 control and invalid UTF-8.
+	s.cfg.Version = "v1\x00\t\u0085\u2028\xff|x"
+	msg = s.Format(a)
+	if err := cefSafe(msg); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(msg, "|v1    \uFFFD\\|x|") {
+		t.Fatalf("version not cleaned: %q", msg)
+	}
+	// The check can fail: a raw control character is caught.
+	if cefSafe("CEF:0|a\tb") == nil || cefSafe("x\xff") == nil || cefSafe("x\u2028") == nil {
+		t.Fatal("cefSafe accepts control characters")
+	}
 }
 
 // The strict parser refuses what the formatter must never produce: each case breaks one escape
@@ -511,6 +575,7 @@ func FuzzCEF(f *testing.F) {
 	f.Add("a|b\\c", "x=y", "line1\nline2\r\nend cs1=evil msg=x \\")
 	f.Add("", "", "=")
 	f.Add("k\\=", "\\\\", " a= ")
+	f.Add("nul\x00tab\t", "\u0085\u2028\u2029", "bad \xff\xfe utf-8 \x1b[0m")
 	f.Fuzz(func(t *testing.T, subject, reason, message string) {
 		a := &Alert{Kind: KindAuthFailures, Severity: SeverityCritical, Subject: subject + "s", Reason: reason, Message: message, Time: t0}
 		a.Record("proofline.local/log", 7)
@@ -522,4 +587,173 @@ func FuzzCEF(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// slowDest takes the whole SendTimeout on the clock for every delivery, and checks that the row
+// it sends is still leased to the sender when the send ends: a lapsed lease is when another
+// replica would send the same alert too.
+type slowDest struct {
+	t     *testing.T
+	o     *Outbox
+	clock *collateraltest.Clock
+	owner func() string
+	step  time.Duration
+	sent  map[string]int
+	lapse int
+}
+
+func (s *slowDest) Name() string { return "webhook:slow" }
+
+func (s *slowDest) Deliver(ctx context.Context, a *Alert, _ []byte) error {
+	s.clock.Advance(s.step)
+	var owner string
+	var until int64
+	if err := s.o.db.QueryRowContext(ctx, "SELECT lease_owner, lease_until_unix FROM proofline_alert_outbox WHERE id = ? AND destination = ?",
+		a.ID, s.Name()).Scan(&owner, &until); err != nil {
+		s.t.Fatal(err)
+	}
+	if owner != s.owner() || until < s.clock.Now().Unix() {
+		s.lapse++
+	}
+	s.sent[a.ID]++
+	return nil
+}
+
+// Every delivery ends within its row's lease, even when each takes the whole SendTimeout, and
+// every alert is sent once; the claim size follows the lease.
+func TestDispatcherLeaseCoversBatch(t *testing.T) {
+	ctx := context.Background()
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	clock := collateraltest.NewClock(t0)
+	dest := &slowDest{t: t, o: o, clock: clock, step: 10 * time.Second, sent: map[string]int{}}
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: dest}}, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest.owner = func() string { return d.owner }
+	if got := d.ClaimLimit(); got != 27 || time.Duration(got)*d.cfg.SendTimeout > d.cfg.Lease {
+		t.Fatalf("claim limit %d with a lease of %v and sends of %v", got, d.cfg.Lease, d.cfg.SendTimeout)
+	}
+	const n = 70
+	for i := range n {
+		a := *testAlert(t)
+		a.Subject = fmt.Sprintf("agent:%d", i)
+		a.RecordIndex = nil
+		if _, err := d.Emit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, failed := d.RunOnce(ctx); ok != n || failed != 0 {
+		t.Fatalf("%d delivered, %d failed, want %d", ok, failed, n)
+	}
+	if dest.lapse != 0 {
+		t.Fatalf("%d alerts were sent after their lease lapsed", dest.lapse)
+	}
+	for id, k := range dest.sent {
+		if k != 1 {
+			t.Fatalf("alert %s sent %d times", id, k)
+		}
+	}
+	// Sends slower than SendTimeout (a destination ignoring its context): the sender stops
+	// before a lease would lapse, and claims the rest again once their lease is over.
+	dest.step, dest.sent = 20*time.Second, map[string]int{}
+	for i := range 20 {
+		a := *testAlert(t)
+		a.Subject = fmt.Sprintf("agent:slow-%d", i)
+		a.RecordIndex = nil
+		if _, err = d.Emit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ok, _ := d.RunOnce(ctx); ok != 20 || dest.lapse != 0 || len(dest.sent) != 20 {
+		t.Fatalf("%d delivered, %d distinct, %d after their lease lapsed", ok, len(dest.sent), dest.lapse)
+	}
+	// The check can fail: a send that outlasts its row's lease is caught.
+	a := *testAlert(t)
+	a.Subject, a.RecordIndex = "agent:lapsed", nil
+	if _, err := o.Put(ctx, &a, []string{dest.Name()}, clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	es, err := o.Claim(ctx, dest.Name(), d.owner, clock.Now(), time.Second, 1)
+	if err != nil || len(es) != 1 {
+		t.Fatalf("claim: %v %v", es, err)
+	}
+	if err := dest.Deliver(ctx, &es[0].Alert, nil); err != nil || dest.lapse != 1 {
+		t.Fatalf("a send after the lease lapsed went unnoticed (%v)", err)
+	}
+	if _, err := New(Config{Outbox: o, Clock: clock, Lease: time.Minute, SendTimeout: time.Minute}); err == nil {
+		t.Fatal("a lease shorter than two sends was accepted")
+	}
+}
+
+// A webhook is identified by its configured name, or one derived from its host and a hash of
+// its URL; a secret in the URL's path or query is in no name, error or stored outbox row.
+func TestWebhookNameHidesURLSecret(t *testing.T) {
+	ctx := context.Background()
+	secret := []byte("0123456789abcdef")
+	srv := httptest.NewServer(http.NotFoundHandler())
+	hookURL := srv.URL + "/hooks/T0PSECRETPATH?token=T0PSECRETQUERY"
+	srv.Close() // nothing listens: every delivery fails
+	leaks := func(s string) bool { return strings.Contains(s, "T0PSECRET") }
+
+	wh, err := NewWebhook(WebhookConfig{URL: hookURL, Secret: secret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leaks(wh.Name()) || !strings.HasPrefix(wh.Name(), "webhook:127.0.0.1-") || wh.Name() != "webhook:"+DefaultWebhookName(hookURL) {
+		t.Fatalf("derived name %q", wh.Name())
+	}
+	if other := DefaultWebhookName(srv.URL + "/hooks/other"); "webhook:"+other == wh.Name() {
+		t.Fatal("two URLs on one host get one name")
+	}
+	named, err := NewWebhook(WebhookConfig{URL: hookURL, Name: "soc", Secret: secret})
+	if err != nil || named.Name() != "webhook:soc" {
+		t.Fatalf("named: %v %v", named, err)
+	}
+	for _, bad := range []string{"-soc", "soc/pager", strings.Repeat("a", 65), "s o c"} {
+		if _, err := NewWebhook(WebhookConfig{URL: hookURL, Name: bad, Secret: secret}); err == nil || leaks(err.Error()) {
+			t.Errorf("name %q: %v", bad, err)
+		}
+	}
+	if _, err := NewWebhook(WebhookConfig{URL: "ftp://x/T0PSECRETPATH", Secret: secret}); err == nil || leaks(err.Error()) {
+		t.Errorf("bad URL: %v", err)
+	}
+	if _, err := NewWebhook(WebhookConfig{URL: hookURL, Secret: []byte("short")}); err == nil || leaks(err.Error()) {
+		t.Errorf("short secret: %v", err)
+	}
+
+	// A failed delivery: the error (logged, and stored as the row's last_error) names the host.
+	a := testAlert(t)
+	err = named.Deliver(ctx, a, []byte("{}"))
+	if err == nil || leaks(err.Error()) || !strings.Contains(err.Error(), named.Origin()) {
+		t.Fatalf("delivery error %v", err)
+	}
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	clock := collateraltest.NewClock(t0)
+	var logs strings.Builder
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: named}}, Clock: clock, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Emit(ctx, *a); err != nil {
+		t.Fatal(err)
+	}
+	if ok, failed := d.RunOnce(ctx); ok != 0 || failed != 1 {
+		t.Fatalf("%d delivered, %d failed", ok, failed)
+	}
+	var dest, lastErr string
+	if err := o.db.QueryRowContext(ctx, "SELECT destination, last_error FROM proofline_alert_outbox").Scan(&dest, &lastErr); err != nil {
+		t.Fatal(err)
+	}
+	if dest != "webhook:soc" || lastErr == "" || leaks(lastErr) || leaks(logs.String()) || !strings.Contains(logs.String(), "alert delivery failed") {
+		t.Fatalf("row %q %q; logs:\n%s", dest, lastErr, logs.String())
+	}
 }

@@ -58,9 +58,14 @@ type Config struct {
 	// Backoff is the wait after the first failed attempt; it doubles per attempt up to
 	// MaxBackoff, with jitter (a random half of it). Defaults 10s and 15m.
 	Backoff, MaxBackoff time.Duration
-	// Lease is how long a replica holds the rows it is sending. Default 5m: longer than any
-	// delivery's timeout.
+	// Lease is how long a replica holds the rows it is sending. Default 5m. A pass claims at
+	// most as many rows as it can send within the lease (ClaimLimit): each delivery is cut off
+	// at SendTimeout, so a lease never lapses while its row is still to be sent (which would let
+	// another replica send it too).
 	Lease time.Duration
+	// SendTimeout bounds one delivery attempt (its context's deadline). Default 10s, the
+	// destinations' own default timeout.
+	SendTimeout time.Duration
 	// Poll is the longest wait between passes (rows due later, or left by another replica).
 	// Default 1m.
 	Poll time.Duration
@@ -94,6 +99,12 @@ func New(cfg Config) (*Dispatcher, error) {
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 5 * time.Minute
+	}
+	if cfg.SendTimeout == 0 {
+		cfg.SendTimeout = 10 * time.Second
+	}
+	if cfg.SendTimeout < 0 || cfg.Lease < 2*cfg.SendTimeout {
+		return nil, fmt.Errorf("alert: Config.Lease (%v) must be at least twice Config.SendTimeout (%v)", cfg.Lease, cfg.SendTimeout)
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = time.Minute
@@ -184,6 +195,17 @@ func (d *Dispatcher) backoff(n int) time.Duration {
 	return w/2 + time.Duration(d.cfg.Jitter()*float64(w/2))
 }
 
+// maxClaim is the most rows one claim takes.
+const maxClaim = 32
+
+// ClaimLimit is how many rows one claim takes: as many as can be sent one after another, each
+// within SendTimeout, before the lease runs out, less a margin (a tenth of the lease, at most
+// 30s) for the outbox writes; at most 32 and at least 1. With the defaults (5m, 10s): 27.
+func (d *Dispatcher) ClaimLimit() int {
+	margin := min(d.cfg.Lease/10, 30*time.Second)
+	return max(1, min(maxClaim, int((d.cfg.Lease-margin)/d.cfg.SendTimeout)))
+}
+
 // RunOnce delivers what is due now to every destination and returns how many deliveries
 // succeeded and failed.
 func (d *Dispatcher) RunOnce(ctx context.Context) (delivered, failed int) {
@@ -191,8 +213,8 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (delivered, failed int) {
 		name := r.Destination.Name()
 		typ, _, _ := strings.Cut(name, ":")
 		for {
-			now := d.cfg.Clock.Now()
-			es, err := d.cfg.Outbox.Claim(ctx, name, d.owner, now, d.cfg.Lease, 32)
+			claimed := d.cfg.Clock.Now()
+			es, err := d.cfg.Outbox.Claim(ctx, name, d.owner, claimed, d.cfg.Lease, d.ClaimLimit())
 			if err != nil {
 				d.log.WarnContext(ctx, "alert outbox: claiming alerts failed", slog.String("destination", name), slog.Any("error", err))
 				break
@@ -201,7 +223,14 @@ func (d *Dispatcher) RunOnce(ctx context.Context) (delivered, failed int) {
 				break
 			}
 			for _, e := range es {
-				err := r.Destination.Deliver(ctx, &e.Alert, e.Body)
+				if d.cfg.Clock.Now().Add(d.cfg.SendTimeout).After(claimed.Add(d.cfg.Lease)) {
+					// The lease would lapse during this send (a slow clock step, or outbox writes
+					// slower than the margin): leave the rest to be claimed again.
+					break
+				}
+				sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+				err := r.Destination.Deliver(sctx, &e.Alert, e.Body)
+				cancel()
 				now := d.cfg.Clock.Now()
 				if err == nil {
 					delivered++

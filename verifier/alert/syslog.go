@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The syslog message is written by hand: log/syslog (and the forks of it) speak the BSD format of
@@ -32,6 +34,9 @@ var Facilities = map[string]int{
 
 // SyslogConfig configures a Syslog destination.
 type SyslogConfig struct {
+	// Name is the collector's stable id (ValidName), the outbox key of its undelivered alerts.
+	// Default: "<network>-<address>" with ':' kept (e.g. "tcp-siem.example.com:601").
+	Name string
 	// Network is "udp" or "tcp".
 	Network string
 	// Address is host:port of the collector.
@@ -66,6 +71,18 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 	if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
 		return nil, fmt.Errorf("alert: syslog address %q: give host:port (%v)", cfg.Address, err)
 	}
+	if cfg.Name == "" {
+		cfg.Name = strings.Map(func(r rune) rune {
+			if nameChar(r) {
+				return r
+			}
+			return '_'
+		}, cfg.Network+"-"+cfg.Address)
+		cfg.Name = cfg.Name[:min(len(cfg.Name), 64)]
+	}
+	if !ValidName(cfg.Name) {
+		return nil, fmt.Errorf("alert: syslog %s: name %q: give 1 to 64 letters, digits, '.', '_', '-' or ':', starting with a letter or digit", cfg.Address, cfg.Name)
+	}
 	if cfg.Facility == "" {
 		cfg.Facility = DefaultFacility
 	}
@@ -86,7 +103,7 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 }
 
 // Name is "syslog:<network>://<address>".
-func (s *Syslog) Name() string { return "syslog:" + s.cfg.Network + "://" + s.cfg.Address }
+func (s *Syslog) Name() string { return "syslog:" + s.cfg.Name }
 
 // Deliver sends one message over a new connection.
 func (s *Syslog) Deliver(ctx context.Context, a *Alert, _ []byte) error {
@@ -172,12 +189,52 @@ func CEF(a *Alert, version string) string {
 	return b.String()
 }
 
+// cefHeader escapes a CEF header field: `\` and `|` are escaped with `\`; every control character
+// (C0, DEL, C1, line breaks included) and U+2028/U+2029 become a space, and invalid UTF-8 becomes
+// U+FFFD, so that no field can break the syslog frame or forge another field.
 func cefHeader(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `|`, `\|`, "\r", " ", "\n", " ").Replace(s)
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\\' || r == '|':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case cefControl(r):
+			b.WriteByte(' ')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
+// cefValue escapes a CEF extension value: `\`, `=` and the line breaks \n and \r are escaped as
+// the CEF specification says; every other control character (C0, DEL, C1) and U+2028/U+2029
+// become U+FFFD, and invalid UTF-8 becomes U+FFFD.
 func cefValue(s string) string {
-	return strings.NewReplacer(`\`, `\\`, `=`, `\=`, "\n", `\n`, "\r", `\r`).Replace(s)
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		switch {
+		case r == '\\' || r == '=':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case cefControl(r):
+			b.WriteRune(utf8.RuneError)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// cefControl reports whether r must not appear in a CEF message as it is: a control character
+// (C0, DEL, C1) or a Unicode line or paragraph separator.
+func cefControl(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029'
 }
 
 // kindName is the human name of a kind (the CEF Name field).

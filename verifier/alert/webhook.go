@@ -21,7 +21,8 @@ import (
 const (
 	// HeaderSignature is "t=<unix seconds>,v1=<hex HMAC-SHA256(secret, t + "." + body)>".
 	HeaderSignature = "Proofline-Signature"
-	// HeaderAlertID is the alert's id, the same on every attempt: deduplicate on it.
+	// HeaderAlertID is the alert's id, the same on every attempt, for logging. It is outside the
+	// signature: receivers deduplicate on the id in the verified body, never on this header.
 	HeaderAlertID = "Proofline-Alert-Id"
 )
 
@@ -32,6 +33,8 @@ const MinSecretSize = 16
 // delivery; anything else (a redirect included: it is not followed) is a failure to retry.
 type Webhook struct {
 	url    string
+	origin string // scheme://host of url: all of it that is ever logged or stored
+	name   string
 	secret []byte
 	client *http.Client
 	now    func() time.Time
@@ -39,8 +42,13 @@ type Webhook struct {
 
 // WebhookConfig configures a Webhook.
 type WebhookConfig struct {
-	// URL receives the POSTs: https, or http for a receiver on the same host or network.
+	// URL receives the POSTs: https, or http for a receiver on the same host or network. It may
+	// carry a secret in its path or query: only its scheme and host are ever logged or stored.
 	URL string
+	// Name is the webhook's stable id (ValidName): the outbox keys undelivered alerts by it, so
+	// alerts pending for a webhook survive a change of its URL. Default: DefaultWebhookName(URL),
+	// which changes with the URL.
+	Name string
 	// Secret is the HMAC key, at least MinSecretSize bytes. Never logged.
 	Secret []byte
 	// Client sends the requests; nil means one with a 10s timeout.
@@ -66,12 +74,20 @@ func ReadSecretFile(path string) ([]byte, error) {
 func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	u, err := url.Parse(cfg.URL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("alert: webhook URL %q: give an absolute http(s) URL", cfg.URL)
+		// The URL is not echoed: it may hold a secret.
+		return nil, errors.New("alert: webhook url: give an absolute http(s) URL such as https://soc.example.com/hooks/proofline")
 	}
+	origin := u.Scheme + "://" + u.Host
 	if len(cfg.Secret) < MinSecretSize {
-		return nil, fmt.Errorf("alert: webhook %s: the secret has %d bytes, want at least %d", u.Redacted(), len(cfg.Secret), MinSecretSize)
+		return nil, fmt.Errorf("alert: webhook %s: the secret has %d bytes, want at least %d", origin, len(cfg.Secret), MinSecretSize)
 	}
-	w := &Webhook{url: cfg.URL, secret: cfg.Secret, client: cfg.Client, now: cfg.Now}
+	name := cfg.Name
+	if name == "" {
+		name = DefaultWebhookName(cfg.URL)
+	} else if !ValidName(name) {
+		return nil, fmt.Errorf("alert: webhook %s: name %q: give 1 to 64 letters, digits, '.', '_', '-' or ':', starting with a letter or digit", origin, name)
+	}
+	w := &Webhook{url: cfg.URL, origin: origin, name: name, secret: cfg.Secret, client: cfg.Client, now: cfg.Now}
 	if w.client == nil {
 		w.client = &http.Client{Timeout: 10 * time.Second}
 	}
@@ -84,10 +100,46 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	return w, nil
 }
 
-// Name is "webhook:<url>" (without any password the URL may hold).
-func (w *Webhook) Name() string {
-	u, _ := url.Parse(w.url)
-	return "webhook:" + u.Redacted()
+// Name is "webhook:<name>": the destination id in the outbox and in logs.
+func (w *Webhook) Name() string { return "webhook:" + w.name }
+
+// Origin is the scheme://host of the webhook's URL, the only part of it that is logged.
+func (w *Webhook) Origin() string { return w.origin }
+
+// DefaultWebhookName is the name of a webhook configured without one: its host and the first 8
+// hex digits of the SHA-256 of its URL (e.g. "soc.example.com-1a2b3c4d"), so that two webhooks
+// on one host differ and the URL's path and query (which may hold a secret) are not shown.
+func DefaultWebhookName(rawURL string) string {
+	host := "webhook"
+	if u, err := url.Parse(rawURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	sum := sha256.Sum256([]byte(rawURL))
+	name := strings.Map(func(r rune) rune {
+		if nameChar(r) {
+			return r
+		}
+		return '_'
+	}, host)
+	return name[:min(len(name), 55)] + "-" + hex.EncodeToString(sum[:4])
+}
+
+// ValidName reports whether name can name a destination: 1 to 64 letters, digits, '.', '_', '-'
+// or ':', starting with a letter or digit (the outbox stores "webhook:"/"syslog:" + name).
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > 64 || !nameChar(rune(name[0])) || strings.ContainsAny(name[:1], "._-:") {
+		return false
+	}
+	for _, r := range name {
+		if !nameChar(r) {
+			return false
+		}
+	}
+	return true
+}
+
+func nameChar(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-:", r)
 }
 
 // Sign returns the HeaderSignature value for body at time t.
@@ -142,6 +194,11 @@ func (w *Webhook) Deliver(ctx context.Context, a *Alert, body []byte) error {
 	req.Header.Set(HeaderSignature, Sign(w.secret, body, w.now()))
 	resp, err := w.client.Do(req)
 	if err != nil {
+		// *url.Error names the whole URL; the error is logged and stored: keep scheme://host.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			return fmt.Errorf("POST %s: %w", w.origin, ue.Err)
+		}
 		return err
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))

@@ -81,6 +81,8 @@ func New(svc *service.Service, cfg Config, opts Options) (*Server, error) {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
 	s.auth.store = svc // tokens created through the API, read on every request (tokens.go)
+	// CreateToken refuses the configuration tokens' principals; clashes are logged (tokens.go).
+	s.shareConfigPrincipals()
 	if err := reg.Register(s.requests); err != nil {
 		return nil, err
 	}
@@ -203,6 +205,7 @@ var routes = []route{
 	{method: http.MethodGet, path: "/v1/keys", roles: readers, handler: (*Server).getKeys},
 	// The auditor web UI (ui.go): its summary, and its static files (public: they hold no data).
 	{method: http.MethodGet, path: "/v1/audit/summary", roles: readers, handler: (*Server).auditSummary},
+	{method: http.MethodGet, path: "/v1/audit/export", roles: readers, handler: (*Server).auditExport},
 	{method: http.MethodGet, path: "/ui/", roles: []service.Role{public}, handler: (*Server).uiIndex},
 	{method: http.MethodGet, path: "/ui/:file", roles: []service.Role{public}, handler: (*Server).uiFile},
 	// Access management (tokens.go).

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -29,6 +28,22 @@ import (
 type accessStore interface {
 	AuthenticateToken(ctx context.Context, sum [32]byte, from string) (service.Principal, error)
 	NotePrincipalUse(ctx context.Context, p service.Principal, from string)
+}
+
+// configPrincipalsTimeout bounds the start-up check of the configuration tokens against the
+// database tokens (a warning only).
+const configPrincipalsTimeout = 10 * time.Second
+
+// shareConfigPrincipals gives the service the configuration tokens' principals: CreateToken
+// refuses them for every caller, and a clash with an active database token is logged at start.
+func (s *Server) shareConfigPrincipals() {
+	ps := make([]service.Principal, 0, len(s.cfg.Tokens))
+	for _, t := range s.cfg.Tokens {
+		ps = append(ps, service.Principal{Name: t.Name, Role: t.Role})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), configPrincipalsTimeout)
+	defer cancel()
+	s.svc.SetConfigPrincipals(ctx, ps)
 }
 
 // databaseToken authenticates a bearer token that no configuration token matched: only a token
@@ -183,7 +198,10 @@ func dbTokenEntry(t service.APIToken, now time.Time) tokenEntry {
 	}
 	e.Revocable = e.Status != "revoked"
 	if !t.RevokedAt.IsZero() {
-		e.RevokedAt, e.RevokedBy, e.RevokedRecord = ptrTime(t.RevokedAt), t.RevokedBy, ptrUint(t.RevokedRecord)
+		e.RevokedAt, e.RevokedBy = ptrTime(t.RevokedAt), t.RevokedBy
+		if !t.RevocationUnrecorded { // else the record is still to be written: no index yet
+			e.RevokedRecord = ptrUint(t.RevokedRecord)
+		}
 	}
 	return e
 }
@@ -217,10 +235,6 @@ func (s *Server) createToken(c echo.Context) error {
 		tr.ExpiresAt = s.svc.Now().Add(d)
 	case req.ExpiresAt != nil:
 		tr.ExpiresAt = *req.ExpiresAt
-	}
-	p := service.Principal{Name: req.Name, Role: tr.Role}
-	if slices.ContainsFunc(s.cfg.Tokens, func(t TokenConfig) bool { return t.Name == p.Name && t.Role == p.Role }) {
-		return fmt.Errorf("%w: %s is a configuration token's principal (http.tokens); give the new token another name", service.ErrConflict, p)
 	}
 	ct, err := s.svc.CreateToken(c.Request().Context(), principal(c), tr)
 	if err != nil {

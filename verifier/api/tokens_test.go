@@ -3,11 +3,16 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -318,7 +323,9 @@ func TestTokenRequestsRefused(t *testing.T) {
 }
 
 // A token is created only once its record is durable: with the log failing, the answer is 503,
-// and no token was stored.
+// and no token was stored. A revocation is in force before its record is written: with the log
+// failing, the answer is 503 and the token is refused at once; once the log recovers, revoking
+// it again writes the record, exactly once.
 func TestTokenCreateNeedsTheRecord(t *testing.T) {
 	var fl *faultyLog
 	f := newFixture(t, options{wrapLog: func(l service.Log) service.Log { fl = &faultyLog{Log: l}; return fl }})
@@ -329,19 +336,75 @@ func TestTokenCreateNeedsTheRecord(t *testing.T) {
 	}
 	fl.failing.Store(false)
 	ct := f.createToken(`{"name":"kept","role":"agent","expires_in":"1h"}`) // the log recovered
+	f.wantStatus(ct.Token, http.StatusOK)
 	fl.failing.Store(true)
-	if code, _, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil); code != http.StatusServiceUnavailable {
+	if code, hdr, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil); code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
 		t.Fatalf("revoke with the log failing: %d %s", code, b)
 	}
-	fl.failing.Store(false)
+	f.wantStatus(ct.Token, http.StatusUnauthorized)
 	list := f.tokenList("alice")
 	for _, e := range list {
 		if e.Name == "lost" {
 			t.Fatalf("a token whose record failed was stored: %+v", e)
 		}
 	}
-	if list[ct.ID].Status != "active" {
-		t.Fatalf("a revocation whose record failed was committed: %+v", list[ct.ID])
+	if e := list[ct.ID]; e.Status != "revoked" || e.RevokedAt == nil || e.RevokedRecord != nil {
+		t.Fatalf("a revocation whose record failed: %+v, want revoked without a record", e)
+	}
+	fl.failing.Store(false)
+	code, _, b = f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil)
+	var e tokenEntry
+	if err := json.Unmarshal(b, &e); code != http.StatusOK || err != nil || e.Status != "revoked" || e.RevokedRecord == nil {
+		t.Fatalf("revoking again once the log recovered: %d %s", code, b)
+	}
+	if ch := f.accessRecord(*e.RevokedRecord); ch.Action != evidence.AccessRevoke || ch.TokenID != ct.ID {
+		t.Fatalf("record %d: %+v", *e.RevokedRecord, ch)
+	}
+	if code, _, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil); code != http.StatusConflict {
+		t.Fatalf("revoking a third time: %d %s", code, b)
+	}
+	var r accessReviewResponse
+	f.getJSON("/v1/access-review", "alice", &r)
+	revokes := 0
+	for _, ch := range r.Changes {
+		if ch.Action == string(evidence.AccessRevoke) && ch.TokenID == ct.ID {
+			revokes++
+		}
+	}
+	if revokes != 1 {
+		t.Fatalf("%d revocation records of %s, want 1: %+v", revokes, ct.ID, r.Changes)
+	}
+	f.wantStatus(ct.Token, http.StatusUnauthorized)
+}
+
+// A configuration token with the principal of an active database token (added to http.tokens
+// after the token was created) is logged when the API starts: revoking the database token would
+// not cut the principal off. Creating a token for a configuration principal is refused by the
+// service, whoever calls it.
+func TestTokenConfigPrincipalClash(t *testing.T) {
+	var logs syncLogs
+	f := newFixture(t, options{settings: func(d *service.Deps) { d.Logger = slog.New(slog.NewTextHandler(&logs, nil)) }})
+	ct := f.createToken(`{"name":"ops-bot","role":"admin","expires_in":"1h"}`)
+	other := f.createToken(`{"name":"ci","role":"agent","expires_in":"1h"}`)
+	start := func(extra ...TokenConfig) string {
+		logs.reset()
+		cfg := Config{Tokens: append(tokenConfig(), extra...)}
+		if _, err := New(f.svc, cfg, Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return logs.String()
+	}
+	sum := sha256.Sum256([]byte("ops-bot's configuration token"))
+	if l := start(); strings.Contains(l, "level=WARN") { // the valid case
+		t.Fatalf("warned without a clash: %s", l)
+	}
+	l := start(TokenConfig{Name: "ops-bot", Role: service.RoleAdmin, SHA256: hex.EncodeToString(sum[:])})
+	if !strings.Contains(l, "level=WARN") || !strings.Contains(l, "token_id="+ct.ID) || strings.Contains(l, other.ID) {
+		t.Fatalf("logs: %s", l)
+	}
+	tr := service.TokenRequest{Name: "ops-bot", Role: service.RoleAdmin, ExpiresAt: f.clock.Now().Add(time.Hour)}
+	if _, err := f.svc.CreateToken(context.Background(), service.Principal{Name: "alice", Role: service.RoleAdmin}, tr); !errors.Is(err, service.ErrConflict) {
+		t.Fatalf("the service created a token for a configuration principal: %v", err)
 	}
 }
 
@@ -462,4 +525,28 @@ func TestTokenRevocationAcrossReplicas(t *testing.T) {
 			t.Fatalf("change: %+v", ch)
 		}
 	}
+}
+
+// syncLogs is a log destination safe for concurrent writes.
+type syncLogs struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *syncLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *syncLogs) reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
 }

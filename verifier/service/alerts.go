@@ -33,8 +33,8 @@ import (
 //
 //	alerts:
 //	  webhooks:
-//	    - {url: https://soc.example.com/hooks/proofline, secret_file: /etc/proofline/webhook-secret}
-//	    - {url: https://pager.example.com/p, secret_file: /etc/proofline/pager-secret, min_severity: critical}
+//	    - {name: soc, url: https://soc.example.com/hooks/proofline, secret_file: /etc/proofline/webhook-secret}
+//	    - {name: pager, url: https://pager.example.com/p, secret_file: /etc/proofline/pager-secret, min_severity: critical}
 //	  syslog:
 //	    - {network: tcp, address: siem.example.com:6514, facility: auth}
 //	  expect_every: 1h                          # every subject must attest successfully hourly
@@ -61,7 +61,13 @@ type AlertsConfig struct {
 
 // AlertWebhookConfig is one webhook (alert.Webhook).
 type AlertWebhookConfig struct {
-	// URL receives the POSTs. Required.
+	// Name is the webhook's stable id (letters, digits, '.', '_', '-', ':'; at most 64): the
+	// outbox keeps undelivered alerts under it, so they survive a change of URL, and logs name
+	// it. Default: the URL's host and a hash of the URL (alert.DefaultWebhookName), which
+	// changes with the URL: set a name before changing a URL with alerts pending.
+	Name string `yaml:"name"`
+	// URL receives the POSTs. Required. A secret in its path or query is never logged: logs and
+	// errors show only its scheme and host.
 	URL string `yaml:"url"`
 	// SecretFile holds the HMAC secret (at least 16 bytes; white space around it is ignored).
 	// Required. The secret is never logged.
@@ -74,6 +80,8 @@ type AlertWebhookConfig struct {
 
 // AlertSyslogConfig is one syslog collector (alert.Syslog).
 type AlertSyslogConfig struct {
+	// Name is the collector's stable id (as for webhooks). Default: "<network>-<address>".
+	Name string `yaml:"name"`
 	// Network is udp or tcp (RFC 6587 octet counting). Required.
 	Network string `yaml:"network"`
 	// Address is host:port. Required.
@@ -102,7 +110,9 @@ type AuthFailuresConfig struct {
 // service runs the checks of `proofline log fsck` on its own log (every leaf re-hashed against
 // the stored tiles and the latest checkpoint; signatures verified for the leaves added since
 // the last verified size) and checks that the latest checkpoint is consistent with the last one
-// it verified. A failure raises a critical log_integrity_failure alert and /readyz degraded.
+// it verified. A failure raises a critical log_integrity_failure alert and /readyz degraded; so
+// does a self-check that cannot run (SelfCheckMaxFailures passes in a row, or no success within
+// SelfCheckStaleAfter × Every).
 type SelfCheckConfig struct {
 	// Every is the time between passes (default 10m, at least 10s).
 	Every time.Duration `yaml:"every"`
@@ -128,10 +138,19 @@ func (c *AlertsConfig) validate(bad func(string, ...any)) {
 			bad("%s.min_severity %q: give info, warning or critical", where, sev)
 		}
 	}
+	names := map[string]string{} // destination name → where it is configured
+	named := func(where, name string) {
+		if other, dup := names[name]; dup {
+			bad("%s and %s are both named %q: give each its own name", other, where, name)
+		}
+		names[name] = where
+	}
 	for i, w := range c.Webhooks {
 		where := fmt.Sprintf("alerts.webhooks[%d]", i)
-		if _, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Secret: make([]byte, alert.MinSecretSize)}); err != nil {
-			bad("%s.url: %v", where, strings.TrimPrefix(err.Error(), "alert: "))
+		if wh, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Name: w.Name, Secret: make([]byte, alert.MinSecretSize)}); err != nil {
+			bad("%s: %v", where, strings.TrimPrefix(err.Error(), "alert: "))
+		} else {
+			named(where, wh.Name())
 		}
 		if w.SecretFile == "" {
 			bad("%s.secret_file is required: a file holding the HMAC secret shared with the receiver (at least %d bytes)", where, alert.MinSecretSize)
@@ -140,8 +159,10 @@ func (c *AlertsConfig) validate(bad func(string, ...any)) {
 	}
 	for i, s := range c.Syslog {
 		where := fmt.Sprintf("alerts.syslog[%d]", i)
-		if _, err := alert.NewSyslog(alert.SyslogConfig{Network: s.Network, Address: s.Address, Facility: s.Facility, Hostname: "-"}); err != nil {
+		if sl, err := alert.NewSyslog(alert.SyslogConfig{Name: s.Name, Network: s.Network, Address: s.Address, Facility: s.Facility, Hostname: "-"}); err != nil {
 			bad("%s: %v", where, strings.TrimPrefix(err.Error(), "alert: "))
+		} else {
+			named(where, sl.Name())
 		}
 		filters(where, s.Kinds, s.MinSeverity)
 	}
@@ -221,14 +242,14 @@ func (d *Deps) openAlerting(ctx context.Context, cfg Config, db *sql.DB, closer 
 		if err != nil {
 			return fmt.Errorf("alerts.webhooks[%d].secret_file: %w", i, err)
 		}
-		wh, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Secret: secret})
+		wh, err := alert.NewWebhook(alert.WebhookConfig{URL: w.URL, Name: w.Name, Secret: secret})
 		if err != nil {
 			return fmt.Errorf("alerts.webhooks[%d]: %w", i, err)
 		}
 		a.Routes = append(a.Routes, alert.Route{Destination: wh, Kinds: kinds(w.Kinds), MinSeverity: alert.Severity(w.MinSeverity)})
 	}
 	for i, s := range cfg.Alerts.Syslog {
-		sl, err := alert.NewSyslog(alert.SyslogConfig{Network: s.Network, Address: s.Address, Facility: s.Facility, AppName: s.AppName, Version: buildinfo.Version()})
+		sl, err := alert.NewSyslog(alert.SyslogConfig{Name: s.Name, Network: s.Network, Address: s.Address, Facility: s.Facility, AppName: s.AppName, Version: buildinfo.Version()})
 		if err != nil {
 			return fmt.Errorf("alerts.syslog[%d]: %w", i, err)
 		}
@@ -248,8 +269,14 @@ type alerting struct {
 	authMu   sync.Mutex
 	authSeen map[string][]time.Time // remote address → failure times within the window
 
-	checkMu     sync.Mutex
-	checkFailed string // the latest self-check failure, "" after a pass succeeds
+	checkMu        sync.Mutex
+	checkFailed    string    // the readiness detail of a failed self-check, "" after a pass succeeds
+	checkCode      string    // its warning code: WarnLogIntegrity or WarnSelfCheckFailed
+	checkStreak    int       // passes in a row that could not run
+	checkErr       string    // the latest such pass's error
+	checkSuccess   time.Time // the latest successful pass, or the first pass; zero before it
+	checkSucceeded bool      // a pass has succeeded since the start
+	checkAlerted   bool      // self_check_failed was raised for this run of failures
 
 	selfCheckLast     prometheus.Gauge
 	selfCheckSize     prometheus.Gauge
@@ -260,7 +287,7 @@ type alerting struct {
 const maxAuthTracked = 10000
 
 // openAlerting sets up alerting from Deps.Alerting (none when it is nil).
-func (s *Service) openAlerting() error {
+func (s *Service) openAlerting(ctx context.Context) error {
 	a := s.d.Alerting
 	if a == nil {
 		return nil
@@ -305,11 +332,12 @@ func (s *Service) openAlerting() error {
 		s.d.Registerer.MustRegister(al.selfCheckLast, al.selfCheckSize, al.selfCheckFailures)
 	}
 	s.al = al
-	return nil
+	return s.initAlertScan(ctx)
 }
 
-// startAlerting runs the alerting loops until ctx is done: delivery, the self-check, and the
-// missed-attestation and collateral-expiry checks. Key rotations found in the key history are
+// startAlerting runs the alerting loops until ctx is done: delivery, the self-check, the re-scan
+// of recorded alerts (ScanAlerts, at once and every minute), and the missed-attestation and
+// collateral-expiry checks. Key rotations found in the key history are
 // emitted at once (re-emits dedupe by id).
 func (s *Service) startAlerting(ctx context.Context) {
 	al := s.al
@@ -329,7 +357,13 @@ func (s *Service) startAlerting(ctx context.Context) {
 		})
 	}
 	s.loops.Go(func() {
-		for al.clock.Sleep(ctx, alertCheckEvery) == nil {
+		for {
+			if err := s.ScanAlerts(ctx); err != nil && ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "alerting: the re-scan of recorded alerts failed; retrying in a minute", slog.Any("error", err))
+			}
+			if al.clock.Sleep(ctx, alertCheckEvery) != nil {
+				return
+			}
 			s.CheckAlerts(ctx)
 		}
 	})
@@ -372,12 +406,20 @@ func (s *Service) alertVerdict(ctx context.Context, rec *evidence.Record, idx ui
 	if res.Status != ear.StatusContraindicated {
 		if s.al.cfg.ExpectEvery > 0 || len(s.al.cfg.Expect) > 0 {
 			b, _ := json.Marshal(lastGood{Unix: rec.Time.Unix(), Index: idx})
-			if err := s.al.cfg.Outbox.SetState(ctx, lastGoodPrefix+rec.Subject.ID, b); err != nil {
+			// Not the request's context: a client that disconnects must not lose the subject's
+			// latest good verdict (which would later raise a false attestation_missed).
+			if err := s.al.cfg.Outbox.SetState(context.WithoutCancel(ctx), lastGoodPrefix+rec.Subject.ID, b); err != nil {
 				s.logger.WarnContext(ctx, "alerting: recording the latest good verdict failed", slog.Uint64("log_index", idx), slog.Any("error", err))
 			}
 		}
 		return
 	}
+	s.Emit(ctx, s.al.verdictAlert(rec, idx, res))
+}
+
+// verdictAlert is the verdict_contraindicated alert of a contraindicated attestation record
+// (alertVerdict, and the re-scan of ScanAlerts: both give the same alert id).
+func (al *alerting) verdictAlert(rec *evidence.Record, idx uint64, res *ear.Result) alert.Alert {
 	codes := make([]string, 0, len(res.Failures))
 	msgs := make([]string, 0, len(res.Failures))
 	for _, f := range res.Failures {
@@ -390,8 +432,8 @@ func (s *Service) alertVerdict(ctx context.Context, rec *evidence.Record, idx ui
 		Reason: strings.Join(codes, ","), Time: rec.Time,
 		Message: fmt.Sprintf("the %s attestation of %s is contraindicated (%s); evidence record %d; do not release secrets to it and investigate the VM",
 			res.Platform, rec.Subject.ID, strings.Join(msgs, "; "), idx)}
-	a.Record(s.al.origin, idx)
-	s.Emit(ctx, a)
+	a.Record(al.origin, idx)
+	return a
 }
 
 // lastGood is the state kept per subject for attestation_missed.
@@ -423,6 +465,7 @@ func (s *Service) CheckAlerts(ctx context.Context) {
 	if al == nil {
 		return
 	}
+	s.checkSelfCheckStale(ctx)
 	now := al.clock.Now()
 	if _, err := al.cfg.Outbox.Sweep(ctx, now.Add(-deliveredRetention)); err != nil {
 		s.logger.WarnContext(ctx, "alerting: sweeping delivered alerts failed", slog.Any("error", err))
@@ -510,16 +553,22 @@ func (s *Service) alertPolicyChange(ctx context.Context, p Principal, v PolicyVe
 	if s.al == nil {
 		return
 	}
+	s.Emit(ctx, s.al.policyAlert(p.String(), v, activated))
+}
+
+// policyAlert is the policy_changed alert of a created or activated policy version
+// (alertPolicyChange, and the re-scan of ScanAlerts for activations: the same alert id).
+func (al *alerting) policyAlert(actor string, v PolicyVersion, activated bool) alert.Alert {
 	a := alert.Alert{Kind: alert.KindPolicyChanged, Severity: alert.SeverityInfo, Subject: "policy:" + v.ID,
 		Reason: "created", Time: v.CreatedAt,
-		Message: fmt.Sprintf("%s created policy %q version %d (not active)", p, v.ID, v.Version)}
+		Message: fmt.Sprintf("%s created policy %q version %d (not active)", actor, v.ID, v.Version)}
 	idx := v.CreatedRecord
 	if activated {
 		a.Severity, a.Reason, a.Time, idx = alert.SeverityWarning, "activated", v.ActivatedAt, v.ActivatedRecord
-		a.Message = fmt.Sprintf("%s activated policy %q version %d: verdicts from now on are given under it", p, v.ID, v.Version)
+		a.Message = fmt.Sprintf("%s activated policy %q version %d: verdicts from now on are given under it", actor, v.ID, v.Version)
 	}
-	a.Record(s.al.origin, idx)
-	s.Emit(ctx, a)
+	a.Record(al.origin, idx)
+	return a
 }
 
 // alertCollateralUpdate raises tcb_recovery when a recorded collateral update is a TCB recovery
@@ -534,16 +583,22 @@ func (s *Service) alertCollateralUpdate(ctx context.Context, u collateral.Update
 	if !ok {
 		return
 	}
+	s.Emit(ctx, s.al.tcbRecoveryAlert(r.URL, r.Previous, r.New, r.TCBDate, idx, at))
+}
+
+// tcbRecoveryAlert is the tcb_recovery alert of a collateral_update record (alertCollateralUpdate,
+// and the re-scan of ScanAlerts from the record's CollateralChange: the same alert id).
+func (al *alerting) tcbRecoveryAlert(url string, prev, next uint64, tcbDate time.Time, idx uint64, at time.Time) alert.Alert {
 	date := ""
-	if !r.TCBDate.IsZero() {
-		date = " (TCB levels dated " + r.TCBDate.UTC().Format(time.RFC3339) + ")"
+	if !tcbDate.IsZero() {
+		date = " (TCB levels dated " + tcbDate.UTC().Format(time.RFC3339) + ")"
 	}
-	a := alert.Alert{Kind: alert.KindTCBRecovery, Severity: alert.SeverityWarning, Subject: r.URL,
-		Reason: fmt.Sprintf("tcb_evaluation_data_number:%d->%d", r.Previous, r.New), Time: at,
+	a := alert.Alert{Kind: alert.KindTCBRecovery, Severity: alert.SeverityWarning, Subject: url,
+		Reason: fmt.Sprintf("tcb_evaluation_data_number:%d->%d", prev, next), Time: at,
 		Message: fmt.Sprintf("Intel published a TCB recovery in %s: tcbEvaluationDataNumber %d → %d%s; platforms not updated will stop being UpToDate: plan the firmware and TD module updates",
-			r.URL, r.Previous, r.New, date)}
-	a.Record(s.al.origin, idx)
-	s.Emit(ctx, a)
+			url, prev, next, date)}
+	a.Record(al.origin, idx)
+	return a
 }
 
 // emitKeyRotations raises signing_key_rotated for every record key of the history but the first
@@ -560,4 +615,141 @@ func (s *Service) emitKeyRotations(ctx context.Context) {
 			Message: fmt.Sprintf("record signing key %s is in use from %s (previous key %x); auditors need the new key history (GET /v1/keys)",
 				kid, k.NotBefore.UTC().Format(time.RFC3339), keys[i-1].ID)})
 	}
+}
+
+// The re-scan of recorded alerts. The alerts of a record (verdict_contraindicated,
+// tcb_recovery, policy_changed activated) are emitted right after the record is appended; a
+// crash between the append and the outbox Put, or a Put that fails, would lose them. So the
+// alert state keeps the index below which every record's alerts are known to be in the outbox
+// (alertScanState), advanced only after those Puts succeeded, and ScanAlerts re-reads the
+// records from it — at start-up and with the periodic checks — and emits their alerts again:
+// the alert ids make a re-emit of an alert already stored a no-op. Policy creations (info) and
+// the bootstrap policy are not re-scanned.
+const (
+	alertScanState = "scan/alerted_through"
+	// bootstrapActor is the actor of the initial policy's records (bootstrapPolicy), which is
+	// not alerted.
+	bootstrapActor = "system:bootstrap"
+	// alertScanBatch bounds the records one ScanAlerts call reads (each is opened and its
+	// signature verified); the next call continues.
+	alertScanBatch = 10000
+)
+
+// alertScan is the value of alertScanState.
+type alertScan struct {
+	// Next is the first record whose alerts are not known to be stored.
+	Next uint64 `json:"next"`
+}
+
+// initAlertScan starts the re-scan at the log's current size when the state database has no
+// position yet (alerting newly enabled): older records are not alerted again.
+func (s *Service) initAlertScan(ctx context.Context) error {
+	al := s.al
+	if _, ok, err := al.cfg.Outbox.State(ctx, alertScanState); err != nil || ok {
+		return err
+	}
+	cp, err := s.d.Log.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("service: alerting: the log's checkpoint: %w", err)
+	}
+	b, _ := json.Marshal(alertScan{Next: cp.Size})
+	return al.cfg.Outbox.SetState(ctx, alertScanState, b)
+}
+
+// ScanAlerts emits the alerts of the records from the stored position up to the log's latest
+// checkpoint (at most alertScanBatch of them) and advances the position past the records whose
+// alerts are all in the outbox. It returns the first error; the records from the one that
+// failed are scanned again by the next call.
+func (s *Service) ScanAlerts(ctx context.Context) error {
+	al := s.al
+	if al == nil {
+		return nil
+	}
+	b, ok, err := al.cfg.Outbox.State(ctx, alertScanState)
+	if err != nil {
+		return fmt.Errorf("alerting: reading the re-scan position: %w", err)
+	}
+	var pos alertScan
+	if ok {
+		if err := json.Unmarshal(b, &pos); err != nil {
+			return fmt.Errorf("alerting: the stored re-scan position: %w", err)
+		}
+	}
+	cp, err := s.d.Log.Checkpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("alerting: the log's checkpoint: %w", err)
+	}
+	end := min(cp.Size, pos.Next+alertScanBatch)
+	var policies []PolicyVersion
+	var scanErr error
+	next := pos.Next
+	for ; next < end; next++ {
+		if scanErr = s.scanRecord(ctx, next, &policies); scanErr != nil {
+			break
+		}
+	}
+	if next > pos.Next {
+		nb, _ := json.Marshal(alertScan{Next: next})
+		if err := al.cfg.Outbox.SetState(context.WithoutCancel(ctx), alertScanState, nb); err != nil && scanErr == nil {
+			scanErr = fmt.Errorf("alerting: saving the re-scan position: %w", err)
+		}
+	}
+	return scanErr
+}
+
+// scanRecord emits the alerts of record idx, returning an error when one could not be stored.
+// A record that does not open is the self-check's business (it is reported there) and skipped.
+func (s *Service) scanRecord(ctx context.Context, idx uint64, policies *[]PolicyVersion) error {
+	al := s.al
+	leaf, err := s.d.Log.Entry(ctx, idx)
+	if err != nil {
+		return fmt.Errorf("alerting: reading record %d: %w", idx, err)
+	}
+	rec, _, err := evidence.Open(leaf, s.d.KeyHistory)
+	if err != nil {
+		s.logger.WarnContext(ctx, "alerting: a record does not open; skipped by the alert re-scan (the log self-check reports it)",
+			slog.Uint64("log_index", idx), slog.Any("error", err))
+		return nil
+	}
+	var out []alert.Alert
+	switch rec.Kind {
+	case evidence.KindAttestation:
+		var res ear.Result
+		if rec.Subject == nil || json.Unmarshal(rec.Result, &res) != nil || res.Status != ear.StatusContraindicated {
+			return nil
+		}
+		out = append(out, al.verdictAlert(rec, idx, &res))
+	case evidence.KindCollateralUpdate:
+		for i, c := range rec.CollateralUpdate {
+			if i >= len(rec.Collateral) || c.TCBEvaluationDataNumber == nil || c.PreviousTCBEvaluationDataNumber == nil ||
+				*c.TCBEvaluationDataNumber <= *c.PreviousTCBEvaluationDataNumber {
+				continue
+			}
+			var date time.Time
+			if c.TCBDate != nil {
+				date = *c.TCBDate
+			}
+			out = append(out, al.tcbRecoveryAlert(rec.Collateral[i].URL, *c.PreviousTCBEvaluationDataNumber, *c.TCBEvaluationDataNumber, date, idx, rec.Time))
+		}
+	case evidence.KindPolicyChange:
+		if rec.PolicyChange == nil || rec.PolicyChange.Actor == bootstrapActor {
+			return nil
+		}
+		if *policies == nil {
+			if *policies, err = s.d.Policies.List(ctx); err != nil {
+				return fmt.Errorf("alerting: listing policies for record %d: %w", idx, err)
+			}
+		}
+		for _, v := range *policies {
+			if v.ActivatedRecord == idx && !v.ActivatedAt.IsZero() {
+				out = append(out, al.policyAlert(v.ActivatedBy, v, true))
+			}
+		}
+	}
+	for _, a := range out {
+		if _, err := al.disp.Emit(context.WithoutCancel(ctx), a); err != nil {
+			return fmt.Errorf("alerting: storing the %s alert of record %d: %w", a.Kind, idx, err)
+		}
+	}
+	return nil
 }

@@ -2,6 +2,8 @@ package service
 
 import (
 	"context"
+	"database/sql"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +20,7 @@ import (
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/log"
 	"github.com/proofline/proofline/verifier/alert"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
@@ -40,7 +43,13 @@ func TestAlertsConfigValidate(t *testing.T) {
 		edit func(*Config)
 		want string
 	}{
-		"webhook url":       {func(c *Config) { c.Alerts.Webhooks[0].URL = "soc.example.com" }, "alerts.webhooks[0].url"},
+		"webhook url":  {func(c *Config) { c.Alerts.Webhooks[0].URL = "soc.example.com" }, "alerts.webhooks[0]: webhook url"},
+		"webhook name": {func(c *Config) { c.Alerts.Webhooks[0].Name = "soc/pager" }, `alerts.webhooks[0]: webhook https://soc.example.com: name "soc/pager"`},
+		"duplicate name": {func(c *Config) {
+			c.Alerts.Webhooks[0].Name = "soc"
+			c.Alerts.Webhooks = append(c.Alerts.Webhooks, AlertWebhookConfig{Name: "soc", URL: "https://other.example.com/h", SecretFile: "/s"})
+		}, `alerts.webhooks[0] and alerts.webhooks[1] are both named "webhook:soc"`},
+		"syslog name":       {func(c *Config) { c.Alerts.Syslog[0].Name = "-x" }, `alerts.syslog[0]: syslog siem:601: name "-x"`},
 		"no secret file":    {func(c *Config) { c.Alerts.Webhooks[0].SecretFile = "" }, "alerts.webhooks[0].secret_file is required"},
 		"unknown kind":      {func(c *Config) { c.Alerts.Webhooks[0].Kinds = []string{"verdict"} }, `unknown kind "verdict"`},
 		"severity":          {func(c *Config) { c.Alerts.Webhooks[0].MinSeverity = "high" }, "min_severity"},
@@ -379,5 +388,120 @@ func TestAlertsFromConfig(t *testing.T) {
 	edit(&cfg)
 	if _, err := Open(context.Background(), cfg, Env{}); err == nil || !strings.Contains(err.Error(), "alerts.webhooks[0].secret_file") {
 		t.Fatalf("short secret: %v", err)
+	}
+}
+
+// An alert whose outbox Put fails when its record is made (the trigger fails every insert into
+// the outbox, as a full or broken database would) is not lost: once the outbox works again, the
+// re-scan of the records emits it, and it is delivered exactly once.
+func TestAlertRescanAfterFailedPut(t *testing.T) {
+	var dir string
+	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, nil)
+	ctx := context.Background()
+	db, err := sql.Open("sqlite", filepath.Join(dir, alert.DBFileName)+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TRIGGER proofline_test_fail BEFORE INSERT ON proofline_alert_outbox BEGIN SELECT RAISE(FAIL, 'injected outbox failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	a := e.attest(t, "web-1", attest.PlatformSNP, servicetest.FaultDebug)
+	if a.Result.Status != ear.StatusContraindicated {
+		t.Fatalf("status %s", a.Result.Status)
+	}
+	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(ctx, a.LogIndex+1); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("delivered despite the failed Put: %+v", got)
+	}
+	// While the outbox still fails, the re-scan fails and does not move past the record.
+	if err := e.svc.ScanAlerts(ctx); err == nil || !strings.Contains(err.Error(), "injected outbox failure") {
+		t.Fatalf("re-scan with a failing outbox: %v", err)
+	}
+	if _, err := db.ExecContext(ctx, `DROP TRIGGER proofline_test_fail`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.ScanAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].Kind != alert.KindContraindicated || got[0].RecordIndex == nil || *got[0].RecordIndex != a.LogIndex {
+		t.Fatalf("after recovery: %+v, want the contraindicated alert of record %d", got, a.LogIndex)
+	}
+	// Exactly once: re-scanning again, or a live re-emit, sends nothing new.
+	if err := e.svc.ScanAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.svc.Emit(ctx, got[0])
+	if again := e.cap.take(t, e.svc); len(again) != 0 {
+		t.Fatalf("sent again: %+v", again)
+	}
+}
+
+// The re-scan also restores tcb_recovery and policy activation alerts from their records, and
+// emits nothing for sound attestations or policy creations.
+func TestAlertRescanRecords(t *testing.T) {
+	var dir string
+	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, nil)
+	ctx := context.Background()
+	admin := Principal{Name: "alice", Role: RoleAdmin}
+	v, err := e.svc.CreatePolicy(ctx, admin, []byte("id: fleet\ntdx: {}\n"), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err = e.svc.ActivatePolicy(ctx, admin, v.Version); err != nil {
+		t.Fatal(err)
+	}
+	last := e.attest(t, "web-1", attest.PlatformTDX, servicetest.FaultNone).LogIndex
+	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(ctx, last+1); err != nil {
+		t.Fatal(err)
+	}
+	live := map[string]alert.Alert{}
+	for _, a := range e.cap.take(t, e.svc) {
+		live[a.ID] = a
+	}
+	// The re-scan from the start gives the live alerts' ids.
+	b, _ := json.Marshal(alertScan{Next: 0})
+	if err := e.svc.al.cfg.Outbox.SetState(ctx, alertScanState, b); err != nil {
+		t.Fatal(err)
+	}
+	want := e.svc.al.policyAlert("x", v, true)
+	if err := want.Finalize(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := live[want.ID]; !ok {
+		t.Fatalf("the live activation alert has another id than the re-scan's: %v", live)
+	}
+	if err := e.svc.ScanAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Already delivered: nothing new.
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("re-scan re-sent delivered alerts: %+v", got)
+	}
+	// Lost from the outbox: the re-scan from the start emits the activation again, and only it.
+	db, err := sql.Open("sqlite", filepath.Join(dir, alert.DBFileName)+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `DELETE FROM proofline_alert_outbox`); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.al.cfg.Outbox.SetState(ctx, alertScanState, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.ScanAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.cap.take(t, e.svc); len(got) != 1 || got[0].ID != want.ID {
+		t.Fatalf("re-scan of a lost outbox: %+v, want only %s activated", got, v.ID)
+	}
+	b, ok, err := e.svc.al.cfg.Outbox.State(ctx, alertScanState)
+	var pos alertScan
+	if err != nil || !ok || json.Unmarshal(b, &pos) != nil || pos.Next != last+1 {
+		t.Fatalf("position %s %v %v, want %d", b, ok, err, last+1)
 	}
 }

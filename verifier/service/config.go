@@ -518,6 +518,7 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 		}
 		closer(l.Close)
 		d.Log = l
+		d.LogReader = log.NewMySQLReader(db)
 		if d.Index, err = index.OpenMySQL(ctx, db); err != nil {
 			return d, err
 		}
@@ -552,6 +553,7 @@ func OpenDeps(ctx context.Context, cfg Config, env Env) (d *Deps, err error) {
 		}
 		closer(l.Close)
 		d.Log = l
+		d.LogReader = log.NewPOSIXReader(filepath.Join(dir, LogDirName))
 		if logOpts.Signer, logOpts.Verifier, err = log.LoadOrGenerateKey(keyPath, origin); err != nil {
 			return d, fmt.Errorf("log key: %w", err)
 		}

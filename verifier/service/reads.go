@@ -240,8 +240,8 @@ func (s *Service) Ready(ctx context.Context) (warnings []Warning, err error) {
 	if detail := s.collateralExpiring(); detail != "" {
 		warn(WarnCollateralExpiring, "%s", detail)
 	}
-	if detail := s.selfCheckWarning(); detail != "" {
-		warn(WarnLogIntegrity, "%s", detail)
+	if code, detail := s.selfCheckWarning(); detail != "" {
+		warn(code, "%s", detail)
 	}
 	if (pol.Policy.TDX != nil && len(pol.Policy.TDX.MRTD) == 0) || (pol.Policy.SNP != nil && len(pol.Policy.SNP.Measurement) == 0) {
 		warn(WarnPolicyUnpinned, "the active policy %q (version %d) pins no launch measurement for a platform it accepts: that platform's results are at best warning", pol.Policy.ID, pol.Version)

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"strconv"
+	"time"
 
 	"golang.org/x/mod/sumdb/note"
 
@@ -16,8 +17,13 @@ import (
 	"github.com/proofline/proofline/verifier/alert"
 )
 
-// WarnLogIntegrity is the readiness warning while the latest self-check of the log failed.
-const WarnLogIntegrity = "log_integrity_failure"
+// Readiness warnings of the self-check: WarnLogIntegrity while the latest pass found the log
+// corrupt, WarnSelfCheckFailed while the self-check cannot run (SelfCheckMaxFailures passes in a
+// row, or no success for SelfCheckStaleAfter intervals).
+const (
+	WarnLogIntegrity    = "log_integrity_failure"
+	WarnSelfCheckFailed = "log_self_check_failed"
+)
 
 // selfCheckState is what the self-check keeps between passes (in the alert state table): the
 // tree size it verified and the checkpoint (signed note) that committed to it.
@@ -41,31 +47,56 @@ func (s *Service) logNoteVerifier() (note.Verifier, error) {
 // the state database, so across restarts too) and the one read at the start of this pass. Every
 // leaf is re-hashed on every pass, since a leaf altered after it was verified is what the check
 // is for; the record signature check against the key history (I5, the costly part) runs only on
-// the leaves past the last verified size. A failure is alerted (critical log_integrity_failure,
-// naming the first bad leaf when Fsck can) and reported by /readyz until a pass succeeds; a
-// corruption is confirmed by a second run first, so that a checkpoint published during the pass
-// never raises a false alarm.
+// the leaves past the last verified size.
+//
+// A corruption is alerted (critical log_integrity_failure, reason fsck:<invariant>, naming the
+// first bad leaf when Fsck can) and reported by /readyz (log_integrity_failure) until a pass
+// succeeds. It is confirmed by a second run first, so that a checkpoint published during the
+// pass never raises a false alarm; only a second run that succeeds clears it (one that cannot
+// run keeps the first result).
+//
+// A pass that cannot run (an unreadable tile or checkpoint, an I/O error, the state database)
+// fails closed too: after SelfCheckMaxFailures consecutive failed passes, or when no pass has
+// succeeded for SelfCheckStaleAfter × the interval (counted from the first pass, so a pass that
+// hangs is caught by the periodic checks), it raises a critical log_integrity_failure with reason
+// self_check_failed:since:<unix seconds of the last success or of the first pass>, and /readyz
+// reports log_self_check_failed until a pass succeeds.
+// A log with entries but no stored checkpoint is such a failure, not a pass.
 func (s *Service) SelfCheck(ctx context.Context) error {
 	al := s.al
 	if al == nil || al.cfg.LogReader == nil {
 		return errors.New("service: the self-check is not configured")
 	}
+	al.checkMu.Lock()
+	if al.checkSuccess.IsZero() {
+		al.checkSuccess = al.clock.Now() // staleness counts from the first pass
+	}
+	al.checkMu.Unlock()
 	err := s.selfCheckPass(ctx)
 	var ce *log.CorruptError
-	if errors.As(err, &ce) {
-		err = s.selfCheckPass(ctx)
+	if errors.As(err, &ce) && ctx.Err() == nil {
+		if err2 := s.selfCheckPass(ctx); err2 == nil {
+			err = nil // the log moved on during the first run: sound
+		}
 	}
 	switch {
 	case err == nil:
 		al.checkMu.Lock()
-		al.checkFailed = ""
+		al.checkFailed, al.checkCode = "", ""
+		al.checkStreak, al.checkAlerted = 0, false
+		al.checkSuccess, al.checkSucceeded = al.clock.Now(), true
 		al.checkMu.Unlock()
 		return nil
 	case ctx.Err() != nil:
 		return err
 	case !errors.As(err, &ce):
 		al.selfCheckFailures.WithLabelValues("error").Inc()
+		al.checkMu.Lock()
+		al.checkStreak++
+		al.checkErr = err.Error()
+		al.checkMu.Unlock()
 		s.logger.WarnContext(ctx, "log self-check could not run; retrying at the next pass", slog.Any("error", err))
+		s.checkSelfCheckStale(ctx)
 		return err
 	}
 	al.selfCheckFailures.WithLabelValues("corrupt").Inc()
@@ -78,11 +109,53 @@ func (s *Service) SelfCheck(ctx context.Context) error {
 	a.Message = fmt.Sprintf("the evidence log failed its self-check (invariant %s%s): %v; stop trusting new proofs, keep the storage as it is for investigation, and run `proofline log fsck`",
 		ce.Invariant, where, ce)
 	al.checkMu.Lock()
-	al.checkFailed = a.Message
+	al.checkFailed, al.checkCode = a.Message, WarnLogIntegrity
 	al.checkMu.Unlock()
 	s.logger.ErrorContext(ctx, "log self-check failed", slog.String("invariant", ce.Invariant), slog.Any("error", ce))
 	s.Emit(ctx, a)
 	return err
+}
+
+// Self-check failure thresholds (see SelfCheck): the defaults are small so that a self-check
+// that cannot run is noticed within half an hour at the default interval of 10m.
+const (
+	// SelfCheckMaxFailures consecutive passes that cannot run raise self_check_failed.
+	SelfCheckMaxFailures = 3
+	// SelfCheckStaleAfter × the interval without a successful pass raises self_check_failed.
+	SelfCheckStaleAfter = 3
+)
+
+// checkSelfCheckStale raises self_check_failed, and degrades /readyz, once SelfCheckMaxFailures
+// passes in a row could not run or none succeeded for SelfCheckStaleAfter intervals. It runs
+// after a failed pass and with the periodic checks (CheckAlerts), so that a pass that hangs is
+// noticed too. A corruption already reported keeps its own warning.
+func (s *Service) checkSelfCheckStale(ctx context.Context) {
+	al := s.al
+	if al == nil || al.cfg.LogReader == nil {
+		return
+	}
+	now := al.clock.Now()
+	al.checkMu.Lock()
+	since, streak, last := al.checkSuccess, al.checkStreak, al.checkErr
+	stale := !since.IsZero() && now.Sub(since) >= SelfCheckStaleAfter*al.cfg.SelfCheckEvery
+	if (streak < SelfCheckMaxFailures && !stale) || al.checkAlerted || al.checkCode == WarnLogIntegrity {
+		al.checkMu.Unlock()
+		return
+	}
+	if last == "" {
+		last = "no pass has finished"
+	}
+	what := "the last success"
+	if !al.checkSucceeded {
+		what = "the first pass"
+	}
+	msg := fmt.Sprintf("the evidence log self-check has not succeeded since %s (%s; %d failed passes in a row; latest: %s): the log's integrity is not being verified; check the log storage's permissions and disk, the state database, and run `proofline log fsck`",
+		since.UTC().Format(time.RFC3339), what, streak, last)
+	al.checkFailed, al.checkCode, al.checkAlerted = msg, WarnSelfCheckFailed, true
+	al.checkMu.Unlock()
+	s.logger.ErrorContext(ctx, "log self-check keeps failing", slog.Int("failed_passes", streak), slog.Time("since", since))
+	s.Emit(ctx, alert.Alert{Kind: alert.KindLogIntegrity, Severity: alert.SeverityCritical, Subject: "log",
+		Reason: "self_check_failed:since:" + strconv.FormatInt(since.Unix(), 10), Time: now, Message: msg})
 }
 
 func (s *Service) selfCheckPass(ctx context.Context) error {
@@ -105,6 +178,15 @@ func (s *Service) selfCheckPass(ctx context.Context) error {
 	// this one commits to a prefix of the same leaves. It is the next pass's baseline.
 	current, err := al.cfg.LogReader.ReadCheckpoint(ctx)
 	if errors.Is(err, fs.ErrNotExist) && st.Checkpoint == nil {
+		// Nothing to check only if the log really is empty: a log with entries whose storage
+		// holds no checkpoint is a failure (deleted or unreadable), not a pass.
+		cp, lerr := s.d.Log.Checkpoint(ctx)
+		if lerr != nil {
+			return fmt.Errorf("self-check: the log storage holds no checkpoint, and the log's own: %w", lerr)
+		}
+		if cp.Size > 0 {
+			return fmt.Errorf("self-check: the log has %d entries but its storage holds no checkpoint: %w", cp.Size, err)
+		}
 		return nil // a new log that has published nothing yet: nothing to check
 	}
 	if err != nil {
@@ -141,13 +223,13 @@ func (s *Service) selfCheckPass(ctx context.Context) error {
 	return nil
 }
 
-// selfCheckWarning is the readiness warning of a failed self-check ("" when the latest pass
-// succeeded or none ran).
-func (s *Service) selfCheckWarning() string {
+// selfCheckWarning is the readiness warning of a failed self-check, code and detail ("" when
+// the latest pass succeeded or the failures are below the thresholds).
+func (s *Service) selfCheckWarning() (code, detail string) {
 	if s.al == nil {
-		return ""
+		return "", ""
 	}
 	s.al.checkMu.Lock()
 	defer s.al.checkMu.Unlock()
-	return s.al.checkFailed
+	return s.al.checkCode, s.al.checkFailed
 }

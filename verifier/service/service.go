@@ -120,6 +120,9 @@ const DefaultAudience = "proofline-relying-party"
 // build them by hand to inject faults.
 type Deps struct {
 	Log Log
+	// LogReader reads the log's storage directly, for audit exports (GET /v1/audit/export);
+	// nil: exports are unavailable.
+	LogReader log.Reader
 	// LogVerifierKey is the note verifier key of the log's checkpoints, published to auditors.
 	LogVerifierKey string
 	Index          *index.Index
@@ -194,6 +197,10 @@ type Service struct {
 
 	// al raises alerts and runs the log self-check; nil without Deps.Alerting (alerts.go).
 	al *alerting
+
+	// configPrincipals are the principals of the configuration tokens (SetConfigPrincipals):
+	// CreateToken refuses them (tokens.go).
+	configPrincipals atomic.Pointer[[]Principal]
 }
 
 // New composes a service from its parts. It refuses test roots unless Settings.TestMode, checks
@@ -229,7 +236,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	s.verifier = evidence.Verifier{Name: "proofline", Version: buildinfo.Version(), Build: d.Build}
 	s.queue = newAdmission(s.set.Workers, s.set.Queue, s.set.RetryAfter)
 	s.m = newMetrics(d.Registerer, func() float64 { return float64(s.queue.depth()) })
-	if err := s.openAlerting(); err != nil {
+	if err := s.openAlerting(ctx); err != nil {
 		return nil, err
 	}
 	if err := s.openCollateral(ctx); err != nil {
@@ -247,6 +254,12 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		s.logger.WarnContext(ctx, "index catch-up failed at start-up; retrying in the background", slog.Any("error", err))
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "index caught up with the log", slog.Uint64("entries", n))
+	}
+	// Revocations in force whose record a failed append left unwritten (tokens.go).
+	if n, err := s.RecordPendingRevocations(ctx); err != nil {
+		s.logger.WarnContext(ctx, "writing pending revocation records failed at start-up; retried on the next revocation", slog.Any("error", err))
+	} else if n > 0 {
+		s.logger.InfoContext(ctx, "wrote pending revocation records", slog.Int("records", n))
 	}
 	return s, nil
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -27,9 +28,21 @@ import (
 // database next to the policies — SQLite (TokensFileName in the data directory) or the
 // MySQL/MariaDB database replicas share — as their SHA-256 only, with who created them, when,
 // their expiry, their revocation and their last use. Every creation and revocation is an
-// access_change evidence record, durably in the log before the change is committed and answered
-// (the policy store's order: record, then commit). A token passing its expiry needs no record: its
-// expiry is in its creation record.
+// access_change evidence record. A token passing its expiry needs no record: its expiry is in its
+// creation record.
+//
+// The order of record and commit is chosen so that the log never claims more access than there
+// is, and a token never works without its creation record:
+//   - Creation: the record is durable in the log before the insert is committed. A failed commit
+//     leaves a creation record for a token that never worked (its secret was never answered).
+//   - Revocation: the revocation is committed first (revoked_unix set, revoked_record NULL): the
+//     token is refused from that moment. Then the record is appended and its index filled in. A
+//     failed commit leaves neither; a failed append leaves a revoked token without its record
+//     (the answer is 503), which the service writes later: on the next revocation (DELETE of
+//     the same token again, or of any other), and at start-up (RecordPendingRevocations). Writing
+//     a pending record first claims the row with a conditional UPDATE (revoke_claim_unix), so two
+//     replicas never both write it; a claim older than revokeClaimLease is taken over, and a
+//     takeover first looks for the record in the log (a writer that crashed after its append).
 //
 // Refusal is immediate on every replica: AuthenticateToken reads the token's row on every request
 // (one lookup by the primary-key-like unique SHA-256 index), with no cache, and compares the
@@ -56,6 +69,10 @@ const MaxTokenLifetime = 366 * 24 * time.Hour
 // LastUsedGranularity is the precision of the last use kept for each principal: a use within this
 // long of the last one kept is not written.
 const LastUsedGranularity = time.Minute
+
+// revokeClaimLease is how long a claim to write a pending revocation record holds: a claim older
+// than this is taken over (its holder crashed or hung).
+const revokeClaimLease = 2 * time.Minute
 
 // lastUsedTimeout bounds the write of a last use, so that a slow database delays the request it
 // describes by at most this long, once per LastUsedGranularity.
@@ -89,6 +106,10 @@ type APIToken struct {
 	RevokedAt     time.Time
 	RevokedBy     string
 	RevokedRecord uint64
+	// RevocationUnrecorded: the token is revoked (and refused) but the revocation's
+	// access_change record is not in the log yet; RevokedRecord is then meaningless. The service
+	// writes the record when the log recovers.
+	RevocationUnrecorded bool
 	// LastUsedAt is zero if the token was never used; LastUsedFrom is the client IP address.
 	LastUsedAt   time.Time
 	LastUsedFrom string
@@ -159,7 +180,8 @@ var tokenSchemaSQLite = []string{
 		revoked_by TEXT,
 		revoked_record INTEGER,
 		last_used_unix INTEGER,
-		last_used_from TEXT
+		last_used_from TEXT,
+		revoke_claim_unix INTEGER
 	)`,
 	`CREATE TABLE IF NOT EXISTS proofline_principal_use (
 		principal TEXT NOT NULL PRIMARY KEY,
@@ -183,6 +205,7 @@ var tokenSchemaMySQL = []string{
 		revoked_record BIGINT UNSIGNED NULL,
 		last_used_unix BIGINT NULL,
 		last_used_from VARBINARY(64) NULL,
+		revoke_claim_unix BIGINT NULL,
 		PRIMARY KEY (id),
 		UNIQUE KEY proofline_api_tokens_by_sha256 (sha256)
 	) ENGINE=InnoDB`,
@@ -234,7 +257,40 @@ func openTokens(ctx context.Context, db *sql.DB, mysql bool, schema []string) (*
 			return nil, fmt.Errorf("creating tables: %w", err)
 		}
 	}
+	if err := addClaimColumn(ctx, db, mysql); err != nil {
+		return nil, err
+	}
 	return &TokenStore{db: db, mysql: mysql, used: map[string]int64{}}, nil
+}
+
+// addClaimColumn adds revoke_claim_unix to a proofline_api_tokens table created before it existed.
+// A replica that loses the race to add it finds it added.
+func addClaimColumn(ctx context.Context, db *sql.DB, mysql bool) error {
+	has := func() (bool, error) {
+		q := "SELECT COUNT(*) FROM pragma_table_info('proofline_api_tokens') WHERE name = 'revoke_claim_unix'"
+		if mysql {
+			q = "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = DATABASE() " +
+				"AND table_name = 'proofline_api_tokens' AND column_name = 'revoke_claim_unix'"
+		}
+		var n int
+		err := db.QueryRowContext(ctx, q).Scan(&n)
+		return n > 0, err
+	}
+	ok, err := has()
+	if err != nil || ok {
+		return err
+	}
+	typ := "INTEGER"
+	if mysql {
+		typ = "BIGINT NULL"
+	}
+	if _, err := db.ExecContext(ctx, "ALTER TABLE proofline_api_tokens ADD COLUMN revoke_claim_unix "+typ); err != nil {
+		if ok, _ := has(); ok {
+			return nil
+		}
+		return fmt.Errorf("adding column revoke_claim_unix to proofline_api_tokens: %w", err)
+	}
+	return nil
 }
 
 // Close closes the database if OpenTokenSQLite opened it.
@@ -267,6 +323,7 @@ func scanToken(r rowScanner, extra ...any) (APIToken, error) {
 	}
 	if revoked.Valid {
 		t.RevokedAt, t.RevokedBy, t.RevokedRecord = time.Unix(revoked.Int64, 0).UTC(), revokedBy.String, uint64(revokedRec.Int64)
+		t.RevocationUnrecorded = !revokedRec.Valid
 	}
 	if lastUse.Valid {
 		t.LastUsedAt, t.LastUsedFrom = time.Unix(lastUse.Int64, 0).UTC(), lastFrom.String
@@ -328,39 +385,103 @@ func (s *TokenStore) create(ctx context.Context, t *APIToken, sum [32]byte, reco
 	return nil
 }
 
-// revoke revokes token id: the change's record (built by mk from the token) is made durable
-// before the revocation is committed.
-func (s *TokenStore) revoke(ctx context.Context, id, by string, at time.Time, record RecordFunc, mk func(APIToken) *evidence.Record) (APIToken, error) {
+// revoke commits the revocation of token id, by by at at, with revoked_record NULL: from the
+// commit on, every replica refuses the token (fresh true). A token already revoked is ErrConflict
+// once its record is written; without its record it is returned unchanged (fresh false). Either
+// way the caller then claims the row and writes the record. The row is not claimed in the
+// revocation's transaction, so that a commit that failed but was saved leaves no claim that would
+// hold the record back for revokeClaimLease.
+func (s *TokenStore) revoke(ctx context.Context, id, by string, at time.Time) (t APIToken, fresh bool, err error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
-		return APIToken{}, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+		return APIToken{}, false, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
 	}
 	defer tx.Rollback()
 	q := "SELECT " + tokenColumns + " FROM proofline_api_tokens WHERE id = ?"
 	if s.mysql {
 		q += " FOR UPDATE"
 	}
-	t, err := scanToken(tx.QueryRowContext(ctx, q, id))
+	t, err = scanToken(tx.QueryRowContext(ctx, q, id))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return APIToken{}, fmt.Errorf("%w: no API token %q created through the API (GET /v1/tokens lists them; configuration tokens are removed from http.tokens)", ErrNotFound, id)
+		return APIToken{}, false, fmt.Errorf("%w: no API token %q created through the API (GET /v1/tokens lists them; configuration tokens are removed from http.tokens)", ErrNotFound, id)
 	case err != nil:
-		return APIToken{}, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+		return APIToken{}, false, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	case t.RevocationUnrecorded:
+		return t, false, nil
 	case !t.RevokedAt.IsZero():
-		return APIToken{}, fmt.Errorf("%w: API token %s was already revoked at %s by %s", ErrConflict, id, t.RevokedAt.Format(time.RFC3339), t.RevokedBy)
+		return APIToken{}, false, fmt.Errorf("%w: API token %s was already revoked at %s by %s", ErrConflict, id, t.RevokedAt.Format(time.RFC3339), t.RevokedBy)
 	}
-	if t.RevokedRecord, err = record(ctx, mk(t)); err != nil {
-		return APIToken{}, err
-	}
-	t.RevokedAt, t.RevokedBy = at, by
-	if _, err := tx.ExecContext(ctx, "UPDATE proofline_api_tokens SET revoked_unix = ?, revoked_by = ?, revoked_record = ? WHERE id = ?",
-		at.Unix(), by, t.RevokedRecord, id); err != nil {
-		return APIToken{}, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	if _, err := tx.ExecContext(ctx, "UPDATE proofline_api_tokens SET revoked_unix = ?, revoked_by = ?, revoked_record = NULL, revoke_claim_unix = NULL WHERE id = ?",
+		at.Unix(), by, id); err != nil {
+		return APIToken{}, false, fmt.Errorf("%w: tokens: revoking %s (the token is not revoked and nothing was recorded; revoke it again): %w", ErrUnavailable, id, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return APIToken{}, fmt.Errorf("%w: tokens: committing the revocation after it was recorded (record %d): %w; revoke again", ErrUnavailable, t.RevokedRecord, err)
+		return APIToken{}, false, fmt.Errorf("%w: tokens: committing the revocation of %s (nothing was recorded, and the revocation may not be in force; revoke it again): %w", ErrUnavailable, id, err)
+	}
+	t.RevokedAt, t.RevokedBy, t.RevocationUnrecorded = at, by, true
+	return t, true, nil
+}
+
+// byID returns token id.
+func (s *TokenStore) byID(ctx context.Context, id string) (APIToken, error) {
+	t, err := scanToken(s.db.QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens WHERE id = ?", id))
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return t, fmt.Errorf("%w: no API token %q", ErrNotFound, id)
+	case err != nil:
+		return t, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
 	}
 	return t, nil
+}
+
+// unrecordedRevocations returns the tokens revoked without their record yet.
+func (s *TokenStore) unrecordedRevocations(ctx context.Context) ([]APIToken, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens WHERE revoked_unix IS NOT NULL AND revoked_record IS NULL ORDER BY revoked_unix, id")
+	if err != nil {
+		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	}
+	defer rows.Close()
+	var out []APIToken
+	for rows.Next() {
+		t, err := scanToken(rows)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+		}
+		out = append(out, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	}
+	return out, nil
+}
+
+// claimRevocation claims the writing of token id's pending revocation record at now: false if
+// the record is written, or another claim younger than revokeClaimLease holds.
+func (s *TokenStore) claimRevocation(ctx context.Context, id string, now time.Time) (bool, error) {
+	res, err := s.db.ExecContext(ctx, "UPDATE proofline_api_tokens SET revoke_claim_unix = ? WHERE id = ? AND revoked_unix IS NOT NULL AND revoked_record IS NULL "+
+		"AND (revoke_claim_unix IS NULL OR revoke_claim_unix <= ?)", now.Unix(), id, now.Add(-revokeClaimLease).Unix())
+	if err != nil {
+		return false, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
+	}
+	return n == 1, nil
+}
+
+// releaseRevocation gives up a claim whose record could not be written, so that the next
+// attempt need not wait for the lease.
+func (s *TokenStore) releaseRevocation(ctx context.Context, id string) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE proofline_api_tokens SET revoke_claim_unix = NULL WHERE id = ? AND revoked_record IS NULL", id)
+	return err
+}
+
+// recordRevocation keeps idx as the log index of token id's revocation record.
+func (s *TokenStore) recordRevocation(ctx context.Context, id string, idx uint64) error {
+	_, err := s.db.ExecContext(ctx, "UPDATE proofline_api_tokens SET revoked_record = ?, revoke_claim_unix = NULL WHERE id = ? AND revoked_record IS NULL", idx, id)
+	return err
 }
 
 // noteTokenUse writes a token's last use unless one within LastUsedGranularity is kept.
@@ -502,6 +623,39 @@ func (s *Service) PrincipalUses(ctx context.Context) ([]PrincipalUse, error) {
 	return s.d.AccessTokens.principalUses(ctx)
 }
 
+// SetConfigPrincipals tells the service the principals of the configuration tokens (http.tokens),
+// which CreateToken refuses: a database token with a configuration token's principal could be
+// revoked while the principal keeps its access. It logs a warning for each configuration
+// principal that an active database token has too (the configuration token was added after it),
+// and returns those principals; a token store that cannot be read is only logged.
+func (s *Service) SetConfigPrincipals(ctx context.Context, ps []Principal) []Principal {
+	ps = append([]Principal(nil), ps...)
+	s.configPrincipals.Store(&ps)
+	if s.d.AccessTokens == nil || len(ps) == 0 {
+		return nil
+	}
+	ts, err := s.d.AccessTokens.list(ctx)
+	if err != nil {
+		s.logger.WarnContext(ctx, "could not check the configuration tokens against the database tokens", slog.Any("error", err))
+		return nil
+	}
+	now := s.now().UTC()
+	var clash []Principal
+	for _, t := range ts {
+		if t.Status(now) == "active" && slices.Contains(ps, t.Principal()) && !slices.Contains(clash, t.Principal()) {
+			clash = append(clash, t.Principal())
+			s.logger.WarnContext(ctx, "a configuration token (http.tokens) has the principal of an active API token: revoking the API token does not cut this principal off; rename or remove one of them",
+				slog.String("for", t.Principal().String()), slog.String("token_id", t.ID))
+		}
+	}
+	return clash
+}
+
+func (s *Service) isConfigPrincipal(p Principal) bool {
+	ps := s.configPrincipals.Load()
+	return ps != nil && slices.Contains(*ps, p)
+}
+
 // CreateToken creates an API token (admin), recorded as an access_change record before it is
 // stored and answered. The secret, TokenPrefix and 32 random bytes in unpadded base64url, is
 // returned once; only its SHA-256 is stored.
@@ -517,6 +671,9 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, req TokenRequest
 	}
 	if !req.Role.Valid() {
 		return nil, fmt.Errorf("%w: role %q is not one of agent, relying-party, admin, auditor", ErrInvalid, req.Role)
+	}
+	if want := (Principal{Name: req.Name, Role: req.Role}); s.isConfigPrincipal(want) {
+		return nil, fmt.Errorf("%w: %s is a configuration token's principal (http.tokens): revoking the new token would not cut it off; give the new token another name", ErrConflict, want)
 	}
 	now := s.now().UTC().Truncate(time.Second)
 	exp := req.ExpiresAt.UTC().Truncate(time.Second)
@@ -549,26 +706,131 @@ func (s *Service) CreateToken(ctx context.Context, p Principal, req TokenRequest
 	return ct, nil
 }
 
-// RevokeToken revokes a token created through the API (admin), recorded as an access_change
-// record before the revocation is committed and answered. From then on every replica refuses
-// it. Configuration tokens cannot be revoked here: remove them from http.tokens.
+// RevokeToken revokes a token created through the API (admin). The revocation is committed
+// first: from then on every replica refuses the token. Then its access_change record is
+// appended; if that fails the answer is ErrUnavailable (503) with the token revoked all the same,
+// and the record is written later (RecordPendingRevocations): revoking the token again writes
+// it and answers the token. Configuration tokens cannot be revoked here: remove them from
+// http.tokens.
 func (s *Service) RevokeToken(ctx context.Context, p Principal, id string) (APIToken, error) {
 	if p.Role != RoleAdmin {
 		return APIToken{}, fmt.Errorf("%w: only admins revoke API tokens", ErrForbidden)
 	}
-	if s.d.AccessTokens == nil {
+	st := s.d.AccessTokens
+	if st == nil {
 		return APIToken{}, errNoTokenStore
 	}
 	now := s.now().UTC().Truncate(time.Second)
-	t, err := s.d.AccessTokens.revoke(ctx, id, p.String(), now, s.recordFunc, func(t APIToken) *evidence.Record {
-		return accessChangeRecord(now, evidence.AccessRevoke, p.String(), t)
-	})
+	t, fresh, err := st.revoke(ctx, id, p.String(), now)
 	if err != nil {
 		return APIToken{}, err
 	}
-	s.logger.InfoContext(ctx, "API token revoked", slog.String("principal", p.String()), slog.String("token_id", t.ID),
-		slog.String("for", t.Principal().String()), slog.Uint64("log_index", t.RevokedRecord))
+	if fresh {
+		s.logger.InfoContext(ctx, "API token revoked", slog.String("principal", p.String()), slog.String("token_id", t.ID),
+			slog.String("for", t.Principal().String()))
+	}
+	t, err = s.writeRevocationRecord(ctx, t, fresh)
+	if err != nil {
+		return APIToken{}, err
+	}
+	// Records a failed append left behind (other tokens'), now that the log takes one.
+	if _, err := s.RecordPendingRevocations(ctx); err != nil {
+		s.logger.WarnContext(ctx, "writing pending revocation records failed", slog.Any("error", err))
+	}
 	return t, nil
+}
+
+// RecordPendingRevocations writes the access_change record of every token revoked without one
+// (a revocation whose append failed), and returns how many it wrote. Each is claimed first, so
+// replicas running it at once write each record once; a token another replica is writing is
+// skipped. The service runs it at start-up and after every revocation.
+func (s *Service) RecordPendingRevocations(ctx context.Context) (int, error) {
+	st := s.d.AccessTokens
+	if st == nil {
+		return 0, nil
+	}
+	ts, err := st.unrecordedRevocations(ctx)
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var errs []error
+	for _, t := range ts {
+		switch _, err := s.writeRevocationRecord(ctx, t, false); {
+		case err == nil:
+			n++
+		case !errors.Is(err, errClaimed):
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
+}
+
+// errClaimed: another writer holds the claim on a pending revocation record.
+var errClaimed = errors.New("another replica is writing the revocation record")
+
+// writeRevocationRecord writes the access_change record of revoked token t and keeps its index.
+// It claims the row first (errClaimed, wrapped, if another writer holds it). Unless the
+// revocation is fresh (committed by this call, and claimed by no one since, so without a record),
+// it first looks in the log for a record a crashed writer appended, so that no revocation gets
+// two records.
+func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh bool) (APIToken, error) {
+	st := s.d.AccessTokens
+	ok, err := st.claimRevocation(ctx, t.ID, s.now().UTC())
+	if err != nil {
+		return APIToken{}, fmt.Errorf("API token %s is revoked and refused, but the writing of its revocation record could not be claimed (revoke it again to write it; a restarted verifier writes it too): %w", t.ID, err)
+	}
+	if !ok {
+		cur, err := st.byID(ctx, t.ID)
+		if err == nil && !cur.RevocationUnrecorded {
+			return cur, nil // written meanwhile
+		}
+		return APIToken{}, &RetryError{After: time.Minute, Err: fmt.Errorf("%w: %w: API token %s is revoked and refused; ask again in a minute to see its record", ErrUnavailable, errClaimed, t.ID)}
+	}
+	var (
+		idx   uint64
+		found bool
+	)
+	if !fresh {
+		idx, found, err = s.findRevocationRecord(ctx, t)
+	}
+	if err == nil && !found {
+		idx, err = s.recordFunc(ctx, accessChangeRecord(t.RevokedAt, evidence.AccessRevoke, t.RevokedBy, t))
+	}
+	if err != nil {
+		if rerr := st.releaseRevocation(context.WithoutCancel(ctx), t.ID); rerr != nil {
+			s.logger.WarnContext(ctx, "could not release the claim on a revocation record", slog.String("token_id", t.ID), slog.Any("error", rerr))
+		}
+		s.logger.ErrorContext(ctx, "API token revoked without its access_change record; written when the log recovers",
+			slog.String("token_id", t.ID), slog.Any("error", err))
+		return APIToken{}, fmt.Errorf("API token %s is revoked and refused from now on, but the access_change record of its revocation could not be written (revoke it again to write it once the log recovers; a restarted verifier writes it too): %w", t.ID, err)
+	}
+	if err := st.recordRevocation(ctx, t.ID, idx); err != nil {
+		// The record is in the log; the next writer finds it there instead of writing another.
+		s.logger.WarnContext(ctx, "could not keep the index of a revocation record", slog.String("token_id", t.ID),
+			slog.Uint64("log_index", idx), slog.Any("error", err))
+	}
+	s.logger.InfoContext(ctx, "API token revocation recorded", slog.String("token_id", t.ID), slog.Uint64("log_index", idx))
+	t.RevokedRecord, t.RevocationUnrecorded = idx, false
+	return t, nil
+}
+
+// findRevocationRecord looks in the log, through the index brought up to date first, for the
+// revocation record of t (timed at its revocation, as writeRevocationRecord writes it).
+func (s *Service) findRevocationRecord(ctx context.Context, t APIToken) (uint64, bool, error) {
+	if _, err := s.catchupIndex(ctx); err != nil {
+		return 0, false, fmt.Errorf("%w: bringing the index up to date before looking for a revocation record: %w", ErrUnavailable, err)
+	}
+	chs, err := s.AccessChanges(ctx, t.RevokedAt, t.RevokedAt.Add(time.Second)) // whole seconds
+	if err != nil {
+		return 0, false, err
+	}
+	for _, ch := range chs {
+		if ch.Change.Action == evidence.AccessRevoke && ch.Change.TokenID == t.ID {
+			return ch.LogIndex, true, nil
+		}
+	}
+	return 0, false, nil
 }
 
 func accessChangeRecord(at time.Time, action evidence.AccessAction, actor string, t APIToken) *evidence.Record {
@@ -590,8 +852,8 @@ type AccessChangeRecord struct {
 	Change       evidence.AccessChange
 }
 
-// AccessChanges returns the access_change records timed within [from, to] (a zero bound is
-// open), in log order: found through the index, each read back from the log and opened against
+// AccessChanges returns the access_change records timed within [from, to) (index.Query's range; a
+// zero bound is open), in log order: found through the index, each read back from the log and opened against
 // the key history. More than maxAccessChanges is ErrInvalid: ask for a shorter period.
 func (s *Service) AccessChanges(ctx context.Context, from, to time.Time) ([]AccessChangeRecord, error) {
 	var out []AccessChangeRecord

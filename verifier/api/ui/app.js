@@ -122,6 +122,32 @@
     $("export-cmd").textContent = cmd;
   }
 
+  // The bundle is fetched with the token in the Authorization header (never in a URL) and handed
+  // to the browser as a download.
+  async function downloadExport() {
+    const from = rfc3339("sum-from"), to = rfc3339("sum-to");
+    const q = new URLSearchParams();
+    if (from) q.set("from", from);
+    if (to) q.set("to", to);
+    $("export-status").textContent = "Exporting…";
+    let bytes;
+    try {
+      bytes = await api("/v1/audit/export?" + q.toString(), "bytes");
+    } catch (e) {
+      $("export-status").textContent = "Export failed: " + e.message;
+      return;
+    }
+    const url = URL.createObjectURL(new Blob([bytes], { type: "application/gzip" }));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = "proofline-audit-" + new Date().toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z") + ".tar.gz";
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    $("export-status").textContent = "Downloaded " + bytes.length + " bytes: verify it with proofline audit verify FILE --log-key FILE --keys FILE.";
+  }
+
   // ---- Search ----
 
   async function search(more) {
@@ -286,6 +312,7 @@
     });
     $("logout").addEventListener("click", () => signOut("Signed out: the token was removed from this tab."));
     $("summary-form").addEventListener("submit", (ev) => { ev.preventDefault(); loadSummary(); });
+    $("export-download").addEventListener("click", () => downloadExport());
     $("search-form").addEventListener("submit", (ev) => { ev.preventDefault(); search(false); });
     $("more").addEventListener("click", () => search(true));
     if (token()) signIn(token());

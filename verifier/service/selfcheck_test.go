@@ -1,0 +1,255 @@
+package service
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/verifier/alert"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+// faultyReader injects storage faults into the self-check's reads of a real log (the tests run
+// as root, where chmod 000 on a tile does not stop reads, so the fault comes through the
+// interface). failFrom and corruptUntil are ReadCheckpoint call counts: the reads made after
+// call failFrom fail with EACCES, those up to call corruptUntil see a flipped leaf byte.
+type faultyReader struct {
+	log.Reader
+	mu            sync.Mutex
+	checkpoints   int
+	failFrom      int // 0: never
+	corruptUntil  int
+	noCheckpoint  bool
+	checkpointErr error
+}
+
+func (r *faultyReader) state() (fail, corrupt bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failFrom > 0 && r.checkpoints >= r.failFrom, r.checkpoints <= r.corruptUntil
+}
+
+func (r *faultyReader) set(f func(r *faultyReader)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	f(r)
+}
+
+func (r *faultyReader) ReadCheckpoint(ctx context.Context) ([]byte, error) {
+	r.mu.Lock()
+	r.checkpoints++
+	no := r.noCheckpoint
+	r.mu.Unlock()
+	if no {
+		return nil, fs.ErrNotExist
+	}
+	return r.Reader.ReadCheckpoint(ctx)
+}
+
+func (r *faultyReader) ReadTile(ctx context.Context, level, index uint64, p uint8) ([]byte, error) {
+	if fail, _ := r.state(); fail {
+		return nil, &fs.PathError{Op: "open", Path: "tile/0/000", Err: syscall.EACCES}
+	}
+	return r.Reader.ReadTile(ctx, level, index, p)
+}
+
+func (r *faultyReader) ReadEntryBundle(ctx context.Context, index uint64, p uint8) ([]byte, error) {
+	fail, corrupt := r.state()
+	if fail {
+		return nil, &fs.PathError{Op: "open", Path: "tile/entries/000", Err: syscall.EACCES}
+	}
+	b, err := r.Reader.ReadEntryBundle(ctx, index, p)
+	if err == nil && corrupt && len(b) > 8 {
+		b = slices.Clone(b)
+		b[7] ^= 0x40 // inside the first leaf, past its 2-byte length
+	}
+	return b, err
+}
+
+// newSelfCheckEnv is an alerting service whose self-check reads its log through a faultyReader,
+// with one attestation in the log and its checkpoint published.
+func newSelfCheckEnv(t *testing.T) (*alertEnv, *faultyReader) {
+	t.Helper()
+	fr := &faultyReader{}
+	e := newAlertEnv(t, nil, func(d *Deps, _ *collateraltest.Clock) {
+		fr.Reader = d.Alerting.LogReader
+		d.Alerting.LogReader = fr
+	})
+	a := e.attest(t, "vm-tdx", attest.PlatformTDX, servicetest.FaultNone)
+	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(context.Background(), a.LogIndex+1); err != nil {
+		t.Fatal(err)
+	}
+	return e, fr
+}
+
+// readyCodes are the readiness warning codes of s.
+func readyCodes(t *testing.T, s *Service) []string {
+	t.Helper()
+	ws, err := s.Ready(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.Code)
+	}
+	return out
+}
+
+// selfCheckAlerts returns the delivered log_integrity_failure alerts.
+func selfCheckAlerts(t *testing.T, e *alertEnv) []alert.Alert {
+	t.Helper()
+	var out []alert.Alert
+	for _, a := range e.cap.take(t, e.svc) {
+		if a.Kind == alert.KindLogIntegrity {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// A self-check that cannot read its tiles (EACCES) is alerted (self_check_failed) and degrades
+// /readyz after SelfCheckMaxFailures passes in a row, not before; a pass that succeeds clears it.
+func TestSelfCheckUnreadableTileAlerts(t *testing.T) {
+	e, fr := newSelfCheckEnv(t)
+	ctx := context.Background()
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("sound log: %v", err)
+	}
+	fr.set(func(r *faultyReader) { r.failFrom = r.checkpoints + 1 })
+	for i := 1; i <= SelfCheckMaxFailures; i++ {
+		e.clock.Advance(DefaultSelfCheckEvery)
+		err := e.svc.SelfCheck(ctx)
+		if !errors.Is(err, syscall.EACCES) {
+			t.Fatalf("pass %d: %v, want EACCES", i, err)
+		}
+		got := selfCheckAlerts(t, e)
+		degraded := slices.Contains(readyCodes(t, e.svc), WarnSelfCheckFailed)
+		if i < SelfCheckMaxFailures {
+			if len(got) != 0 || degraded {
+				t.Fatalf("pass %d: alerted %v / degraded %v before the threshold", i, got, degraded)
+			}
+			continue
+		}
+		if len(got) != 1 || got[0].Severity != alert.SeverityCritical || !strings.HasPrefix(got[0].Reason, "self_check_failed:since:") ||
+			!strings.Contains(got[0].Message, "permission denied") {
+			t.Fatalf("pass %d: alerts %+v, want one self_check_failed", i, got)
+		}
+		if !degraded {
+			t.Fatalf("pass %d: /readyz not degraded: %v", i, readyCodes(t, e.svc))
+		}
+	}
+	// Later failures of the same run are not alerted again.
+	e.svc.SelfCheck(ctx)
+	if got := selfCheckAlerts(t, e); len(got) != 0 {
+		t.Fatalf("alerted again: %+v", got)
+	}
+	fr.set(func(r *faultyReader) { r.failFrom = 0 })
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("recovered: %v", err)
+	}
+	if codes := readyCodes(t, e.svc); slices.Contains(codes, WarnSelfCheckFailed) {
+		t.Fatalf("still degraded after a successful pass: %v", codes)
+	}
+}
+
+// No successful pass for SelfCheckStaleAfter intervals (a pass that hangs) is alerted by the
+// periodic checks, counted from the last success (or the first pass); a second less is not.
+func TestSelfCheckStaleAlerts(t *testing.T) {
+	e, _ := newSelfCheckEnv(t)
+	ctx := context.Background()
+	// Before the self-check ever ran (a service whose loops are not started), nothing is stale.
+	e.clock.Advance(SelfCheckStaleAfter * DefaultSelfCheckEvery)
+	e.svc.CheckAlerts(ctx)
+	if got := selfCheckAlerts(t, e); len(got) != 0 {
+		t.Fatalf("alerted before any pass: %+v", got)
+	}
+	start := e.clock.Now()
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("sound log: %v", err)
+	}
+	// Then no pass finishes (one hangs).
+	e.clock.Advance(SelfCheckStaleAfter*DefaultSelfCheckEvery - time.Second)
+	e.svc.CheckAlerts(ctx)
+	if got := selfCheckAlerts(t, e); len(got) != 0 || slices.Contains(readyCodes(t, e.svc), WarnSelfCheckFailed) {
+		t.Fatalf("alerted before the threshold: %+v", got)
+	}
+	e.clock.Advance(time.Second)
+	e.svc.CheckAlerts(ctx)
+	got := selfCheckAlerts(t, e)
+	if len(got) != 1 || got[0].Reason != "self_check_failed:since:"+itoa(start.Unix()) {
+		t.Fatalf("alerts %+v, want self_check_failed since the last success", got)
+	}
+	if !slices.Contains(readyCodes(t, e.svc), WarnSelfCheckFailed) {
+		t.Fatal("/readyz not degraded")
+	}
+}
+
+// A corruption whose confirmation run cannot read the log keeps the corruption: alerted and
+// /readyz degraded (log_integrity_failure), not dropped as an I/O error.
+func TestSelfCheckConfirmationErrorKeepsCorruption(t *testing.T) {
+	e, fr := newSelfCheckEnv(t)
+	ctx := context.Background()
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("sound log: %v", err)
+	}
+	perPass := fr.checkpoints // ReadCheckpoint calls in one pass
+	// The valid case first: a corruption seen by the first run only (the second run reads a
+	// sound log) is not alerted.
+	fr.set(func(r *faultyReader) { r.corruptUntil = r.checkpoints + perPass })
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("corruption not confirmed by the second run: %v", err)
+	}
+	if got := selfCheckAlerts(t, e); len(got) != 0 {
+		t.Fatalf("unconfirmed corruption alerted: %+v", got)
+	}
+	// Now the second run fails with EACCES.
+	fr.set(func(r *faultyReader) { r.corruptUntil, r.failFrom = r.checkpoints+perPass, r.checkpoints+perPass+1 })
+	var ce *log.CorruptError
+	if err := e.svc.SelfCheck(ctx); !errors.As(err, &ce) {
+		t.Fatalf("%v, want the first run's corruption", err)
+	}
+	got := selfCheckAlerts(t, e)
+	if len(got) != 1 || !strings.HasPrefix(got[0].Reason, "fsck:") {
+		t.Fatalf("alerts %+v, want fsck:", got)
+	}
+	if !slices.Contains(readyCodes(t, e.svc), WarnLogIntegrity) {
+		t.Fatal("/readyz not degraded")
+	}
+}
+
+// A log with entries whose storage holds no checkpoint (deleted, or unreadable as not found)
+// fails the pass instead of passing as a new log, and is alerted after the threshold.
+func TestSelfCheckMissingCheckpoint(t *testing.T) {
+	e, fr := newSelfCheckEnv(t)
+	ctx := context.Background()
+	// No pass has stored a baseline yet: only the log itself knows it has entries.
+	fr.set(func(r *faultyReader) { r.noCheckpoint = true })
+	err := e.svc.SelfCheck(ctx)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "holds no checkpoint") {
+		t.Fatalf("%v, want a missing checkpoint failure", err)
+	}
+	for range SelfCheckMaxFailures - 1 {
+		e.svc.SelfCheck(ctx)
+	}
+	if got := selfCheckAlerts(t, e); len(got) != 1 || !strings.HasPrefix(got[0].Reason, "self_check_failed:") {
+		t.Fatalf("alerts %+v", got)
+	}
+	// The valid case: the same log with its checkpoint readable passes.
+	fr.set(func(r *faultyReader) { r.noCheckpoint = false })
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatalf("sound log: %v", err)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
