@@ -338,7 +338,8 @@ func TestTokenCreateNeedsTheRecord(t *testing.T) {
 	ct := f.createToken(`{"name":"kept","role":"agent","expires_in":"1h"}`) // the log recovered
 	f.wantStatus(ct.Token, http.StatusOK)
 	fl.failing.Store(true)
-	if code, hdr, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil); code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" {
+	if code, hdr, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil); code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" ||
+		!bytes.Contains(b, []byte(`"revocation_unrecorded"`)) || !bytes.Contains(b, []byte("revoke it again")) {
 		t.Fatalf("revoke with the log failing: %d %s", code, b)
 	}
 	f.wantStatus(ct.Token, http.StatusUnauthorized)

@@ -778,7 +778,7 @@ func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh b
 	st := s.d.AccessTokens
 	ok, err := st.claimRevocation(ctx, t.ID, s.now().UTC())
 	if err != nil {
-		return APIToken{}, fmt.Errorf("API token %s is revoked and refused, but the writing of its revocation record could not be claimed (revoke it again to write it; a restarted verifier writes it too): %w", t.ID, err)
+		return APIToken{}, fmt.Errorf("%w: API token %s is revoked and refused, but the writing of its revocation record could not be claimed (revoke it again to write it; a restarted verifier writes it too): %w", ErrRevocationUnrecorded, t.ID, err)
 	}
 	if !ok {
 		cur, err := st.byID(ctx, t.ID)
@@ -803,7 +803,7 @@ func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh b
 		}
 		s.logger.ErrorContext(ctx, "API token revoked without its access_change record; written when the log recovers",
 			slog.String("token_id", t.ID), slog.Any("error", err))
-		return APIToken{}, fmt.Errorf("API token %s is revoked and refused from now on, but the access_change record of its revocation could not be written (revoke it again to write it once the log recovers; a restarted verifier writes it too): %w", t.ID, err)
+		return APIToken{}, fmt.Errorf("%w: API token %s is revoked and refused from now on, but the access_change record of its revocation could not be written (revoke it again to write it once the log recovers; a restarted verifier writes it too): %w", ErrRevocationUnrecorded, t.ID, err)
 	}
 	if err := st.recordRevocation(ctx, t.ID, idx); err != nil {
 		// The record is in the log; the next writer finds it there instead of writing another.
