@@ -35,6 +35,27 @@ func cacheDirOf(dataDir, cacheDir string) string {
 	return service.CollateralCacheDir(service.Config{DataDir: dataDir, Collateral: service.CollateralConfig{CacheDir: cacheDir}})
 }
 
+// openCacheStore opens the collateral cache an export reads or an import writes: the one a fleet
+// keeps in its state database (database, serve's `database:` DSN), or the cache directory
+// (cacheDir, default DATA_DIR/collateral-cache), which an import creates (create) and an export
+// requires. It returns the store, its name for messages, and how to close it.
+func openCacheStore(ctx context.Context, dataDir, cacheDir, database string, create bool) (collateral.ListingStore, string, func(), error) {
+	if database != "" {
+		store, closeDB, err := openDatabaseStore(ctx, database)
+		return store, "the state database", closeDB, err
+	}
+	dir := cacheDirOf(dataDir, cacheDir)
+	if create {
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, "", nil, err
+		}
+	} else if _, err := os.Stat(dir); err != nil {
+		return nil, "", nil, fmt.Errorf("no collateral cache at %s (%w): the verifier fills it with collateral.fetch; give --cache-dir if it is elsewhere, or --database for a fleet's state database", dir, err)
+	}
+	store, err := collateral.OpenDirStore(dir)
+	return store, dir, func() {}, err
+}
+
 // openDatabaseStore opens the collateral cache a fleet keeps in its state database (serve's
 // `database:` DSN), and returns how to close it.
 func openDatabaseStore(ctx context.Context, dsn string) (collateral.ListingStore, func(), error) {
@@ -109,28 +130,11 @@ func collateralExport(ctx context.Context, args []string, stderr io.Writer, now 
 	if *database != "" && *cacheDir != "" {
 		return fail(exitUsage, "give --cache-dir or --database, not both")
 	}
-	var (
-		store collateral.ListingStore
-		dir   string
-	)
-	if *database != "" {
-		s, closeDB, err := openDatabaseStore(ctx, *database)
-		if err != nil {
-			return fail(exitUsage, "%v", err)
-		}
-		defer closeDB()
-		store, dir = s, "the state database"
-	} else {
-		dir = cacheDirOf(*dataDir, *cacheDir)
-		if _, err := os.Stat(dir); err != nil {
-			return fail(exitUsage, "no collateral cache at %s (%v): the verifier fills it with collateral.fetch; give --cache-dir if it is elsewhere, or --database for a fleet's state database", dir, err)
-		}
-		s, err := collateral.OpenDirStore(dir)
-		if err != nil {
-			return fail(1, "%v", err)
-		}
-		store = s
+	store, dir, closeStore, err := openCacheStore(ctx, *dataDir, *cacheDir, *database, false)
+	if err != nil {
+		return fail(exitUsage, "%v", err)
 	}
+	defer closeStore()
 	data, b, err := collateral.ExportBundle(ctx, store, collateral.ExportOptions{
 		Signer: key, Name: *name, Software: "proofline/" + buildinfo.Version(), Now: t})
 	if err != nil {
@@ -222,28 +226,11 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	if *database != "" && *cacheDir != "" {
 		return fail(exitUsage, "give --cache-dir or --database, not both")
 	}
-	var (
-		store collateral.Store
-		dir   string
-	)
-	if *database != "" {
-		s, closeDB, err := openDatabaseStore(ctx, *database)
-		if err != nil {
-			return fail(exitUsage, "%v", err)
-		}
-		defer closeDB()
-		store, dir = s, "the state database"
-	} else {
-		if err := os.MkdirAll(*dataDir, 0o700); err != nil {
-			return fail(1, "%v", err)
-		}
-		dir = cacheDirOf(*dataDir, *cacheDir)
-		s, err := collateral.OpenDirStore(dir)
-		if err != nil {
-			return fail(1, "%v", err)
-		}
-		store = s
+	store, dir, closeStore, err := openCacheStore(ctx, *dataDir, *cacheDir, *database, true)
+	if err != nil {
+		return fail(1, "%v", err)
 	}
+	defer closeStore()
 	rep, err := collateral.ImportBundle(ctx, b, store, collateral.ImportOptions{At: at, StaleGraceUnsafe: *grace})
 	if rep != nil {
 		for _, r := range rep.Results {

@@ -333,7 +333,12 @@ func scanToken(r rowScanner, extra ...any) (APIToken, error) {
 
 // list returns every token, oldest first.
 func (s *TokenStore) list(ctx context.Context) ([]APIToken, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens ORDER BY created_unix, id")
+	return s.query(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens ORDER BY created_unix, id")
+}
+
+// query returns the tokens a SELECT of tokenColumns finds.
+func (s *TokenStore) query(ctx context.Context, q string) ([]APIToken, error) {
+	rows, err := s.db.QueryContext(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
 	}
@@ -437,23 +442,7 @@ func (s *TokenStore) byID(ctx context.Context, id string) (APIToken, error) {
 
 // unrecordedRevocations returns the tokens revoked without their record yet.
 func (s *TokenStore) unrecordedRevocations(ctx context.Context) ([]APIToken, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens WHERE revoked_unix IS NOT NULL AND revoked_record IS NULL ORDER BY revoked_unix, id")
-	if err != nil {
-		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
-	}
-	defer rows.Close()
-	var out []APIToken
-	for rows.Next() {
-		t, err := scanToken(rows)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
-		}
-		out = append(out, t)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
-	}
-	return out, nil
+	return s.query(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens WHERE revoked_unix IS NOT NULL AND revoked_record IS NULL ORDER BY revoked_unix, id")
 }
 
 // claimRevocation claims the writing of token id's pending revocation record at now: false if
