@@ -33,6 +33,10 @@ type CacheConfig struct {
 	// document but keeps the old one, so the next Get or Refetch tries again. It is called
 	// without locks held, possibly concurrently for different URLs.
 	OnReplace func(ctx context.Context, u Update) error
+	// OnRefused, when set, is called with the URL of every fetched document the cache refuses as
+	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
+	// its fetch-error metric. It MUST return quickly.
+	OnRefused func(url string)
 }
 
 // Cache is a Source in front of another (a Fetcher): it serves a document for as long as the
@@ -65,6 +69,7 @@ type Cache struct {
 	clock     Clock
 	log       *slog.Logger
 	onReplace func(context.Context, Update) error
+	onRefused func(url string)
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
@@ -115,7 +120,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
-	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace,
+	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused,
 		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
@@ -291,6 +296,9 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 	if err := c.checkNotOlder(ctx, url, prev, resp, v); err != nil {
 		c.fetchErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral refused: older than the document held (rollback)", "url", url, "err", err)
+		if c.onRefused != nil {
+			c.onRefused(url)
+		}
 		return nil, err
 	}
 	var u *Update

@@ -65,6 +65,7 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	cache, err := collateral.NewCache(collateral.CacheConfig{
 		Upstream: countingSource{src: lc.Upstream, errors: s.m.collateralFetchErrors}, Store: lc.Store,
 		Clock: s.collClock, Logger: s.logger, OnReplace: s.recordCollateralUpdate,
+		OnRefused: func(u string) { s.m.collateralFetchErrors.WithLabelValues(vendorOf(u), "older").Inc() },
 	})
 	if err != nil {
 		return err

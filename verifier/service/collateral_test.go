@@ -140,13 +140,18 @@ func (e *liveEnv) updates() []*evidence.Record {
 // runUntil starts the service's background loops and advances the pinned clock from one
 // refresh pass to the next, each time the refresher sleeps between passes, until done says so.
 // Nothing waits in real time.
+// It fails the test after maxPasses passes without done, rather than hang.
 func (e *liveEnv) runUntil(done func() bool) {
 	e.t.Helper()
-	for {
+	const maxPasses = 1000
+	for passes := 0; ; {
 		// The refresher is the clock's only sleeper, between passes.
 		if e.clock.Sleeping() == 1 {
 			if done() {
 				return
+			}
+			if passes++; passes > maxPasses {
+				e.t.Fatalf("not done after %d refresh passes (fake time %s)", maxPasses, e.clock.Now().Sub(liveStart))
 			}
 			e.clock.AdvanceToNext() // wakes it: Sleeping is 0 until its next pass ends
 		}

@@ -62,3 +62,36 @@ func TestLiveCollateralTCBRecovery(t *testing.T) {
 	}
 	mu.Unlock()
 }
+
+// A rollback reaching the service: the fake PCS starts serving a TCB info with a lower
+// tcbEvaluationDataNumber (a lagging mirror, or a replayed answer). The background refresh refuses
+// it, records nothing, counts it in proofline_collateral_fetch_errors_total{status="older"}, and
+// verdicts keep using the newer document.
+func TestLiveCollateralRollbackRefused(t *testing.T) {
+	e := newLiveEnv(t, 30*time.Hour, nil)
+	e.svc.Start()
+	if a := e.attest(attest.PlatformTDX); a.Result.Status != ear.StatusAffirming {
+		t.Fatalf("first verdict %s: %+v", a.Result.Status, a.Result.Failures)
+	}
+	o := fakeintel.DefaultCollateralOptions(liveStart.Add(time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 17 // the served one is 18
+	old, err := e.plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Replace(old[0]); err != nil {
+		t.Fatal(err)
+	}
+	older := func() float64 {
+		v, _ := metricValue(t, e.reg, "proofline_collateral_fetch_errors_total", map[string]string{"vendor": "intel", "status": "older"})
+		return v
+	}
+	e.runUntil(func() bool { return older() > 0 })
+	if recs := e.updates(); len(recs) != 0 {
+		t.Fatalf("%d collateral_update records for a refused document", len(recs))
+	}
+	a := e.attest(attest.PlatformTDX)
+	if cl, ok := a.Result.Claims.(*ear.TDXClaims); a.Result.Status != ear.StatusAffirming || !ok || cl.TCB.EvaluationDataNumber != 18 {
+		t.Fatalf("verdict after the refused rollback: %s %+v", a.Result.Status, a.Result.Claims)
+	}
+}
