@@ -144,7 +144,7 @@ func (k historyKey) clone() KeyInfo {
 
 // newHistoryKey validates a key and its period, fills in its id and prepares its verifier.
 func newHistoryKey(info KeyInfo) (historyKey, error) {
-	if err := checkKey(info.Algorithm, info.Public); err != nil {
+	if err := CheckCOSEKey(info.Algorithm, info.Public); err != nil {
 		return historyKey{}, fmt.Errorf("evidence: key history: %w", err)
 	}
 	id, err := KeyID(info.Public)

@@ -230,9 +230,6 @@ func CheckCOSEKey(alg cose.Algorithm, pub crypto.PublicKey) error {
 	return nil
 }
 
-// checkKey is CheckCOSEKey (the key history's name for it).
-func checkKey(alg cose.Algorithm, pub crypto.PublicKey) error { return CheckCOSEKey(alg, pub) }
-
 // LowS replaces, in place, S by N−S in a COSE ECDSA signature of k (r ‖ s, RFC 9053 §2.1) when
 // S > N/2; a signature of another size is left alone. Both values verify; keeping only the low
 // one makes a signed message non-malleable (one valid encoding), which IsLowS then requires.

@@ -22,9 +22,9 @@ func (s *Service) AuditSource() (*AuditSource, error) {
 	if s.d.LogReader == nil {
 		return nil, fmt.Errorf("%w: this verifier cannot read its log's storage for an export", ErrUnavailable)
 	}
-	h, err := s.d.KeyHistory.MarshalJSON()
+	k, err := s.Keys() // exactly what GET /v1/keys publishes
 	if err != nil {
 		return nil, fmt.Errorf("service: encoding the key history: %w", err)
 	}
-	return &AuditSource{Log: s.d.LogReader, LogKey: s.d.LogVerifierKey, KeyHistory: h, Blobs: s.d.Blobs}, nil
+	return &AuditSource{Log: s.d.LogReader, LogKey: k.LogKey, KeyHistory: k.RecordKeys, Blobs: s.d.Blobs}, nil
 }
