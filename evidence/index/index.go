@@ -104,6 +104,12 @@ type Entry struct {
 	Policy string
 }
 
+// NewEntry derives the entry of the leaf at logIndex, whose record is rec (the record leaf opens
+// to; NewEntry does not check that), for [Index.AddEntries].
+func NewEntry(logIndex uint64, leaf []byte, rec *evidence.Record) (Entry, error) {
+	return newEntry(logIndex, leaf, rec)
+}
+
 // newEntry derives the entry of leaf, whose record is rec.
 func newEntry(logIndex uint64, leaf []byte, rec *evidence.Record) (Entry, error) {
 	if rec == nil {
@@ -157,6 +163,24 @@ func (ix *Index) Add(ctx context.Context, logIndex uint64, leaf []byte, rec *evi
 		return err
 	}
 	return ix.add(ctx, []Entry{e})
+}
+
+// AddEntries indexes consecutive entries (made by [NewEntry]) in one transaction, under the
+// rules of [Index.Add] for each: a verifier group-commits the entries of its concurrent appends
+// this way. Entries that are not consecutive are refused; nothing is added then.
+func (ix *Index) AddEntries(ctx context.Context, es []Entry) error {
+	if len(es) == 0 {
+		return nil
+	}
+	for i := 1; i < len(es); i++ {
+		if es[i].LogIndex != es[i-1].LogIndex+1 {
+			return fmt.Errorf("index: entries to add are not consecutive: %d follows %d", es[i].LogIndex, es[i-1].LogIndex)
+		}
+	}
+	if es[len(es)-1].LogIndex > math.MaxInt64 {
+		return fmt.Errorf("index: log index %d out of range", es[len(es)-1].LogIndex)
+	}
+	return ix.add(ctx, es)
 }
 
 // add indexes consecutive entries in one transaction, retrying when it raced another writer.

@@ -407,3 +407,62 @@ func TestAddInvalidRecord(t *testing.T) {
 		}
 	})
 }
+
+// TestAddEntries: a batch of consecutive entries is added in one transaction under Add's rules;
+// a batch that is not consecutive, leaves a gap or conflicts with an indexed leaf adds nothing.
+func TestAddEntries(t *testing.T) {
+	t.Parallel()
+	s := newSigner(t)
+	c := newCorpus(t, s, 12, 6)
+	other := newCorpus(t, s, 12, 7)
+	entries := func(t *testing.T, c *corpus, from, to int) []Entry {
+		var es []Entry
+		for i := from; i < to; i++ {
+			e, err := NewEntry(uint64(i), c.log.leaves[i], c.recs[i])
+			if err != nil {
+				t.Fatal(err)
+			}
+			es = append(es, e)
+		}
+		return es
+	}
+	forEach(t, func(t *testing.T, open func(*testing.T) *Index) {
+		ctx := context.Background()
+		ix := open(t)
+		next := func() uint64 {
+			n, err := ix.Next(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if err := ix.AddEntries(ctx, entries(t, c, 1, 4)); !errors.Is(err, ErrGap) {
+			t.Fatalf("AddEntries(1..3) on an empty index = %v, want ErrGap", err)
+		}
+		es := entries(t, c, 0, 6)
+		skip := append(append([]Entry{}, es[:2]...), es[3:]...)
+		if err := ix.AddEntries(ctx, skip); err == nil || !strings.Contains(err.Error(), "not consecutive") {
+			t.Fatalf("AddEntries without entry 2 = %v, want a refusal", err)
+		}
+		if n := next(); n != 0 {
+			t.Fatalf("Next after refused batches = %d, want 0", n)
+		}
+		if err := ix.AddEntries(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+		if n := next(); n != 6 {
+			t.Fatalf("Next = %d, want 6", n)
+		}
+		// Overlapping the indexed prefix with the same leaves is a no-op for those entries.
+		if err := ix.AddEntries(ctx, entries(t, c, 4, 12)); err != nil {
+			t.Fatal(err)
+		}
+		if n := next(); n != 12 {
+			t.Fatalf("Next = %d, want 12", n)
+		}
+		if err := ix.AddEntries(ctx, entries(t, other, 10, 12)); !errors.Is(err, ErrConflict) {
+			t.Fatalf("AddEntries of other leaves at 10..11 = %v, want ErrConflict", err)
+		}
+		checkQueries(t, ix, c)
+	})
+}

@@ -33,6 +33,8 @@
 // innodb_flush_log_at_trx_commit=1 (OpenMySQL refuses any other setting). Appends are batched
 // (group commit): one batch is written at a time, and the appends that arrive while it is being
 // written, or within Options.BatchMaxAge of the next batch's first, share the next durable write.
+// A caller that knows appends are on their way says so with [Log.Expecting]: a batch then waits
+// for them (up to a longer bound) and is written as soon as none is left.
 // A checkpoint committing to an acknowledged entry is published later (within about two
 // Options.CheckpointInterval); [Log.WaitCheckpoint] waits for it.
 //

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/transparency-dev/merkle/proof"
@@ -152,6 +153,14 @@ type Log struct {
 	// another size), so the cached leaves are the stored ones.
 	bundleMu   sync.Mutex
 	lastBundle *parsedBundle
+
+	// expecting is what Expecting set: appends on their way, and how long a batch waits for them.
+	expecting atomic.Pointer[expectation]
+}
+
+type expectation struct {
+	count  func() int64
+	maxAge time.Duration
 }
 
 type parsedBundle struct {
@@ -278,6 +287,22 @@ func (l *Log) submit(req appendReq) error {
 	}
 }
 
+// Expecting tells the group commit how many appends are on their way: count reports the
+// callers that will call Append soon (a verifier's requests being verified). While count() > 0
+// a batch that is not full waits for them, up to maxAge after its first append, instead of
+// BatchMaxAge; once count() is 0 (everything announced has been queued) it is written at once.
+// A lone append then pays no linger, and under load batches grow to what arrives within maxAge,
+// so the durable writes — each rewriting the partial entry bundle — are fewer and fuller.
+// count is called from the commit loop, so it must be cheap (an atomic load) and must not call
+// the Log. Callers should stop counting an append just before calling Append.
+func (l *Log) Expecting(count func() int64, maxAge time.Duration) {
+	if count == nil || maxAge <= 0 {
+		l.expecting.Store(nil)
+		return
+	}
+	l.expecting.Store(&expectation{count: count, maxAge: maxAge})
+}
+
 // commit is the group-commit loop. It takes every append that queued up while the previous
 // batch was being written, lingers up to BatchMaxAge for more (unless the batch is full), hands
 // the batch to tessera in one burst and waits until it is durable: one durable write at a time,
@@ -294,7 +319,12 @@ func (l *Log) commit(ctx context.Context) {
 	linger := time.NewTimer(0)
 	for first := range l.reqs {
 		batch = append(batch[:0], first)
-		linger.Reset(l.opts.BatchMaxAge)
+		exp := l.expecting.Load()
+		if exp != nil {
+			linger.Reset(exp.maxAge)
+		} else {
+			linger.Reset(l.opts.BatchMaxAge)
+		}
 	collect:
 		for len(batch) < l.opts.BatchMaxSize {
 			// Take what is queued first: a select with both cases ready picks at random.
@@ -306,6 +336,9 @@ func (l *Log) commit(ctx context.Context) {
 				batch = append(batch, r)
 				continue
 			default:
+			}
+			if exp != nil && exp.count() <= 0 {
+				break collect // nothing else is on its way
 			}
 			select {
 			case r, ok := <-l.reqs:

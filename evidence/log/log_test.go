@@ -338,3 +338,58 @@ func TestMySQLReplicas(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Expecting: a batch waits for the appends announced as on their way (up to the bound) and is
+// written as soon as none is left; with none announced an append is written without lingering.
+func TestAppendExpecting(t *testing.T) {
+	f := backends[0].new(t) // POSIX: the group commit is the same for both backends
+	l := f.openLog(t, Options{})
+	var coming atomic.Int64
+	l.Expecting(coming.Load, time.Hour)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// Nothing announced: written at once (an hour's linger would time the test out).
+	if _, err := l.Append(ctx, []byte("alone")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Two announced: the first waits for the second, then both are written.
+	coming.Store(2)
+	type result struct {
+		idx uint64
+		err error
+	}
+	done := make(chan result, 2)
+	appendOne := func(leaf string) {
+		coming.Add(-1)
+		i, err := l.Append(ctx, []byte(leaf))
+		done <- result{i, err}
+	}
+	go appendOne("first")
+	select {
+	case r := <-done:
+		t.Fatalf("the first append was written (%d, %v) while another was announced", r.idx, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	go appendOne("second")
+	var got []uint64
+	for range 2 {
+		r := <-done
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		got = append(got, r.idx)
+	}
+	slices.Sort(got)
+	if got[0] != 1 || got[1] != 2 {
+		t.Fatalf("indices %v, want [1 2]", got)
+	}
+
+	// An announced append that never comes holds a batch for the bound only.
+	l.Expecting(coming.Load, 50*time.Millisecond)
+	coming.Store(1)
+	if _, err := l.Append(ctx, []byte("bounded")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -140,6 +140,10 @@ func TestBurst(t *testing.T) {
 	}
 	t.Logf("%d agents: %d rounds refused with 503 overloaded, retry waits %v to %v", agents, overloaded, retries[0], retries[len(retries)-1])
 
+	// A connection the agents' transport dialled for a request cancelled meanwhile is idle on
+	// the client and new on the server, where a graceful shutdown waits for its first request
+	// (http.Server.Shutdown closes new connections only after 5 s): close it first.
+	tr.CloseIdleConnections()
 	if err := v.Stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,9 @@ import (
 	"crypto/sha512"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -93,6 +96,7 @@ func BenchmarkAttestHTTP(b *testing.B) {
 			}
 			var next atomic.Int64
 			b.SetParallelism(64) // 128 concurrent agents, as at a fleet reboot: batches fill the log's group commit
+			stopProfile := profileTimed(b, string(platform))
 			b.ResetTimer()
 			b.StartTimer()
 			start := time.Now()
@@ -117,6 +121,7 @@ func BenchmarkAttestHTTP(b *testing.B) {
 			})
 			elapsed := time.Since(start)
 			b.StopTimer()
+			stopProfile()
 			// The floor measured right before and after, so that a machine shared with other
 			// work loads both sides of the ratio alike.
 			floor = (floor + floorNs(b, platform)) / 2
@@ -124,6 +129,29 @@ func BenchmarkAttestHTTP(b *testing.B) {
 			b.ReportMetric(1e9/perOp, "attest/s")
 			b.ReportMetric(floor/perOp, "floor-ratio")
 		})
+	}
+}
+
+// profileTimed writes a CPU profile of the timed part alone (the evidence signing before it
+// would drown the verifier's own work) to $PROOFLINE_BENCH_PROFILE_DIR/cpu-NAME.out when that
+// variable is set, and returns the function that stops it.
+func profileTimed(b *testing.B, name string) (stop func()) {
+	dir := os.Getenv("PROOFLINE_BENCH_PROFILE_DIR")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, "cpu-"+name+".out"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
 	}
 }
 

@@ -369,3 +369,61 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// POST /v1/attest?tokens= issues only the token forms asked for (each costs a signature); the
+// default is both; an unknown form is 400 before the body is read, so the nonce stays unspent.
+func TestAttestTokenForms(t *testing.T) {
+	f := newFixture(t, options{})
+	v := f.rpVerifier()
+	post := func(query string) (int, *attestResult, []byte) {
+		t.Helper()
+		nonce := f.challenge("vm-tdx")
+		code, _, body := f.do(http.MethodPost, "/v1/attest"+query, "vm-tdx", f.evidence(attest.PlatformTDX, "vm-tdx", nonce, servicetest.FaultNone))
+		var r attestResult
+		if code == http.StatusOK {
+			if err := json.Unmarshal(body, &r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return code, &r, body
+	}
+	for _, tc := range []struct {
+		query    string
+		jwt, cwt bool
+	}{
+		{"", true, true},
+		{"?tokens=jwt,cwt", true, true},
+		{"?tokens=jwt", true, false},
+		{"?tokens=cwt", false, true},
+	} {
+		code, r, body := post(tc.query)
+		if code != http.StatusOK || r.Status != "affirming" {
+			t.Fatalf("%q: %d %s", tc.query, code, body)
+		}
+		if (r.Token != "") != tc.jwt || (len(r.CWT) > 0) != tc.cwt {
+			t.Fatalf("%q: token %v, cwt %v; want %v, %v", tc.query, r.Token != "", len(r.CWT) > 0, tc.jwt, tc.cwt)
+		}
+		if tc.jwt {
+			if _, err := v.VerifyJWT(r.Token); err != nil {
+				t.Fatalf("%q: JWT: %v", tc.query, err)
+			}
+		}
+		if tc.cwt {
+			if _, err := v.VerifyCWT(r.CWT); err != nil {
+				t.Fatalf("%q: CWT: %v", tc.query, err)
+			}
+		}
+	}
+	nonce := f.challenge("vm-tdx")
+	ev := f.evidence(attest.PlatformTDX, "vm-tdx", nonce, servicetest.FaultNone)
+	for _, q := range []string{"?tokens=pem", "?tokens=jwt,", "?tokens=JWT"} {
+		code, _, body := f.do(http.MethodPost, "/v1/attest"+q, "vm-tdx", ev)
+		if code != http.StatusBadRequest || !strings.Contains(string(body), "jwt, cwt or jwt,cwt") {
+			t.Fatalf("%q: %d %s, want 400 naming the forms", q, code, body)
+		}
+	}
+	// The nonce was not spent by the refused requests.
+	if r := f.attest("vm-tdx", ev); r.Status != "affirming" {
+		t.Fatalf("after the refusals: %s", r.Status)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -33,8 +34,8 @@ type (
 		RecordSHA256 string          `json:"record_sha256"`
 		Status       ear.Status      `json:"status"`
 		Result       json.RawMessage `json:"result"`
-		Token        string          `json:"token"`
-		CWT          []byte          `json:"cwt"`
+		Token        string          `json:"token,omitempty"`
+		CWT          []byte          `json:"cwt,omitempty"`
 	}
 	storedResultResponse struct {
 		ID           string          `json:"id"`
@@ -176,7 +177,11 @@ func (s *Server) challenge(c echo.Context) error {
 func (s *Server) attest(c echo.Context) error {
 	// The body is read only once the request has a place in the admission queue: past the
 	// queue it is refused 503 unread, so bodies in memory are bounded by queue × max_attest_body.
-	a, err := s.svc.AttestFrom(c.Request().Context(), principal(c), func() ([]byte, error) {
+	forms, err := tokenForms(c.QueryParam("tokens"))
+	if err != nil {
+		return err
+	}
+	a, err := s.svc.AttestWith(c.Request().Context(), principal(c), forms, func() ([]byte, error) {
 		return io.ReadAll(c.Request().Body)
 	})
 	if err != nil {
@@ -187,6 +192,26 @@ func (s *Server) attest(c echo.Context) error {
 		ID: a.ID(), LogIndex: a.LogIndex, RecordSHA256: hex.EncodeToString(a.RecordSHA256[:]), Status: a.Result.Status,
 		Result: a.ResultJSON, Token: a.JWT, CWT: a.CWT,
 	})
+}
+
+// tokenForms parses POST /v1/attest's tokens parameter: "jwt", "cwt" or both, comma-separated;
+// empty means both.
+func tokenForms(q string) (service.TokenForms, error) {
+	if q == "" {
+		return service.TokenJWT | service.TokenCWT, nil
+	}
+	var f service.TokenForms
+	for part := range strings.SplitSeq(q, ",") {
+		switch strings.TrimSpace(part) {
+		case "jwt":
+			f |= service.TokenJWT
+		case "cwt":
+			f |= service.TokenCWT
+		default:
+			return 0, fmt.Errorf("%w: tokens=%q: name the token forms to issue, jwt, cwt or jwt,cwt", service.ErrMalformed, q)
+		}
+	}
+	return f, nil
 }
 
 func (s *Server) result(c echo.Context) error {

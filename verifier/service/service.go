@@ -25,6 +25,7 @@ import (
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
+	"github.com/proofline/proofline/verifier/internal/vcache"
 	"github.com/proofline/proofline/verifier/nonce"
 	"github.com/proofline/proofline/verifier/roots"
 	"github.com/proofline/proofline/verifier/token"
@@ -61,6 +62,9 @@ type Settings struct {
 	RetryAfter time.Duration
 	// CheckpointInterval is the log's; callers asking for a proof too early are told to wait it.
 	CheckpointInterval time.Duration
+	// LogBatchMaxWait bounds how long the log's group commit waits for the records of
+	// attestations still on their way (log.Log.Expecting; default DefaultLogBatchMaxWait).
+	LogBatchMaxWait time.Duration
 	// MaxInlineEvidence is the largest evidence envelope embedded in its record; larger ones go to
 	// the blob store and the record holds their digest.
 	MaxInlineEvidence int
@@ -95,6 +99,9 @@ func (s Settings) withDefaults() Settings {
 	if s.CheckpointInterval == 0 {
 		s.CheckpointInterval = log.DefaultCheckpointInterval
 	}
+	if s.LogBatchMaxWait == 0 {
+		s.LogBatchMaxWait = DefaultLogBatchMaxWait
+	}
 	if s.MaxInlineEvidence == 0 {
 		s.MaxInlineEvidence = 32 << 10
 	}
@@ -109,6 +116,11 @@ func (s Settings) withDefaults() Settings {
 	}
 	return s
 }
+
+// DefaultLogBatchMaxWait is Settings.LogBatchMaxWait's default: long enough for a batch to
+// gather the attestations verified meanwhile (measured in hack/bench/README.md), short against
+// an attestation's latency under load.
+const DefaultLogBatchMaxWait = 20 * time.Millisecond
 
 // DefaultCollateralExpiryWarning is Settings.CollateralExpiryWarning's default.
 const DefaultCollateralExpiryWarning = 6 * time.Hour
@@ -178,15 +190,20 @@ type Service struct {
 	verifier evidence.Verifier
 	stored   sync.Map // evidence.Digest → struct{}: blobs already stored by this process
 
-	nudge chan struct{} // asks the index loop to catch up now (buffered 1)
-	// indexTarget is one past the highest record whose index write failed: the index loop
-	// retries, once per checkpoint interval, until the index reaches it.
-	indexTarget atomic.Uint64
-	stop        context.CancelFunc
-	loops       sync.WaitGroup
-	closeMu     sync.Mutex
-	closed      bool
-	draining    chan struct{}
+	// ixw group-commits the index entries of the records this service appends (indexer.go).
+	ixw *indexWriter
+	// recordKey is RecordKey's entry in the key history; signerChecked is set once a record it
+	// signed has opened in full against the history (checkSigned).
+	recordKey     evidence.KeyInfo
+	signerChecked atomic.Bool
+	// coming counts the attestations admitted whose record is not yet handed to the log: the
+	// log's group commit waits for them (log.Log.Expecting).
+	coming   atomic.Int64
+	stop     context.CancelFunc
+	loops    sync.WaitGroup
+	closeMu  sync.Mutex
+	closed   bool
+	draining chan struct{}
 
 	// coll answers collateral requests: Deps.Collateral, or the live cache.
 	coll collateral.Source
@@ -215,7 +232,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	case d.Roots.Test && !d.Settings.TestMode:
 		return nil, errors.New("service: the vendor roots are test roots (a roots directory or the simulated platforms); the service accepts them only in test mode (proofline serve --test-mode)")
 	}
-	s := &Service{d: d, set: d.Settings.withDefaults(), now: d.Now, logger: d.Logger, draining: make(chan struct{}), nudge: make(chan struct{}, 1)}
+	s := &Service{d: d, set: d.Settings.withDefaults(), now: d.Now, logger: d.Logger, draining: make(chan struct{})}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -232,6 +249,13 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	if !info.ValidAt(s.now().Truncate(time.Second)) {
 		return nil, fmt.Errorf("service: the record signing key %x is not valid now in the key history", kid)
+	}
+	s.recordKey = info
+	s.ixw = newIndexWriter(s)
+	if l, ok := d.Log.(interface {
+		Expecting(func() int64, time.Duration)
+	}); ok {
+		l.Expecting(s.coming.Load, s.set.LogBatchMaxWait)
 	}
 	s.verifier = evidence.Verifier{Name: "proofline", Version: buildinfo.Version(), Build: d.Build}
 	s.queue = newAdmission(s.set.Workers, s.set.Queue, s.set.RetryAfter)
@@ -281,26 +305,22 @@ func (s *Service) Start() {
 		defer s.loops.Done()
 		t := time.NewTicker(s.set.IndexCatchupInterval)
 		defer t.Stop()
-		var retry <-chan time.Time
 		for {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-			case <-s.nudge:
-			case <-retry:
 			}
-			retry = nil
 			if _, err := s.catchupIndex(ctx); err != nil && ctx.Err() == nil {
 				s.logger.WarnContext(ctx, "index catch-up failed", slog.Any("error", err))
 			}
-			// Catch-up reaches only what the log holds past the index's end: a failed write in
-			// the middle waits for the next checkpoint to cover it.
-			if next, err := s.d.Index.Next(ctx); err != nil || next < s.indexTarget.Load() {
-				retry = time.After(s.set.CheckpointInterval)
-			}
 		}
 	}()
+	s.ixw.running.Store(true)
+	s.loops.Go(func() {
+		s.ixw.run(ctx)
+		s.ixw.running.Store(false)
+	})
 	go func() {
 		defer s.loops.Done()
 		t := time.NewTicker(s.set.NonceSweepInterval)
@@ -425,7 +445,7 @@ type Attestation struct {
 	Result       *ear.Result
 	// ResultJSON is the result exactly as the record holds it.
 	ResultJSON []byte
-	// JWT and CWT are the result token in its two forms.
+	// JWT and CWT are the result token in its two forms (each only if asked for).
 	JWT string
 	CWT []byte
 }
@@ -459,6 +479,22 @@ func (s *Service) Attest(ctx context.Context, p Principal, body []byte) (*Attest
 // ErrOverloaded without calling read, so the bodies in memory are at most (Workers + Queue) ×
 // their size limit. An error from read is returned as is.
 func (s *Service) AttestFrom(ctx context.Context, p Principal, read func() ([]byte, error)) (*Attestation, error) {
+	return s.AttestWith(ctx, p, TokenJWT|TokenCWT, read)
+}
+
+// TokenForms are the result token forms an attestation is answered with (a set).
+type TokenForms uint8
+
+const (
+	// TokenJWT is the EAR JWT (Attestation.JWT).
+	TokenJWT TokenForms = 1 << iota
+	// TokenCWT is the same claims as a CWT (Attestation.CWT).
+	TokenCWT
+)
+
+// AttestWith is AttestFrom issuing only the token forms in forms: each costs a signature, and a
+// caller that uses one form (the agent, a key-release service) need not pay for the other.
+func (s *Service) AttestWith(ctx context.Context, p Principal, forms TokenForms, read func() ([]byte, error)) (*Attestation, error) {
 	if p.Role != RoleAgent && p.Role != RoleRelyingParty {
 		return nil, fmt.Errorf("%w: %s may not submit evidence", ErrForbidden, p.Role)
 	}
@@ -475,18 +511,21 @@ func (s *Service) AttestFrom(ctx context.Context, p Principal, read func() ([]by
 	if err != nil {
 		return nil, err
 	}
-	return s.attest(ctx, p, body)
+	return s.attest(ctx, p, forms, body)
 }
 
 // attest appraises and records body for p, holding an admission place. It holds a verification
 // slot only while verifier.Verify runs: consuming the nonce and recording the verdict wait on the
 // disk (group commits), not the CPU, and a slot held through those waits would cap the batches
 // they commit at the number of workers.
-func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attestation, error) {
+func (s *Service) attest(ctx context.Context, p Principal, forms TokenForms, body []byte) (*Attestation, error) {
 	ev, err := attest.DecodeEvidence(body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
+	s.coming.Add(1)
+	arriving := sync.OnceFunc(func() { s.coming.Add(-1) })
+	defer arriving()
 	pol, err := s.d.Policies.Active(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("%w: reading the active policy: %w", ErrUnavailable, err)
@@ -543,14 +582,14 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 			return nil, s.afterNonce(err, nonceUsed)
 		}
 	}
-	leaf, idx, err := s.appendRecord(ctx, rec)
+	leaf, idx, err := s.appendRecordArriving(ctx, rec, arriving)
 	if errors.Is(err, log.ErrLeafSize) && rec.Evidence.Raw != nil {
 		// The record is too large for a log leaf with the evidence inside: keep the evidence in
 		// the blob store and name it by digest.
 		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
 			return nil, s.afterNonce(err, nonceUsed)
 		}
-		leaf, idx, err = s.appendRecord(ctx, rec)
+		leaf, idx, err = s.appendRecordArriving(ctx, rec, arriving)
 	}
 	if err != nil {
 		return nil, s.afterNonce(err, nonceUsed)
@@ -562,11 +601,15 @@ func (s *Service) attest(ctx context.Context, p Principal, body []byte) (*Attest
 		slog.String("principal", p.String()), slog.String("platform", res.Platform), slog.String("status", string(res.Status)),
 		slog.Uint64("log_index", idx), slog.String("record_sha256", hex.EncodeToString(a.RecordSHA256[:])))
 	ref := token.RecordRef{LogIndex: idx, SHA256: a.RecordSHA256, Subject: rec.Subject.ID, Nonce: nonceUsed}
-	if a.JWT, err = s.d.Tokens.IssueJWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
-		return nil, fmt.Errorf("service: issuing the JWT for record %d: %w", idx, err)
+	if forms&TokenJWT != 0 {
+		if a.JWT, err = s.d.Tokens.IssueJWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
+			return nil, fmt.Errorf("service: issuing the JWT for record %d: %w", idx, err)
+		}
 	}
-	if a.CWT, err = s.d.Tokens.IssueCWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
-		return nil, fmt.Errorf("service: issuing the CWT for record %d: %w", idx, err)
+	if forms&TokenCWT != 0 {
+		if a.CWT, err = s.d.Tokens.IssueCWT(ctx, res, ref, s.set.Audience, s.set.TokenTTL, now); err != nil {
+			return nil, fmt.Errorf("service: issuing the CWT for record %d: %w", idx, err)
+		}
 	}
 	return a, nil
 }
@@ -690,11 +733,15 @@ func (s *Service) collateralRefs(ctx context.Context, res *ear.Result, seen *rec
 		seen.mu.Lock()
 		resp := seen.seen[ci.URL]
 		seen.mu.Unlock()
-		if resp == nil || evidence.Digest(resp.Digest()) != d {
+		// The digest of a collateral response is computed once per distinct response (vcache),
+		// and its canonical bytes only when this process has not stored them yet.
+		if resp == nil || evidence.Digest(vcache.ResponseDigest(resp)) != d {
 			return nil, fmt.Errorf("service: the result names collateral %s (%s) that the verification did not obtain", ci.URL, ci.Digest)
 		}
-		if err := s.storeBlob(ctx, d, resp.Canonical()); err != nil {
-			return nil, err
+		if _, stored := s.stored.Load(d); !stored {
+			if err := s.storeBlob(ctx, d, resp.Canonical()); err != nil {
+				return nil, err
+			}
 		}
 		byURL[ci.URL] = evidence.CollateralRef{Kind: ci.Kind, URL: ci.URL, Digest: d}
 	}
@@ -736,12 +783,22 @@ func (s *Service) evidenceByDigest(ctx context.Context, body []byte) (*evidence.
 // appendRecord signs rec, checks that it opens against the key history (I5) and appends it. It
 // returns the leaf and its index once the log has made it durable.
 func (s *Service) appendRecord(ctx context.Context, rec *evidence.Record) ([]byte, uint64, error) {
+	return s.appendRecordArriving(ctx, rec, nil)
+}
+
+// appendRecordArriving is appendRecord for an attestation counted in s.coming: arriving, when
+// not nil, stops counting it right before the append, so that the log's group commit does not
+// wait for a record already queued.
+func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record, arriving func()) ([]byte, uint64, error) {
 	leaf, err := evidence.Sign(ctx, rec, s.d.RecordKey)
 	if err != nil {
 		return nil, 0, fmt.Errorf("service: signing the record: %w", err)
 	}
-	if _, _, err := evidence.Open(leaf, s.d.KeyHistory); err != nil {
-		return nil, 0, fmt.Errorf("service: the signed record does not open against the key history (I5): %w", err)
+	if err := s.checkSigned(leaf, rec); err != nil {
+		return nil, 0, err
+	}
+	if arriving != nil {
+		arriving()
 	}
 	start := time.Now()
 	idx, err := s.d.Log.Append(ctx, leaf)
@@ -757,27 +814,38 @@ func (s *Service) appendRecord(ctx context.Context, rec *evidence.Record) ([]byt
 		s.logger.ErrorContext(ctx, "evidence log append failed; no answer given", slog.String("kind", string(rec.Kind)), slog.Any("error", err))
 		return nil, 0, retryAfter(s.set.RetryAfter, ErrUnavailable, "the evidence log did not acknowledge the record: %v", err)
 	}
-	if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
+	if s.ixw.running.Load() {
+		s.ixw.add(ctx, idx, leaf, rec)
+	} else if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
+		// No index writer (a service that was not started): Catchup at the next start-up fills
+		// what this misses.
 		s.m.indexErrors.Inc()
-		level := slog.LevelWarn
-		if errors.Is(err, index.ErrGap) {
-			// Another append's index write is still in flight, or an earlier record was never
-			// indexed (its append's outcome was unknown): the background loop fills the gap.
-			level = slog.LevelDebug
-			for {
-				cur := s.indexTarget.Load()
-				if idx+1 <= cur || s.indexTarget.CompareAndSwap(cur, idx+1) {
-					break
-				}
-			}
-			select {
-			case s.nudge <- struct{}{}:
-			default:
-			}
-		}
-		s.logger.Log(ctx, level, "index write failed; the index catches up later", slog.Uint64("log_index", idx), slog.Any("error", err))
+		s.logger.WarnContext(ctx, "index write failed; the index catches up later", slog.Uint64("log_index", idx), slog.Any("error", err))
 	}
 	return leaf, idx, nil
+}
+
+// checkSigned holds a record the service just signed to invariant I5 before it is appended: it
+// must open against the key history. The signer's key is in the history (New checks it), so
+// what remains per record is the record's time inside the key's validity period (a service
+// still running past its key's end in the history). The signature itself is verified in full (evidence.Open) on
+// the first record this service signs, which catches a signer whose signatures do not verify
+// under the public key it reports (a misconfigured KMS key) before anything else is appended;
+// verifying each later signature again would cost as much as the signature itself, and every
+// record's signature is re-verified by the log self-check and by fsck.
+func (s *Service) checkSigned(leaf []byte, rec *evidence.Record) error {
+	if s.signerChecked.Load() {
+		if !s.recordKey.ValidAt(rec.Time) {
+			return fmt.Errorf("service: the signed record does not open against the key history (I5): %w: record time %s, key %x valid %s to %s",
+				evidence.ErrKeyNotValidAt, rec.Time.Format(time.RFC3339), s.recordKey.ID, s.recordKey.NotBefore.Format(time.RFC3339), s.recordKey.NotAfter.Format(time.RFC3339))
+		}
+		return nil
+	}
+	if _, _, err := evidence.Open(leaf, s.d.KeyHistory); err != nil {
+		return fmt.Errorf("service: the signed record does not open against the key history (I5): %w", err)
+	}
+	s.signerChecked.Store(true)
+	return nil
 }
 
 func parseDigest(s string) (evidence.Digest, error) {

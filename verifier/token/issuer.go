@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
@@ -111,6 +112,8 @@ type Issuer struct {
 	key    verificationKey   // the signer's
 	keys   []verificationKey // key, then previous
 	rand   io.Reader         // token ids
+	// checked is set once a signature of signer verified with key (sign).
+	checked atomic.Bool
 }
 
 // NewIssuer returns an Issuer whose tokens name iss (for example the verifier's URL) as their
@@ -284,15 +287,25 @@ func (i *Issuer) sign(ctx context.Context, toBeSigned []byte) ([]byte, error) {
 		return nil, err
 	}
 	size := (i.key.pub.Curve.Params().BitSize + 7) / 8
+	if len(sig) != 2*size {
+		return nil, fmt.Errorf("the signer's %d-byte signature is not %v r ‖ s (%d bytes)", len(sig), i.key.alg, 2*size)
+	}
+	// The first signature is verified with the published key, which catches a signer that signs
+	// with another key than it reports (a misconfigured KMS key) before any token leaves. Later
+	// ones are not: verifying costs as much as signing, and relying parties verify every token.
+	if i.checked.Load() {
+		return sig, nil
+	}
 	h := crypto.SHA256
 	if i.key.alg == cose.AlgorithmES384 {
 		h = crypto.SHA384
 	}
 	hh := h.New()
 	hh.Write(toBeSigned)
-	if len(sig) != 2*size || !ecdsa.Verify(i.key.pub, hh.Sum(nil), new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])) {
+	if !ecdsa.Verify(i.key.pub, hh.Sum(nil), new(big.Int).SetBytes(sig[:size]), new(big.Int).SetBytes(sig[size:])) {
 		return nil, fmt.Errorf("the signer's %d-byte signature does not verify with its public key %s as %v r ‖ s", len(sig), i.key.kid, i.key.alg)
 	}
+	i.checked.Store(true)
 	return sig, nil
 }
 

@@ -1,0 +1,249 @@
+package service
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
+	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/service/servicetest"
+)
+
+// Concurrent attestations are all indexed, each before its Attest returns (the index writer's
+// group commit), and the index stays a prefix of the log.
+func TestIndexWriterConcurrent(t *testing.T) {
+	e := newAlertEnv(t, nil, nil)
+	e.svc.Start()
+	ctx := context.Background()
+	const n = 48
+	evs := make([][]byte, n)
+	ps := make([]Principal, n)
+	for i := range n {
+		ps[i] = Principal{Name: fmt.Sprintf("vm-%02d", i), Role: RoleAgent}
+		ch, err := e.svc.Challenge(ctx, ps[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		platform := attest.PlatformTDX
+		if i%2 == 1 {
+			platform = attest.PlatformSNP
+		}
+		if evs[i], err = e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData(ps[i].Name), servicetest.FaultNone); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Go(func() {
+			a, err := e.svc.Attest(ctx, ps[i], evs[i])
+			if err != nil {
+				errs <- err
+				return
+			}
+			got, err := e.svc.d.Index.Query(ctx, index.Query{Subject: ps[i].subject()})
+			switch {
+			case err != nil:
+				errs <- err
+			case len(got) != 1 || got[0].LogIndex != a.LogIndex || got[0].LeafHash != a.RecordSHA256 || got[0].Status != "affirming":
+				errs <- fmt.Errorf("%s: index right after Attest: %+v, want record %d", ps[i].Name, got, a.LogIndex)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	next, err := e.svc.d.Index.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size, err := logLeaves{e.svc.d.Log, e.svc.d.Index}.Size(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next != size || next < n {
+		t.Fatalf("index holds %d entries, the log %d leaves (%d attestations)", next, size, n)
+	}
+}
+
+// unknownOutcomeLog appends for real but reports failure on the appends it is told to fail: the
+// outcome a caller cannot tell from a lost append, which leaves a record in the log that no one
+// hands to the index writer.
+type unknownOutcomeLog struct {
+	Log
+	fail atomic.Bool
+}
+
+func (l *unknownOutcomeLog) Append(ctx context.Context, leaf []byte) (uint64, error) {
+	i, err := l.Log.Append(ctx, leaf)
+	if err == nil && l.fail.CompareAndSwap(true, false) {
+		return 0, errors.New("connection reset: append outcome unknown")
+	}
+	return i, err
+}
+
+// A record whose append outcome was unknown leaves a gap before the next record's entry: the
+// writer closes it from the log (Catchup) and indexes the next record after it, and the index
+// ends up holding both.
+func TestIndexWriterGap(t *testing.T) {
+	var ul *unknownOutcomeLog
+	e := newAlertEnv(t, nil, func(d *Deps, _ *collateraltest.Clock) {
+		ul = &unknownOutcomeLog{Log: d.Log}
+		d.Log = ul
+	})
+	e.svc.Start()
+	ctx := context.Background()
+	p := Principal{Name: "vm-gap", Role: RoleAgent}
+	ch, err := e.svc.Challenge(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := e.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ul.fail.Store(true)
+	if _, err := e.svc.Attest(ctx, p, ev); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Attest with the append outcome unknown = %v, want ErrUnavailable", err)
+	}
+	a := e.attest(t, "vm-after", attest.PlatformSNP, servicetest.FaultNone)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		next, err := e.svc.d.Index.Next(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if next > a.LogIndex {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("index stuck at %d entries; record %d follows the unknown-outcome record %d", next, a.LogIndex, a.LogIndex-1)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lost, err := e.svc.d.Index.Query(ctx, index.Query{Subject: p.subject()})
+	if err != nil || len(lost) != 1 || lost[0].LogIndex != a.LogIndex-1 {
+		t.Fatalf("the unknown-outcome record in the index: %v %+v, want log index %d", err, lost, a.LogIndex-1)
+	}
+	after, err := e.svc.d.Index.Query(ctx, index.Query{Subject: "agent:vm-after"})
+	if err != nil || len(after) != 1 || after[0].LogIndex != a.LogIndex {
+		t.Fatalf("the record after the gap in the index: %v %+v", err, after)
+	}
+}
+
+// lyingSigner reports one public key and signs with another: a misconfigured KMS key.
+type lyingSigner struct {
+	evidence.Signer
+	other evidence.Signer
+}
+
+func (s lyingSigner) Sign(ctx context.Context, tbs []byte) ([]byte, error) {
+	return s.other.Sign(ctx, tbs)
+}
+func (s lyingSigner) Public() crypto.PublicKey { return s.Signer.Public() }
+
+// Invariant I5 before an append: the first record of a signer whose signatures do not verify
+// under its reported key is refused and nothing is appended; a record timed after the signing
+// key's end in the key history is refused, after any number of good records.
+func TestRecordsOpenBeforeAppend(t *testing.T) {
+	t.Run("signature", func(t *testing.T) {
+		plat, err := servicetest.New(alertStart)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := context.Background()
+		cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond}}
+		env := Env{TestMode: true, Now: func() time.Time { return alertStart }, Roots: plat.Roots, Collateral: plat.Collateral, InitialPolicy: plat.PolicyYAML}
+		open := func(lie bool) (*Service, error) {
+			d, err := OpenDeps(ctx, cfg, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lie {
+				other, err := evidence.GenerateKey()
+				if err != nil {
+					t.Fatal(err)
+				}
+				d.RecordKey = lyingSigner{Signer: d.RecordKey, other: other}
+			}
+			s, err := New(ctx, *d)
+			if err != nil {
+				for _, c := range d.Closers {
+					c()
+				}
+			}
+			return s, err
+		}
+		// On a fresh data dir the first record is the initial policy's.
+		if _, err := open(true); !errors.Is(err, evidence.ErrSignature) {
+			t.Fatalf("New with a signer whose signatures do not verify = %v, want ErrSignature", err)
+		}
+		s, err := open(false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		// On a restart the first record is an attestation.
+		if s, err = open(true); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		before, err := logLeaves{s.d.Log, s.d.Index}.Size(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := Principal{Name: "vm-1", Role: RoleAgent}
+		ch, err := s.Challenge(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err = s.Attest(ctx, p, ev); !errors.Is(err, evidence.ErrSignature) {
+			t.Fatalf("Attest with a signer whose signatures do not verify = %v, want ErrSignature", err)
+		}
+		if _, err := s.d.Log.Entry(ctx, before); err == nil {
+			t.Fatalf("a record was appended at %d", before)
+		}
+	})
+	t.Run("validity", func(t *testing.T) {
+		end := alertStart.Add(time.Hour)
+		e := newAlertEnv(t, nil, func(d *Deps, _ *collateraltest.Clock) {
+			next, err := evidence.GenerateKey()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.KeyHistory.Rotate(next, end); err != nil {
+				t.Fatal(err)
+			}
+		})
+		e.attest(t, "vm-1", attest.PlatformTDX, servicetest.FaultNone)
+		e.attest(t, "vm-2", attest.PlatformSNP, servicetest.FaultNone)
+		e.clock.Advance(time.Hour)
+		ctx := context.Background()
+		p := Principal{Name: "vm-3", Role: RoleAgent}
+		ch, err := e.svc.Challenge(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := e.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.svc.Attest(ctx, p, ev); !errors.Is(err, evidence.ErrKeyNotValidAt) {
+			t.Fatalf("Attest after the record key's end = %v, want ErrKeyNotValidAt", err)
+		}
+	})
+}
