@@ -73,7 +73,7 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 load_rc=0
-"$work/loadgen" -url "http://127.0.0.1:$port" -data-dir "$data" -rate "$rate" -duration "${load_secs}s" -vms 512 | tee "$work/load.txt" || load_rc=$?
+"$work/loadgen" -url "http://127.0.0.1:$port" -data-dir "$data" -rate "$rate" -duration "${load_secs}s" -vms 512 -timeline | tee "$work/load.txt" || load_rc=$?
 hwm=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$serve_pid/status")
 echo "peak RSS of proofline serve (VmHWM): $hwm (target < 512 MiB)"
 kill -TERM "$serve_pid"

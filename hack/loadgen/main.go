@@ -66,6 +66,7 @@ func run() error {
 	rate := flag.Float64("rate", 100, "arrivals per second")
 	duration := flag.Duration("duration", 60*time.Second, "how long to send")
 	vms := flag.Int("vms", 256, "distinct simulated VMs (API tokens)")
+	timeline := flag.Bool("timeline", false, "also print each second's requests (by scheduled send time): sent, failed, latency p50, p99 and max")
 	presign := flag.Bool("presign", true, "fetch every challenge and sign every evidence before the clock starts")
 	writeConfig := flag.String("write-config", "", "write a `proofline serve` configuration with the VMs' tokens to this file and exit")
 	listen := flag.String("listen", "127.0.0.1:8089", "with -write-config: the verifier's listen address")
@@ -180,6 +181,9 @@ func run() error {
 	wg.Wait()
 	total := time.Since(start)
 
+	if *timeline {
+		printTimeline(lat, failed, *rate)
+	}
 	var ok []time.Duration
 	kinds := map[string]int{}
 	for i := range n {
@@ -220,6 +224,34 @@ func run() error {
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// printTimeline prints, for each second of scheduled send time, how many requests were sent and
+// failed and the latency percentiles of those answered: where a stall starts and how long the
+// backlog it leaves takes to drain.
+func printTimeline(lat []time.Duration, failed []string, rate float64) {
+	fmt.Println("second   sent  failed      p50      p99      max")
+	per := int(rate)
+	if per < 1 {
+		per = 1
+	}
+	for from := 0; from < len(lat); from += per {
+		to := min(len(lat), from+per)
+		var ok []time.Duration
+		for i := from; i < to; i++ {
+			if failed[i] == "" {
+				ok = append(ok, lat[i])
+			}
+		}
+		slices.Sort(ok)
+		p := func(q float64) float64 {
+			if len(ok) == 0 {
+				return 0
+			}
+			return ms(ok[min(len(ok)-1, int(q*float64(len(ok))))])
+		}
+		fmt.Printf("%6d %6d %7d %6.0fms %6.0fms %6.0fms\n", from/per, to-from, to-from-len(ok), p(0.5), p(0.99), p(1))
+	}
+}
 
 // writeServeConfig writes a `proofline serve` configuration: the data directory, the listen
 // address, the queue, and an agent token per VM.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"sync/atomic"
 	"testing"
@@ -49,7 +50,7 @@ func BenchmarkAttestHTTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	const vms = 64
+	const vms, parallel = 64, 128
 	names := make([]string, vms)
 	for i := range names {
 		names[i] = fmt.Sprintf("vm-%03d", i)
@@ -95,7 +96,9 @@ func BenchmarkAttestHTTP(b *testing.B) {
 				evs[i] = envelope(b, platform, i%vms)
 			}
 			var next atomic.Int64
-			b.SetParallelism(64) // 128 concurrent agents, as at a fleet reboot: batches fill the log's group commit
+			// 128 concurrent agents, as at a fleet reboot, whatever GOMAXPROCS (RunParallel runs
+			// parallelism × GOMAXPROCS goroutines).
+			b.SetParallelism(max(1, parallel/runtime.GOMAXPROCS(0)))
 			stopProfile := profileTimed(b, string(platform))
 			b.ResetTimer()
 			b.StartTimer()
