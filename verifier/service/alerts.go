@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -266,6 +267,16 @@ type alerting struct {
 	clock  alert.Clock
 	origin string
 
+	// handled holds the log indexes of attestation records whose alert this process stored in
+	// the outbox (or that needed none) right after their append: the re-scan passes them
+	// without reading and verifying them again, which under load would cost a signature check
+	// per record every minute in one burst. At most handledMax; the re-scan forgets what it
+	// passes. Records of other replicas and of a crashed process are not in it and are scanned.
+	handledMu sync.Mutex
+	handled   map[uint64]struct{}
+	// scanOpened counts the records the re-scan opened (tests).
+	scanOpened atomic.Int64
+
 	authMu   sync.Mutex
 	authSeen map[string][]time.Time // remote address → failure times within the window
 
@@ -373,8 +384,14 @@ func (s *Service) startAlerting(ctx context.Context) {
 // delivered in the background. Failures are logged, never returned: an alert never fails the
 // operation that raised it. It is safe to call from hooks (e.g. the collateral refresher's).
 func (s *Service) Emit(ctx context.Context, a alert.Alert) *alert.Alert {
+	out, _ := s.emit(ctx, a)
+	return out
+}
+
+// emit is Emit, also saying whether the alert was stored.
+func (s *Service) emit(ctx context.Context, a alert.Alert) (*alert.Alert, bool) {
 	if s.al == nil {
-		return nil
+		return nil, false
 	}
 	if a.Time.IsZero() {
 		a.Time = s.al.clock.Now()
@@ -383,9 +400,45 @@ func (s *Service) Emit(ctx context.Context, a alert.Alert) *alert.Alert {
 	if err != nil {
 		s.logger.ErrorContext(ctx, "alert could not be stored in the outbox; it is only in this log line",
 			slog.String("kind", string(a.Kind)), slog.String("subject", a.Subject), slog.String("message", a.Message), slog.Any("error", err))
-		return nil
+		return nil, false
 	}
-	return out
+	return out, true
+}
+
+// handledMax bounds alerting.handled.
+const handledMax = 1 << 20
+
+// markHandled records that the alerts of attestation record idx are in the outbox (or that it
+// needs none), for the re-scan.
+func (al *alerting) markHandled(idx uint64) {
+	al.handledMu.Lock()
+	defer al.handledMu.Unlock()
+	if al.handled == nil {
+		al.handled = map[uint64]struct{}{}
+	}
+	if len(al.handled) < handledMax {
+		al.handled[idx] = struct{}{}
+	}
+}
+
+// forgetHandledBelow forgets the handled records below next, which the re-scan has passed.
+func (al *alerting) forgetHandledBelow(next uint64) {
+	al.handledMu.Lock()
+	defer al.handledMu.Unlock()
+	for i := range al.handled {
+		if i < next {
+			delete(al.handled, i)
+		}
+	}
+}
+
+// takeHandled reports whether record idx was handled in-process, and forgets it.
+func (al *alerting) takeHandled(idx uint64) bool {
+	al.handledMu.Lock()
+	defer al.handledMu.Unlock()
+	_, ok := al.handled[idx]
+	delete(al.handled, idx)
+	return ok
 }
 
 // DeliverAlerts runs one delivery pass now (tests, and `serve` at shutdown is not needed: the
@@ -412,9 +465,12 @@ func (s *Service) alertVerdict(ctx context.Context, rec *evidence.Record, idx ui
 				s.logger.WarnContext(ctx, "alerting: recording the latest good verdict failed", slog.Uint64("log_index", idx), slog.Any("error", err))
 			}
 		}
+		s.al.markHandled(idx)
 		return
 	}
-	s.Emit(ctx, s.al.verdictAlert(rec, idx, res))
+	if _, ok := s.emit(ctx, s.al.verdictAlert(rec, idx, res)); ok {
+		s.al.markHandled(idx)
+	}
 }
 
 // verdictAlert is the verdict_contraindicated alert of a contraindicated attestation record
@@ -675,6 +731,7 @@ func (s *Service) ScanAlerts(ctx context.Context) error {
 			return fmt.Errorf("alerting: the stored re-scan position: %w", err)
 		}
 	}
+	al.forgetHandledBelow(pos.Next) // passed by another replica's re-scan
 	cp, err := s.d.Log.Checkpoint(ctx)
 	if err != nil {
 		return fmt.Errorf("alerting: the log's checkpoint: %w", err)
@@ -701,10 +758,14 @@ func (s *Service) ScanAlerts(ctx context.Context) error {
 // A record that does not open is the self-check's business (it is reported there) and skipped.
 func (s *Service) scanRecord(ctx context.Context, idx uint64, policies *[]PolicyVersion) error {
 	al := s.al
+	if al.takeHandled(idx) {
+		return nil
+	}
 	leaf, err := s.d.Log.Entry(ctx, idx)
 	if err != nil {
 		return fmt.Errorf("alerting: reading record %d: %w", idx, err)
 	}
+	al.scanOpened.Add(1)
 	rec, _, err := evidence.Open(leaf, s.d.KeyHistory)
 	if err != nil {
 		s.logger.WarnContext(ctx, "alerting: a record does not open; skipped by the alert re-scan (the log self-check reports it)",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -503,5 +504,49 @@ func TestAlertRescanRecords(t *testing.T) {
 	var pos alertScan
 	if err != nil || !ok || json.Unmarshal(b, &pos) != nil || pos.Next != last+1 {
 		t.Fatalf("position %s %v %v, want %d", b, ok, err, last+1)
+	}
+}
+
+// The re-scan does not open again the attestation records whose alerts this process stored right
+// after their append (affirming or contraindicated); it opens the one whose alert was lost, and
+// emits that alert.
+func TestAlertRescanSkipsHandled(t *testing.T) {
+	var dir string
+	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, nil)
+	ctx := context.Background()
+	var last uint64
+	for i, fault := range []servicetest.Fault{servicetest.FaultNone, servicetest.FaultDebug, servicetest.FaultNone} {
+		last = e.attest(t, fmt.Sprintf("web-%d", i), attest.PlatformSNP, fault).LogIndex
+	}
+	db, err := sql.Open("sqlite", filepath.Join(dir, alert.DBFileName)+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.ExecContext(ctx, `CREATE TRIGGER proofline_test_fail BEFORE INSERT ON proofline_alert_outbox BEGIN SELECT RAISE(FAIL, 'injected outbox failure'); END`); err != nil {
+		t.Fatal(err)
+	}
+	lost := e.attest(t, "web-lost", attest.PlatformSNP, servicetest.FaultDebug).LogIndex
+	if _, err := db.ExecContext(ctx, `DROP TRIGGER proofline_test_fail`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(ctx, lost+1); err != nil {
+		t.Fatal(err)
+	}
+	e.cap.take(t, e.svc) // the live alert of web-1
+	b, _ := json.Marshal(alertScan{Next: last - 2})
+	if err := e.svc.al.cfg.Outbox.SetState(ctx, alertScanState, b); err != nil {
+		t.Fatal(err)
+	}
+	before := e.svc.al.scanOpened.Load()
+	if err := e.svc.ScanAlerts(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if opened := e.svc.al.scanOpened.Load() - before; opened != 1 {
+		t.Fatalf("the re-scan opened %d records, want 1 (the one whose alert was lost)", opened)
+	}
+	got := e.cap.take(t, e.svc)
+	if len(got) != 1 || got[0].RecordIndex == nil || *got[0].RecordIndex != lost {
+		t.Fatalf("re-scan alerts %+v, want the lost one of record %d", got, lost)
 	}
 }

@@ -196,7 +196,11 @@ func (s *Service) selfCheckPass(ctx context.Context) error {
 	if st.Checkpoint != nil {
 		earlier = append(earlier, st.Checkpoint)
 	}
+	pace := pacer{share: selfCheckShare, mark: time.Now()}
 	checkLeaf := func(i uint64, leaf []byte) error {
+		if err := pace.step(ctx); err != nil {
+			return err
+		}
 		if i < st.Size {
 			return nil
 		}
@@ -232,4 +236,37 @@ func (s *Service) selfCheckWarning() (code, detail string) {
 	s.al.checkMu.Lock()
 	defer s.al.checkMu.Unlock()
 	return s.al.checkCode, s.al.checkFailed
+}
+
+// selfCheckShare is the part of one core a self-check pass may take while it runs: a pass reads
+// and hashes every leaf and verifies the signatures of the new ones (a signature check per
+// record appended since the last pass), and unpaced it would take both cores from the
+// attestations for as long as it runs — seconds to minutes on a busy log.
+const selfCheckShare = 0.25
+
+// pacer keeps a loop to a share of the time: every pacerEvery steps it sleeps for as long as
+// the steps took, times (1 - share) / share. Wall time counts as work, so a loaded machine
+// slows the loop further.
+type pacer struct {
+	share float64
+	n     int
+	mark  time.Time
+}
+
+const pacerEvery = 64
+
+func (p *pacer) step(ctx context.Context) error {
+	if p.n++; p.n%pacerEvery != 0 {
+		return nil
+	}
+	busy := time.Since(p.mark)
+	t := time.NewTimer(time.Duration(float64(busy) * (1 - p.share) / p.share))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+	}
+	p.mark = time.Now()
+	return nil
 }

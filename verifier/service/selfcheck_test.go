@@ -253,3 +253,28 @@ func TestSelfCheckMissingCheckpoint(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// The self-check's pacer sleeps, every pacerEvery steps, for the time the steps took scaled to
+// its share (here as long again, for a half share), and gives up when the context ends.
+func TestSelfCheckPacer(t *testing.T) {
+	p := pacer{share: 0.5, mark: time.Now().Add(-30 * time.Millisecond)}
+	start := time.Now()
+	for range pacerEvery {
+		if err := p.step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if slept := time.Since(start); slept < 30*time.Millisecond {
+		t.Fatalf("a half-share pacer after 30ms of work slept %v, want at least 30ms", slept)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	p = pacer{share: 0.01, mark: time.Now().Add(-time.Hour)}
+	var err error
+	for range pacerEvery {
+		err = p.step(ctx)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("pacer with its context ended: %v", err)
+	}
+}

@@ -252,6 +252,11 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	}
 	s.recordKey = info
 	s.ixw = newIndexWriter(s)
+	if d.AccessTokens != nil {
+		d.AccessTokens.onFlushError = func(err error) {
+			s.logger.Warn("could not keep the last use of API tokens and principals", slog.Any("error", err))
+		}
+	}
 	if l, ok := d.Log.(interface {
 		Expecting(func() int64, time.Duration)
 	}); ok {

@@ -51,8 +51,8 @@ import (
 //
 // Last use is kept at a granularity of LastUsedGranularity: a token's row is written at most once
 // per minute (a conditional UPDATE, so also at most about once per minute across replicas),
-// synchronously but bounded by lastUsedTimeout; a failed or slow write is logged and never fails
-// the request it describes. Configuration tokens and client-certificate agents have their last use
+// queued and written with the others within a second in one transaction (flushUses), so no
+// request waits for it; a failed write is logged and never fails a request. Lists flush first. Configuration tokens and client-certificate agents have their last use
 // kept the same way (NotePrincipalUse), so that the access review shows every principal seen.
 
 // TokensFileName is the SQLite file of the API tokens in the data directory.
@@ -74,8 +74,7 @@ const LastUsedGranularity = time.Minute
 // than this is taken over (its holder crashed or hung).
 const revokeClaimLease = 2 * time.Minute
 
-// lastUsedTimeout bounds the write of a last use, so that a slow database delays the request it
-// describes by at most this long, once per LastUsedGranularity.
+// lastUsedTimeout bounds a write of the queued last uses (flushUses).
 const lastUsedTimeout = 2 * time.Second
 
 // maxAccessChanges bounds the access_change records one access review returns.
@@ -163,8 +162,30 @@ type TokenStore struct {
 	closeDB bool
 
 	mu   sync.Mutex
-	used map[string]int64 // principal → the last use this process wrote (Unix seconds)
+	used map[string]int64 // principal → the last use this process kept (Unix seconds)
+
+	// Last uses are written together, off the request path (flushUses): usesMu guards pending
+	// and flush, the timer that writes them useFlushDelay after the first one queued.
+	usesMu  sync.Mutex
+	pending map[useKey]pendingUse
+	flush   *time.Timer
+	// onFlushError, when set, is told when queued last uses could not be written.
+	onFlushError func(error)
 }
+
+// useKey names whose last use a pendingUse is: an API token's id or a principal.
+type useKey struct {
+	token bool
+	id    string
+}
+
+type pendingUse struct {
+	at   int64
+	from string
+}
+
+// useFlushDelay is how long a last use waits to be written with the others queued meanwhile.
+const useFlushDelay = time.Second
 
 var tokenSchemaSQLite = []string{
 	`CREATE TABLE IF NOT EXISTS proofline_api_tokens (
@@ -293,10 +314,80 @@ func addClaimColumn(ctx context.Context, db *sql.DB, mysql bool) error {
 	return nil
 }
 
-// Close closes the database if OpenTokenSQLite opened it.
+// Close writes the queued last uses and closes the database if OpenTokenSQLite opened it.
 func (s *TokenStore) Close() error {
+	s.usesMu.Lock()
+	if s.flush != nil {
+		s.flush.Stop()
+		s.flush = nil
+	}
+	s.usesMu.Unlock()
+	err := s.flushUses(context.Background())
 	if s.closeDB {
-		return s.db.Close()
+		err = errors.Join(err, s.db.Close())
+	}
+	return err
+}
+
+// queueUse queues a last use for the next flushUses (at most useFlushDelay away), keeping the
+// latest per key.
+func (s *TokenStore) queueUse(k useKey, at time.Time, from string) {
+	s.usesMu.Lock()
+	defer s.usesMu.Unlock()
+	if s.pending == nil {
+		s.pending = map[useKey]pendingUse{}
+	}
+	if p, ok := s.pending[k]; ok && at.Unix()-p.at < int64(LastUsedGranularity/time.Second) {
+		return // a use within the granularity of the queued one does not move it
+	}
+	s.pending[k] = pendingUse{at: at.Unix(), from: from}
+	if s.flush == nil {
+		s.flush = time.AfterFunc(useFlushDelay, func() {
+			if err := s.flushUses(context.Background()); err != nil && s.onFlushError != nil {
+				s.onFlushError(err)
+			}
+		})
+	}
+}
+
+// flushUses writes the queued last uses in one transaction. A principal's use is kept once a
+// minute (LastUsedGranularity), so a fleet of agents would otherwise write one synchronous
+// transaction per agent in the same second of every minute, each waited for by a request; here
+// they share one commit and no request waits for it. Lists read after flushing, so this
+// process's own uses are always in them. Uses that could not be written are dropped (a last use
+// is informational; the next one is kept again).
+func (s *TokenStore) flushUses(ctx context.Context) error {
+	s.usesMu.Lock()
+	batch := s.pending
+	s.pending = nil
+	if s.flush != nil {
+		s.flush.Stop()
+		s.flush = nil
+	}
+	s.usesMu.Unlock()
+	if len(batch) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, lastUsedTimeout)
+	defer cancel()
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("tokens: writing %d last uses: %w", len(batch), err)
+	}
+	defer tx.Rollback()
+	for k, u := range batch {
+		if k.token {
+			_, err = tx.ExecContext(ctx, "UPDATE proofline_api_tokens SET last_used_unix = ?, last_used_from = ? WHERE id = ? AND (last_used_unix IS NULL OR last_used_unix <= ?)",
+				u.at, u.from, k.id, u.at-int64(LastUsedGranularity/time.Second))
+		} else {
+			_, err = tx.ExecContext(ctx, s.principalUseSQL(), k.id, u.at, u.from)
+		}
+		if err != nil {
+			return fmt.Errorf("tokens: writing the last use of %s: %w", k.id, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("tokens: writing %d last uses: %w", len(batch), err)
 	}
 	return nil
 }
@@ -333,6 +424,7 @@ func scanToken(r rowScanner, extra ...any) (APIToken, error) {
 
 // list returns every token, oldest first.
 func (s *TokenStore) list(ctx context.Context) ([]APIToken, error) {
+	s.flushBeforeRead(ctx)
 	return s.query(ctx, "SELECT "+tokenColumns+" FROM proofline_api_tokens ORDER BY created_unix, id")
 }
 
@@ -473,43 +565,52 @@ func (s *TokenStore) recordRevocation(ctx context.Context, id string, idx uint64
 	return err
 }
 
-// noteTokenUse writes a token's last use unless one within LastUsedGranularity is kept.
-func (s *TokenStore) noteTokenUse(ctx context.Context, id string, at time.Time, from string) error {
-	_, err := s.db.ExecContext(ctx, "UPDATE proofline_api_tokens SET last_used_unix = ?, last_used_from = ? WHERE id = ? AND (last_used_unix IS NULL OR last_used_unix <= ?)",
-		at.Unix(), from, id, at.Add(-LastUsedGranularity).Unix())
-	return err
+// noteTokenUse queues a token's last use (flushUses), unless one within LastUsedGranularity is
+// kept; the UPDATE checks that again against the row.
+func (s *TokenStore) noteTokenUse(id string, at time.Time, from string) {
+	s.queueUse(useKey{token: true, id: id}, at, from)
 }
 
-// notePrincipalUse writes a principal's last use unless this process wrote one within
-// LastUsedGranularity; it never moves a last use backwards.
-func (s *TokenStore) notePrincipalUse(ctx context.Context, principal string, at time.Time, from string) error {
+// notePrincipalUse queues a principal's last use unless this process kept one within
+// LastUsedGranularity; the write never moves a last use backwards.
+func (s *TokenStore) notePrincipalUse(principal string, at time.Time, from string) {
 	s.mu.Lock()
 	last, ok := s.used[principal]
-	s.mu.Unlock()
 	if ok && at.Unix()-last < int64(LastUsedGranularity/time.Second) {
-		return nil
+		s.mu.Unlock()
+		return
 	}
-	q := "INSERT INTO proofline_principal_use (principal, last_used_unix, last_used_from) VALUES (?, ?, ?) " +
-		"ON CONFLICT (principal) DO UPDATE SET last_used_unix = excluded.last_used_unix, last_used_from = excluded.last_used_from " +
-		"WHERE excluded.last_used_unix > proofline_principal_use.last_used_unix"
+	if s.used == nil {
+		s.used = map[string]int64{}
+	}
+	s.used[principal] = at.Unix()
+	s.mu.Unlock()
+	s.queueUse(useKey{id: principal}, at, from)
+}
+
+// principalUseSQL is the upsert of a principal's last use, never moving it backwards.
+func (s *TokenStore) principalUseSQL() string {
 	if s.mysql {
 		// Assignments run left to right: last_used_from is compared with the old time.
-		q = "INSERT INTO proofline_principal_use (principal, last_used_unix, last_used_from) VALUES (?, ?, ?) " +
+		return "INSERT INTO proofline_principal_use (principal, last_used_unix, last_used_from) VALUES (?, ?, ?) " +
 			"ON DUPLICATE KEY UPDATE last_used_from = IF(VALUES(last_used_unix) > last_used_unix, VALUES(last_used_from), last_used_from), " +
 			"last_used_unix = GREATEST(last_used_unix, VALUES(last_used_unix))"
 	}
-	if _, err := s.db.ExecContext(ctx, q, principal, at.Unix(), from); err != nil {
-		return err
+	return "INSERT INTO proofline_principal_use (principal, last_used_unix, last_used_from) VALUES (?, ?, ?) " +
+		"ON CONFLICT (principal) DO UPDATE SET last_used_unix = excluded.last_used_unix, last_used_from = excluded.last_used_from " +
+		"WHERE excluded.last_used_unix > proofline_principal_use.last_used_unix"
+}
+
+// flushBeforeRead writes the queued last uses before a list reads them; a failure is reported
+// and the list served without them.
+func (s *TokenStore) flushBeforeRead(ctx context.Context) {
+	if err := s.flushUses(ctx); err != nil && s.onFlushError != nil {
+		s.onFlushError(err)
 	}
-	s.mu.Lock()
-	if at.Unix() > s.used[principal] {
-		s.used[principal] = at.Unix()
-	}
-	s.mu.Unlock()
-	return nil
 }
 
 func (s *TokenStore) principalUses(ctx context.Context) ([]PrincipalUse, error) {
+	s.flushBeforeRead(ctx)
 	rows, err := s.db.QueryContext(ctx, "SELECT principal, last_used_unix, last_used_from FROM proofline_principal_use ORDER BY principal")
 	if err != nil {
 		return nil, fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
@@ -571,11 +672,7 @@ func (s *Service) AuthenticateToken(ctx context.Context, sum [32]byte, from stri
 		return Principal{}, fmt.Errorf("%w: token %s expired at %s", ErrTokenRefused, t.ID, t.ExpiresAt.Format(time.RFC3339))
 	}
 	if t.LastUsedAt.IsZero() || now.Sub(t.LastUsedAt) >= LastUsedGranularity {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastUsedTimeout)
-		if err := st.noteTokenUse(wctx, t.ID, now.Truncate(time.Second), from); err != nil {
-			s.logger.WarnContext(ctx, "could not keep an API token's last use", slog.String("token_id", t.ID), slog.Any("error", err))
-		}
-		cancel()
+		st.noteTokenUse(t.ID, now.Truncate(time.Second), from)
 	}
 	return t.Principal(), nil
 }
@@ -588,11 +685,7 @@ func (s *Service) NotePrincipalUse(ctx context.Context, p Principal, from string
 	if st == nil || p.Anonymous() {
 		return
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lastUsedTimeout)
-	defer cancel()
-	if err := st.notePrincipalUse(wctx, p.String(), s.now().UTC().Truncate(time.Second), from); err != nil {
-		s.logger.WarnContext(ctx, "could not keep a principal's last use", slog.String("principal", p.String()), slog.Any("error", err))
-	}
+	st.notePrincipalUse(p.String(), s.now().UTC().Truncate(time.Second), from)
 }
 
 // Tokens returns every token created through the API, oldest first (admin, auditor).

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -156,7 +157,8 @@ func TestPrincipalUse(t *testing.T) {
 				{b, 45 * time.Second, "10.0.0.4", 61}, // an older use from another replica
 				{b, 200 * time.Second, "10.0.0.5", 200},
 			} {
-				if err := step.st.notePrincipalUse(ctx, p, t0.Add(step.at), step.from); err != nil {
+				step.st.notePrincipalUse(p, t0.Add(step.at), step.from)
+				if err := step.st.flushUses(ctx); err != nil { // that replica's write
 					t.Fatal(err)
 				}
 				us, err := a.principalUses(ctx)
@@ -598,5 +600,48 @@ func TestTokenStoreAddsClaimColumn(t *testing.T) {
 				t.Fatalf("claim on a migrated table: %v %v", ok, err)
 			}
 		})
+	}
+}
+
+// Last uses are queued and written together within useFlushDelay, by themselves (no request
+// waits for them, no list needed), in one transaction for a whole fleet; Close writes what is
+// still queued.
+func TestLastUsesBatched(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(testDir(t), TokensFileName)
+	st, err := OpenTokenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	count := func() int {
+		var n int
+		if err := st.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM proofline_principal_use").Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	at := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
+	const fleet = 500
+	for i := range fleet {
+		st.notePrincipalUse(fmt.Sprintf("agent:config:vm-%03d", i), at, "10.0.0.1")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for count() < fleet {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d queued last uses written after 10s", count(), fleet)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st.notePrincipalUse("agent:config:late", at, "10.0.0.2")
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = OpenTokenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != fleet+1 {
+		t.Fatalf("after Close: %d last uses, want %d", n, fleet+1)
 	}
 }
