@@ -88,6 +88,49 @@ func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
 	return msg.MarshalCBOR()
 }
 
+// SignFor signs r with s like Sign and holds the result to invariant I5 as Open would, for a
+// record about to be appended: s's key must be in keys with s's algorithm (ErrUnknownKey,
+// ErrSignature), the signature must verify under the key the history lists — not merely the
+// key s reports, so a signer that signs with another key is caught (ErrSignature) — and r's time
+// must be inside the key's validity period (ErrKeyNotValidAt). It costs one signature
+// verification more than Sign, and none of Open's decoding: the record was just encoded by the
+// rules Open checks.
+func SignFor(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte, error) {
+	payload, err := r.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	alg, pub := s.Algorithm(), s.Public()
+	if err := CheckCOSEKey(alg, pub); err != nil {
+		return nil, fmt.Errorf("evidence: signer: %w", err)
+	}
+	kid, err := KeyID(pub)
+	if err != nil {
+		return nil, err
+	}
+	key, ok := keys.lookup(kid)
+	if !ok {
+		return nil, fmt.Errorf("%w: kid %x", ErrUnknownKey, kid)
+	}
+	if alg != key.info.Algorithm {
+		return nil, fmt.Errorf("%w: the signer's algorithm is %v, but key %x is %v", ErrSignature, alg, kid, key.info.Algorithm)
+	}
+	if !key.info.ValidAt(r.Time) {
+		return nil, fmt.Errorf("%w: record time %s, key %x %s", ErrKeyNotValidAt, r.Time.Format(timeFormat), kid, key.info.period())
+	}
+	msg := envelope(alg, kid, payload, nil)
+	if err := msg.Sign(nil, nil, COSESigner(ctx, s)); err != nil {
+		return nil, fmt.Errorf("evidence: signing: %w", err)
+	}
+	if k, ok := pub.(*ecdsa.PublicKey); ok {
+		LowS(k, msg.Signature)
+	}
+	if err := msg.Verify(nil, key.verifier); err != nil {
+		return nil, fmt.Errorf("%w: key %x: %w", ErrSignature, kid, err)
+	}
+	return msg.MarshalCBOR()
+}
+
 // Open verifies a signed record against the key history and returns the record and the key
 // that signed it. It requires, in this order (README.md, "Verification"):
 //   - at most MaxRecordSize bytes, a tagged COSE_Sign1 with an embedded payload;

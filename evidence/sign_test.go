@@ -339,3 +339,58 @@ func TestLowS(t *testing.T) {
 		}
 	}
 }
+
+// lyingSigner reports one key and signs with another (a misconfigured KMS key).
+type lyingSigner struct {
+	Signer
+	other Signer
+}
+
+func (l lyingSigner) Sign(ctx context.Context, tbs []byte) ([]byte, error) {
+	return l.other.Sign(ctx, tbs)
+}
+
+// wrongAlg reports another algorithm than the history lists for its key.
+type wrongAlg struct{ Signer }
+
+func (w wrongAlg) Algorithm() cose.Algorithm { return cose.AlgorithmES384 }
+
+// TestSignFor: what SignFor signs opens, for every kind of key; a key not in the history, an
+// algorithm other than the history's, a signature made with another key and a record timed
+// outside the key's period are refused, each from a valid case.
+func TestSignFor(t *testing.T) {
+	ctx := context.Background()
+	for name, s := range testSigners(t) {
+		h := historyOf(t, s)
+		for kind, r := range testRecords() {
+			leaf, err := SignFor(ctx, r, s, h)
+			if err != nil {
+				t.Fatalf("%s, %s: %v", name, kind, err)
+			}
+			if _, _, err := Open(leaf, h); err != nil {
+				t.Fatalf("%s, %s: what SignFor signed does not open: %v", name, kind, err)
+			}
+		}
+	}
+	key := testKey(t, "test-key-a.pem")
+	other := testKey(t, "test-key-b.pem")
+	r := testRecords()[KindAttestation]
+	h := historyOf(t, key)
+	if _, err := SignFor(ctx, r, key, h); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := SignFor(ctx, r, other, h); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("a key not in the history: %v", err)
+	}
+	if _, err := SignFor(ctx, r, lyingSigner{Signer: key, other: other}, h); !errors.Is(err, ErrSignature) {
+		t.Errorf("a signer signing with another key: %v", err)
+	}
+	if _, err := SignFor(ctx, r, wrongAlg{key}, h); err == nil {
+		t.Errorf("a signer reporting another algorithm: accepted")
+	}
+	early := *r
+	early.Time = t0.Add(-48 * time.Hour)
+	if _, err := SignFor(ctx, &early, key, h); !errors.Is(err, ErrKeyNotValidAt) {
+		t.Errorf("a record timed before the key's period: %v", err)
+	}
+}

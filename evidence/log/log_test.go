@@ -386,10 +386,14 @@ func TestAppendExpecting(t *testing.T) {
 		t.Fatalf("indices %v, want [1 2]", got)
 	}
 
-	// An announced append that never comes holds a batch for the bound only.
+	// An announced append that never comes holds a batch for the bound, and only for it.
 	l.Expecting(coming.Load, 50*time.Millisecond)
 	coming.Store(1)
+	start := time.Now()
 	if _, err := l.Append(ctx, []byte("bounded")); err != nil {
 		t.Fatal(err)
+	}
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("the append was written after %v, before the 50ms bound, with another announced", d)
 	}
 }

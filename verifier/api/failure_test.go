@@ -416,7 +416,7 @@ func TestAttestTokenForms(t *testing.T) {
 	}
 	nonce := f.challenge("vm-tdx")
 	ev := f.evidence(attest.PlatformTDX, "vm-tdx", nonce, servicetest.FaultNone)
-	for _, q := range []string{"?tokens=pem", "?tokens=jwt,", "?tokens=JWT"} {
+	for _, q := range []string{"?tokens=pem", "?tokens=jwt,", "?tokens=JWT", "?tokens=jwt,jwt", "?tokens=%20jwt"} {
 		code, _, body := f.do(http.MethodPost, "/v1/attest"+q, "vm-tdx", ev)
 		if code != http.StatusBadRequest || !strings.Contains(string(body), "jwt, cwt or jwt,cwt") {
 			t.Fatalf("%q: %d %s, want 400 naming the forms", q, code, body)

@@ -21,16 +21,21 @@ import (
 // its signature once more. The writer instead keeps the entries of acknowledged records in
 // memory by log index and adds every run that continues the index in one transaction. A record
 // waits for its own entry (so that a caller who queries the index after Attest finds it) but
-// never longer than indexWait: the index is derived and best effort, a verdict never waits on it.
+// never longer than indexWait, and only indexGapGrace behind a gap: the index is derived and best
+// effort, a verdict never waits on it.
 //
-// A gap that does not close within indexGapWait is a record whose append outcome was unknown,
-// or one appended by another replica sharing the database: the writer then runs Catchup, which
-// indexes what the log holds up to its checkpoint, and the waiting entries follow.
+// A gap is a record this writer was not given: one appended by another replica sharing the
+// database (its writer fills it), or one whose append outcome was unknown. Past indexGapWait the
+// writer asks the log (Catchup, which indexes what the log holds up to its checkpoint), then
+// again with a doubling delay up to indexMaxRetry while the gap stays open; a failing index
+// database is retried the same way. The entries wait meanwhile (at most indexMaxPending; past
+// that records are left to Catchup) and are written as soon as the gap closes.
 const (
-	indexWait    = time.Second
-	indexGapWait = 100 * time.Millisecond
-	// indexMaxPending bounds the entries held while the index cannot be written; past it records
-	// are left to Catchup.
+	indexWait     = time.Second
+	indexGapGrace = 20 * time.Millisecond
+	indexGapWait  = 100 * time.Millisecond
+	indexMaxRetry = 30 * time.Second
+	// indexMaxPending bounds the entries held while the index cannot be written.
 	indexMaxPending = 1 << 16
 	// indexMaxBatch bounds the entries of one transaction.
 	indexMaxBatch = 1024
@@ -43,12 +48,18 @@ type indexWriter struct {
 
 	mu      sync.Mutex
 	pending map[uint64]*pendingEntry
+
+	// Owned by run: the backoff of retries (gaps and failures), and when a gap was first seen
+	// (zero while there is none).
+	backoff  time.Duration
+	gapSince time.Time
+	askedLog time.Time // the last Catchup run for a gap
 }
 
 type pendingEntry struct {
 	entry index.Entry
 	since time.Time
-	done  chan struct{} // closed once the entry is indexed or the writer gave up waiting
+	done  chan struct{} // closed once the entry is indexed or its caller need not wait
 	freed bool          // done is closed
 }
 
@@ -63,8 +74,15 @@ func newIndexWriter(s *Service) *indexWriter {
 	return &indexWriter{s: s, wake: make(chan struct{}, 1), pending: map[uint64]*pendingEntry{}}
 }
 
+func (w *indexWriter) nudge() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
 // add hands the writer the entry of the record appended at logIndex and waits (at most
-// indexWait, or until ctx ends) until it is indexed.
+// indexWait, or until ctx ends) until it is indexed or the writer lets it go on.
 func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec *evidence.Record) {
 	e, err := index.NewEntry(logIndex, leaf, rec)
 	if err != nil {
@@ -74,15 +92,14 @@ func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec
 	}
 	p := &pendingEntry{entry: e, since: time.Now(), done: make(chan struct{})}
 	w.mu.Lock()
-	if len(w.pending) >= indexMaxPending {
-		w.mu.Unlock()
-		return // the index is failing: Catchup indexes the record from the log later
+	full := len(w.pending) >= indexMaxPending
+	if !full {
+		w.pending[logIndex] = p
 	}
-	w.pending[logIndex] = p
 	w.mu.Unlock()
-	select {
-	case w.wake <- struct{}{}:
-	default:
+	w.nudge() // also when full: the writer forgets what the index holds by now
+	if full {
+		return // the index is failing: Catchup indexes the record from the log later
 	}
 	t := time.NewTimer(indexWait)
 	defer t.Stop()
@@ -95,78 +112,104 @@ func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec
 
 // run writes entries until ctx ends.
 func (w *indexWriter) run(ctx context.Context) {
-	var next uint64
-	known := false // next is the index's Next as of the last write
-	gap := time.NewTimer(time.Hour)
-	gap.Stop()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			w.release(func(*pendingEntry) bool { return true })
 			return
 		case <-w.wake:
-		case <-gap.C:
+		case <-retry.C:
 		}
-		for ctx.Err() == nil {
-			if !known {
-				n, err := w.s.d.Index.Next(ctx)
-				if err != nil {
-					w.fail(ctx, err)
-					break
-				}
-				next, known = n, true
-			}
-			batch := w.run0(next)
-			if len(batch) == 0 {
-				if w.oldestWaitingSince().IsZero() {
-					break
-				}
-				// A gap: wait for it to close, then ask the log.
-				if wait := indexGapWait - time.Since(w.oldestWaitingSince()); wait > 0 {
-					gap.Reset(wait)
-					break
-				}
-				if _, err := w.s.catchupIndex(ctx); err != nil && ctx.Err() == nil {
-					w.s.logger.WarnContext(ctx, "index catch-up failed", slog.Any("error", err))
-				}
-				n, err := w.s.d.Index.Next(ctx)
-				if err != nil {
-					w.fail(ctx, err)
-					break
-				}
-				next = n
-				// Whatever is still not indexable has waited long enough: its callers go on, and
-				// its entry stays until the gap closes (or Catchup indexes it).
-				w.release(func(p *pendingEntry) bool { return time.Since(p.since) >= indexGapWait })
-				if len(w.run0(next)) == 0 {
-					gap.Reset(indexGapWait)
-					break
-				}
-				continue
-			}
-			err := w.s.d.Index.AddEntries(ctx, batch)
-			switch {
-			case err == nil:
-				last := batch[len(batch)-1].LogIndex
-				w.release(func(p *pendingEntry) bool { return p.entry.LogIndex <= last })
-				next = last + 1
-			case errors.Is(err, index.ErrGap):
-				known = false // another writer (a replica, Catchup) moved the index: re-read it
-				w.release(func(p *pendingEntry) bool { return time.Since(p.since) >= indexGapWait })
-				gap.Reset(indexGapWait)
-			default:
-				// A conflict or a database failure: the entries are left to Catchup, which compares
-				// the index with the log and says what is wrong.
-				w.fail(ctx, err)
-				last := batch[len(batch)-1].LogIndex
-				w.drop(func(p *pendingEntry) bool { return p.entry.LogIndex <= last })
-				known = false
-			}
-			if err != nil {
-				break
-			}
+		if again := w.drain(ctx); again > 0 {
+			retry.Reset(again)
 		}
 	}
+}
+
+// drain writes every pending run that continues the index. It returns 0 when nothing is left
+// to do, or how soon to try again (a gap to ask the log about, a failure to retry).
+func (w *indexWriter) drain(ctx context.Context) time.Duration {
+	for ctx.Err() == nil {
+		next, err := w.s.d.Index.Next(ctx)
+		if err != nil {
+			w.fail(ctx, err)
+			return w.retryDelay()
+		}
+		batch := w.run0(next)
+		if len(batch) == 0 {
+			if w.pendingCount() == 0 {
+				w.gapSince, w.backoff = time.Time{}, 0
+				return 0
+			}
+			return w.gap(ctx, next)
+		}
+		if err := w.s.d.Index.AddEntries(ctx, batch); err != nil {
+			if errors.Is(err, index.ErrGap) {
+				continue // the index moved under us (Catchup, a replica): read Next again
+			}
+			// A database failure, or a conflict (the index holds another leaf: Catchup and
+			// `proofline log reindex` say more). The entries stay and are retried, less and less
+			// often, until the index takes them or moves past them.
+			w.fail(ctx, err)
+			return w.retryDelay()
+		}
+		last := batch[len(batch)-1].LogIndex
+		w.release(func(p *pendingEntry) bool { return p.entry.LogIndex <= last })
+		w.gapSince, w.backoff = time.Time{}, 0
+	}
+	return 0
+}
+
+// gap handles pending entries that do not continue the index at next. The records of one log
+// batch are acknowledged together but handed over one by one, so most gaps close within a
+// millisecond: a caller waits up to indexGapGrace behind one, then goes on. The log is asked
+// once a gap has lasted indexGapWait, then with a doubling delay while it stays open.
+func (w *indexWriter) gap(ctx context.Context, next uint64) time.Duration {
+	now := time.Now()
+	w.release(func(p *pendingEntry) bool { return now.Sub(p.since) >= indexGapGrace })
+	if w.gapSince.IsZero() {
+		w.gapSince, w.backoff = now, indexGapWait
+	}
+	askAt := w.gapSince.Add(indexGapWait)
+	if t := w.askedLog.Add(w.backoff); t.After(askAt) {
+		askAt = t
+	}
+	if !now.Before(askAt) {
+		w.askedLog = now
+		if _, err := w.s.catchupIndex(ctx); err != nil && ctx.Err() == nil {
+			w.s.logger.WarnContext(ctx, "index catch-up for a gap failed; retrying", slog.Uint64("index_next", next), slog.Any("error", err))
+		}
+		w.backoff = min(2*w.backoff, indexMaxRetry)
+		w.nudge() // write what now continues the index
+		askAt = now.Add(w.backoff)
+	}
+	wait := askAt.Sub(now)
+	if t := w.oldestWaiting(); !t.IsZero() {
+		wait = min(wait, t.Add(indexGapGrace).Sub(now))
+	}
+	return max(wait, time.Millisecond)
+}
+
+// oldestWaiting is when the oldest entry whose caller still waits was handed over, or zero.
+func (w *indexWriter) oldestWaiting() time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var t time.Time
+	for _, p := range w.pending {
+		if !p.freed && (t.IsZero() || p.since.Before(t)) {
+			t = p.since
+		}
+	}
+	return t
+}
+
+// retryDelay is the delay before retrying after a failure, doubling up to indexMaxRetry.
+func (w *indexWriter) retryDelay() time.Duration {
+	w.backoff = min(max(2*w.backoff, indexGapWait), indexMaxRetry)
+	return w.backoff
 }
 
 // run0 returns the pending entries that continue the index at next, in order, and forgets those
@@ -191,22 +234,14 @@ func (w *indexWriter) run0(next uint64) []index.Entry {
 	return batch
 }
 
-// oldestWaitingSince is when the oldest entry still pending (behind a gap) was handed over, or
-// zero if none is.
-func (w *indexWriter) oldestWaitingSince() time.Time {
+func (w *indexWriter) pendingCount() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var t time.Time
-	for _, p := range w.pending {
-		if t.IsZero() || p.since.Before(t) {
-			t = p.since
-		}
-	}
-	return t
+	return len(w.pending)
 }
 
-// release lets the callers of the entries matching f go on; indexed entries (f for every entry
-// at or below the last written) are forgotten by the next run0.
+// release lets the callers of the entries matching f go on; indexed entries are forgotten by
+// the next run0.
 func (w *indexWriter) release(f func(*pendingEntry) bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -217,24 +252,12 @@ func (w *indexWriter) release(f func(*pendingEntry) bool) {
 	}
 }
 
-// drop releases and forgets the entries matching f.
-func (w *indexWriter) drop(f func(*pendingEntry) bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for i, p := range w.pending {
-		if f(p) {
-			p.free()
-			delete(w.pending, i)
-		}
-	}
-}
-
 func (w *indexWriter) fail(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return
 	}
 	w.s.m.indexErrors.Inc()
-	w.s.logger.WarnContext(ctx, "index write failed; the index catches up from the log later", slog.Any("error", err))
+	w.s.logger.WarnContext(ctx, "index write failed; retrying, and the index catches up from the log", slog.Any("error", err))
 	// Callers do not wait for an index that cannot be written.
 	w.release(func(*pendingEntry) bool { return true })
 }

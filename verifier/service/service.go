@@ -117,6 +117,10 @@ func (s Settings) withDefaults() Settings {
 	return s
 }
 
+// appendTimeout bounds a log append once its record is signed (the log's own failures come
+// sooner); past it the answer is 503 and the append's outcome unknown.
+const appendTimeout = time.Minute
+
 // DefaultLogBatchMaxWait is Settings.LogBatchMaxWait's default: long enough for a batch to
 // gather the attestations verified meanwhile (measured in hack/bench/README.md), short against
 // an attestation's latency under load.
@@ -192,9 +196,7 @@ type Service struct {
 
 	// ixw group-commits the index entries of the records this service appends (indexer.go).
 	ixw *indexWriter
-	// recordKey is RecordKey's entry in the key history; signerChecked is set once a record it
-	// signed has opened in full against the history (checkSigned).
-	recordKey     evidence.KeyInfo
+	// signerChecked is set once a record RecordKey signed has opened in full (signRecord).
 	signerChecked atomic.Bool
 	// coming counts the attestations admitted whose record is not yet handed to the log: the
 	// log's group commit waits for them (log.Log.Expecting).
@@ -250,12 +252,12 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	if !info.ValidAt(s.now().Truncate(time.Second)) {
 		return nil, fmt.Errorf("service: the record signing key %x is not valid now in the key history", kid)
 	}
-	s.recordKey = info
 	s.ixw = newIndexWriter(s)
 	if d.AccessTokens != nil {
-		d.AccessTokens.onFlushError = func(err error) {
+		warn := func(err error) {
 			s.logger.Warn("could not keep the last use of API tokens and principals", slog.Any("error", err))
 		}
+		d.AccessTokens.onFlushError.Store(&warn)
 	}
 	if l, ok := d.Log.(interface {
 		Expecting(func() int64, time.Duration)
@@ -795,18 +797,20 @@ func (s *Service) appendRecord(ctx context.Context, rec *evidence.Record) ([]byt
 // not nil, stops counting it right before the append, so that the log's group commit does not
 // wait for a record already queued.
 func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record, arriving func()) ([]byte, uint64, error) {
-	leaf, err := evidence.Sign(ctx, rec, s.d.RecordKey)
+	leaf, err := s.signRecord(ctx, rec)
 	if err != nil {
-		return nil, 0, fmt.Errorf("service: signing the record: %w", err)
-	}
-	if err := s.checkSigned(leaf, rec); err != nil {
 		return nil, 0, err
 	}
 	if arriving != nil {
 		arriving()
 	}
+	// The append is not abandoned when the client goes away: its outcome would be unknown (the
+	// record may be durable without its index, or its alerts), so it runs to its end, bounded
+	// by appendTimeout.
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
+	defer cancel()
 	start := time.Now()
-	idx, err := s.d.Log.Append(ctx, leaf)
+	idx, err := s.d.Log.Append(actx, leaf)
 	s.m.appendLatency.Observe(time.Since(start).Seconds())
 	switch {
 	case errors.Is(err, log.ErrLeafSize):
@@ -830,27 +834,24 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 	return leaf, idx, nil
 }
 
-// checkSigned holds a record the service just signed to invariant I5 before it is appended: it
-// must open against the key history. The signer's key is in the history (New checks it), so
-// what remains per record is the record's time inside the key's validity period (a service
-// still running past its key's end in the history). The signature itself is verified in full (evidence.Open) on
-// the first record this service signs, which catches a signer whose signatures do not verify
-// under the public key it reports (a misconfigured KMS key) before anything else is appended;
-// verifying each later signature again would cost as much as the signature itself, and every
-// record's signature is re-verified by the log self-check and by fsck.
-func (s *Service) checkSigned(leaf []byte, rec *evidence.Record) error {
-	if s.signerChecked.Load() {
-		if !s.recordKey.ValidAt(rec.Time) {
-			return fmt.Errorf("service: the signed record does not open against the key history (I5): %w: record time %s, key %x valid %s to %s",
-				evidence.ErrKeyNotValidAt, rec.Time.Format(time.RFC3339), s.recordKey.ID, s.recordKey.NotBefore.Format(time.RFC3339), s.recordKey.NotAfter.Format(time.RFC3339))
+// signRecord signs rec and holds it to invariant I5 before it is appended: it must open
+// against the key history. evidence.SignFor checks the key, its algorithm and validity period
+// at the record's time, and verifies the signature under the key the history lists; the first
+// record this service signs is also opened in full (evidence.Open: every rule of a stored
+// record), which would catch an encoding the history's readers refuse before anything else is
+// appended.
+func (s *Service) signRecord(ctx context.Context, rec *evidence.Record) ([]byte, error) {
+	leaf, err := evidence.SignFor(ctx, rec, s.d.RecordKey, s.d.KeyHistory)
+	if err != nil {
+		return nil, fmt.Errorf("service: the record does not hold to the key history (I5): %w", err)
+	}
+	if !s.signerChecked.Load() {
+		if _, _, err := evidence.Open(leaf, s.d.KeyHistory); err != nil {
+			return nil, fmt.Errorf("service: the signed record does not open against the key history (I5): %w", err)
 		}
-		return nil
+		s.signerChecked.Store(true)
 	}
-	if _, _, err := evidence.Open(leaf, s.d.KeyHistory); err != nil {
-		return fmt.Errorf("service: the signed record does not open against the key history (I5): %w", err)
-	}
-	s.signerChecked.Store(true)
-	return nil
+	return leaf, nil
 }
 
 func parseDigest(s string) (evidence.Digest, error) {

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/proofline/proofline/evidence"
@@ -169,8 +170,10 @@ type TokenStore struct {
 	usesMu  sync.Mutex
 	pending map[useKey]pendingUse
 	flush   *time.Timer
+	closed  bool       // Close has run: nothing more is queued
+	flushMu sync.Mutex // one flushUses at a time, so that Close waits for a timer's
 	// onFlushError, when set, is told when queued last uses could not be written.
-	onFlushError func(error)
+	onFlushError atomic.Pointer[func(error)]
 }
 
 // useKey names whose last use a pendingUse is: an API token's id or a principal.
@@ -321,8 +324,9 @@ func (s *TokenStore) Close() error {
 		s.flush.Stop()
 		s.flush = nil
 	}
+	s.closed = true
 	s.usesMu.Unlock()
-	err := s.flushUses(context.Background())
+	err := s.flushUses(context.Background()) // after any flush under way
 	if s.closeDB {
 		err = errors.Join(err, s.db.Close())
 	}
@@ -334,6 +338,9 @@ func (s *TokenStore) Close() error {
 func (s *TokenStore) queueUse(k useKey, at time.Time, from string) {
 	s.usesMu.Lock()
 	defer s.usesMu.Unlock()
+	if s.closed {
+		return
+	}
 	if s.pending == nil {
 		s.pending = map[useKey]pendingUse{}
 	}
@@ -342,11 +349,7 @@ func (s *TokenStore) queueUse(k useKey, at time.Time, from string) {
 	}
 	s.pending[k] = pendingUse{at: at.Unix(), from: from}
 	if s.flush == nil {
-		s.flush = time.AfterFunc(useFlushDelay, func() {
-			if err := s.flushUses(context.Background()); err != nil && s.onFlushError != nil {
-				s.onFlushError(err)
-			}
-		})
+		s.flush = time.AfterFunc(useFlushDelay, func() { s.flushBeforeRead(context.Background()) })
 	}
 }
 
@@ -356,7 +359,9 @@ func (s *TokenStore) queueUse(k useKey, at time.Time, from string) {
 // they share one commit and no request waits for it. Lists read after flushing, so this
 // process's own uses are always in them. Uses that could not be written are dropped (a last use
 // is informational; the next one is kept again).
-func (s *TokenStore) flushUses(ctx context.Context) error {
+func (s *TokenStore) flushUses(ctx context.Context) (err error) {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
 	s.usesMu.Lock()
 	batch := s.pending
 	s.pending = nil
@@ -368,6 +373,11 @@ func (s *TokenStore) flushUses(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
+	defer func() {
+		if err != nil {
+			s.forgetKept(batch) // not written: the next use of each is kept again
+		}
+	}()
 	ctx, cancel := context.WithTimeout(ctx, lastUsedTimeout)
 	defer cancel()
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -601,11 +611,25 @@ func (s *TokenStore) principalUseSQL() string {
 		"WHERE excluded.last_used_unix > proofline_principal_use.last_used_unix"
 }
 
-// flushBeforeRead writes the queued last uses before a list reads them; a failure is reported
-// and the list served without them.
+// flushBeforeRead writes the queued last uses (before a list reads them, or on the timer); a
+// failure is reported and the list served without them.
 func (s *TokenStore) flushBeforeRead(ctx context.Context) {
-	if err := s.flushUses(ctx); err != nil && s.onFlushError != nil {
-		s.onFlushError(err)
+	if err := s.flushUses(ctx); err != nil {
+		if f := s.onFlushError.Load(); f != nil {
+			(*f)(err)
+		}
+	}
+}
+
+// forgetKept forgets the principals' uses of a batch that could not be written, so that their
+// next use is queued again rather than skipped for a minute.
+func (s *TokenStore) forgetKept(batch map[useKey]pendingUse) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, u := range batch {
+		if !k.token && s.used[k.id] == u.at {
+			delete(s.used, k.id)
+		}
 	}
 }
 

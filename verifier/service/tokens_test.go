@@ -613,7 +613,7 @@ func TestLastUsesBatched(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() }) // the store open at the end
 	count := func() int {
 		var n int
 		if err := st.db.QueryRowContext(ctx, "SELECT COUNT(*) FROM proofline_principal_use").Scan(&n); err != nil {
