@@ -62,30 +62,11 @@ func KeyID(pub crypto.PublicKey) ([]byte, error) {
 // key id, and whose unprotected header is empty. An ECDSA signature is normalised to the lower
 // of its two valid S values, which Open requires, so a signed record has one encoding.
 //
-// Sign does not consult the key history: the log MUST Open every record against the current
-// history before appending it (invariant I5), which also catches a record timed outside its
-// key's validity period.
+// Sign does not consult the key history: a record to be appended MUST be held to invariant I5
+// first (SignFor, or Open against the current history), which also catches a record timed
+// outside its key's validity period.
 func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
-	payload, err := r.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	alg, pub := s.Algorithm(), s.Public()
-	if err := CheckCOSEKey(alg, pub); err != nil {
-		return nil, fmt.Errorf("evidence: signer: %w", err)
-	}
-	kid, err := KeyID(pub)
-	if err != nil {
-		return nil, err
-	}
-	msg := envelope(alg, kid, payload, nil)
-	if err := msg.Sign(nil, nil, COSESigner(ctx, s)); err != nil {
-		return nil, fmt.Errorf("evidence: signing: %w", err)
-	}
-	if k, ok := pub.(*ecdsa.PublicKey); ok {
-		LowS(k, msg.Signature)
-	}
-	return msg.MarshalCBOR()
+	return sign(ctx, r, s, nil)
 }
 
 // SignFor signs r with s like Sign and holds the result to invariant I5 as Open would, for a
@@ -96,6 +77,14 @@ func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
 // verification more than Sign, and none of Open's decoding: the record was just encoded by the
 // rules Open checks.
 func SignFor(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte, error) {
+	if keys == nil {
+		return nil, fmt.Errorf("%w: no key history", ErrUnknownKey)
+	}
+	return sign(ctx, r, s, keys)
+}
+
+// sign is Sign, and SignFor when keys is not nil.
+func sign(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte, error) {
 	payload, err := r.Marshal()
 	if err != nil {
 		return nil, err
@@ -108,15 +97,18 @@ func SignFor(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte
 	if err != nil {
 		return nil, err
 	}
-	key, ok := keys.lookup(kid)
-	if !ok {
-		return nil, fmt.Errorf("%w: kid %x", ErrUnknownKey, kid)
-	}
-	if alg != key.info.Algorithm {
-		return nil, fmt.Errorf("%w: the signer's algorithm is %v, but key %x is %v", ErrSignature, alg, kid, key.info.Algorithm)
-	}
-	if !key.info.ValidAt(r.Time) {
-		return nil, fmt.Errorf("%w: record time %s, key %x %s", ErrKeyNotValidAt, r.Time.Format(timeFormat), kid, key.info.period())
+	var key historyKey
+	if keys != nil {
+		var ok bool
+		if key, ok = keys.lookup(kid); !ok {
+			return nil, fmt.Errorf("%w: kid %x", ErrUnknownKey, kid)
+		}
+		if alg != key.info.Algorithm {
+			return nil, fmt.Errorf("%w: the signer's algorithm is %v, but key %x is %v", ErrSignature, alg, kid, key.info.Algorithm)
+		}
+		if !key.info.ValidAt(r.Time) {
+			return nil, fmt.Errorf("%w: record time %s, key %x %s", ErrKeyNotValidAt, r.Time.Format(timeFormat), kid, key.info.period())
+		}
 	}
 	msg := envelope(alg, kid, payload, nil)
 	if err := msg.Sign(nil, nil, COSESigner(ctx, s)); err != nil {
@@ -125,8 +117,10 @@ func SignFor(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte
 	if k, ok := pub.(*ecdsa.PublicKey); ok {
 		LowS(k, msg.Signature)
 	}
-	if err := msg.Verify(nil, key.verifier); err != nil {
-		return nil, fmt.Errorf("%w: key %x: %w", ErrSignature, kid, err)
+	if keys != nil {
+		if err := msg.Verify(nil, key.verifier); err != nil {
+			return nil, fmt.Errorf("%w: key %x: %w", ErrSignature, kid, err)
+		}
 	}
 	return msg.MarshalCBOR()
 }

@@ -399,14 +399,7 @@ func TestAlertRescanAfterFailedPut(t *testing.T) {
 	var dir string
 	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, nil)
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", filepath.Join(dir, alert.DBFileName)+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TRIGGER proofline_test_fail BEFORE INSERT ON proofline_alert_outbox BEGIN SELECT RAISE(FAIL, 'injected outbox failure'); END`); err != nil {
-		t.Fatal(err)
-	}
+	restore := failInserts(t, filepath.Join(dir, alert.DBFileName), "proofline_alert_outbox", "injected outbox failure")
 	a := e.attest(t, "web-1", attest.PlatformSNP, servicetest.FaultDebug)
 	if a.Result.Status != ear.StatusContraindicated {
 		t.Fatalf("status %s", a.Result.Status)
@@ -421,9 +414,7 @@ func TestAlertRescanAfterFailedPut(t *testing.T) {
 	if err := e.svc.ScanAlerts(ctx); err == nil || !strings.Contains(err.Error(), "injected outbox failure") {
 		t.Fatalf("re-scan with a failing outbox: %v", err)
 	}
-	if _, err := db.ExecContext(ctx, `DROP TRIGGER proofline_test_fail`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	if err := e.svc.ScanAlerts(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -518,18 +509,9 @@ func TestAlertRescanSkipsHandled(t *testing.T) {
 	for i, fault := range []servicetest.Fault{servicetest.FaultNone, servicetest.FaultDebug, servicetest.FaultNone} {
 		last = e.attest(t, fmt.Sprintf("web-%d", i), attest.PlatformSNP, fault).LogIndex
 	}
-	db, err := sql.Open("sqlite", filepath.Join(dir, alert.DBFileName)+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TRIGGER proofline_test_fail BEFORE INSERT ON proofline_alert_outbox BEGIN SELECT RAISE(FAIL, 'injected outbox failure'); END`); err != nil {
-		t.Fatal(err)
-	}
+	restore := failInserts(t, filepath.Join(dir, alert.DBFileName), "proofline_alert_outbox", "injected outbox failure")
 	lost := e.attest(t, "web-lost", attest.PlatformSNP, servicetest.FaultDebug).LogIndex
-	if _, err := db.ExecContext(ctx, `DROP TRIGGER proofline_test_fail`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(ctx, lost+1); err != nil {
 		t.Fatal(err)
 	}
@@ -548,5 +530,26 @@ func TestAlertRescanSkipsHandled(t *testing.T) {
 	got := e.cap.take(t, e.svc)
 	if len(got) != 1 || got[0].RecordIndex == nil || *got[0].RecordIndex != lost {
 		t.Fatalf("re-scan alerts %+v, want the lost one of record %d", got, lost)
+	}
+}
+
+// failInserts makes every INSERT into table of the SQLite database at path fail with message
+// (a full or broken database) until the returned function is called.
+func failInserts(t *testing.T, path, table, message string) (restore func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path+"?_busy_timeout=10000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, "CREATE TRIGGER proofline_test_fail BEFORE INSERT ON "+table+" BEGIN SELECT RAISE(FAIL, '"+message+"'); END"); err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := db.ExecContext(ctx, "DROP TRIGGER proofline_test_fail"); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

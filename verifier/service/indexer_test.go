@@ -3,7 +3,6 @@ package service
 import (
 	"context"
 	"crypto"
-	"database/sql"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -121,15 +120,7 @@ func TestIndexWriterGap(t *testing.T) {
 	})
 	e.svc.Start()
 	ctx := context.Background()
-	p := Principal{Name: "vm-gap", Role: RoleAgent}
-	ch, err := e.svc.Challenge(ctx, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev, err := e.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p, ev := e.evidence(t, "vm-gap", attest.PlatformTDX)
 	ul.fail.Store(true)
 	if _, err := e.svc.Attest(ctx, p, ev); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Attest with the append outcome unknown = %v, want ErrUnavailable", err)
@@ -251,15 +242,7 @@ func TestRecordsOpenBeforeAppend(t *testing.T) {
 		e.attest(t, "vm-2", attest.PlatformSNP, servicetest.FaultNone)
 		e.clock.Advance(time.Hour)
 		ctx := context.Background()
-		p := Principal{Name: "vm-3", Role: RoleAgent}
-		ch, err := e.svc.Challenge(ctx, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ev, err := e.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
-		if err != nil {
-			t.Fatal(err)
-		}
+		p, ev := e.evidence(t, "vm-3", attest.PlatformTDX)
 		if _, err := e.svc.Attest(ctx, p, ev); !errors.Is(err, evidence.ErrKeyNotValidAt) {
 			t.Fatalf("Attest after the record key's end = %v, want ErrKeyNotValidAt", err)
 		}
@@ -280,14 +263,7 @@ func testIndexWriterRecovers(t *testing.T, n int) {
 	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, nil)
 	e.svc.Start()
 	ctx := context.Background()
-	db, err := sql.Open("sqlite", filepath.Join(dir, IndexFileName)+"?_busy_timeout=10000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `CREATE TRIGGER proofline_test_fail BEFORE INSERT ON proofline_index_entries BEGIN SELECT RAISE(FAIL, 'injected index failure'); END`); err != nil {
-		t.Fatal(err)
-	}
+	restore := failInserts(t, filepath.Join(dir, IndexFileName), "proofline_index_entries", "injected index failure")
 	var last uint64
 	for i := range n {
 		start := time.Now()
@@ -299,9 +275,7 @@ func testIndexWriterRecovers(t *testing.T, n int) {
 	if next, err := e.svc.d.Index.Next(ctx); err != nil || next > last {
 		t.Fatalf("index Next = %d, %v while inserts fail", next, err)
 	}
-	if _, err := db.ExecContext(ctx, `DROP TRIGGER proofline_test_fail`); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		next, err := e.svc.d.Index.Next(ctx)
 		if err != nil {
@@ -314,4 +288,19 @@ func testIndexWriterRecovers(t *testing.T, n int) {
 			t.Fatalf("index stuck at %d entries after the database recovered; the last record is %d", next, last)
 		}
 	}
+}
+
+// evidence returns agent name's principal and its evidence for a fresh challenge.
+func (e *alertEnv) evidence(t *testing.T, name string, platform attest.Platform) (Principal, []byte) {
+	t.Helper()
+	p := Principal{Name: name, Role: RoleAgent}
+	ch, err := e.svc.Challenge(context.Background(), p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData(name), servicetest.FaultNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, ev
 }
