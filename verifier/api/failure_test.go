@@ -18,6 +18,7 @@ import (
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/evidence/log"
+	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -310,13 +311,37 @@ func (s switchBlobs) Get(ctx context.Context, d evidence.Digest) ([]byte, error)
 	return s.real.Get(ctx, d)
 }
 
+// blockingCollateral holds collateral requests while armed, until released, and says when one
+// is waiting: a verification in progress, holding its slot.
+type blockingCollateral struct {
+	collateral.Source
+	armed   atomic.Bool
+	waiting chan struct{} // buffered
+	release chan struct{} // closed to release
+}
+
+func (c *blockingCollateral) Get(ctx context.Context, url string) (*collateral.Response, error) {
+	if c.armed.Load() {
+		select {
+		case c.waiting <- struct{}{}:
+		default:
+		}
+		<-c.release
+	}
+	return c.Source.Get(ctx, url)
+}
+
 // A request cancelled by its client while it waits in the queue is no server failure: not a
 // 500, and nothing is logged at error level.
 func TestCancelledWhileQueued(t *testing.T) {
-	bl := &blockingLog{waiting: make(chan struct{}, 1), release: make(chan struct{})}
+	// The first request holds the only verification slot (its collateral is held back), so the
+	// second waits for it in the queue: a request holds a slot only while it is being verified.
+	bl := &blockingCollateral{waiting: make(chan struct{}, 1), release: make(chan struct{})}
 	f := newFixture(t, options{
-		wrapLog:  func(l service.Log) service.Log { bl.Log = l; return bl },
-		settings: func(d *service.Deps) { d.Settings.Workers, d.Settings.Queue = 1, 1 },
+		settings: func(d *service.Deps) {
+			d.Settings.Workers, d.Settings.Queue = 1, 1
+			bl.Source, d.Collateral = d.Collateral, bl
+		},
 	})
 	var logs bytes.Buffer
 	var mu sync.Mutex
