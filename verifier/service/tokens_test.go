@@ -178,7 +178,7 @@ func TestPrincipalUse(t *testing.T) {
 var dirs sync.Map
 
 func testDir(t *testing.T) string {
-	v, _ := dirs.LoadOrStore(t.Name(), t.TempDir())
+	v, _ := dirs.LoadOrStore(t, t.TempDir())
 	return v.(string)
 }
 
@@ -186,11 +186,11 @@ func testDir(t *testing.T) string {
 var dbs sync.Map
 
 func mysqlDB(t *testing.T) *sql.DB {
-	if v, ok := dbs.Load(t.Name()); ok {
+	if v, ok := dbs.Load(t); ok {
 		return mysqltest.Open(t, v.(string))
 	}
 	dsn := mysqltest.NewDatabase(t)
-	dbs.Store(t.Name(), dsn)
+	dbs.Store(t, dsn)
 	return mysqltest.Open(t, dsn)
 }
 
@@ -608,7 +608,7 @@ func TestTokenStoreAddsClaimColumn(t *testing.T) {
 // still queued.
 func TestLastUsesBatched(t *testing.T) {
 	ctx := context.Background()
-	path := filepath.Join(testDir(t), TokensFileName)
+	path := filepath.Join(t.TempDir(), TokensFileName)
 	st, err := OpenTokenSQLite(ctx, path)
 	if err != nil {
 		t.Fatal(err)
