@@ -128,21 +128,7 @@ func TestPrincipalUse(t *testing.T) {
 	for _, backend := range []string{"sqlite", "mariadb"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			open := func() *TokenStore {
-				var st *TokenStore
-				var err error
-				if backend == "sqlite" {
-					st, err = OpenTokenSQLite(ctx, filepath.Join(testDir(t), TokensFileName))
-				} else {
-					st, err = OpenTokenMySQL(ctx, mysqlDB(t))
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { st.Close() })
-				return st
-			}
-			a, b := open(), open()
+			a, b := replicaStores(t, backend)
 			t0 := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 			const p = "agent:mtls:0123456789abcdef/vm-1"
 			for _, step := range []struct {
@@ -174,25 +160,35 @@ func TestPrincipalUse(t *testing.T) {
 	}
 }
 
-// dir returns one temporary directory per test, shared by its callers.
-var dirs sync.Map
-
-func testDir(t *testing.T) string {
-	v, _ := dirs.LoadOrStore(t, t.TempDir())
-	return v.(string)
-}
-
-// mysqlDB returns one MariaDB database per test, shared by its callers.
-var dbs sync.Map
-
-func mysqlDB(t *testing.T) *sql.DB {
-	if v, ok := dbs.Load(t); ok {
-		return mysqltest.Open(t, v.(string))
+// replicaStores opens two token stores on one database of backend ("sqlite" or "mariadb"), as
+// two replicas sharing it would; both are closed when the test ends.
+func replicaStores(t *testing.T, backend string) (a, b *TokenStore) {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), TokensFileName)
+	var dsn string
+	if backend != "sqlite" {
+		dsn = mysqltest.NewDatabase(t)
 	}
-	dsn := mysqltest.NewDatabase(t)
-	dbs.Store(t, dsn)
-	return mysqltest.Open(t, dsn)
+	open := func() *TokenStore {
+		var st *TokenStore
+		var err error
+		if backend == "sqlite" {
+			st, err = OpenTokenSQLite(ctx, path)
+		} else {
+			st, err = OpenTokenMySQL(ctx, mysqltest.Open(t, dsn))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		return st
+	}
+	return open(), open()
 }
+
+// mysqlDB returns a fresh MariaDB database for the test.
+func mysqlDB(t *testing.T) *sql.DB { return mysqltest.Open(t, mysqltest.NewDatabase(t)) }
 
 // tokenFaultLog fails appends while failing is set ("failed and not saved").
 type tokenFaultLog struct {
@@ -438,21 +434,7 @@ func TestTokenRevocationClaim(t *testing.T) {
 	for _, backend := range []string{"sqlite", "mariadb"} {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
-			open := func() *TokenStore {
-				var st *TokenStore
-				var err error
-				if backend == "sqlite" {
-					st, err = OpenTokenSQLite(ctx, filepath.Join(testDir(t), TokensFileName))
-				} else {
-					st, err = OpenTokenMySQL(ctx, mysqlDB(t))
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { st.Close() })
-				return st
-			}
-			a, b := open(), open()
+			a, b := replicaStores(t, backend)
 			t0 := time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)
 			tok := &APIToken{ID: "0123456789abcdef", Name: "vm-1", Role: RoleAgent, CreatedAt: t0, CreatedBy: "admin:alice", ExpiresAt: t0.Add(time.Hour)}
 			if err := a.create(ctx, tok, sha256.Sum256([]byte("secret")), func(context.Context, *evidence.Record) (uint64, error) { return 7, nil }, nil); err != nil {
