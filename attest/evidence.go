@@ -12,6 +12,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"slices"
 )
 
 // Platform names the kind of hardware report an envelope carries.
@@ -111,78 +113,118 @@ type EventLogs struct {
 
 // DecodeEvidence parses and validates an envelope. Unknown fields are rejected so that a typo
 // in a producer never silently drops evidence.
+//
+// It reads the envelope in one pass: the top-level keys are matched exactly as they stream by
+// and each value is decoded straight into its field (an envelope is scanned twice, not five
+// times as by validating, checking the keys and decoding separately; it is on the path of every
+// attestation). Only an envelope that fails is looked at again, to tell ErrNotJSON from
+// ErrMalformed.
 func DecodeEvidence(data []byte) (*Evidence, error) {
 	if len(data) > MaxEnvelopeSize {
 		return nil, fmt.Errorf("%w: %d bytes exceeds the %d-byte limit", ErrMalformed, len(data), MaxEnvelopeSize)
 	}
 	trimmed := bytes.TrimSpace(data)
-	if !json.Valid(trimmed) || len(trimmed) == 0 || trimmed[0] != '{' {
+	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return nil, ErrNotJSON
 	}
-	if err := checkKeys(trimmed); err != nil {
+	ev, err := decodeEnvelope(trimmed)
+	if err != nil {
+		if !json.Valid(trimmed) {
+			return nil, ErrNotJSON
+		}
 		return nil, err
-	}
-	dec := json.NewDecoder(bytes.NewReader(trimmed))
-	dec.DisallowUnknownFields()
-	var ev Evidence
-	if err := dec.Decode(&ev); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
 	if err := ev.Validate(); err != nil {
 		return nil, err
 	}
-	return &ev, nil
+	return ev, nil
 }
 
-// fields are the envelope's keys, matched exactly: encoding/json alone would match them
-// case-insensitively and let a later duplicate win, so two readers of one envelope could see two
-// different runtime_data values.
-var fields = map[string]bool{
-	"version": true, "platform": true, "report": true, "certificates": true,
-	"nonce": true, "runtime_data": true, "tpm": true, "event_logs": true,
-}
-
-// checkKeys requires every top-level key to be spelled exactly as in the schema and to appear
-// once, and tpm and event_logs to be JSON objects.
-func checkKeys(data []byte) error {
+// decodeEnvelope decodes the JSON object data, requiring every top-level key to be spelled
+// exactly as in the schema and to appear once, nothing after the object, and tpm and
+// event_logs to be JSON objects with exactly spelled keys (checkObject). Its errors wrap
+// ErrMalformed; data that is not valid JSON also fails here, and DecodeEvidence tells which.
+func decodeEnvelope(data []byte) (*Evidence, error) {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if _, err := dec.Token(); err != nil { // the opening brace; DecodeEvidence checked it is one
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	seen := map[string]bool{}
+	var (
+		ev   Evidence
+		seen [len(fieldNames)]bool
+	)
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
+			return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
 		}
 		key, _ := tok.(string)
+		i := slices.Index(fieldNames[:], key)
 		switch {
-		case !fields[key]:
-			return fmt.Errorf("%w: unknown field %q (field names are lower case, as in the schema)", ErrMalformed, key)
-		case seen[key]:
-			return fmt.Errorf("%w: field %q appears twice", ErrMalformed, key)
+		case i < 0:
+			return nil, fmt.Errorf("%w: unknown field %q (field names are lower case, as in the schema)", ErrMalformed, key)
+		case seen[i]:
+			return nil, fmt.Errorf("%w: field %q appears twice", ErrMalformed, key)
 		}
-		seen[key] = true
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return fmt.Errorf("%w: %v", ErrMalformed, err)
-		}
+		seen[i] = true
 		switch key {
+		case "version":
+			err = dec.Decode(&ev.Version)
+		case "platform":
+			err = dec.Decode(&ev.Platform)
+		case "report":
+			err = dec.Decode(&ev.Report)
+		case "certificates":
+			err = dec.Decode(&ev.Certificates)
+		case "nonce":
+			err = dec.Decode(&ev.Nonce)
+		case "runtime_data":
+			err = dec.Decode(&ev.RuntimeData)
 		case "tpm":
-			if err := checkObject(raw, "tpm", tpmFields); err != nil {
-				return err
-			}
-			if err := checkPCRList(raw); err != nil {
-				return err
-			}
+			err = decodeChecked(dec, &ev.TPM, func(raw json.RawMessage) error {
+				if err := checkObject(raw, "tpm", tpmFields); err != nil {
+					return err
+				}
+				return checkPCRList(raw)
+			})
 		case "event_logs":
-			if err := checkObject(raw, "event_logs", eventLogFields); err != nil {
-				return err
+			err = decodeChecked(dec, &ev.EventLogs, func(raw json.RawMessage) error {
+				return checkObject(raw, "event_logs", eventLogFields)
+			})
+		}
+		if err != nil {
+			if errors.Is(err, ErrMalformed) {
+				return nil, err
 			}
+			return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, key, err)
 		}
 	}
-	return nil
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("%w: data after the envelope", ErrMalformed)
+	}
+	return &ev, nil
 }
+
+// decodeChecked reads the next value of dec, holds it to check and decodes it into v. The
+// optional parts of an envelope (vTPM quote, event logs) take this slower path.
+func decodeChecked(dec *json.Decoder, v any, check func(json.RawMessage) error) error {
+	var raw json.RawMessage
+	if err := dec.Decode(&raw); err != nil {
+		return err
+	}
+	if err := check(raw); err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, v)
+}
+
+// fieldNames are the envelope's keys, matched exactly: encoding/json alone would match them
+// case-insensitively and let a later duplicate win, so two readers of one envelope could see two
+// different runtime_data values.
+var fieldNames = [...]string{"version", "platform", "report", "certificates", "nonce", "runtime_data", "tpm", "event_logs"}
 
 var (
 	tpmFields      = map[string]bool{"ak_public": true, "quote": true, "signature": true, "pcrs": true}
