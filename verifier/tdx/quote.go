@@ -7,6 +7,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+
+	"github.com/proofline/proofline/verifier/internal/vcache"
 )
 
 // This file is a strict parser for Intel TDX quotes, versions 4 and 5, as laid out in the Intel
@@ -285,9 +287,21 @@ func parseQEReport(b []byte) QEReport {
 	return rep
 }
 
+// pckChainCache holds parsed PCK chains by the digest of their PEM bytes (the same bytes give
+// the same chain, and a platform sends the same chain in every quote), so a quote's
+// certificates are parsed once per platform, not once per attestation. Only chains that parsed
+// are cached; the certificates are shared and read-only. Verifying the chain is separate
+// (chainCache) and every time-dependent check is made on each call.
+var pckChainCache = vcache.New[*[3]*x509.Certificate](4096)
+
 // parsePCKChain requires exactly three PEM certificates (PCK leaf, intermediate CA, root CA)
 // followed by nothing but NUL padding or whitespace.
 func (q *Quote) parsePCKChain() error {
+	key := vcache.Sum([]byte("tdx/pckchain"), q.PCKChainPEM)
+	if c, ok := pckChainCache.Get(key); ok {
+		q.PCK, q.Intermediate, q.Root = c[0], c[1], c[2]
+		return nil
+	}
 	rest := q.PCKChainPEM
 	var certs []*x509.Certificate
 	for i := 0; i < 3; i++ {
@@ -310,5 +324,6 @@ func (q *Quote) parsePCKChain() error {
 		return fmt.Errorf("%w: PCK chain has %d unexpected bytes after the third certificate", ErrMalformed, len(rest))
 	}
 	q.PCK, q.Intermediate, q.Root = certs[0], certs[1], certs[2]
+	pckChainCache.Add(key, &[3]*x509.Certificate{certs[0], certs[1], certs[2]})
 	return nil
 }

@@ -121,3 +121,45 @@ func FuzzParseQuote(f *testing.F) {
 		}
 	})
 }
+
+// A quote's PCK chain is parsed once per distinct chain: the same bytes give the same (shared,
+// read-only) certificates, and a chain that differs in one byte is parsed anew, never answered
+// from the cache.
+func TestPCKChainCached(t *testing.T) {
+	v4 := realQuotes(t)["tdx-v4-spr"]
+	q1, err := ParseQuote(v4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q2, err := ParseQuote(bytes.Clone(v4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q1.PCK != q2.PCK || q1.Intermediate != q2.Intermediate || q1.Root != q2.Root {
+		t.Fatal("the same PCK chain was parsed twice")
+	}
+	// Change one base64 character inside the PCK certificate's signature (its last DER bytes,
+	// just before the first END line), so the PEM still decodes and the certificate still parses.
+	c := bytes.Clone(v4)
+	chainOff := len(v4) - len(q1.PCKChainPEM)
+	end := chainOff + bytes.Index(q1.PCKChainPEM, []byte("-----END"))
+	i := end - 10
+	for c[i] == '\n' || c[i] == '=' || c[i] == '\r' {
+		i--
+	}
+	if c[i] == 'A' {
+		c[i] = 'B'
+	} else {
+		c[i] = 'A'
+	}
+	q3, err := ParseQuote(c)
+	if err != nil {
+		t.Fatalf("changed chain: %v (the change was meant to keep it parseable)", err)
+	}
+	if q3.PCK == q1.PCK || bytes.Equal(q3.PCK.Raw, q1.PCK.Raw) {
+		t.Fatal("a PCK chain with another certificate was answered with the cached one")
+	}
+	if !bytes.Equal(q3.Intermediate.Raw, q1.Intermediate.Raw) {
+		t.Fatal("the change reached the intermediate certificate; the test meant to change the PCK certificate only")
+	}
+}
