@@ -55,6 +55,16 @@ func TestHexJSON(t *testing.T) {
 	if string(b) != `"ab01"` {
 		t.Fatal(string(b))
 	}
+	// Empty and nil encode as "" (never null), in a struct too, and omitempty drops them.
+	type s struct {
+		A Hex `json:"a"`
+		B Hex `json:"b"`
+		C Hex `json:"c,omitempty"`
+		D Hex `json:"d"`
+	}
+	if b, _ := json.Marshal(s{A: nil, B: Hex{}, D: Hex{0, 0xff}}); string(b) != `{"a":"","b":"","d":"00ff"}` {
+		t.Fatal(string(b))
+	}
 	var h Hex
 	if err := json.Unmarshal([]byte(`"AB01"`), &h); err != nil || len(h) != 2 {
 		t.Fatal(err)
