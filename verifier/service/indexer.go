@@ -83,8 +83,8 @@ func (w *indexWriter) nudge() {
 
 // add hands the writer the entry of the record appended at logIndex and waits (at most
 // indexWait, or until ctx ends) until it is indexed or the writer lets it go on.
-func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec *evidence.Record) {
-	e, err := index.NewEntry(logIndex, leaf, rec)
+func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec *evidence.Record, status string) {
+	e, err := index.NewSignedEntry(logIndex, leaf, rec, status)
 	if err != nil {
 		w.s.m.indexErrors.Inc()
 		w.s.logger.WarnContext(ctx, "no index entry for the record; the index catches up later", slog.Uint64("log_index", logIndex), slog.Any("error", err))

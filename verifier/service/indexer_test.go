@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -39,7 +40,7 @@ func TestIndexWriterConcurrent(t *testing.T) {
 		if i%2 == 1 {
 			platform = attest.PlatformSNP
 		}
-		if evs[i], err = e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData(ps[i].Name), servicetest.FaultNone); err != nil {
+		if evs[i], err = e.plat.Evidence(platform, ch.Nonce, servicetest.RuntimeData(ps[i].Name), faultOf(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,15 +83,50 @@ func TestIndexWriterConcurrent(t *testing.T) {
 		}
 	}
 	for i, a := range as {
+		want := "affirming"
+		if faultOf(i) != servicetest.FaultNone {
+			want = "contraindicated"
+		}
 		got, err := e.svc.d.Index.Query(ctx, index.Query{Subject: ps[i].subject()})
-		if err != nil || len(got) != 1 || got[0].LogIndex != a.LogIndex || got[0].LeafHash != a.RecordSHA256 || got[0].Status != "affirming" {
-			t.Fatalf("%s: %v %+v, want record %d", ps[i].Name, err, got, a.LogIndex)
+		if err != nil || len(got) != 1 || got[0].LogIndex != a.LogIndex || got[0].LeafHash != a.RecordSHA256 || got[0].Status != want {
+			t.Fatalf("%s: %v %+v, want record %d (%s)", ps[i].Name, err, got, a.LogIndex, want)
 		}
 	}
 	if next, _ := e.svc.d.Index.Next(ctx); next != size || size < n {
 		t.Fatalf("index holds %d entries, the log %d leaves (%d attestations)", next, size, n)
 	}
+	// The writer's entries (index.NewSignedEntry: the status as decided, the record not read
+	// back) are exactly those an index rebuilt from the log derives.
+	rebuilt, err := index.OpenSQLite(ctx, filepath.Join(t.TempDir(), "rebuilt.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rebuilt.Close()
+	if _, err := index.Rebuild(ctx, rebuilt, logLeaves{e.svc.d.Log, e.svc.d.Index}, e.svc.open, nil); err != nil {
+		t.Fatal(err)
+	}
+	all := func(ix *index.Index) []index.Entry {
+		es, err := ix.Query(ctx, index.Query{Limit: index.MaxLimit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	if w, r := all(e.svc.d.Index), all(rebuilt); !reflect.DeepEqual(w, r) || len(w) != int(size) {
+		t.Fatalf("the writer's index (%d entries) differs from the one rebuilt from the log (%d):\n%+v\n%+v", len(w), len(r), w, r)
+	}
 	t.Logf("%d of %d attestations were in the index when Attest returned", immediate.Load(), n)
+}
+
+// faultOf is the fault of TestIndexWriterConcurrent's attestation i: every fifth is refused.
+func faultOf(i int) servicetest.Fault {
+	switch i % 10 {
+	case 3:
+		return servicetest.FaultDebug
+	case 8:
+		return servicetest.FaultMeasurement
+	}
+	return servicetest.FaultNone
 }
 
 // unknownOutcomeLog appends for real but reports failure on the appends it is told to fail: the

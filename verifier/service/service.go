@@ -589,14 +589,14 @@ func (s *Service) attest(ctx context.Context, p Principal, forms TokenForms, bod
 			return nil, s.afterNonce(err, nonceUsed)
 		}
 	}
-	leaf, idx, err := s.appendRecordArriving(ctx, rec, arriving)
+	leaf, idx, err := s.appendRecordArriving(ctx, rec, string(res.Status), arriving)
 	if errors.Is(err, log.ErrLeafSize) && rec.Evidence.Raw != nil {
 		// The record is too large for a log leaf with the evidence inside: keep the evidence in
 		// the blob store and name it by digest.
 		if rec.Evidence, err = s.evidenceByDigest(ctx, body); err != nil {
 			return nil, s.afterNonce(err, nonceUsed)
 		}
-		leaf, idx, err = s.appendRecordArriving(ctx, rec, arriving)
+		leaf, idx, err = s.appendRecordArriving(ctx, rec, string(res.Status), arriving)
 	}
 	if err != nil {
 		return nil, s.afterNonce(err, nonceUsed)
@@ -790,13 +790,14 @@ func (s *Service) evidenceByDigest(ctx context.Context, body []byte) (*evidence.
 // appendRecord signs rec, checks that it opens against the key history (I5) and appends it. It
 // returns the leaf and its index once the log has made it durable.
 func (s *Service) appendRecord(ctx context.Context, rec *evidence.Record) ([]byte, uint64, error) {
-	return s.appendRecordArriving(ctx, rec, nil)
+	return s.appendRecordArriving(ctx, rec, "", nil)
 }
 
 // appendRecordArriving is appendRecord for an attestation counted in s.coming: arriving, when
 // not nil, stops counting it right before the append, so that the log's group commit does not
-// wait for a record already queued.
-func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record, arriving func()) ([]byte, uint64, error) {
+// wait for a record already queued. status is an attestation's result status, for its index
+// entry (rec.Result holds it).
+func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record, status string, arriving func()) ([]byte, uint64, error) {
 	leaf, err := s.signRecord(ctx, rec)
 	if err != nil {
 		return nil, 0, err
@@ -824,7 +825,7 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 		return nil, 0, retryAfter(s.set.RetryAfter, ErrUnavailable, "the evidence log did not acknowledge the record: %v", err)
 	}
 	if s.ixw.running.Load() {
-		s.ixw.add(ctx, idx, leaf, rec)
+		s.ixw.add(ctx, idx, leaf, rec, status)
 	} else if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
 		// No index writer (a service that was not started): Catchup at the next start-up fills
 		// what this misses.
