@@ -30,6 +30,9 @@ type SQLStore struct {
 	db      *sql.DB
 	d       dialect
 	closeDB bool
+	// insert is insertNonce prepared once: it runs for every attestation, and parsing it each
+	// time cost more than executing it.
+	insert *sql.Stmt
 
 	mu      sync.Mutex
 	queue   []*markReq // waiting for a group commit; the first leads it (MarkUsed)
@@ -123,15 +126,20 @@ func open(ctx context.Context, db *sql.DB, d dialect) (*SQLStore, error) {
 			return nil, fmt.Errorf("creating the table of used nonces: %w", err)
 		}
 	}
-	return &SQLStore{db: db, d: d}, nil
+	insert, err := db.PrepareContext(ctx, insertNonce)
+	if err != nil {
+		return nil, fmt.Errorf("preparing the insert of used nonces: %w", err)
+	}
+	return &SQLStore{db: db, d: d, insert: insert}, nil
 }
 
 // Close closes the database if OpenSQLite opened it.
 func (s *SQLStore) Close() error {
+	err := s.insert.Close()
 	if s.closeDB {
-		return s.db.Close()
+		err = errors.Join(err, s.db.Close())
 	}
-	return nil
+	return err
 }
 
 // maxBatch bounds how many nonces one group commit records.
@@ -229,7 +237,7 @@ func (s *SQLStore) tryCommit(ctx context.Context, batch []*markReq) error {
 	if len(batch) == 1 {
 		// One INSERT in autocommit: no BEGIN and COMMIT round trips.
 		b := batch[0]
-		_, err := s.db.ExecContext(ctx, insertNonce, b.nonce, b.expires)
+		_, err := s.insert.ExecContext(ctx, b.nonce, b.expires)
 		if err != nil && s.d.duplicate(err) {
 			b.err = ErrReplayed
 			return nil
@@ -240,10 +248,11 @@ func (s *SQLStore) tryCommit(ctx context.Context, batch []*markReq) error {
 	if err != nil {
 		return err
 	}
+	insert := tx.StmtContext(ctx, s.insert)
 	for _, b := range batch {
 		// A primary-key violation fails only its statement (SQLite's ABORT, InnoDB's
 		// statement rollback): the transaction goes on with the other nonces.
-		if _, err := tx.ExecContext(ctx, insertNonce, b.nonce, b.expires); err != nil {
+		if _, err := insert.ExecContext(ctx, b.nonce, b.expires); err != nil {
 			if !s.d.duplicate(err) {
 				tx.Rollback()
 				return err

@@ -54,6 +54,9 @@ type indexWriter struct {
 	backoff  time.Duration
 	gapSince time.Time
 	askedLog time.Time // the last Catchup run for a gap
+	// next is the index's next position as the writer last knew it, when nextKnown.
+	next      uint64
+	nextKnown bool
 }
 
 type pendingEntry struct {
@@ -131,12 +134,21 @@ func (w *indexWriter) run(ctx context.Context) {
 
 // drain writes every pending run that continues the index. It returns 0 when nothing is left
 // to do, or how soon to try again (a gap to ask the log about, a failure to retry).
+//
+// The index's next position is read from the database when the writer knows nothing better:
+// at the start, after a failure or ErrGap, and before a gap is declared (Catchup and other
+// replicas move it too). After a write it is the entry after the last one written, which saves
+// a query per write on the attestation path.
 func (w *indexWriter) drain(ctx context.Context) time.Duration {
 	for ctx.Err() == nil {
-		next, err := w.s.d.Index.Next(ctx)
-		if err != nil {
-			w.fail(ctx, err)
-			return w.retryDelay()
+		next, known := w.next, w.nextKnown
+		if !known {
+			var err error
+			if next, err = w.s.d.Index.Next(ctx); err != nil {
+				w.fail(ctx, err)
+				return w.retryDelay()
+			}
+			w.next, w.nextKnown = next, true
 		}
 		batch := w.run0(next)
 		if len(batch) == 0 {
@@ -144,9 +156,14 @@ func (w *indexWriter) drain(ctx context.Context) time.Duration {
 				w.gapSince, w.backoff = time.Time{}, 0
 				return 0
 			}
+			if known {
+				w.nextKnown = false // the index may have moved meanwhile: read it before a gap
+				continue
+			}
 			return w.gap(ctx, next)
 		}
 		if err := w.s.d.Index.AddEntries(ctx, batch); err != nil {
+			w.nextKnown = false
 			if errors.Is(err, index.ErrGap) {
 				continue // the index moved under us (Catchup, a replica): read Next again
 			}
@@ -157,6 +174,7 @@ func (w *indexWriter) drain(ctx context.Context) time.Duration {
 			return w.retryDelay()
 		}
 		last := batch[len(batch)-1].LogIndex
+		w.next = last + 1
 		w.release(func(p *pendingEntry) bool { return p.entry.LogIndex <= last })
 		w.gapSince, w.backoff = time.Time{}, 0
 	}

@@ -39,6 +39,8 @@ type PolicyStore struct {
 	db      *sql.DB
 	mysql   bool
 	closeDB bool
+	// active is the query of the active version, prepared once: every attestation runs it.
+	active *sql.Stmt
 
 	mu     sync.Mutex
 	parsed map[int64]*policy.Policy // by version; versions never change
@@ -124,15 +126,20 @@ func openPolicies(ctx context.Context, db *sql.DB, mysql bool, schema []string) 
 			return nil, fmt.Errorf("creating tables: %w", err)
 		}
 	}
-	return &PolicyStore{db: db, mysql: mysql, parsed: map[int64]*policy.Policy{}}, nil
+	active, err := db.PrepareContext(ctx, "SELECT version FROM proofline_policy_active WHERE id = 0")
+	if err != nil {
+		return nil, fmt.Errorf("preparing the query of the active policy: %w", err)
+	}
+	return &PolicyStore{db: db, mysql: mysql, active: active, parsed: map[int64]*policy.Policy{}}, nil
 }
 
 // Close closes the database if OpenPolicySQLite opened it.
 func (s *PolicyStore) Close() error {
+	err := s.active.Close()
 	if s.closeDB {
-		return s.db.Close()
+		err = errors.Join(err, s.db.Close())
 	}
-	return nil
+	return err
 }
 
 // PolicyVersion is one stored policy version.
@@ -169,7 +176,7 @@ func (s *PolicyStore) forUpdate() string {
 // Active returns the active policy, or an error wrapping ErrNotFound if none is.
 func (s *PolicyStore) Active(ctx context.Context) (*ActivePolicy, error) {
 	var version int64
-	err := s.db.QueryRowContext(ctx, "SELECT version FROM proofline_policy_active WHERE id = 0").Scan(&version)
+	err := s.active.QueryRowContext(ctx).Scan(&version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: no active policy", ErrNotFound)
 	}
