@@ -19,9 +19,12 @@ import (
 // in any order, so a record's predecessor is often not indexed yet (index.ErrGap), and the
 // record was then indexed again by Catchup, which re-reads the leaf from the log and verifies
 // its signature once more. The writer instead keeps the entries of acknowledged records in
-// memory by log index and adds every run that continues the index in one transaction. A record
-// waits for its own entry (so that a caller who queries the index after Attest finds it) but
-// never longer than indexWait, and only indexGapGrace behind a gap: the index is derived and best
+// memory by log index and adds every run that continues the index in one transaction. Woken by
+// a new entry, it first lingers indexLinger, so that the entries of one log batch (acknowledged
+// together, handed over one by one) share a transaction: ~25 entries per transaction in the
+// end-to-end benchmark instead of ~2, which halved the index's share of the CPU. A record waits
+// for its own entry (so that a caller who queries the index after Attest finds it) but never
+// longer than indexWait, and only indexGapGrace behind a gap: the index is derived and best
 // effort, a verdict never waits on it.
 //
 // A gap is a record this writer was not given: one appended by another replica sharing the
@@ -33,6 +36,7 @@ import (
 const (
 	indexWait     = time.Second
 	indexGapGrace = 20 * time.Millisecond
+	indexLinger   = time.Millisecond
 	indexGapWait  = 100 * time.Millisecond
 	indexMaxRetry = 30 * time.Second
 	// indexMaxPending bounds the entries held while the index cannot be written.
@@ -124,6 +128,14 @@ func (w *indexWriter) run(ctx context.Context) {
 			w.release(func(*pendingEntry) bool { return true })
 			return
 		case <-w.wake:
+			// Gather the rest of the log batch whose first entry woke the writer: its records
+			// are acknowledged together but their callers hand their entries over one by one.
+			linger := time.NewTimer(indexLinger)
+			select {
+			case <-ctx.Done():
+			case <-linger.C:
+			}
+			linger.Stop()
 		case <-retry.C:
 		}
 		if again := w.drain(ctx); again > 0 {
