@@ -2,13 +2,19 @@
 // and evidence records.
 package buildinfo
 
-import "runtime/debug"
+import (
+	"runtime/debug"
+	"sync"
+)
 
 // version is set at link time with -ldflags "-X github.com/proofline/proofline/internal/buildinfo.version=v1.2.3".
 var version = ""
 
-// Version returns the release version, or the module version Go recorded, or "devel".
-func Version() string {
+// Version returns the release version, or the module version Go recorded, or "devel". It is
+// worked out once: every verdict names it, and reading the build information parses it anew.
+func Version() string { return versionOnce() }
+
+var versionOnce = sync.OnceValue(func() string {
 	if version != "" {
 		return version
 	}
@@ -16,4 +22,4 @@ func Version() string {
 		return bi.Main.Version
 	}
 	return "devel"
-}
+})
