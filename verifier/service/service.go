@@ -470,7 +470,8 @@ func (a *Attestation) ID() string { return strconv.FormatUint(a.LogIndex, 10) }
 //     one, unexpired and unused. A refused nonce is a verdict — contraindicated, nonce_mismatch,
 //     with the reason — given without appraising further, and recorded like any other. A nonce
 //     store that cannot be reached is ErrUnavailable;
-//  4. verifier.Verify with the consumed nonce as Options.Nonce (only that proves freshness);
+//  4. verifier.Verify with the envelope's nonce as Options.Nonce (only that proves freshness),
+//     while step 3 waits for the disk; its verdict counts only if step 3 accepts the nonce;
 //  5. the record: subject, raw evidence (or its digest, the bytes in the blob store), the
 //     collateral used (canonical responses in the blob store), the policy, the result JSON, the
 //     verifier's version and build; signed, opened against the key history (I5), appended;
@@ -544,26 +545,49 @@ func (s *Service) attest(ctx context.Context, p Principal, forms TokenForms, bod
 		nonceUsed []byte
 		seen      = &recordingSource{src: s.collateralFor(pol.Policy, ev.Platform), seen: map[string]*collateral.Response{}}
 	)
-	reason, err := s.consumeNonce(ctx, ev.Nonce, p)
-	switch {
-	case err != nil && reason == "":
-		return nil, fmt.Errorf("%w: nonce store: %w", ErrUnavailable, err)
-	case err != nil:
-		res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, reason)
-	default:
-		nonceUsed = ev.Nonce
-		opts := verifier.Options{Policy: pol.Policy, Roots: s.d.Roots, Now: now, Nonce: nonceUsed}
+	// The nonce's use is made durable (a group commit: a disk write) while the evidence is
+	// verified, so that the CPU verifies other evidence instead of waiting for the disk. The
+	// verdict is only used once the nonce is accepted; a refused nonce discards it (a replay
+	// then costs a verification, as fresh evidence does). Evidence without a nonce is refused
+	// at once.
+	type nonceOutcome struct {
+		reason string
+		err    error
+	}
+	consumed := make(chan nonceOutcome, 1)
+	if ev.Nonce == nil {
+		reason, err := s.consumeNonce(ctx, nil, p)
+		consumed <- nonceOutcome{reason, err}
+	} else {
+		go func() {
+			reason, err := s.consumeNonce(ctx, ev.Nonce, p)
+			consumed <- nonceOutcome{reason, err}
+		}()
+	}
+	var verifyErr error
+	if ev.Nonce != nil {
+		opts := verifier.Options{Policy: pol.Policy, Roots: s.d.Roots, Now: now, Nonce: ev.Nonce}
 		if s.coll != nil {
 			opts.Collateral = seen
 		}
-		release, err := s.queue.run(ctx)
-		if err != nil {
-			return nil, s.afterNonce(err, nonceUsed)
+		var release func()
+		if release, verifyErr = s.queue.run(ctx); verifyErr == nil {
+			start := time.Now()
+			res = verifier.Verify(ctx, ev, opts)
+			s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
+			release()
 		}
-		start := time.Now()
-		res = verifier.Verify(ctx, ev, opts)
-		s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
-		release()
+	}
+	nonceRes := <-consumed
+	switch {
+	case nonceRes.err != nil && nonceRes.reason == "":
+		return nil, fmt.Errorf("%w: nonce store: %w", ErrUnavailable, nonceRes.err)
+	case nonceRes.err != nil:
+		res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, nonceRes.reason)
+	case verifyErr != nil:
+		return nil, s.afterNonce(verifyErr, ev.Nonce)
+	default:
+		nonceUsed = ev.Nonce
 	}
 	resultJSON, err := json.Marshal(res)
 	if err != nil {
