@@ -74,9 +74,8 @@ func Sign(ctx context.Context, r *Record, s Signer) ([]byte, error) {
 // ErrSignature), the signature must verify under the key the history lists — not merely the
 // key s reports, so a signer that signs with another key is caught (ErrSignature) — and r's time
 // must be inside the key's validity period (ErrKeyNotValidAt). It costs one signature
-// verification more than Sign (none for the in-process *Key, whose signatures verify under its
-// key by construction), and none of Open's decoding: the record was just encoded by the rules
-// Open checks.
+// verification more than Sign, and none of Open's decoding: the record was just encoded by the
+// rules Open checks.
 func SignFor(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte, error) {
 	if keys == nil {
 		return nil, fmt.Errorf("%w: no key history", ErrUnknownKey)
@@ -118,23 +117,12 @@ func sign(ctx context.Context, r *Record, s Signer, keys *KeyHistory) ([]byte, e
 	if k, ok := pub.(*ecdsa.PublicKey); ok {
 		LowS(k, msg.Signature)
 	}
-	if keys != nil && !signsByConstruction(s) {
+	if keys != nil {
 		if err := msg.Verify(nil, key.verifier); err != nil {
 			return nil, fmt.Errorf("%w: key %x: %w", ErrSignature, kid, err)
 		}
 	}
 	return msg.MarshalCBOR()
-}
-
-// signsByConstruction reports whether s is this package's in-process key (*Key), whose
-// signatures are made with the private key of the very public key it reports, so that the
-// signature verifies under the key the history lists for its kid (the SHA-256 of that public
-// key) by construction. SignFor skips its verification for such a key only: it costs as much
-// as the record's signature again, on every attestation. An opaque signer — a KMS, an HSM, a
-// wrapper — can sign with another key than it reports and is verified on every record.
-func signsByConstruction(s Signer) bool {
-	_, ok := s.(*Key)
-	return ok
 }
 
 // Open verifies a signed record against the key history and returns the record and the key
