@@ -20,9 +20,10 @@ import (
 // record was then indexed again by Catchup, which re-reads the leaf from the log and verifies
 // its signature once more. The writer instead keeps the entries of acknowledged records in
 // memory by log index and adds every run that continues the index in one transaction. Woken by
-// a new entry, it first lingers indexLinger, so that the entries of one log batch (acknowledged
-// together, handed over one by one) share a transaction: ~25 entries per transaction in the
-// end-to-end benchmark instead of ~2, which halved the index's share of the CPU. A record waits
+// a new entry, it first lingers (at most indexLinger, and only while other appends are under
+// way), so that the entries of one log batch (acknowledged together, handed over one by one)
+// share a transaction: ~25 entries per transaction in the end-to-end benchmark instead of ~2,
+// which halved the index's share of the CPU. A record waits
 // for its own entry (so that a caller who queries the index after Attest finds it) but never
 // longer than indexWait, and only indexGapGrace behind a gap: the index is derived and best
 // effort, a verdict never waits on it.
@@ -49,6 +50,8 @@ type indexWriter struct {
 	s       *Service
 	wake    chan struct{} // buffered 1
 	running atomic.Bool   // run is running: add may wait for it
+	// appending counts the appends under way whose entries are not handed over yet (add).
+	appending atomic.Int64
 
 	mu      sync.Mutex
 	pending map[uint64]*pendingEntry
@@ -90,9 +93,13 @@ func (w *indexWriter) nudge() {
 
 // add hands the writer the entry of the record appended at logIndex and waits (at most
 // indexWait, or until ctx ends) until it is indexed or the writer lets it go on.
+//
+// The caller counted its append in w.appending before it started; add stops counting it.
 func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec *evidence.Record, status string) {
 	e, err := index.NewSignedEntry(logIndex, leaf, rec, status)
 	if err != nil {
+		w.appending.Add(-1)
+		w.nudge()
 		w.s.m.indexErrors.Inc()
 		w.s.logger.WarnContext(ctx, "no index entry for the record; the index catches up later", slog.Uint64("log_index", logIndex), slog.Any("error", err))
 		return
@@ -104,6 +111,7 @@ func (w *indexWriter) add(ctx context.Context, logIndex uint64, leaf []byte, rec
 		w.pending[logIndex] = p
 	}
 	w.mu.Unlock()
+	w.appending.Add(-1)
 	w.nudge() // also when full: the writer forgets what the index holds by now
 	if full {
 		return // the index is failing: Catchup indexes the record from the log later
@@ -128,18 +136,32 @@ func (w *indexWriter) run(ctx context.Context) {
 			w.release(func(*pendingEntry) bool { return true })
 			return
 		case <-w.wake:
-			// Gather the rest of the log batch whose first entry woke the writer: its records
-			// are acknowledged together but their callers hand their entries over one by one.
-			linger := time.NewTimer(indexLinger)
-			select {
-			case <-ctx.Done():
-			case <-linger.C:
-			}
-			linger.Stop()
+			w.linger(ctx)
 		case <-retry.C:
 		}
 		if again := w.drain(ctx); again > 0 {
 			retry.Reset(again)
+		}
+	}
+}
+
+// linger waits, at most indexLinger, while appends are under way whose entries are not handed
+// over yet: the records of one log batch are acknowledged together, but their callers hand their
+// entries over one by one, and they should share a transaction. A lone attestation does not
+// wait: its own entry was the last one.
+func (w *indexWriter) linger(ctx context.Context) {
+	if w.appending.Load() <= 0 {
+		return
+	}
+	t := time.NewTimer(indexLinger)
+	defer t.Stop()
+	for w.appending.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-w.wake: // an entry was handed over
 		}
 	}
 }

@@ -115,6 +115,9 @@ func TestIndexWriterConcurrent(t *testing.T) {
 	if w, r := all(e.svc.d.Index), all(rebuilt); !reflect.DeepEqual(w, r) || len(w) != int(size) {
 		t.Fatalf("the writer's index (%d entries) differs from the one rebuilt from the log (%d):\n%+v\n%+v", len(w), len(r), w, r)
 	}
+	if a := e.svc.ixw.appending.Load(); a != 0 {
+		t.Fatalf("the index writer counts %d appends under way after all returned", a)
+	}
 	t.Logf("%d of %d attestations were in the index when Attest returned", immediate.Load(), n)
 }
 
@@ -183,6 +186,10 @@ func TestIndexWriterGap(t *testing.T) {
 	after, err := e.svc.d.Index.Query(ctx, index.Query{Subject: "agent:vm-after"})
 	if err != nil || len(after) != 1 || after[0].LogIndex != a.LogIndex {
 		t.Fatalf("the record after the gap in the index: %v %+v", err, after)
+	}
+	// The append that failed (as far as the service knows) stopped counting too.
+	if n := e.svc.ixw.appending.Load(); n != 0 {
+		t.Fatalf("the index writer counts %d appends under way after all returned", n)
 	}
 }
 

@@ -835,8 +835,15 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
 	defer cancel()
 	start := time.Now()
+	writer := s.ixw.running.Load()
+	if writer {
+		s.ixw.appending.Add(1) // until add hands over the entry, or the append failed
+	}
 	idx, err := s.d.Log.Append(actx, leaf)
 	s.m.appendLatency.Observe(time.Since(start).Seconds())
+	if err != nil && writer {
+		s.ixw.appending.Add(-1)
+	}
 	switch {
 	case errors.Is(err, log.ErrLeafSize):
 		return nil, 0, err
@@ -848,7 +855,7 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 		s.logger.ErrorContext(ctx, "evidence log append failed; no answer given", slog.String("kind", string(rec.Kind)), slog.Any("error", err))
 		return nil, 0, retryAfter(s.set.RetryAfter, ErrUnavailable, "the evidence log did not acknowledge the record: %v", err)
 	}
-	if s.ixw.running.Load() {
+	if writer {
 		s.ixw.add(ctx, idx, leaf, rec, status)
 	} else if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
 		// No index writer (a service that was not started): Catchup at the next start-up fills

@@ -289,16 +289,32 @@ func parseQEReport(b []byte) QEReport {
 
 // pckChainCache holds parsed PCK chains by the digest of their PEM bytes (the same bytes give
 // the same chain, and a platform sends the same chain in every quote), so a quote's
-// certificates are parsed once per platform, not once per attestation. Only chains that parsed
-// are cached; the certificates are shared and read-only. Verifying the chain is separate
-// (chainCache) and every time-dependent check is made on each call.
+// certificates are parsed once per platform, not once per attestation. Only chains that a
+// verification found issued by a pinned root are kept (rememberPCKChain), so a caller cannot
+// fill the cache with chains of its own making; the certificates are shared and read-only.
+// Verifying the chain is separate (chainCache) and every time-dependent check is made on each
+// call.
 var pckChainCache = vcache.New[*[3]*x509.Certificate](4096)
+
+// maxCachedPCKChain bounds the PEM chains kept in pckChainCache; Intel's are ~3.7 KiB.
+const maxCachedPCKChain = 8 << 10
+
+func pckChainKey(pem []byte) vcache.Key { return vcache.Sum([]byte("tdx/pckchain"), pem) }
+
+// rememberPCKChain keeps q's parsed PCK chain for the next quote with the same chain bytes. The
+// caller has verified the chain to root, a pinned root, which must be the chain's own third
+// certificate.
+func rememberPCKChain(q *Quote, root *x509.Certificate) {
+	if len(q.PCKChainPEM) > maxCachedPCKChain || !bytes.Equal(q.Root.Raw, root.Raw) {
+		return
+	}
+	pckChainCache.Add(pckChainKey(q.PCKChainPEM), &[3]*x509.Certificate{q.PCK, q.Intermediate, q.Root})
+}
 
 // parsePCKChain requires exactly three PEM certificates (PCK leaf, intermediate CA, root CA)
 // followed by nothing but NUL padding or whitespace.
 func (q *Quote) parsePCKChain() error {
-	key := vcache.Sum([]byte("tdx/pckchain"), q.PCKChainPEM)
-	if c, ok := pckChainCache.Get(key); ok {
+	if c, ok := pckChainCache.Get(pckChainKey(q.PCKChainPEM)); ok {
 		q.PCK, q.Intermediate, q.Root = c[0], c[1], c[2]
 		return nil
 	}
@@ -324,6 +340,5 @@ func (q *Quote) parsePCKChain() error {
 		return fmt.Errorf("%w: PCK chain has %d unexpected bytes after the third certificate", ErrMalformed, len(rest))
 	}
 	q.PCK, q.Intermediate, q.Root = certs[0], certs[1], certs[2]
-	pckChainCache.Add(key, &[3]*x509.Certificate{certs[0], certs[1], certs[2]})
 	return nil
 }

@@ -122,20 +122,31 @@ func FuzzParseQuote(f *testing.F) {
 	})
 }
 
-// A quote's PCK chain is parsed once per distinct chain: the same bytes give the same (shared,
-// read-only) certificates, and a chain that differs in one byte is parsed anew, never answered
-// from the cache.
+// A quote's PCK chain is parsed once per distinct chain that verified: parsing alone keeps
+// nothing, a remembered chain answers the next quote with the same bytes with the same (shared,
+// read-only) certificates, and a chain that differs in one byte, is too large or does not end
+// in the root it verified to is parsed anew.
 func TestPCKChainCached(t *testing.T) {
 	v4 := realQuotes(t)["tdx-v4-spr"]
-	q1, err := ParseQuote(v4)
-	if err != nil {
-		t.Fatal(err)
+	parse := func(raw []byte) *Quote {
+		t.Helper()
+		q, err := ParseQuote(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q
 	}
-	q2, err := ParseQuote(bytes.Clone(v4))
-	if err != nil {
-		t.Fatal(err)
+	pckChainCache.Purge()
+	q1, q2 := parse(v4), parse(bytes.Clone(v4))
+	if q1.PCK == q2.PCK {
+		t.Fatal("a chain that no verification vouched for was cached")
 	}
-	if q1.PCK != q2.PCK || q1.Intermediate != q2.Intermediate || q1.Root != q2.Root {
+	rememberPCKChain(q1, q2.Intermediate) // not the chain's root
+	if parse(v4).PCK == q1.PCK {
+		t.Fatal("a chain was cached for a root other than its own")
+	}
+	rememberPCKChain(q1, q1.Root)
+	if q3 := parse(bytes.Clone(v4)); q3.PCK != q1.PCK || q3.Intermediate != q1.Intermediate || q3.Root != q1.Root {
 		t.Fatal("the same PCK chain was parsed twice")
 	}
 	// Change one base64 character inside the PCK certificate's signature (its last DER bytes,
@@ -152,14 +163,18 @@ func TestPCKChainCached(t *testing.T) {
 	} else {
 		c[i] = 'A'
 	}
-	q3, err := ParseQuote(c)
-	if err != nil {
-		t.Fatalf("changed chain: %v (the change was meant to keep it parseable)", err)
-	}
-	if q3.PCK == q1.PCK || bytes.Equal(q3.PCK.Raw, q1.PCK.Raw) {
+	q4 := parse(c)
+	if q4.PCK == q1.PCK || bytes.Equal(q4.PCK.Raw, q1.PCK.Raw) {
 		t.Fatal("a PCK chain with another certificate was answered with the cached one")
 	}
-	if !bytes.Equal(q3.Intermediate.Raw, q1.Intermediate.Raw) {
+	if !bytes.Equal(q4.Intermediate.Raw, q1.Intermediate.Raw) {
 		t.Fatal("the change reached the intermediate certificate; the test meant to change the PCK certificate only")
+	}
+	// A chain over the size bound is not kept.
+	big := *q1
+	big.PCKChainPEM = append(bytes.Clone(q1.PCKChainPEM), make([]byte, maxCachedPCKChain)...)
+	rememberPCKChain(&big, q1.Root)
+	if _, ok := pckChainCache.Get(pckChainKey(big.PCKChainPEM)); ok {
+		t.Fatal("a chain over maxCachedPCKChain was cached")
 	}
 }

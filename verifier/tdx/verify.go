@@ -150,6 +150,7 @@ func (v *verification) checkPCKChain() bool {
 		return false
 	}
 	v.root = root
+	rememberPCKChain(q, root)
 	if _, err := publicKeyP256(q.PCK); err != nil {
 		v.fail(ear.CodeTDXPCKChainInvalid, checkPCKChain, "PCK certificate: %v", err)
 		return false
