@@ -146,24 +146,44 @@ func (is *Issuer) check(n []byte) []byte {
 // returns nil if the nonce was issued for binding, has not expired and was not consumed before;
 // otherwise an error wrapping ErrUnknown, ErrWrongBinding, ErrExpired or ErrReplayed, or a
 // store error (also a rejection). The checks run in the order the package documentation gives;
-// only a nonce that passes the MACs and the expiry check reaches the store.
+// only a nonce that passes the MACs and the expiry check reaches the store. Consume is Check
+// then Record.
 func (is *Issuer) Consume(ctx context.Context, nonce []byte, binding string) error {
+	expires, err := is.Check(nonce, binding)
+	if err != nil {
+		return err
+	}
+	return is.Record(ctx, nonce, expires)
+}
+
+// Check makes the checks of Consume that need no store: nonce was issued (by an Issuer with this
+// secret) for binding and has not expired. It fails with an error wrapping ErrUnknown,
+// ErrWrongBinding or ErrExpired, and otherwise returns the nonce's expiry, for Record. A nonce
+// that passed Check is not accepted until Record has recorded its use.
+func (is *Issuer) Check(nonce []byte, binding string) (time.Time, error) {
 	if len(nonce) != attest.NonceSize {
-		return fmt.Errorf("%w: %d bytes, want %d", ErrUnknown, len(nonce), attest.NonceSize)
+		return time.Time{}, fmt.Errorf("%w: %d bytes, want %d", ErrUnknown, len(nonce), attest.NonceSize)
 	}
 	if nonce[0] != version {
-		return fmt.Errorf("%w: version %d", ErrUnknown, nonce[0])
+		return time.Time{}, fmt.Errorf("%w: version %d", ErrUnknown, nonce[0])
 	}
 	if !hmac.Equal(nonce[offCheck:], is.check(nonce)) {
-		return ErrUnknown
+		return time.Time{}, ErrUnknown
 	}
 	if !hmac.Equal(nonce[offTag:offCheck], is.tag(nonce, binding)) {
-		return ErrWrongBinding
+		return time.Time{}, ErrWrongBinding
 	}
 	expires := time.Unix(int64(binary.BigEndian.Uint32(nonce[offExpiry:])), 0).UTC()
 	if now := is.now(); !now.Before(expires) {
-		return fmt.Errorf("%w at %s (now %s)", ErrExpired, expires.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return time.Time{}, fmt.Errorf("%w at %s (now %s)", ErrExpired, expires.Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
+	return expires, nil
+}
+
+// Record records the use of nonce, which passed Check with expiry expires, in the store: nil
+// once the use is durable and no other use was recorded before, an error wrapping ErrReplayed
+// or ErrExpired (the nonce expired while it was being recorded), or a store error.
+func (is *Issuer) Record(ctx context.Context, nonce []byte, expires time.Time) error {
 	if err := is.store.MarkUsed(ctx, nonce, expires); err != nil {
 		if errors.Is(err, ErrReplayed) {
 			return err

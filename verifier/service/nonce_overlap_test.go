@@ -7,10 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/nonce"
+	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
 // scriptedNonces is a store of used nonces whose MarkUsed waits for release (when set) and
@@ -47,6 +51,16 @@ func nonceEnv(t *testing.T, store nonce.Store) *alertEnv {
 	})
 }
 
+// verifications is how many evidence verifications of platform e's service has run.
+func verifications(t *testing.T, e *alertEnv, platform attest.Platform) uint64 {
+	t.Helper()
+	var m dto.Metric
+	if err := e.svc.m.verifyLatency.WithLabelValues(string(platform)).(prometheus.Metric).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
 // The evidence is verified while its nonce's use is being recorded; the verdict counts only
 // once the nonce is accepted. Each case starts from valid evidence that verifies.
 func TestNonceDecidesAfterVerification(t *testing.T) {
@@ -58,6 +72,32 @@ func TestNonceDecidesAfterVerification(t *testing.T) {
 		}
 		return n
 	}
+
+	t.Run("refused without the store", func(t *testing.T) {
+		store := &scriptedNonces{called: make(chan struct{})}
+		e := nonceEnv(t, store)
+		p, _ := e.evidence(t, "vm-unknown-nonce", attest.PlatformSNP)
+		foreign := make([]byte, attest.NonceSize) // not issued by this verifier
+		ev, err := e.plat.Evidence(attest.PlatformSNP, foreign, servicetest.RuntimeData(p.Name), servicetest.FaultNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := e.svc.Attest(ctx, p, ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Result.Status != ear.StatusContraindicated || !a.Result.HasFailure(ear.CodeNonceMismatch) {
+			t.Fatalf("an unknown nonce: %s %+v, want contraindicated, nonce_mismatch", a.Result.Status, a.Result.Failures)
+		}
+		select {
+		case <-store.called:
+			t.Fatal("an unknown nonce reached the store")
+		default:
+		}
+		if n := verifications(t, e, attest.PlatformSNP); n != 0 {
+			t.Fatalf("an unknown nonce's evidence was verified (%d verifications)", n)
+		}
+	})
 
 	t.Run("replayed", func(t *testing.T) {
 		e := nonceEnv(t, &scriptedNonces{err: nonce.ErrReplayed})
@@ -102,7 +142,20 @@ func TestNonceDecidesAfterVerification(t *testing.T) {
 			}
 			done <- err
 		}()
-		<-store.called
+		select {
+		case <-store.called:
+		case err := <-done:
+			t.Fatalf("Attest answered (%v) without recording the nonce's use", err)
+		case <-time.After(10 * time.Second):
+			t.Fatal("the nonce's use was not recorded within 10 s")
+		}
+		// The evidence is verified while the store holds the nonce's use back, and no answer
+		// is given before it is recorded.
+		for deadline := time.Now().Add(10 * time.Second); verifications(t, e, attest.PlatformTDX) == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the evidence was not verified while the nonce's use was being recorded")
+			}
+		}
 		select {
 		case err := <-done:
 			t.Fatalf("Attest answered (%v) before the nonce's use was recorded", err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -468,10 +469,12 @@ func (a *Attestation) ID() string { return strconv.FormatUint(a.LogIndex, 10) }
 //  2. the envelope is decoded strictly; a body that is not one is ErrMalformed (no result);
 //  3. the envelope's nonce is consumed for p: it must be one this service issued, to p or to no
 //     one, unexpired and unused. A refused nonce is a verdict — contraindicated, nonce_mismatch,
-//     with the reason — given without appraising further, and recorded like any other. A nonce
-//     store that cannot be reached is ErrUnavailable;
-//  4. verifier.Verify with the envelope's nonce as Options.Nonce (only that proves freshness),
-//     while step 3 waits for the disk; its verdict counts only if step 3 accepts the nonce;
+//     with the reason — that rests on no appraisal (a replay is found only once step 4 has run;
+//     its verification is discarded), recorded like any other. A nonce store that cannot be
+//     reached is ErrUnavailable;
+//  4. verifier.Verify with the consumed nonce as Options.Nonce (only that proves freshness). It
+//     runs while step 3 records the nonce's use (a disk write), once the nonce has passed the
+//     checks that need no store; its verdict counts only if the use is recorded (no replay);
 //  5. the record: subject, raw evidence (or its digest, the bytes in the blob store), the
 //     collateral used (canonical responses in the blob store), the policy, the result JSON, the
 //     verifier's version and build; signed, opened against the key history (I5), appended;
@@ -545,49 +548,33 @@ func (s *Service) attest(ctx context.Context, p Principal, forms TokenForms, bod
 		nonceUsed []byte
 		seen      = &recordingSource{src: s.collateralFor(pol.Policy, ev.Platform), seen: map[string]*collateral.Response{}}
 	)
-	// The nonce's use is made durable (a group commit: a disk write) while the evidence is
+	// The nonce is checked (MACs, binding, expiry: no disk) before anything else; a nonce that
+	// passes has its use made durable (a group commit: a disk write) while the evidence is
 	// verified, so that the CPU verifies other evidence instead of waiting for the disk. The
-	// verdict is only used once the nonce is accepted; a refused nonce discards it (a replay
-	// then costs a verification, as fresh evidence does). Evidence without a nonce is refused
-	// at once.
-	type nonceOutcome struct {
-		reason string
-		err    error
-	}
-	consumed := make(chan nonceOutcome, 1)
-	if ev.Nonce == nil {
-		reason, err := s.consumeNonce(ctx, nil, p)
-		consumed <- nonceOutcome{reason, err}
-	} else {
-		go func() {
-			reason, err := s.consumeNonce(ctx, ev.Nonce, p)
-			consumed <- nonceOutcome{reason, err}
-		}()
-	}
-	var verifyErr error
-	if ev.Nonce != nil {
+	// verdict counts only once the use is recorded; a replay found then discards it (a replay
+	// costs a verification, as fresh evidence does).
+	expires, reason, err := s.checkNonce(ev.Nonce, p)
+	switch {
+	case err != nil:
+		res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, reason)
+	default:
+		recorded := make(chan nonceOutcome, 1)
+		go s.recordNonce(ctx, ev.Nonce, expires, recorded)
 		opts := verifier.Options{Policy: pol.Policy, Roots: s.d.Roots, Now: now, Nonce: ev.Nonce}
 		if s.coll != nil {
 			opts.Collateral = seen
 		}
-		var release func()
-		if release, verifyErr = s.queue.run(ctx); verifyErr == nil {
-			start := time.Now()
-			res = verifier.Verify(ctx, ev, opts)
-			s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
-			release()
+		verified, verifyErr := s.verify(ctx, ev, opts)
+		switch out := <-recorded; {
+		case out.err != nil && out.reason == "":
+			return nil, fmt.Errorf("%w: nonce store: %w", ErrUnavailable, out.err)
+		case out.err != nil:
+			res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, out.reason)
+		case verifyErr != nil:
+			return nil, s.afterNonce(verifyErr, ev.Nonce)
+		default:
+			res, nonceUsed = verified, ev.Nonce
 		}
-	}
-	nonceRes := <-consumed
-	switch {
-	case nonceRes.err != nil && nonceRes.reason == "":
-		return nil, fmt.Errorf("%w: nonce store: %w", ErrUnavailable, nonceRes.err)
-	case nonceRes.err != nil:
-		res = nonceRefused(ev, pol.Policy.Ref(), s.d.Roots.Test, now, nonceRes.reason)
-	case verifyErr != nil:
-		return nil, s.afterNonce(verifyErr, ev.Nonce)
-	default:
-		nonceUsed = ev.Nonce
 	}
 	resultJSON, err := json.Marshal(res)
 	if err != nil {
@@ -666,25 +653,71 @@ func (s *Service) afterNonce(err error, n []byte) error {
 	return err
 }
 
-// consumeNonce spends n for p. It returns ("", nil) when the nonce is accepted, a reason and
-// the error when it is refused, and ("", err) when the store failed (nothing decided).
-func (s *Service) consumeNonce(ctx context.Context, n []byte, p Principal) (string, error) {
+// verify runs verifier.Verify in a verification slot (a queue error when none is given).
+func (s *Service) verify(ctx context.Context, ev *attest.Evidence, opts verifier.Options) (*ear.Result, error) {
+	release, err := s.queue.run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release() // also when Verify panics: a slot lost for good would stall the queue
+	start := time.Now()
+	res := verifier.Verify(ctx, ev, opts)
+	s.m.verifyLatency.WithLabelValues(string(ev.Platform)).Observe(time.Since(start).Seconds())
+	return res, nil
+}
+
+// checkNonce makes the checks of n for p that need no store (nonce.Issuer.Check): it returns
+// the nonce's expiry when they pass, and a reason and the error when n is refused.
+func (s *Service) checkNonce(n []byte, p Principal) (time.Time, string, error) {
 	if n == nil {
 		s.m.nonceRejected.WithLabelValues("missing").Inc()
-		return "the evidence carries no nonce; ask GET /v1/challenge for one and bind it into REPORT_DATA", errors.New("no nonce")
+		return time.Time{}, "the evidence carries no nonce; ask GET /v1/challenge for one and bind it into REPORT_DATA", errors.New("no nonce")
 	}
-	err := s.d.Nonces.Consume(ctx, n, p.binding())
+	expires, err := s.d.Nonces.Check(n, p.binding())
 	if errors.Is(err, nonce.ErrWrongBinding) && p.binding() != "" {
 		// A challenge handed out anonymously is bound to no one: any authenticated caller may
 		// spend it, once.
-		if err2 := s.d.Nonces.Consume(ctx, n, ""); !errors.Is(err2, nonce.ErrWrongBinding) {
-			err = err2
+		if exp, err2 := s.d.Nonces.Check(n, ""); !errors.Is(err2, nonce.ErrWrongBinding) {
+			expires, err = exp, err2
 		}
 	}
+	if err != nil {
+		reason, err := s.nonceRefusal(err)
+		return time.Time{}, reason, err
+	}
+	return expires, "", nil
+}
+
+// nonceOutcome is what recording a nonce's use decided: accepted (zero), refused (a reason and
+// the error) or not known (the store's error, no reason).
+type nonceOutcome struct {
+	reason string
+	err    error
+}
+
+// recordNonce records the use of n, which passed checkNonce with expiry expires, and sends the
+// outcome on out. It runs beside the verification; a panic in the store is a store error.
+func (s *Service) recordNonce(ctx context.Context, n []byte, expires time.Time, out chan<- nonceOutcome) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.logger.ErrorContext(ctx, "nonce store panicked", slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+			out <- nonceOutcome{err: fmt.Errorf("nonce store: internal error: %v", r)}
+		}
+	}()
+	err := s.d.Nonces.Record(ctx, n, expires)
+	if err == nil {
+		out <- nonceOutcome{}
+		return
+	}
+	reason, err := s.nonceRefusal(err)
+	out <- nonceOutcome{reason, err}
+}
+
+// nonceRefusal returns the reason for a refused nonce and counts it, or ("", err) when err is
+// not a refusal (the store failed: nothing decided).
+func (s *Service) nonceRefusal(err error) (string, error) {
 	var label, reason string
 	switch {
-	case err == nil:
-		return "", nil
 	case errors.Is(err, nonce.ErrUnknown):
 		label, reason = "unknown", "the nonce was not issued by this verifier"
 	case errors.Is(err, nonce.ErrWrongBinding):
@@ -835,15 +868,20 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), appendTimeout)
 	defer cancel()
 	start := time.Now()
-	writer := s.ixw.running.Load()
+	// The index writer counts the appends under way until their entries are handed over (it
+	// lingers for them); one that fails, or finds the writer stopped, stops counting here.
+	writer, handed := s.ixw.running.Load(), false
 	if writer {
-		s.ixw.appending.Add(1) // until add hands over the entry, or the append failed
+		s.ixw.appending.Add(1)
+		defer func() {
+			if !handed {
+				s.ixw.appending.Add(-1)
+				s.ixw.nudge()
+			}
+		}()
 	}
 	idx, err := s.d.Log.Append(actx, leaf)
 	s.m.appendLatency.Observe(time.Since(start).Seconds())
-	if err != nil && writer {
-		s.ixw.appending.Add(-1)
-	}
 	switch {
 	case errors.Is(err, log.ErrLeafSize):
 		return nil, 0, err
@@ -855,10 +893,11 @@ func (s *Service) appendRecordArriving(ctx context.Context, rec *evidence.Record
 		s.logger.ErrorContext(ctx, "evidence log append failed; no answer given", slog.String("kind", string(rec.Kind)), slog.Any("error", err))
 		return nil, 0, retryAfter(s.set.RetryAfter, ErrUnavailable, "the evidence log did not acknowledge the record: %v", err)
 	}
-	if writer {
+	if writer && s.ixw.running.Load() {
+		handed = true // add stops counting the append
 		s.ixw.add(ctx, idx, leaf, rec, status)
 	} else if err := s.d.Index.Add(ctx, idx, leaf, rec); err != nil {
-		// No index writer (a service that was not started): Catchup at the next start-up fills
+		// No index writer (a service not started, or stopping): Catchup at the next start-up fills
 		// what this misses.
 		s.m.indexErrors.Inc()
 		s.logger.WarnContext(ctx, "index write failed; the index catches up later", slog.Uint64("log_index", idx), slog.Any("error", err))

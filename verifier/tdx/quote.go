@@ -92,6 +92,11 @@ type Quote struct {
 	PCK          *x509.Certificate
 	Intermediate *x509.Certificate
 	Root         *x509.Certificate
+
+	// pckChainKey is PCKChainPEM's key in pckChainCache; pckChainCached is set when the chain
+	// came from there.
+	pckChainKey    vcache.Key
+	pckChainCached bool
 }
 
 // reader reads little-endian fields from a byte slice and records the first overrun.
@@ -303,19 +308,30 @@ func pckChainKey(pem []byte) vcache.Key { return vcache.Sum([]byte("tdx/pckchain
 
 // rememberPCKChain keeps q's parsed PCK chain for the next quote with the same chain bytes. The
 // caller has verified the chain to root, a pinned root, which must be the chain's own third
-// certificate.
+// certificate. Only the encoding Intel's chains come in is kept — each certificate as
+// pem.EncodeToMemory writes it, then at most one NUL — so that one genuine chain cannot be
+// re-encoded (line breaks, padding, headers) into as many cache entries as a caller likes.
 func rememberPCKChain(q *Quote, root *x509.Certificate) {
-	if len(q.PCKChainPEM) > maxCachedPCKChain || !bytes.Equal(q.Root.Raw, root.Raw) {
+	if q.pckChainCached || len(q.PCKChainPEM) > maxCachedPCKChain || !bytes.Equal(q.Root.Raw, root.Raw) {
 		return
 	}
-	pckChainCache.Add(pckChainKey(q.PCKChainPEM), &[3]*x509.Certificate{q.PCK, q.Intermediate, q.Root})
+	var canonical []byte
+	for _, c := range []*x509.Certificate{q.PCK, q.Intermediate, q.Root} {
+		canonical = append(canonical, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	if got := bytes.TrimSuffix(q.PCKChainPEM, []byte{0}); !bytes.Equal(got, canonical) {
+		return
+	}
+	pckChainCache.Add(q.pckChainKey, &[3]*x509.Certificate{q.PCK, q.Intermediate, q.Root})
 }
 
 // parsePCKChain requires exactly three PEM certificates (PCK leaf, intermediate CA, root CA)
 // followed by nothing but NUL padding or whitespace.
 func (q *Quote) parsePCKChain() error {
-	if c, ok := pckChainCache.Get(pckChainKey(q.PCKChainPEM)); ok {
+	q.pckChainKey = pckChainKey(q.PCKChainPEM)
+	if c, ok := pckChainCache.Get(q.pckChainKey); ok {
 		q.PCK, q.Intermediate, q.Root = c[0], c[1], c[2]
+		q.pckChainCached = true
 		return nil
 	}
 	rest := q.PCKChainPEM

@@ -170,11 +170,18 @@ func TestPCKChainCached(t *testing.T) {
 	if !bytes.Equal(q4.Intermediate.Raw, q1.Intermediate.Raw) {
 		t.Fatal("the change reached the intermediate certificate; the test meant to change the PCK certificate only")
 	}
-	// A chain over the size bound is not kept.
-	big := *q1
-	big.PCKChainPEM = append(bytes.Clone(q1.PCKChainPEM), make([]byte, maxCachedPCKChain)...)
-	rememberPCKChain(&big, q1.Root)
-	if _, ok := pckChainCache.Get(pckChainKey(big.PCKChainPEM)); ok {
-		t.Fatal("a chain over maxCachedPCKChain was cached")
+	// The same chain in another encoding (two NULs of padding, CRLF line breaks) parses, but is
+	// not kept: one genuine chain makes at most two cache entries (with and without one NUL).
+	for name, pemChain := range map[string][]byte{
+		"two NULs":  append(bytes.Clone(q1.PCKChainPEM), 0, 0),
+		"CRLF":      bytes.ReplaceAll(bytes.TrimRight(q1.PCKChainPEM, "\x00"), []byte("\n"), []byte("\r\n")),
+		"oversized": append(bytes.Clone(q1.PCKChainPEM), make([]byte, maxCachedPCKChain)...),
+	} {
+		other := *q1
+		other.PCKChainPEM, other.pckChainKey, other.pckChainCached = pemChain, pckChainKey(pemChain), false
+		rememberPCKChain(&other, q1.Root)
+		if _, ok := pckChainCache.Get(other.pckChainKey); ok {
+			t.Errorf("%s: a chain not in Intel's encoding was cached", name)
+		}
 	}
 }

@@ -150,11 +150,11 @@ func (v *verification) checkPCKChain() bool {
 		return false
 	}
 	v.root = root
-	rememberPCKChain(q, root)
 	if _, err := publicKeyP256(q.PCK); err != nil {
 		v.fail(ear.CodeTDXPCKChainInvalid, checkPCKChain, "PCK certificate: %v", err)
 		return false
 	}
+	rememberPCKChain(q, root)
 	return true
 }
 
