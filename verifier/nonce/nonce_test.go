@@ -201,6 +201,10 @@ func TestRejects(t *testing.T) {
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+		// Check makes the same decision, without the store.
+		if _, err := is.Check(tc.nonce, tc.binding); !errors.Is(err, tc.want) {
+			t.Errorf("%s: Check = %v, want %v", tc.name, err, tc.want)
+		}
 	}
 	if spy.Calls() != 0 {
 		t.Errorf("rejected nonces reached the store (%d calls)", spy.Calls())
@@ -211,6 +215,46 @@ func TestRejects(t *testing.T) {
 	if err := is.Consume(ctx, unbound, ""); err != nil {
 		t.Errorf("the unbound nonce, unbound: %v", err)
 	}
+}
+
+// TestCheckRecord: Consume in two steps. Check accepts a genuine nonce without recording it (so
+// it can pass Check again) and returns its expiry; Record then accepts it once, and a second
+// Record, here or on a replica, is ErrReplayed. A nonce that expires before Record is refused.
+func TestCheckRecord(t *testing.T) {
+	forEach(t, func(t *testing.T, open func(t *testing.T) *SQLStore) {
+		secret, c := newSecret(t), newClock()
+		a, b := newIssuer(t, secret, open(t), c), newIssuer(t, secret, open(t), c)
+		n, exp, err := a.Issue(ctx, "agent-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			got, err := a.Check(n, "agent-1")
+			if err != nil || !got.Equal(exp.Truncate(time.Second)) {
+				t.Fatalf("Check = %v, %v, want %v", got, err, exp)
+			}
+		}
+		if err := a.Record(ctx, n, exp); err != nil {
+			t.Fatalf("Record: %v", err)
+		}
+		if err := b.Record(ctx, n, exp); !errors.Is(err, ErrReplayed) {
+			t.Fatalf("Record on a replica after the first = %v, want ErrReplayed", err)
+		}
+		if err := a.Consume(ctx, n, "agent-1"); !errors.Is(err, ErrReplayed) {
+			t.Fatalf("Consume after Record = %v, want ErrReplayed", err)
+		}
+		m, mexp, err := a.Issue(ctx, "agent-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Check(m, "agent-1"); err != nil {
+			t.Fatal(err)
+		}
+		c.Set(mexp.Add(time.Second))
+		if err := a.Record(ctx, m, mexp); !errors.Is(err, ErrExpired) {
+			t.Fatalf("Record of a nonce that expired after Check = %v, want ErrExpired", err)
+		}
+	})
 }
 
 // TestStoreError: a store that fails is a rejection that is none of the decisions (the API
