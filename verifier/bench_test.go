@@ -2,15 +2,11 @@ package verifier_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
 	"testing"
 	"time"
 
 	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/internal/benchfloor"
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/policy"
@@ -23,45 +19,25 @@ import (
 //
 //	go test -run '^$' -bench 'Floor|Verify' -benchtime 2s -count 5 -benchmem ./verifier/
 //
-// The floor of one attestation is the work the product cannot avoid: the evidence's signature
-// checks (TDX: the quote signature and the QE report signature, ECDSA P-256; SEV-SNP: the
-// report signature, ECDSA P-384) plus one record signature and one result-token signature
-// (ECDSA P-256 each). Everything else — chains, CRLs, TCB info, QE identity — is verified per
-// distinct artefact and should be cached (DESIGN.md, performance model).
+// The floor of one attestation is the work the product cannot avoid (internal/benchfloor): the
+// evidence's signature checks plus one record signature and one result-token signature.
+// Everything else — chains, CRLs, TCB info, QE identity — is verified per distinct artefact and
+// should be cached (DESIGN.md, performance model).
 
 func BenchmarkFloor(b *testing.B) {
-	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	msg := make([]byte, 1024)
-	d256 := sha256.Sum256(msg)
-	d384 := sha512.Sum384(msg)
-	sig256, _ := ecdsa.SignASN1(rand.Reader, p256, d256[:])
-	sig384, _ := ecdsa.SignASN1(rand.Reader, p384, d384[:])
-	signTwice := func() {
-		for range 2 { // the record and the result token
-			if _, err := ecdsa.SignASN1(rand.Reader, p256, d256[:]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	b.Run("tdx", func(b *testing.B) {
-		for b.Loop() {
-			for range 2 { // quote signature, QE report signature
-				if !ecdsa.VerifyASN1(&p256.PublicKey, d256[:], sig256) {
-					b.Fatal("verify")
+	for _, p := range []struct {
+		name     string
+		platform attest.Platform
+	}{{"tdx", attest.PlatformTDX}, {"snp", attest.PlatformSNP}} {
+		b.Run(p.name, func(b *testing.B) {
+			op := benchfloor.Op(p.platform)
+			for b.Loop() {
+				if !op() {
+					b.Fatal("a signature failed")
 				}
 			}
-			signTwice()
-		}
-	})
-	b.Run("snp", func(b *testing.B) {
-		for b.Loop() {
-			if !ecdsa.VerifyASN1(&p384.PublicKey, d384[:], sig384) {
-				b.Fatal("verify")
-			}
-			signTwice()
-		}
-	})
+		})
+	}
 }
 
 // BenchmarkVerify measures verifier.Verify on affirming fake-PKI evidence with its collateral in
@@ -111,31 +87,6 @@ func BenchmarkVerify(b *testing.B) {
 	}
 }
 
-// floorNs measures the floor of one attestation of platform in ns (one goroutine, as
-// BenchmarkFloor): the evidence's signature checks plus the record and token signatures.
-func floorNs(platform attest.Platform) float64 {
-	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	msg := make([]byte, 1024)
-	d256, d384 := sha256.Sum256(msg), sha512.Sum384(msg)
-	sig256, _ := ecdsa.SignASN1(rand.Reader, p256, d256[:])
-	sig384, _ := ecdsa.SignASN1(rand.Reader, p384, d384[:])
-	const n = 300
-	start := time.Now()
-	for range n {
-		ok := true
-		if platform == attest.PlatformTDX {
-			ok = ecdsa.VerifyASN1(&p256.PublicKey, d256[:], sig256) && ecdsa.VerifyASN1(&p256.PublicKey, d256[:], sig256)
-		} else {
-			ok = ecdsa.VerifyASN1(&p384.PublicKey, d384[:], sig384)
-		}
-		for range 2 {
-			_, err := ecdsa.SignASN1(rand.Reader, p256, d256[:])
-			ok = ok && err == nil
-		}
-		if !ok {
-			panic("floor: a signature failed")
-		}
-	}
-	return float64(time.Since(start).Nanoseconds()) / n
-}
+// floorNs measures the floor of one attestation of platform in ns, on one goroutine as
+// BenchmarkVerify runs.
+func floorNs(platform attest.Platform) float64 { return benchfloor.Ns(platform, 1, 300) }

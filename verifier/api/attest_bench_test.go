@@ -2,11 +2,6 @@ package api_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/sha256"
-	"crypto/sha512"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,6 +15,7 @@ import (
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/agent/agenttest"
+	"github.com/proofline/proofline/internal/benchfloor"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
 )
@@ -44,7 +40,7 @@ import (
 //
 // Reported: attest/s, and floor-ratio = the op rate divided by the floor's rate measured just
 // before and just after, in the same process, on 2 goroutines (both cores): the evidence's signature checks plus one
-// record and one token signature (ECDSA; see verifier/bench_test.go BenchmarkFloor).
+// record and one token signature (ECDSA; internal/benchfloor).
 func BenchmarkAttestHTTP(b *testing.B) {
 	plat, err := servicetest.New(time.Now())
 	if err != nil {
@@ -158,45 +154,9 @@ func profileTimed(b *testing.B, name string) (stop func()) {
 	}
 }
 
-// floorNs measures the floor of one attestation of platform, in ns per op across 2 cores (the
-// same parallelism as the benchmark): the evidence's signature checks (TDX: two ECDSA P-256
-// verifications; SEV-SNP: one ECDSA P-384) plus two ECDSA P-256 signatures (record and token).
+// floorNs measures the floor of one attestation of platform (internal/benchfloor), in ns per op
+// across 2 cores: the same parallelism as the benchmark.
 func floorNs(b *testing.B, platform attest.Platform) float64 {
 	b.Helper()
-	p256, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
-	msg := make([]byte, 1024)
-	d256, d384 := sha256.Sum256(msg), sha512.Sum384(msg)
-	sig256, _ := ecdsa.SignASN1(rand.Reader, p256, d256[:])
-	sig384, _ := ecdsa.SignASN1(rand.Reader, p384, d384[:])
-	op := func() {
-		ok := true
-		if platform == attest.PlatformTDX {
-			ok = ecdsa.VerifyASN1(&p256.PublicKey, d256[:], sig256) && ecdsa.VerifyASN1(&p256.PublicKey, d256[:], sig256)
-		} else {
-			ok = ecdsa.VerifyASN1(&p384.PublicKey, d384[:], sig384)
-		}
-		for range 2 {
-			_, err := ecdsa.SignASN1(rand.Reader, p256, d256[:])
-			ok = ok && err == nil
-		}
-		if !ok {
-			panic("floor: a signature failed")
-		}
-	}
-	const n = 2000
-	var next atomic.Int64
-	done := make(chan struct{})
-	start := time.Now()
-	for range 2 {
-		go func() {
-			defer func() { done <- struct{}{} }()
-			for next.Add(1) <= n {
-				op()
-			}
-		}()
-	}
-	<-done
-	<-done
-	return float64(time.Since(start).Nanoseconds()) / n
+	return benchfloor.Ns(platform, 2, 2000)
 }
