@@ -31,6 +31,10 @@
 //  4. the nonce is already recorded as used: [ErrReplayed]; otherwise it is recorded, and
 //  5. now ≥ expiry once the record is written: [ErrExpired] (see "Sweeping" for why).
 //
+// Steps 1–3 are [Issuer.Check] and steps 4–5 [Issuer.Record]: a caller may work on the evidence
+// between the two (the verifier service verifies it while the use is being recorded), but a
+// nonce is accepted only once Record has returned nil.
+//
 // # Security argument
 //
 // Unforgeability. A nonce is accepted for binding b only if its tag equals
