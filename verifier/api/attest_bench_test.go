@@ -158,5 +158,9 @@ func profileTimed(b *testing.B, name string) (stop func()) {
 // across 2 cores: the same parallelism as the benchmark.
 func floorNs(b *testing.B, platform attest.Platform) float64 {
 	b.Helper()
-	return benchfloor.Ns(platform, 2, 2000)
+	ns, err := benchfloor.Ns(platform, 2, 2000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ns
 }
