@@ -8,8 +8,9 @@
 #     times each (non-race), then the medians and the ratios real/floor (rates: floor ns / real
 #     ns), each against the floor measured in the same run;
 #  2. the open-loop load (hack/loadgen) against `proofline serve --test-mode` at 80 % of the
-#     lower end-to-end median, for LOAD_SECONDS, with the server's peak RSS (VmHWM) and
-#     `proofline log fsck` after it, checking that every acknowledged record is in the log.
+#     lower end-to-end median, for LOAD_SECONDS, with the server's peak RSS (VmHWM), its mean
+#     log-append and verification times (/metrics), and `proofline log fsck` after it,
+#     checking that every acknowledged record is in the log.
 # Exit status 1 if a step fails; the acceptance targets are printed, not enforced.
 set -euo pipefail
 count=${1:-5}
@@ -66,6 +67,9 @@ go build -o "$work/loadgen" ./hack/loadgen
 data="$work/data"
 port=$((20000 + RANDOM % 20000))
 "$work/loadgen" -write-config "$work/serve.yaml" -data-dir "$data" -listen "127.0.0.1:$port" -vms 512
+# An auditor token (the configuration's token list ends the file) to read /metrics after the load.
+monitor_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+echo "    - {name: bench-monitor, role: auditor, sha256: $(printf %s "$monitor_token" | sha256sum | cut -d' ' -f1)}" >>"$work/serve.yaml"
 "$work/proofline" serve --test-mode --config "$work/serve.yaml" >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 100); do
@@ -76,6 +80,12 @@ load_rc=0
 "$work/loadgen" -url "http://127.0.0.1:$port" -data-dir "$data" -rate "$rate" -duration "${load_secs}s" -vms 512 -timeline | tee "$work/load.txt" || load_rc=$?
 hwm=$(awk '/VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$serve_pid/status")
 echo "peak RSS of proofline serve (VmHWM): $hwm (target < 512 MiB)"
+# Where a request's time went, from the service's own histograms: the durable log append
+# (queueing for and waiting on the group commit) and the verification.
+curl -sf -H "Authorization: Bearer $monitor_token" "http://127.0.0.1:$port/metrics" >"$work/metrics.txt" || true
+awk '/^proofline_log_append_duration_seconds_sum/ { as = $2 } /^proofline_log_append_duration_seconds_count/ { ac = $2 }
+     /^proofline_verification_duration_seconds_sum/ { vs += $2 } /^proofline_verification_duration_seconds_count/ { vc += $2 }
+     END { if (ac > 0 && vc > 0) printf "server side, mean per attestation: log append %.1f ms, verification %.2f ms\n", 1000 * as / ac, 1000 * vs / vc }' "$work/metrics.txt"
 kill -TERM "$serve_pid"
 wait "$serve_pid" || true
 serve_pid=""
