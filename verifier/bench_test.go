@@ -71,7 +71,7 @@ func BenchmarkVerify(b *testing.B) {
 				b.Fatalf("benchmark evidence is %s: %+v", r.Status, r.Failures)
 			}
 			b.ReportAllocs()
-			before := floorNs(b, platform)
+			before := benchfloor.Ns(b, platform, 1, 300) // one goroutine, as Verify runs
 			b.ResetTimer()
 			start := time.Now()
 			for b.Loop() {
@@ -81,19 +81,8 @@ func BenchmarkVerify(b *testing.B) {
 			b.StopTimer()
 			// The floor measured right before and after, so that a machine shared with other
 			// work loads both sides of the ratio alike.
-			floor := (before + floorNs(b, platform)) / 2
+			floor := (before + benchfloor.Ns(b, platform, 1, 300)) / 2
 			b.ReportMetric(floor/perOp, "floor-ratio")
 		})
 	}
-}
-
-// floorNs measures the floor of one attestation of platform in ns, on one goroutine as
-// BenchmarkVerify runs.
-func floorNs(b *testing.B, platform attest.Platform) float64 {
-	b.Helper()
-	ns, err := benchfloor.Ns(platform, 1, 300)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ns
 }

@@ -121,9 +121,6 @@ func NewSignedEntry(logIndex uint64, leaf []byte, rec *evidence.Record, status s
 	if rec == nil {
 		return Entry{}, errors.New("index: nil record")
 	}
-	if rec.Kind != evidence.KindAttestation {
-		status = ""
-	}
 	return entryOf(logIndex, leaf, rec, status)
 }
 
@@ -148,7 +145,7 @@ func newEntry(logIndex uint64, leaf []byte, rec *evidence.Record) (Entry, error)
 }
 
 // entryOf derives the entry of leaf at logIndex, whose valid record is rec; status is an
-// attestation's result status.
+// attestation's result status (unused for other kinds).
 func entryOf(logIndex uint64, leaf []byte, rec *evidence.Record, status string) (Entry, error) {
 	if logIndex > math.MaxInt64 {
 		return Entry{}, fmt.Errorf("index: log index %d out of range", logIndex)

@@ -13,8 +13,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/sha512"
-	"errors"
 	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/proofline/proofline/attest"
@@ -49,9 +49,10 @@ func Op(platform attest.Platform) func() bool {
 }
 
 // Ns measures the floor of platform in ns per attestation: n attestations' floors shared by
-// goroutines goroutines (the parallelism of the benchmark it is compared with). It fails if a
+// goroutines goroutines (the parallelism of the benchmark it is compared with). It fails tb if a
 // signature check or a signature failed.
-func Ns(platform attest.Platform, goroutines, n int) (float64, error) {
+func Ns(tb testing.TB, platform attest.Platform, goroutines, n int) float64 {
+	tb.Helper()
 	op := Op(platform)
 	var next atomic.Int64
 	done := make(chan bool, goroutines)
@@ -70,7 +71,7 @@ func Ns(platform attest.Platform, goroutines, n int) (float64, error) {
 		ok = <-done && ok
 	}
 	if !ok {
-		return 0, errors.New("benchfloor: a signature check or a signature failed")
+		tb.Fatal("benchfloor: a signature check or a signature failed")
 	}
-	return float64(time.Since(start).Nanoseconds()) / float64(n), nil
+	return float64(time.Since(start).Nanoseconds()) / float64(n)
 }

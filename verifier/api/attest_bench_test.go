@@ -90,7 +90,7 @@ func BenchmarkAttestHTTP(b *testing.B) {
 					b.Fatalf("warm-up attestation: %v %+v", err, r)
 				}
 			}
-			floor := floorNs(b, platform)
+			floor := benchfloor.Ns(b, platform, 2, 2000) // both cores, as the benchmark
 			evs := make([][]byte, b.N)
 			for i := range evs {
 				evs[i] = envelope(b, platform, i%vms)
@@ -127,7 +127,7 @@ func BenchmarkAttestHTTP(b *testing.B) {
 			stopProfile()
 			// The floor measured right before and after, so that a machine shared with other
 			// work loads both sides of the ratio alike.
-			floor = (floor + floorNs(b, platform)) / 2
+			floor = (floor + benchfloor.Ns(b, platform, 2, 2000)) / 2
 			perOp := float64(elapsed.Nanoseconds()) / float64(b.N)
 			b.ReportMetric(1e9/perOp, "attest/s")
 			b.ReportMetric(floor/perOp, "floor-ratio")
@@ -156,15 +156,4 @@ func profileTimed(b *testing.B, name string) (stop func()) {
 			b.Error(err)
 		}
 	}
-}
-
-// floorNs measures the floor of one attestation of platform (internal/benchfloor), in ns per op
-// across 2 cores: the same parallelism as the benchmark.
-func floorNs(b *testing.B, platform attest.Platform) float64 {
-	b.Helper()
-	ns, err := benchfloor.Ns(platform, 2, 2000)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return ns
 }

@@ -30,8 +30,8 @@ type SQLStore struct {
 	db      *sql.DB
 	d       dialect
 	closeDB bool
-	// insert is insertNonce prepared once: it runs for every attestation, and parsing it each
-	// time cost more than executing it.
+	// insert is insertNonce prepared once, so that it is not parsed again for every
+	// attestation.
 	insert *sql.Stmt
 
 	mu      sync.Mutex
