@@ -37,6 +37,15 @@ type CacheConfig struct {
 	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
 	// its fetch-error metric. It MUST return quickly.
 	OnRefused func(url string)
+	// Authenticate, when set, is asked whether a fetched document was issued by its vendor
+	// (signed through a chain to a pinned root: tdx.Authentic, snp.Authentic) before the cache
+	// keeps it. A document it refuses is still answered to the Get that fetched it (the
+	// verification rejects it with its precise reason) but never kept, stored or counted in the
+	// URL's Mark, and Refetch returns the refusal. Without it, a forged document naming a
+	// far-future issue date or a huge tcbEvaluationDataNumber would be served until its own
+	// nextUpdate and, through the Mark, make every genuine document after it look like a
+	// rollback. It MUST NOT call the Cache.
+	Authenticate func(r *Response, v Validity) error
 }
 
 // Cache is a Source in front of another (a Fetcher): it serves a document for as long as the
@@ -70,6 +79,7 @@ type Cache struct {
 	log       *slog.Logger
 	onReplace func(context.Context, Update) error
 	onRefused func(url string)
+	authentic func(*Response, Validity) error
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
@@ -120,7 +130,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
-	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused,
+	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused, authentic: cfg.Authenticate,
 		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
@@ -265,6 +275,10 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 		c.log.WarnContext(ctx, "collateral not cached: its validity cannot be read", "url", url, "err", err)
 		return resp, nil
 	}
+	if err := c.authenticate(resp, v); err != nil {
+		c.log.WarnContext(ctx, "collateral not cached: it is not signed by its vendor through a pinned root", "url", url, "err", err)
+		return resp, nil
+	}
 	if !v.Fresh(c.clock.Now()) {
 		c.log.WarnContext(ctx, "the collateral server answered with a stale document", "url", url, "next_update", v.NextUpdate)
 	}
@@ -328,6 +342,20 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 	c.mem[url] = &entry{resp: resp, v: v}
 	c.mu.Unlock()
 	return u, nil
+}
+
+// authenticate returns why resp, whose validity is v, is not known to be issued by its vendor
+// (CacheConfig.Authenticate), counted as a fetch error; nil when it is, or when no check is
+// configured.
+func (c *Cache) authenticate(resp *Response, v Validity) error {
+	if c.authentic == nil {
+		return nil
+	}
+	if err := c.authentic(resp, v); err != nil {
+		c.fetchErrors.Add(1)
+		return err
+	}
+	return nil
 }
 
 // checkNotOlder returns an error wrapping ErrOlder when resp is older than what is held for url

@@ -171,6 +171,9 @@ func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	if err != nil {
 		return nil, fmt.Errorf("collateral: %s: the refetched document is not kept: its validity cannot be read: %w", url, err)
 	}
+	if err := c.authenticate(resp, v); err != nil {
+		return nil, fmt.Errorf("%w: %s: the refetched document is not kept: it is not signed by its vendor through a pinned root: %w", ErrUnavailable, url, err)
+	}
 	// keep refuses a lower number or an earlier issue date, naming them; what is left is a later
 	// or equal issue date with an earlier nextUpdate.
 	if prev != nil && olderThan(resp, v, prev.resp, prev.v) == "" && !v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/policy"
 )
@@ -62,10 +63,18 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	if s.collClock == nil {
 		s.collClock = collateral.SystemClock{}
 	}
+	authentic := verifier.AuthenticCollateral(s.d.Roots)
 	cache, err := collateral.NewCache(collateral.CacheConfig{
 		Upstream: countingSource{src: lc.Upstream, errors: s.m.collateralFetchErrors}, Store: lc.Store,
 		Clock: s.collClock, Logger: s.logger, OnReplace: s.recordCollateralUpdate,
 		OnRefused: func(u string) { s.m.collateralFetchErrors.WithLabelValues(vendorOf(u), "older").Inc() },
+		Authenticate: func(r *collateral.Response, v collateral.Validity) error {
+			err := authentic(r, v)
+			if err != nil {
+				s.m.collateralFetchErrors.WithLabelValues(vendorOf(r.URL), "not_authentic").Inc()
+			}
+			return err
+		},
 	})
 	if err != nil {
 		return err

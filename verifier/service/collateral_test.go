@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
@@ -504,5 +506,62 @@ func TestCollateralClientCAFile(t *testing.T) {
 	}
 	if _, err := collateralClient(FetchConfig{CAFile: notPEM}); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
 		t.Fatalf("ca_file without PEM: %v", err)
+	}
+}
+
+// TestLiveCollateralAuthenticated: the live cache keeps only documents their vendor signed
+// through a pinned root. Every genuine document of a TDX and an SEV-SNP verification is fetched
+// once and then served from the cache; an AMD CRL signed by a look-alike ARK and dated 50 years
+// on fails the verification, is counted (status not_authentic) and is not kept, so the genuine
+// CRL served next is fetched and used at once instead of being refused as a rollback.
+func TestLiveCollateralAuthenticated(t *testing.T) {
+	e := newLiveEnv(t, 30*time.Hour, nil)
+	amd := e.plat.AMD
+	forger, err := fakeamd.NewWithKeys(amd.ProductLine, liveStart.AddDate(50, 0, 0), fakeamd.AlternateKeys())
+	if err != nil {
+		t.Fatal(err)
+	}
+	crlURL := kds.CrlLinkByKey(amd.ProductLine, abi.VcekReportSigner)
+	var genuine *collateral.Response
+	rs, err := amd.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		if r.URL == crlURL {
+			genuine = r
+		}
+	}
+	forged, err := forger.CRL(abi.VcekReportSigner, fakeamd.CRLOptions{})
+	if err != nil || genuine == nil {
+		t.Fatalf("forged CRL: %v; genuine CRL found: %v", err, genuine != nil)
+	}
+	if err := e.srv.Replace(&collateral.Response{URL: crlURL, Status: http.StatusOK, Body: forged}); err != nil {
+		t.Fatal(err)
+	}
+	notAuthentic := func() float64 {
+		v, _ := metricValue(t, e.reg, "proofline_collateral_fetch_errors_total", map[string]string{"vendor": "amd", "status": "not_authentic"})
+		return v
+	}
+	if a := e.attest(attest.PlatformSNP); a.Result.Status == ear.StatusAffirming || notAuthentic() != 1 {
+		t.Fatalf("with the forged CRL: %s, not_authentic %v; want a refusal and one count", a.Result.Status, notAuthentic())
+	}
+	if err := e.srv.Replace(genuine); err != nil {
+		t.Fatal(err)
+	}
+	for round := range 2 {
+		for _, p := range []attest.Platform{attest.PlatformTDX, attest.PlatformSNP} {
+			if a := e.attest(p); a.Result.Status != ear.StatusAffirming {
+				t.Fatalf("round %d, %s: %s: %+v", round, p, a.Result.Status, a.Result.Failures)
+			}
+		}
+	}
+	for u, n := range e.srv.ServedURLs() {
+		if want := map[bool]int{true: 2, false: 1}[u == crlURL]; n != want {
+			t.Errorf("%s served %d times, want %d (a genuine document is kept after its first fetch)", u, n, want)
+		}
+	}
+	if n := notAuthentic(); n != 1 {
+		t.Errorf("not_authentic %v after the genuine documents, want 1", n)
 	}
 }

@@ -63,7 +63,7 @@ func newMetrics(reg prometheus.Registerer, depth func() float64) *metrics {
 			Name: "proofline_index_errors_total", Help: "Index writes that failed (the index catches up from the log later).",
 		}),
 		collateralFetchErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "proofline_collateral_fetch_errors_total", Help: "Failed collateral fetches, by vendor (intel, amd, other) and status (HTTP status, timeout, network, other; older: a document refused as older than the one held, a possible rollback).",
+			Name: "proofline_collateral_fetch_errors_total", Help: "Failed collateral fetches, by vendor (intel, amd, other) and status (HTTP status, timeout, network, other; older: a document refused as older than the one held, a possible rollback; not_authentic: one not signed by its vendor through a pinned root, not kept).",
 		}, []string{"vendor", "status"}),
 		collateralUpdates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "proofline_collateral_updates_total", Help: "Collateral documents replaced by a different one and recorded (collateral_update records), by kind.",

@@ -1,0 +1,160 @@
+package verifier_test
+
+import (
+	"bytes"
+	"crypto/x509"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
+	"github.com/google/go-tdx-guest/pcs"
+	"github.com/proofline/proofline/attest/attesttest/fakeamd"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/verifier"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/roots"
+)
+
+// authenticFixture is every document the fake PCS and KDS serve for one Intel and one AMD PKI,
+// the roots pinning them, and the same documents from look-alike PKIs (same names, other keys)
+// dated fifty years on: what a forger on the route could serve.
+type authenticFixture struct {
+	roots           *roots.Set
+	genuine, forged map[string]*collateral.Response // by URL
+}
+
+func newAuthenticFixture(t *testing.T) *authenticFixture {
+	t.Helper()
+	later := testNow.AddDate(50, 0, 0)
+	f := &authenticFixture{genuine: map[string]*collateral.Response{}, forged: map[string]*collateral.Response{}}
+	for i, at := range []time.Time{testNow, later} {
+		intel, err := fakeintel.New(at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts := fakeintel.DefaultCollateralOptions(at)
+		opts.TCBInfo.EvaluationDataNumber += i * 1000
+		rs, err := intel.Collateral(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys := fakeamd.DefaultKeys()
+		if i == 1 {
+			keys = fakeamd.AlternateKeys()
+		}
+		amd, err := fakeamd.NewWithKeys("Milan", at, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ars, err := amd.Collateral(fakeamd.CRLOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		into := f.genuine
+		if i == 1 {
+			into = f.forged
+		} else {
+			f.roots = &roots.Set{Intel: []*x509.Certificate{intel.Root}, Test: true,
+				AMD: map[string]*roots.AMDProduct{"Milan": {Line: "Milan", ARK: amd.ARK, ASK: amd.ASK, ASVK: amd.ASVK}}}
+		}
+		for _, r := range append(rs, ars...) {
+			into[r.URL] = r
+		}
+	}
+	if len(f.genuine) != 9 || len(f.forged) != 9 {
+		t.Fatalf("%d genuine and %d forged documents, want 9 of each (4 Intel, 5 AMD)", len(f.genuine), len(f.forged))
+	}
+	return f
+}
+
+func (f *authenticFixture) check(t *testing.T, r *collateral.Response) error {
+	t.Helper()
+	v, err := collateral.ValidityOf(r)
+	if err != nil {
+		t.Fatalf("%s: %v", r.URL, err)
+	}
+	return verifier.AuthenticCollateral(f.roots)(r, v)
+}
+
+// TestAuthenticCollateral: every genuine document is authentic; each forgery, built from a
+// genuine document, is not.
+func TestAuthenticCollateral(t *testing.T) {
+	f := newAuthenticFixture(t)
+	for u, r := range f.genuine {
+		if err := f.check(t, r); err != nil {
+			t.Errorf("genuine %s: %v", u, err)
+		}
+	}
+	// A look-alike PKI's documents: the same URLs, names and headers' shape, other keys.
+	for u, r := range f.forged {
+		if err := f.check(t, r); err == nil {
+			t.Errorf("forged %s (look-alike PKI, 50 years on) passed", u)
+		}
+	}
+	var tcbInfo *collateral.Response
+	for u, r := range f.genuine {
+		if strings.Contains(u, "/tcb?") {
+			tcbInfo = r
+		}
+	}
+	qeID := f.genuine[pcs.QeIdentityURL()]
+	pckCRL := f.genuine[pcs.PckCrlURL("platform")]
+	forgedPCKCRL := f.forged[pcs.PckCrlURL("platform")]
+	amdCRL := f.genuine[kds.CrlLinkByKey("Milan", abi.VcekReportSigner)]
+	chain := f.genuine[kds.ProductCertChainURL(abi.VcekReportSigner, "Milan")]
+	forgedChain := f.forged[kds.ProductCertChainURL(abi.VcekReportSigner, "Milan")]
+	edit := func(r *collateral.Response, change func(*collateral.Response)) *collateral.Response {
+		c := &collateral.Response{URL: r.URL, Status: http.StatusOK, Body: bytes.Clone(r.Body), Headers: map[string][]string{}}
+		for k, v := range r.Headers {
+			c.Headers[k] = append([]string(nil), v...)
+		}
+		change(c)
+		return c
+	}
+	forgedTCB := f.forged[tcbInfo.URL]
+	for name, r := range map[string]*collateral.Response{
+		"TCB info with a changed TCB level": edit(tcbInfo, func(c *collateral.Response) {
+			c.Body = bytes.Replace(c.Body, []byte(`"UpToDate"`), []byte(`"Revoked!"`), 1)
+		}),
+		"TCB info without its issuer chain": edit(tcbInfo, func(c *collateral.Response) { delete(c.Headers, pcs.TcbInfoIssuerChainPhrase) }),
+		"TCB info signed by a look-alike, with the genuine issuer chain": edit(forgedTCB, func(c *collateral.Response) {
+			c.Headers[pcs.TcbInfoIssuerChainPhrase] = tcbInfo.Headers[pcs.TcbInfoIssuerChainPhrase]
+		}),
+		"QE identity with a changed signature": edit(qeID, func(c *collateral.Response) {
+			i := bytes.Index(c.Body, []byte(`"signature":"`)) + len(`"signature":"`)
+			c.Body[i] ^= 1 // a hex digit to another
+		}),
+		"QE identity under the TCB info's field": edit(qeID, func(c *collateral.Response) {
+			c.Body = bytes.Replace(c.Body, []byte(`"enclaveIdentity"`), []byte(`"tcbInfo"`), 1)
+		}),
+		"a look-alike PCK CRL with the genuine issuer chain": edit(forgedPCKCRL, func(c *collateral.Response) {
+			c.Headers[pcs.SgxPckCrlIssuerChainPhrase] = pckCRL.Headers[pcs.SgxPckCrlIssuerChainPhrase]
+		}),
+		"the genuine PCK CRL with a look-alike's issuer chain": edit(pckCRL, func(c *collateral.Response) {
+			c.Headers[pcs.SgxPckCrlIssuerChainPhrase] = forgedPCKCRL.Headers[pcs.SgxPckCrlIssuerChainPhrase]
+		}),
+		"the genuine PCK CRL without its issuer chain": edit(pckCRL, func(c *collateral.Response) { delete(c.Headers, pcs.SgxPckCrlIssuerChainPhrase) }),
+		"the AMD CRL with a flipped signature bit":     edit(amdCRL, func(c *collateral.Response) { c.Body[len(c.Body)-1] ^= 1 }),
+		"a cert_chain of a look-alike ASK under the genuine ARK": edit(chain, func(c *collateral.Response) {
+			ask := forgedChain.Body[:bytes.Index(forgedChain.Body[1:], []byte("-----BEGIN"))+1]
+			ark := chain.Body[bytes.Index(chain.Body[1:], []byte("-----BEGIN"))+1:]
+			c.Body = append(bytes.Clone(ask), ark...)
+		}),
+		"a cert_chain of the ARK alone": edit(chain, func(c *collateral.Response) {
+			c.Body = c.Body[bytes.Index(c.Body[1:], []byte("-----BEGIN"))+1:]
+		}),
+	} {
+		if err := f.check(t, r); err == nil {
+			t.Errorf("%s passed", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	// A kind that neither vendor serves.
+	if err := verifier.AuthenticCollateral(f.roots)(tcbInfo, collateral.Validity{Kind: "something"}); err == nil || !strings.Contains(err.Error(), "neither") {
+		t.Errorf("unknown kind: %v", err)
+	}
+}

@@ -1,0 +1,99 @@
+package collateral_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
+	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/tdx"
+)
+
+// TestCacheAuthenticate: a forged TCB info — a look-alike PKI's, claiming issue 50 years on and
+// tcbEvaluationDataNumber 1000 — is answered to the Get that fetched it but, with
+// CacheConfig.Authenticate, neither kept, stored nor counted in the URL's mark: the genuine
+// document served next is kept, and Refetch refuses the forgery. The control run without
+// Authenticate shows what the check prevents: the forgery is served from the cache and the
+// genuine document is refused as a rollback.
+func TestCacheAuthenticate(t *testing.T) {
+	ctx := context.Background()
+	p, docs := intelDocs(t, nil)
+	genuine := docs[0]
+	forger, err := fakeintel.New(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := fakeintel.DefaultCollateralOptions(start.AddDate(50, 0, 0))
+	o.TCBInfo.EvaluationDataNumber = 1000
+	frs, err := forger.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := frs[0]
+	if forged.URL != genuine.URL {
+		t.Fatalf("the forgery is for %s, not %s", forged.URL, genuine.URL)
+	}
+	authentic := func(r *collateral.Response, v collateral.Validity) error {
+		return tdx.Authentic(r, v, []*x509.Certificate{p.Root})
+	}
+	for _, check := range []bool{true, false} {
+		name := map[bool]string{true: "authenticated", false: "control without the check"}[check]
+		t.Run(name, func(t *testing.T) {
+			store := collateral.NewMemoryStore()
+			e := newEnv(t, pcsServer([]*collateral.Response{forged}), store, nil)
+			cfg := collateral.CacheConfig{Upstream: e.fetcher, Store: store, Clock: e.clock}
+			if check {
+				cfg.Authenticate = authentic
+			}
+			c, err := collateral.NewCache(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if r, err := c.Get(ctx, forged.URL); err != nil || r.Digest() != forged.Digest() {
+				t.Fatalf("Get of the forgery: %v; want it answered (the verification rejects it)", err)
+			}
+			_, stErr := store.Get(ctx, forged.URL)
+			_, markErr := store.StoredMark(ctx, forged.URL)
+			if err := e.srv.Replace(genuine); err != nil {
+				t.Fatal(err)
+			}
+			r, getErr := c.Get(ctx, genuine.URL)
+			_, refetchErr := c.Refetch(ctx, genuine.URL)
+			if !check {
+				// What Authenticate prevents.
+				if stErr != nil || markErr != nil || getErr != nil || r.Digest() != forged.Digest() || !errors.Is(refetchErr, collateral.ErrOlder) {
+					t.Fatalf("control: store %v, mark %v, Get %v (forgery served: %v), Refetch %v; want the forgery kept and the genuine document refused",
+						stErr, markErr, getErr, getErr == nil && r.Digest() == forged.Digest(), refetchErr)
+				}
+				return
+			}
+			if !errors.Is(stErr, collateral.ErrNotStored) || !errors.Is(markErr, collateral.ErrNotStored) {
+				t.Fatalf("after the forgery: store %v, mark %v; want neither written", stErr, markErr)
+			}
+			if st := c.Stats(); st.FetchErrors != 1 {
+				t.Errorf("stats %+v; want the forgery counted as a fetch error", st)
+			}
+			if getErr != nil || r.Digest() != genuine.Digest() || refetchErr != nil {
+				t.Fatalf("genuine document: Get %v, Refetch %v; want it fetched and kept", getErr, refetchErr)
+			}
+			if got, err := store.Get(ctx, genuine.URL); err != nil || string(got) != string(genuine.Canonical()) {
+				t.Fatalf("the store does not hold the genuine document: %v", err)
+			}
+			// A later forgery is refused by Refetch and leaves the genuine document in place.
+			if err := e.srv.Replace(forged); err != nil {
+				t.Fatal(err)
+			}
+			e.clock.Advance(time.Minute)
+			if _, err := c.Refetch(ctx, forged.URL); !errors.Is(err, collateral.ErrUnavailable) {
+				t.Fatalf("Refetch of the forgery: %v, want ErrUnavailable", err)
+			}
+			if r, err := c.Get(ctx, genuine.URL); err != nil || r.Digest() != genuine.Digest() {
+				t.Fatalf("after the refused Refetch: %v; want the genuine document served", err)
+			}
+		})
+	}
+}
