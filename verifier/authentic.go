@@ -9,12 +9,15 @@ import (
 	"github.com/proofline/proofline/verifier/tdx"
 )
 
-// AuthenticCollateral returns the check a collateral cache or import makes before it keeps a
-// document (collateral.CacheConfig.Authenticate, collateral.ImportOptions.Authenticate): that
-// Intel or AMD signed it through a chain to one of rs's roots (tdx.Authentic, snp.Authentic).
-// Only signatures are checked; dates and revocation stay the verification's.
+// AuthenticCollateral returns the check a collateral cache makes before it keeps or uses a
+// document (collateral.CacheConfig.Authenticate): that Intel or AMD signed it through a chain to
+// one of rs's roots, and that it is the document its URL names (tdx.Authentic, snp.Authentic).
+// Dates and revocation stay the verification's.
 func AuthenticCollateral(rs *roots.Set) func(*collateral.Response, collateral.Validity) error {
 	return func(r *collateral.Response, v collateral.Validity) error {
+		if rs == nil {
+			return fmt.Errorf("no roots to authenticate %s with", r.URL)
+		}
 		switch v.Kind {
 		case "tcb_info", "qe_identity":
 			return tdx.Authentic(r, v, rs.Intel)

@@ -3,6 +3,8 @@ package verifier_test
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/hex"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -104,6 +106,18 @@ func TestAuthenticCollateral(t *testing.T) {
 	pckCRL := f.genuine[pcs.PckCrlURL("platform")]
 	forgedPCKCRL := f.forged[pcs.PckCrlURL("platform")]
 	amdCRL := f.genuine[kds.CrlLinkByKey("Milan", abi.VcekReportSigner)]
+	var rootCRL, vcek *collateral.Response
+	for u, r := range f.genuine {
+		switch {
+		case strings.HasSuffix(u, ".der") || strings.HasSuffix(u, ".crl"):
+			rootCRL = r
+		case strings.Contains(u, "/vcek/v1/Milan/01"):
+			vcek = r
+		}
+	}
+	if rootCRL == nil || vcek == nil {
+		t.Fatalf("the Root CA CRL or the VCEK is missing from %v", maps.Keys(f.genuine))
+	}
 	chain := f.genuine[kds.ProductCertChainURL(abi.VcekReportSigner, "Milan")]
 	forgedChain := f.forged[kds.ProductCertChainURL(abi.VcekReportSigner, "Milan")]
 	edit := func(r *collateral.Response, change func(*collateral.Response)) *collateral.Response {
@@ -125,10 +139,34 @@ func TestAuthenticCollateral(t *testing.T) {
 		}),
 		"QE identity with a changed signature": edit(qeID, func(c *collateral.Response) {
 			i := bytes.Index(c.Body, []byte(`"signature":"`)) + len(`"signature":"`)
-			c.Body[i] ^= 1 // a hex digit to another
+			sig, err := hex.DecodeString(string(c.Body[i : i+128]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig[0] ^= 1
+			copy(c.Body[i:], hex.EncodeToString(sig))
 		}),
-		"QE identity under the TCB info's field": edit(qeID, func(c *collateral.Response) {
+		"QE identity under the TCB info's field and header": edit(qeID, func(c *collateral.Response) {
 			c.Body = bytes.Replace(c.Body, []byte(`"enclaveIdentity"`), []byte(`"tcbInfo"`), 1)
+			c.Headers[pcs.TcbInfoIssuerChainPhrase] = c.Headers[pcs.SgxQeIdentityIssuerChainPhrase]
+		}),
+		"QE identity served at the TCB info's URL":  edit(qeID, func(c *collateral.Response) { c.URL = tcbInfo.URL }),
+		"TCB info served at another FMSPC's URL":    edit(tcbInfo, func(c *collateral.Response) { c.URL = pcs.TcbInfoURL("00906ed50000") }),
+		"the Root CA CRL served at the PCK CRL URL": edit(rootCRL, func(c *collateral.Response) { c.URL = pckCRL.URL }),
+		"the Platform CA's CRL served at the Processor CA's URL": edit(pckCRL, func(c *collateral.Response) {
+			c.URL = pcs.PckCrlURL("processor")
+		}),
+		"the VCEK served at another chip's URL": edit(vcek, func(c *collateral.Response) {
+			c.URL = strings.Replace(c.URL, "/Milan/01", "/Milan/ff", 1)
+		}),
+		"the VCEK served at another TCB's URL": edit(vcek, func(c *collateral.Response) {
+			c.URL = strings.Replace(c.URL, "snpSPL=", "snpSPL=1", 1)
+		}),
+		"the Milan CRL served at Genoa's URL": edit(amdCRL, func(c *collateral.Response) {
+			c.URL = kds.CrlLinkByKey("Genoa", abi.VcekReportSigner)
+		}),
+		"the VCEK cert_chain served at the VLEK cert_chain URL": edit(chain, func(c *collateral.Response) {
+			c.URL = kds.ProductCertChainURL(abi.VlekReportSigner, "Milan")
 		}),
 		"a look-alike PCK CRL with the genuine issuer chain": edit(forgedPCKCRL, func(c *collateral.Response) {
 			c.Headers[pcs.SgxPckCrlIssuerChainPhrase] = pckCRL.Headers[pcs.SgxPckCrlIssuerChainPhrase]
@@ -156,5 +194,24 @@ func TestAuthenticCollateral(t *testing.T) {
 	// A kind that neither vendor serves.
 	if err := verifier.AuthenticCollateral(f.roots)(tcbInfo, collateral.Validity{Kind: "something"}); err == nil || !strings.Contains(err.Error(), "neither") {
 		t.Errorf("unknown kind: %v", err)
+	}
+}
+
+// TestAuthenticCollateralNilRoots: nil entries in a hand-built root set are skipped, not
+// dereferenced.
+func TestAuthenticCollateralNilRoots(t *testing.T) {
+	f := newAuthenticFixture(t)
+	f.roots.Intel = append([]*x509.Certificate{nil}, f.roots.Intel...)
+	f.roots.AMD["Genoa"] = nil
+	f.roots.AMD["Turin"] = &roots.AMDProduct{Line: "Turin"}
+	for u, r := range f.genuine {
+		if err := f.check(t, r); err != nil {
+			t.Errorf("genuine %s: %v", u, err)
+		}
+	}
+	for u, r := range f.forged {
+		if err := f.check(t, r); err == nil {
+			t.Errorf("forged %s passed", u)
+		}
 	}
 }

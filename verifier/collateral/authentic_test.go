@@ -97,3 +97,68 @@ func TestCacheAuthenticate(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheAuthenticateStored: a forged TCB info already in the Store (written by an earlier
+// version, another replica or an import) is unusable with CacheConfig.Authenticate: Warm does
+// not load it, a Get fetches the genuine document instead and replaces it, and it does not make
+// the genuine document look older. The control run without the check serves the forgery from
+// the Store without fetching.
+func TestCacheAuthenticateStored(t *testing.T) {
+	ctx := context.Background()
+	p, docs := intelDocs(t, nil)
+	genuine := docs[0]
+	forger, err := fakeintel.New(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := fakeintel.DefaultCollateralOptions(start.AddDate(50, 0, 0))
+	o.TCBInfo.EvaluationDataNumber = 1000
+	frs, err := forger.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := frs[0]
+	for _, check := range []bool{true, false} {
+		t.Run(map[bool]string{true: "authenticated", false: "control without the check"}[check], func(t *testing.T) {
+			store := collateral.NewMemoryStore()
+			if err := store.Put(ctx, forged.URL, forged.Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			e := newEnv(t, pcsServer([]*collateral.Response{genuine}), store, nil)
+			cfg := collateral.CacheConfig{Upstream: e.fetcher, Store: store, Clock: e.clock}
+			if check {
+				cfg.Authenticate = func(r *collateral.Response, v collateral.Validity) error {
+					return tdx.Authentic(r, v, []*x509.Certificate{p.Root})
+				}
+			}
+			c, err := collateral.NewCache(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			n, err := c.Warm(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := c.Get(ctx, genuine.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !check {
+				if n != 1 || r.Digest() != forged.Digest() || e.srv.Served(genuine.URL) != 0 {
+					t.Fatalf("control: warmed %d, forgery served %v, fetched %d times; want the stored forgery served", n, r.Digest() == forged.Digest(), e.srv.Served(genuine.URL))
+				}
+				return
+			}
+			if n != 0 || r.Digest() != genuine.Digest() || e.srv.Served(genuine.URL) != 1 {
+				t.Fatalf("warmed %d, genuine served %v, fetched %d times; want the forgery skipped and the genuine document fetched", n, r.Digest() == genuine.Digest(), e.srv.Served(genuine.URL))
+			}
+			if got, err := store.Get(ctx, genuine.URL); err != nil || string(got) != string(genuine.Canonical()) {
+				t.Fatalf("the store still holds the forgery: %v", err)
+			}
+			if st := c.Stats(); st.StoreErrors == 0 {
+				t.Errorf("stats %+v; want the unusable stored forgery counted", st)
+			}
+		})
+	}
+}

@@ -114,10 +114,12 @@ type CacheStats struct {
 	Misses, Coalesced uint64
 	// StoreHits are fetches answered by a fresh copy in the Store.
 	StoreHits uint64
-	// Fetches are upstream Gets; FetchErrors those that failed, and those whose answer was
-	// refused as older than the document held (ErrOlder).
+	// Fetches are upstream Gets; FetchErrors those that failed, those whose answer was
+	// refused as older than the document held (ErrOlder), and those whose answer Authenticate
+	// refused.
 	Fetches, FetchErrors uint64
-	// StoreErrors are failed Store reads (other than ErrNotStored) and writes.
+	// StoreErrors are failed Store reads (other than ErrNotStored, and including stored
+	// documents Authenticate refuses) and writes.
 	StoreErrors uint64
 	// StaleServed are stale documents served through AllowStaleUnsafe.
 	StaleServed uint64
@@ -410,7 +412,8 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 	return e
 }
 
-// readStore reads and parses url's response in the store, without keeping it.
+// readStore reads and parses url's response in the store, without keeping it. A response that
+// Authenticate refuses is unusable, like one that does not parse.
 func (c *Cache) readStore(ctx context.Context, url string) (*entry, error) {
 	data, err := c.store.Get(ctx, url)
 	if err != nil {
@@ -423,6 +426,12 @@ func (c *Cache) readStore(ctx context.Context, url string) (*entry, error) {
 	var v Validity
 	if err == nil {
 		v, err = ValidityOf(rs[0])
+	}
+	if err == nil && c.authentic != nil {
+		// What another replica, an earlier version or an import wrote is checked like a fetch.
+		if err = c.authentic(rs[0], v); err != nil {
+			err = fmt.Errorf("it is not signed by its vendor through a pinned root: %w", err)
+		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("collateral store: unusable response for %s: %w", url, err)

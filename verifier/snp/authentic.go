@@ -5,6 +5,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"strings"
+
+	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
 
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/roots"
@@ -17,37 +21,35 @@ import (
 // claiming a far-future date — can neither be served from the cache nor make the genuine
 // documents that follow look like rollbacks.
 //
-// It checks signatures only. Validity periods, revocation and freshness depend on the
-// verification time and are the verifier's, on every verification (Verify).
+// It checks signatures, and that the document is the one r.URL names (a genuine document served
+// at another URL — another chip's or TCB's VCEK, another product line's CRL — is refused too).
+// Validity periods, revocation and freshness depend on the verification time and are the
+// verifier's, on every verification (Verify).
 //
-//   - CRLs: signed by a pinned ARK.
-//   - A VCEK or VLEK certificate: signed by a pinned ASK or ASVK. The KDS answer does not carry
-//     its intermediate, so with roots that pin only an ARK a fetched VCEK is never kept (it is
-//     fetched for every verification that needs it); every built-in product line pins both.
-//   - A cert_chain (ASK or ASVK, then ARK): the ARK is a pinned one, and it signed the other
-//     certificate.
+//   - CRLs: signed by a pinned ARK, at that product line's VCEK or VLEK CRL URL (the two are
+//     signed alike, so which of them a CRL is cannot be told from the CRL).
+//   - A VCEK: signed by the pinned ASK of the product line its issuer names, at the URL its
+//     hwID and SPL extensions make (VCEKURL). The KDS answer does not carry its intermediate, so
+//     with roots that pin only an ARK a fetched VCEK is never kept (it is fetched for every
+//     verification that needs it); every built-in product line pins the ASK.
+//   - A cert_chain (ASK or ASVK, then ARK): the ARK is the pinned one of the product line whose
+//     cert_chain URL r.URL is, and it signed the other certificate, which is that line's.
 //
 // Any other kind is an error: AMD KDS serves no other document.
 func Authentic(r *collateral.Response, v collateral.Validity, products map[string]*roots.AMDProduct) error {
-	var arks, intermediates []*x509.Certificate
-	for _, p := range products {
-		if p.ARK != nil {
-			arks = append(arks, p.ARK)
-		}
-		for _, c := range []*x509.Certificate{p.ASK, p.ASVK} {
-			if c != nil {
-				intermediates = append(intermediates, c)
-			}
-		}
-	}
 	switch v.Kind {
 	case "crl":
 		crl, err := x509.ParseRevocationList(r.Body)
 		if err != nil {
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
-		if signedBy(crl.RawIssuer, crl.CheckSignatureFrom, arks) {
-			return nil
+		for line, p := range products {
+			if p != nil && signedBy(crl.RawIssuer, crl.CheckSignatureFrom, p.ARK) {
+				if r.URL != kds.CrlLinkByKey(line, abi.VcekReportSigner) && r.URL != kds.CrlLinkByKey(line, abi.VlekReportSigner) {
+					return fmt.Errorf("it is the CRL of ARK-%s, served at %s, which is not a %s CRL URL", line, r.URL, line)
+				}
+				return nil
+			}
 		}
 		return fmt.Errorf("the CRL (issuer %q) is not signed by a pinned AMD ARK", crl.Issuer.CommonName)
 	case "certificate":
@@ -55,10 +57,19 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 		if err != nil {
 			return fmt.Errorf("the certificate does not parse: %w", err)
 		}
-		if signedBy(c.RawIssuer, c.CheckSignatureFrom, intermediates) {
-			return nil
+		line, ok := strings.CutPrefix(c.Issuer.CommonName, "SEV-")
+		p := products[line]
+		if !ok || p == nil || !signedBy(c.RawIssuer, c.CheckSignatureFrom, p.ASK) {
+			return fmt.Errorf("the %q certificate is not a VCEK signed by a pinned AMD ASK (issuer %q)", c.Subject.CommonName, c.Issuer.CommonName)
 		}
-		return fmt.Errorf("the %q certificate is not signed by a pinned AMD ASK or ASVK (issuer %q)", c.Subject.CommonName, c.Issuer.CommonName)
+		ext, err := ParseCertExtensions(c.Extensions, abi.VcekReportSigner, line)
+		if err != nil {
+			return err
+		}
+		if want := VCEKURL(line, ext.HWID, ext.TCB().compose(line)); r.URL != want {
+			return fmt.Errorf("it is the VCEK at %s, served at %s", want, r.URL)
+		}
+		return nil
 	case "cert_chain":
 		var chain []*x509.Certificate
 		for rest := r.Body; ; {
@@ -76,27 +87,23 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 			return fmt.Errorf("the cert_chain holds %d certificates, want 2 (ASK or ASVK, then ARK)", len(chain))
 		}
 		inter, ark := chain[0], chain[1]
-		pinned := false
-		for _, a := range arks {
-			pinned = pinned || a.Equal(ark)
+		for line, p := range products {
+			for key, cn := range map[abi.ReportSigner]string{abi.VcekReportSigner: "SEV-" + line, abi.VlekReportSigner: "SEV-VLEK-" + line} {
+				if p == nil || p.ARK == nil || r.URL != kds.ProductCertChainURL(key, line) {
+					continue
+				}
+				if !p.ARK.Equal(ark) || inter.Subject.CommonName != cn || !signedBy(inter.RawIssuer, inter.CheckSignatureFrom, ark) {
+					return fmt.Errorf("the cert_chain at %s is not %s signed by the pinned ARK-%s", r.URL, cn, line)
+				}
+				return nil
+			}
 		}
-		if !pinned {
-			return fmt.Errorf("the cert_chain's %q is not a pinned AMD ARK", ark.Subject.CommonName)
-		}
-		if !signedBy(inter.RawIssuer, inter.CheckSignatureFrom, []*x509.Certificate{ark}) {
-			return fmt.Errorf("the cert_chain's %q is not signed by its %q", inter.Subject.CommonName, ark.Subject.CommonName)
-		}
-		return nil
+		return fmt.Errorf("%s is the cert_chain URL of no product line with a pinned ARK", r.URL)
 	}
 	return fmt.Errorf("AMD KDS serves no %q document", v.Kind)
 }
 
-// signedBy reports whether one of cas has the subject rawIssuer and a key checkFrom accepts.
-func signedBy(rawIssuer []byte, checkFrom func(*x509.Certificate) error, cas []*x509.Certificate) bool {
-	for _, ca := range cas {
-		if bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil {
-			return true
-		}
-	}
-	return false
+// signedBy reports whether ca (nil: none) has the subject rawIssuer and a key checkFrom accepts.
+func signedBy(rawIssuer []byte, checkFrom func(*x509.Certificate) error, ca *x509.Certificate) bool {
+	return ca != nil && bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil
 }

@@ -135,6 +135,18 @@ func DecomposeTCB(v uint64, line string) TCB {
 	return TCB{Bootloader: b[0], TEE: b[1], SNP: b[6], Microcode: b[7]}
 }
 
+// compose is the TCB_VERSION of a product line that DecomposeTCB splits into t, with the
+// reserved bytes zero.
+func (t TCB) compose(line string) uint64 {
+	var b [8]byte
+	if line == "Turin" {
+		b[0], b[1], b[2], b[3], b[7] = t.FMC, t.Bootloader, t.TEE, t.SNP, t.Microcode
+	} else {
+		b[0], b[1], b[6], b[7] = t.Bootloader, t.TEE, t.SNP, t.Microcode
+	}
+	return binary.LittleEndian.Uint64(b[:])
+}
+
 // AtLeast reports whether every component of t is at or above floor's.
 func (t TCB) AtLeast(floor TCB) bool {
 	return t.FMC >= floor.FMC && t.Bootloader >= floor.Bootloader && t.TEE >= floor.TEE &&

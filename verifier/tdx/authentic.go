@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/go-tdx-guest/pcs"
 	"github.com/proofline/proofline/verifier/collateral"
@@ -18,28 +20,50 @@ import (
 // issue date or a huge tcbEvaluationDataNumber — can neither be served from the cache nor make
 // the genuine documents that follow look like rollbacks.
 //
-// It checks signatures only. Validity periods, revocation and freshness depend on the
+// It checks signatures, and that the document is the one r.URL names (a genuine document served
+// at another URL — another FMSPC's TCB info, SGX's at TDX's URL, the Processor CA's CRL at the
+// Platform CA's — is refused too). Validity periods, revocation and freshness depend on the
 // verification time and are the verifier's, on every verification (Verify).
 //
-//   - TCB info and QE identity: the signature over the signed object, by the TCB signing
-//     certificate of the issuer-chain header, which a root must have signed.
-//   - CRLs: the Root CA CRL signed by a root, or a PCK CRL signed by the PCK CA of its
-//     SGX-PCK-CRL-Issuer-Chain header, which a root must have signed.
+//   - TCB info: the signature over the signed object by the TCB signing certificate of the
+//     issuer-chain header, which a root must have signed; id "TDX", and r.URL is the TDX TCB
+//     info URL of its fmspc.
+//   - QE identity: signed the same way; id "TD_QE", at the TDX QE identity URL.
+//   - CRLs: the Root CA CRL signed by a root, at that root's CRL distribution point; or a PCK
+//     CRL signed by the PCK CA of its SGX-PCK-CRL-Issuer-Chain header, which a root must have
+//     signed, at the PCK CRL URL of that CA (ca=platform or ca=processor).
 //
 // Any other kind is an error: Intel PCS serves no other document.
 func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Certificate) error {
 	switch v.Kind {
 	case "tcb_info":
-		return authenticSigned(r, pcs.TcbInfoIssuerChainPhrase, "tcbInfo", roots)
+		doc, err := authenticSigned(r, pcs.TcbInfoIssuerChainPhrase, "tcbInfo", roots)
+		if err != nil {
+			return err
+		}
+		if want := pcs.TcbInfoURL(strings.ToLower(doc.FMSPC)); doc.ID != "TDX" || r.URL != want {
+			return fmt.Errorf("it is the %s TCB info of FMSPC %s (at %s), served at %s", doc.ID, doc.FMSPC, want, r.URL)
+		}
+		return nil
 	case "qe_identity":
-		return authenticSigned(r, pcs.SgxQeIdentityIssuerChainPhrase, "enclaveIdentity", roots)
+		doc, err := authenticSigned(r, pcs.SgxQeIdentityIssuerChainPhrase, "enclaveIdentity", roots)
+		if err != nil {
+			return err
+		}
+		if want := pcs.QeIdentityURL(); doc.ID != "TD_QE" || r.URL != want {
+			return fmt.Errorf("it is the %s identity, served at %s (the TDX QE identity is TD_QE, at %s)", doc.ID, r.URL, want)
+		}
+		return nil
 	case "crl":
 		crl, err := x509.ParseRevocationList(r.Body)
 		if err != nil {
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
-		if issuedBy(crl.RawIssuer, crl.CheckSignatureFrom, roots) != nil {
-			return nil // the Root CA CRL
+		if root := issuedBy(crl.RawIssuer, crl.CheckSignatureFrom, roots); root != nil {
+			if !slices.Contains(root.CRLDistributionPoints, r.URL) {
+				return fmt.Errorf("it is the CRL of %q, served at %s, which is not that root's CRL distribution point %q", root.Subject.CommonName, r.URL, root.CRLDistributionPoints)
+			}
+			return nil
 		}
 		if len(r.Header(pcs.SgxPckCrlIssuerChainPhrase)) == 0 {
 			return fmt.Errorf("the CRL is not signed by a pinned Intel SGX Root CA and has no %s header", pcs.SgxPckCrlIssuerChainPhrase)
@@ -51,38 +75,55 @@ func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Cert
 		if issuedBy(crl.RawIssuer, crl.CheckSignatureFrom, []*x509.Certificate{ca}) == nil {
 			return fmt.Errorf("the CRL is not signed by the %q of its %s header", ca.Subject.CommonName, pcs.SgxPckCrlIssuerChainPhrase)
 		}
+		kind := pckCAParam(ca.Subject.CommonName)
+		if kind == "" {
+			return fmt.Errorf("the PCK CRL is signed by %q, neither the Platform nor the Processor CA", ca.Subject.CommonName)
+		}
+		if want := pcs.PckCrlURL(kind); r.URL != want {
+			return fmt.Errorf("it is the CRL of %q (at %s), served at %s", ca.Subject.CommonName, want, r.URL)
+		}
 		return nil
 	}
 	return fmt.Errorf("Intel PCS serves no %q document", v.Kind)
 }
 
-// authenticSigned checks a signed PCS JSON document (see Authentic).
-func authenticSigned(r *collateral.Response, header, field string, roots []*x509.Certificate) error {
+// signedID is what Authentic reads of a signed PCS document to tie it to its URL.
+type signedID struct {
+	ID    string `json:"id"`
+	FMSPC string `json:"fmspc"`
+}
+
+// authenticSigned checks a signed PCS JSON document (see Authentic) and returns its identity.
+func authenticSigned(r *collateral.Response, header, field string, roots []*x509.Certificate) (*signedID, error) {
 	signer, err := rootSigned(r, header, roots)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if signer.Subject.CommonName != tcbSigningCN {
-		return fmt.Errorf("%s is signed by %q, want %q", field, signer.Subject.CommonName, tcbSigningCN)
+		return nil, fmt.Errorf("%s is signed by %q, want %q", field, signer.Subject.CommonName, tcbSigningCN)
 	}
 	var body map[string]json.RawMessage
 	if err := json.Unmarshal(r.Body, &body); err != nil {
-		return fmt.Errorf("%s response is not a JSON object: %w", field, err)
+		return nil, fmt.Errorf("%s response is not a JSON object: %w", field, err)
 	}
 	var sigHex string
 	raw, ok := body[field]
 	if !ok || json.Unmarshal(body["signature"], &sigHex) != nil {
-		return fmt.Errorf("%s response lacks %q or \"signature\"", field, field)
+		return nil, fmt.Errorf("%s response lacks %q or \"signature\"", field, field)
 	}
 	sig, err := hex.DecodeString(sigHex)
 	if err != nil {
-		return fmt.Errorf("%s signature is not hex: %w", field, err)
+		return nil, fmt.Errorf("%s signature is not hex: %w", field, err)
 	}
 	pub, err := publicKeyP256(signer)
 	if err != nil || !verifyRawP256(pub, raw, sig) {
-		return fmt.Errorf("%s signature does not verify with the TCB signing certificate", field)
+		return nil, fmt.Errorf("%s signature does not verify with the TCB signing certificate", field)
 	}
-	return nil
+	var id signedID
+	if err := json.Unmarshal(raw, &id); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return &id, nil
 }
 
 // rootSigned returns the certificate of r's issuer-chain header after checking that one of roots
@@ -92,18 +133,17 @@ func rootSigned(r *collateral.Response, header string, roots []*x509.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("%s header: %w", header, err)
 	}
-	root := issuedBy(c.RawIssuer, c.CheckSignatureFrom, roots)
-	if root == nil {
+	if issuedBy(c.RawIssuer, c.CheckSignatureFrom, roots) == nil {
 		return nil, fmt.Errorf("the %q certificate of the %s header is not signed by a pinned Intel SGX Root CA", c.Subject.CommonName, header)
 	}
 	return c, nil
 }
 
 // issuedBy returns the first of cas whose subject is rawIssuer and whose key checkFrom accepts,
-// or nil.
+// or nil. Nil entries are skipped.
 func issuedBy(rawIssuer []byte, checkFrom func(*x509.Certificate) error, cas []*x509.Certificate) *x509.Certificate {
 	for _, ca := range cas {
-		if bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil {
+		if ca != nil && bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil {
 			return ca
 		}
 	}

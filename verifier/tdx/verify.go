@@ -252,13 +252,22 @@ func verifyChainUncached(leaf, intermediate *x509.Certificate, roots []*x509.Cer
 	return chain, nil
 }
 
+// pckCAParam returns the PCS "ca" parameter of the PCK CA named cn, or "" when cn names neither
+// the Platform nor the Processor CA.
+func pckCAParam(cn string) string {
+	switch cn {
+	case "Intel SGX PCK Platform CA":
+		return "platform"
+	case "Intel SGX PCK Processor CA":
+		return "processor"
+	}
+	return ""
+}
+
 // pckCA returns the PCS "ca" parameter for the PCK's issuer.
 func pckCA(pck *x509.Certificate) (string, error) {
-	switch pck.Issuer.CommonName {
-	case "Intel SGX PCK Platform CA":
-		return "platform", nil
-	case "Intel SGX PCK Processor CA":
-		return "processor", nil
+	if ca := pckCAParam(pck.Issuer.CommonName); ca != "" {
+		return ca, nil
 	}
 	return "", fmt.Errorf("PCK issuer %q is neither the Platform nor the Processor CA", pck.Issuer.CommonName)
 }
