@@ -20,22 +20,7 @@ import (
 // genuine document is refused as a rollback.
 func TestCacheAuthenticate(t *testing.T) {
 	ctx := context.Background()
-	p, docs := intelDocs(t, nil)
-	genuine := docs[0]
-	forger, err := fakeintel.New(start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := fakeintel.DefaultCollateralOptions(start.AddDate(50, 0, 0))
-	o.TCBInfo.EvaluationDataNumber = 1000
-	frs, err := forger.Collateral(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := frs[0]
-	if forged.URL != genuine.URL {
-		t.Fatalf("the forgery is for %s, not %s", forged.URL, genuine.URL)
-	}
+	p, genuine, forged := forgedTCBInfo(t)
 	authentic := func(r *collateral.Response, v collateral.Validity) error {
 		return tdx.Authentic(r, v, []*x509.Certificate{p.Root})
 	}
@@ -105,19 +90,7 @@ func TestCacheAuthenticate(t *testing.T) {
 // the Store without fetching.
 func TestCacheAuthenticateStored(t *testing.T) {
 	ctx := context.Background()
-	p, docs := intelDocs(t, nil)
-	genuine := docs[0]
-	forger, err := fakeintel.New(start)
-	if err != nil {
-		t.Fatal(err)
-	}
-	o := fakeintel.DefaultCollateralOptions(start.AddDate(50, 0, 0))
-	o.TCBInfo.EvaluationDataNumber = 1000
-	frs, err := forger.Collateral(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	forged := frs[0]
+	p, genuine, forged := forgedTCBInfo(t)
 	for _, check := range []bool{true, false} {
 		t.Run(map[bool]string{true: "authenticated", false: "control without the check"}[check], func(t *testing.T) {
 			store := collateral.NewMemoryStore()
@@ -161,4 +134,25 @@ func TestCacheAuthenticateStored(t *testing.T) {
 			}
 		})
 	}
+}
+
+// forgedTCBInfo returns the fake PCS's PKI, its TCB info, and a forgery of it: a look-alike
+// PKI's TCB info for the same URL, claiming issue 50 years on and tcbEvaluationDataNumber 1000.
+func forgedTCBInfo(t *testing.T) (p *fakeintel.PKI, genuine, forged *collateral.Response) {
+	t.Helper()
+	p, docs := intelDocs(t, nil)
+	forger, err := fakeintel.New(start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := fakeintel.DefaultCollateralOptions(start.AddDate(50, 0, 0))
+	o.TCBInfo.EvaluationDataNumber = 1000
+	frs, err := forger.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frs[0].URL != docs[0].URL {
+		t.Fatalf("the forgery is for %s, not %s", frs[0].URL, docs[0].URL)
+	}
+	return p, docs[0], frs[0]
 }
