@@ -9,8 +9,8 @@ import (
 	"github.com/proofline/proofline/verifier/tdx"
 )
 
-// AuthenticCollateral returns the check a collateral cache makes before it keeps or uses a
-// document (collateral.CacheConfig.Authenticate): that Intel or AMD signed it through a chain to
+// AuthenticCollateral returns the check a collateral cache or import makes before it keeps or
+// uses a document (collateral.CacheConfig.Authenticate, collateral.ImportOptions.Authenticate): that Intel or AMD signed it through a chain to
 // one of rs's roots, and that it is the document its URL names (tdx.Authentic, snp.Authentic).
 // Dates and revocation stay the verification's.
 func AuthenticCollateral(rs *roots.Set) func(*collateral.Response, collateral.Validity) error {

@@ -21,7 +21,9 @@ import (
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/internal/buildinfo"
 	"github.com/proofline/proofline/internal/durable"
+	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
+	"github.com/proofline/proofline/verifier/roots"
 	"github.com/proofline/proofline/verifier/service"
 )
 
@@ -174,9 +176,10 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	database := flags.String("database", "", "import into the collateral cache in this state database instead (serve's database: DSN, MySQL/MariaDB)")
 	trustedKey := flags.String("trusted-key", "", "the exporter's record key history (GET /v1/keys, or keys/history.json of its data directory) or a PEM public key; default the key history of --data-dir (a bundle this data directory exported)")
 	atFlag := flags.String("at", "", "judge freshness at this time (RFC 3339) instead of now")
+	rootsDir := flags.String("roots", "", "a directory of *.pem vendor roots the documents must chain to, as serve's roots: (test mode); default the built-in Intel and AMD roots")
 	grace := flags.Duration("stale-grace-unsafe", 0, "import documents up to this long past their nextUpdate (verdicts still report them stale unless the policy's stale_grace_unsafe accepts it)")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR | --database DSN] [--trusted-key FILE] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
+		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR | --database DSN] [--trusted-key FILE] [--roots DIR] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
 		flags.PrintDefaults()
 	}
 	pos, err := parseInterleaved(flags, args)
@@ -213,6 +216,15 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	if err != nil {
 		return fail(exitUsage, "--trusted-key: %v", err)
 	}
+	var rs *roots.Set
+	if *rootsDir != "" {
+		rs, err = roots.ReadDir(*rootsDir)
+	} else {
+		rs, err = roots.Builtin()
+	}
+	if err != nil {
+		return fail(exitUsage, "--roots: %v", err)
+	}
 	data, err := durable.ReadLimited(pos[0], collateral.MaxBundleSize)
 	if err != nil {
 		return fail(exitUsage, "%v", err)
@@ -231,7 +243,8 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 		return fail(1, "%v", err)
 	}
 	defer closeStore()
-	rep, err := collateral.ImportBundle(ctx, b, store, collateral.ImportOptions{At: at, StaleGraceUnsafe: *grace})
+	rep, err := collateral.ImportBundle(ctx, b, store, collateral.ImportOptions{At: at, StaleGraceUnsafe: *grace,
+		Authenticate: verifier.AuthenticCollateral(rs)})
 	if rep != nil {
 		for _, r := range rep.Results {
 			switch r.Outcome {

@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 	"github.com/proofline/proofline/internal/mysqltest"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/roots"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
 )
@@ -37,7 +40,8 @@ type airGap struct {
 	results [][]byte // ResultJSON of bodies[i] at A
 	status  []string
 	bundle  string
-	docs    int // documents in A's cache
+	docs    int    // documents in A's cache
+	roots   string // a directory of the simulated platforms' roots, for import --roots
 }
 
 var agent = service.Principal{Name: "vm-1", Role: service.RoleAgent}
@@ -70,6 +74,7 @@ func newAirGap(t *testing.T) *airGap {
 		routes = append(routes, service.RouteConfig{Prefix: r.Prefix, Base: r.Base})
 	}
 	g.dirA = t.TempDir()
+	g.roots = writeRoots(t, g.plat.Roots)
 	svcA := g.open(t, service.Config{DataDir: g.dirA,
 		Collateral: service.CollateralConfig{Fetch: service.FetchConfig{Enabled: true, Routes: routes, RefreshInterval: time.Hour}}},
 		g.srv.Client())
@@ -140,8 +145,28 @@ func (g *airGap) open(t *testing.T, cfg service.Config, client *http.Client) *se
 func (g *airGap) importInto(t *testing.T, dir string, args ...string) (int, string) {
 	t.Helper()
 	var errb bytes.Buffer
-	code := collateralImport(context.Background(), append([]string{"--data-dir", dir}, args...), &errb, g.clock.Now)
+	code := collateralImport(context.Background(), append([]string{"--data-dir", dir, "--roots", g.roots}, args...), &errb, g.clock.Now)
 	return code, errb.String()
+}
+
+// writeRoots writes rs's certificates into a roots directory (serve's roots:, import --roots).
+func writeRoots(t *testing.T, rs *roots.Set) string {
+	t.Helper()
+	var b bytes.Buffer
+	certs := slices.Clone(rs.Intel)
+	for _, p := range rs.AMD {
+		certs = append(certs, p.ARK, p.ASK, p.ASVK)
+	}
+	for _, c := range certs {
+		if c != nil {
+			pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "roots.pem"), b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
 
 // noNetwork is a transport that fails the test on any request.
@@ -160,7 +185,16 @@ func (n noNetwork) RoundTrip(r *http.Request) (*http.Response, error) {
 func TestCollateralAirGap(t *testing.T) {
 	g := newAirGap(t)
 	dirB := t.TempDir()
-	code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName))
+	trust := filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)
+	// The built-in vendor roots (no --roots) do not anchor the simulated platforms' documents:
+	// every one is refused as not signed by its vendor, and nothing is written.
+	var errb bytes.Buffer
+	if code := collateralImport(context.Background(), []string{"--data-dir", dirB, "--trusted-key", trust, g.bundle}, &errb, g.clock.Now); code != 1 ||
+		strings.Count(errb.String(), "not signed by its vendor through a pinned root") != g.docs ||
+		!strings.Contains(errb.String(), fmt.Sprintf("0 imported, 0 kept because the data directory's copy is newer or the same, %d refused", g.docs)) {
+		t.Fatalf("import with the built-in roots: exit %d, want 1 and %d documents refused as not authentic:\n%s", code, g.docs, errb.String())
+	}
+	code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", trust)
 	if code != 0 || !strings.Contains(out, "imported, 0 kept") || !strings.Contains(out, " 0 refused") {
 		t.Fatalf("import: exit %d:\n%s", code, out)
 	}

@@ -427,6 +427,10 @@ type ImportOptions struct {
 	// StaleGraceUnsafe accepts documents up to this long past their nextUpdate. A verifier still
 	// reports such a document stale unless its policy accepts the grace (stale_grace_unsafe).
 	StaleGraceUnsafe time.Duration
+	// Authenticate, when set, refuses a document that its vendor did not sign through a pinned
+	// root or that is not the document its URL names (verifier.AuthenticCollateral), as the
+	// Cache's check does, before anything is written or the URL's mark raised.
+	Authenticate func(*Response, Validity) error
 }
 
 // Import outcomes of one document.
@@ -453,7 +457,7 @@ type ImportReport struct {
 }
 
 // ImportBundle writes the documents of an opened bundle (OpenBundle) into dst, one Put each. It
-// refuses (and does not write) a document already past its nextUpdate at o.At (beyond
+// refuses (and does not write) a document o.Authenticate refuses, one already past its nextUpdate at o.At (beyond
 // o.StaleGraceUnsafe), and keeps the destination's copy when it is the same document, issued at
 // the same time with a nextUpdate as late or later, or when the bundle's is older by the Cache's
 // rule (olderThan: a lower Intel tcbEvaluationDataNumber, which never goes backwards, or an
@@ -486,6 +490,13 @@ func ImportBundle(ctx context.Context, b *Bundle, dst Store, o ImportOptions) (*
 		if err != nil {
 			add(ImportResult{URL: e.URL, Outcome: Refused, Reason: err.Error()})
 			continue
+		}
+		if o.Authenticate != nil {
+			if err := o.Authenticate(resp, v); err != nil {
+				add(ImportResult{URL: e.URL, Outcome: Refused, Validity: v,
+					Reason: fmt.Sprintf("not signed by its vendor through a pinned root: %v; check that the importer trusts the vendor roots the exporter verifies with", err)})
+				continue
+			}
 		}
 		if !v.Immutable && !o.At.Before(v.NextUpdate.Add(o.StaleGraceUnsafe)) {
 			reason := fmt.Sprintf("expired: its nextUpdate is %s, before the import time %s", bundleTime(v.NextUpdate), bundleTime(o.At))
