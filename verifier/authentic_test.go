@@ -12,12 +12,16 @@ import (
 
 	"github.com/google/go-sev-guest/abi"
 	"github.com/google/go-sev-guest/kds"
+	sevtestdata "github.com/google/go-sev-guest/verify/testdata"
+	"github.com/google/go-sev-guest/verify/trust"
 	"github.com/google/go-tdx-guest/pcs"
+	tdxtesting "github.com/google/go-tdx-guest/testing"
 	"github.com/proofline/proofline/attest/attesttest/fakeamd"
 	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/roots"
+	"github.com/proofline/proofline/verifier/snp"
 )
 
 // authenticFixture is every document the fake PCS and KDS serve for one Intel and one AMD PKI,
@@ -212,6 +216,53 @@ func TestAuthenticCollateralNilRoots(t *testing.T) {
 	for u, r := range f.forged {
 		if err := f.check(t, r); err == nil {
 			t.Errorf("forged %s passed", u)
+		}
+	}
+}
+
+// TestAuthenticCollateralReal: Intel's own PCS responses (TCB info v4 and v5, QE identity, the
+// PCK CRL with its issuer-chain header, the Root CA CRL, as go-tdx-guest records them) and AMD's
+// own Milan VCEK and cert_chains (go-sev-guest's test data) authenticate against the built-in vendor roots at
+// the URLs a verifier asks for them; the real encodings (percent-encoded headers, Intel's names
+// and CRLs, AMD's RSA-PSS signatures and KDS extensions) pass, not only the fake PKIs'.
+func TestAuthenticCollateralReal(t *testing.T) {
+	check := verifier.AuthenticCollateral(builtinRoots(t))
+	fake := verifier.AuthenticCollateral(newAuthenticFixture(t).roots)
+	var docs []*collateral.Response
+	for u, r := range tdxtesting.TestGetter.Responses {
+		docs = append(docs, &collateral.Response{URL: u, Status: http.StatusOK, Headers: r.Header, Body: r.Body})
+	}
+	c, err := x509.ParseCertificate(sevtestdata.VcekBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ext, err := snp.ParseCertExtensions(c.Extensions, abi.VcekReportSigner, "Milan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcb, err := kds.ComposeTCBParts(kds.TCBParts{BlSpl: ext.BlSPL, TeeSpl: ext.TeeSPL, Spl4: ext.Spl4, Spl5: ext.Spl5,
+		Spl6: ext.Spl6, Spl7: ext.Spl7, SnpSpl: ext.SNPSPL, UcodeSpl: ext.UcodeSPL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs = append(docs,
+		&collateral.Response{URL: snp.VCEKURL("Milan", ext.HWID, uint64(tcb)), Status: http.StatusOK, Body: sevtestdata.VcekBytes},
+		&collateral.Response{URL: kds.ProductCertChainURL(abi.VcekReportSigner, "Milan"), Status: http.StatusOK, Body: trust.AskArkMilanVcekBytes},
+		&collateral.Response{URL: kds.ProductCertChainURL(abi.VlekReportSigner, "Milan"), Status: http.StatusOK, Body: trust.AskArkMilanVlekBytes})
+	if len(docs) != 8 {
+		t.Fatalf("%d real documents, want 8 (5 Intel, 3 AMD)", len(docs))
+	}
+	for _, r := range docs {
+		v, err := collateral.ValidityOf(r)
+		if err != nil {
+			t.Fatalf("%s: %v", r.URL, err)
+		}
+		if err := check(r, v); err != nil {
+			t.Errorf("real %s (%s): %v", v.Kind, r.URL, err)
+		}
+		// The same document under the fake roots of a test-mode verifier is refused.
+		if err := fake(r, v); err == nil {
+			t.Errorf("real %s (%s) passed against the fake roots", v.Kind, r.URL)
 		}
 	}
 }

@@ -44,7 +44,7 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
 		for line, p := range products {
-			if p != nil && signedBy(crl.RawIssuer, crl.CheckSignatureFrom, p.ARK) {
+			if p != nil && p.ARK != nil && crl.Issuer.String() == p.ARK.Subject.String() && crl.CheckSignatureFrom(p.ARK) == nil { // as checkCRL
 				if r.URL != kds.CrlLinkByKey(line, abi.VcekReportSigner) && r.URL != kds.CrlLinkByKey(line, abi.VlekReportSigner) {
 					return fmt.Errorf("it is the CRL of ARK-%s, served at %s, which is not a %s CRL URL", line, r.URL, line)
 				}
@@ -59,7 +59,7 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 		}
 		line, ok := strings.CutPrefix(c.Issuer.CommonName, "SEV-")
 		p := products[line]
-		if !ok || p == nil || !signedBy(c.RawIssuer, c.CheckSignatureFrom, p.ASK) {
+		if !ok || p == nil || !signedBy(c, p.ASK) {
 			return fmt.Errorf("the %q certificate is not a VCEK signed by a pinned AMD ASK (issuer %q)", c.Subject.CommonName, c.Issuer.CommonName)
 		}
 		ext, err := ParseCertExtensions(c.Extensions, abi.VcekReportSigner, line)
@@ -92,7 +92,7 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 				if p == nil || p.ARK == nil || r.URL != kds.ProductCertChainURL(key, line) {
 					continue
 				}
-				if !p.ARK.Equal(ark) || inter.Subject.CommonName != cn || !signedBy(inter.RawIssuer, inter.CheckSignatureFrom, ark) {
+				if !p.ARK.Equal(ark) || inter.Subject.CommonName != cn || !signedBy(inter, ark) {
 					return fmt.Errorf("the cert_chain at %s is not %s signed by the pinned ARK-%s", r.URL, cn, line)
 				}
 				return nil
@@ -103,7 +103,8 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 	return fmt.Errorf("AMD KDS serves no %q document", v.Kind)
 }
 
-// signedBy reports whether ca (nil: none) has the subject rawIssuer and a key checkFrom accepts.
-func signedBy(rawIssuer []byte, checkFrom func(*x509.Certificate) error, ca *x509.Certificate) bool {
-	return ca != nil && bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil
+// signedBy reports whether ca (nil: none) issued c: c names its subject as issuer, byte for
+// byte, as crypto/x509 builds chains (checkChain), and ca's key signed it.
+func signedBy(c, ca *x509.Certificate) bool {
+	return ca != nil && bytes.Equal(c.RawIssuer, ca.RawSubject) && c.CheckSignatureFrom(ca) == nil
 }

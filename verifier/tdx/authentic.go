@@ -59,7 +59,7 @@ func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Cert
 		if err != nil {
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
-		if root := issuedBy(crl.RawIssuer, crl.CheckSignatureFrom, roots); root != nil {
+		if root := crlSignedBy(crl, roots); root != nil {
 			if !slices.Contains(root.CRLDistributionPoints, r.URL) {
 				return fmt.Errorf("it is the CRL of %q, served at %s, which is not that root's CRL distribution point %q", root.Subject.CommonName, r.URL, root.CRLDistributionPoints)
 			}
@@ -72,7 +72,7 @@ func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Cert
 		if err != nil {
 			return err
 		}
-		if issuedBy(crl.RawIssuer, crl.CheckSignatureFrom, []*x509.Certificate{ca}) == nil {
+		if crlSignedBy(crl, []*x509.Certificate{ca}) == nil {
 			return fmt.Errorf("the CRL is not signed by the %q of its %s header", ca.Subject.CommonName, pcs.SgxPckCrlIssuerChainPhrase)
 		}
 		kind := pckCAParam(ca.Subject.CommonName)
@@ -133,17 +133,29 @@ func rootSigned(r *collateral.Response, header string, roots []*x509.Certificate
 	if err != nil {
 		return nil, fmt.Errorf("%s header: %w", header, err)
 	}
-	if issuedBy(c.RawIssuer, c.CheckSignatureFrom, roots) == nil {
+	if issuedBy(c, roots) == nil {
 		return nil, fmt.Errorf("the %q certificate of the %s header is not signed by a pinned Intel SGX Root CA", c.Subject.CommonName, header)
 	}
 	return c, nil
 }
 
-// issuedBy returns the first of cas whose subject is rawIssuer and whose key checkFrom accepts,
-// or nil. Nil entries are skipped.
-func issuedBy(rawIssuer []byte, checkFrom func(*x509.Certificate) error, cas []*x509.Certificate) *x509.Certificate {
+// issuedBy returns the first of cas that issued c — c names its subject as issuer, byte for
+// byte, as crypto/x509 builds chains — or nil. Nil entries are skipped.
+func issuedBy(c *x509.Certificate, cas []*x509.Certificate) *x509.Certificate {
 	for _, ca := range cas {
-		if ca != nil && bytes.Equal(rawIssuer, ca.RawSubject) && checkFrom(ca) == nil {
+		if ca != nil && bytes.Equal(c.RawIssuer, ca.RawSubject) && c.CheckSignatureFrom(ca) == nil {
+			return ca
+		}
+	}
+	return nil
+}
+
+// crlSignedBy returns the first of cas that signed crl and whose subject is the CRL's issuer
+// name (compared as the verifier's CRL checks compare it, openCRL), or nil. Nil entries are
+// skipped.
+func crlSignedBy(crl *x509.RevocationList, cas []*x509.Certificate) *x509.Certificate {
+	for _, ca := range cas {
+		if ca != nil && crl.Issuer.String() == ca.Subject.String() && crl.CheckSignatureFrom(ca) == nil {
 			return ca
 		}
 	}
