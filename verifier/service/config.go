@@ -89,7 +89,9 @@ type Config struct {
 	// (collateral_unavailable).
 	Collateral CollateralConfig `yaml:"collateral"`
 	// Roots is a directory of *.pem trust anchors replacing the built-in Intel and AMD roots. Such
-	// roots are test roots: the service refuses them unless started with --test-mode.
+	// roots are test roots: the service refuses them unless started with --test-mode. Give each
+	// AMD product line's ASK (and ASVK) beside its ARK: live collateral keeps only documents
+	// that chain to these roots, and a fetched VCEK chains through the ASK.
 	Roots string `yaml:"roots"`
 	// Queue bounds the work in front of verification.
 	Queue QueueConfig `yaml:"queue"`
