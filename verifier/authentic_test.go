@@ -24,9 +24,9 @@ import (
 	"github.com/proofline/proofline/verifier/snp"
 )
 
-// authenticFixture is every document the fake PCS and KDS serve for one Intel and one AMD PKI,
-// the roots pinning them, and the same documents from look-alike PKIs (same names, other keys)
-// dated fifty years on: what a forger on the route could serve.
+// authenticFixture is every document the fake PCS and KDS serve for one Intel PKI and the AMD
+// PKIs of Milan, Genoa and Turin, the roots pinning them, and the same documents from look-alike
+// PKIs (same names, other keys) dated fifty years on: what a forger on the route could serve.
 type authenticFixture struct {
 	roots           *roots.Set
 	genuine, forged map[string]*collateral.Response // by URL
@@ -47,31 +47,38 @@ func newAuthenticFixture(t *testing.T) *authenticFixture {
 		if err != nil {
 			t.Fatal(err)
 		}
-		keys := fakeamd.DefaultKeys()
-		if i == 1 {
-			keys = fakeamd.AlternateKeys()
-		}
-		amd, err := fakeamd.NewWithKeys("Milan", at, keys)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ars, err := amd.Collateral(fakeamd.CRLOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
 		into := f.genuine
 		if i == 1 {
 			into = f.forged
 		} else {
-			f.roots = &roots.Set{Intel: []*x509.Certificate{intel.Root}, Test: true,
-				AMD: map[string]*roots.AMDProduct{"Milan": {Line: "Milan", ARK: amd.ARK, ASK: amd.ASK, ASVK: amd.ASVK}}}
+			f.roots = &roots.Set{Intel: []*x509.Certificate{intel.Root}, Test: true, AMD: map[string]*roots.AMDProduct{}}
 		}
-		for _, r := range append(rs, ars...) {
+		keys := fakeamd.DefaultKeys()
+		if i == 1 {
+			keys = fakeamd.AlternateKeys()
+		}
+		for _, line := range []string{"Milan", "Genoa", "Turin"} {
+			amd, err := fakeamd.NewWithKeys(line, at, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ars, err := amd.Collateral(fakeamd.CRLOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, ars...)
+			if i == 0 {
+				f.roots.AMD[line] = &roots.AMDProduct{Line: line, ARK: amd.ARK, ASK: amd.ASK, ASVK: amd.ASVK}
+			}
+		}
+		for _, r := range rs {
 			into[r.URL] = r
 		}
 	}
-	if len(f.genuine) != 9 || len(f.forged) != 9 {
-		t.Fatalf("%d genuine and %d forged documents, want 9 of each (4 Intel, 5 AMD)", len(f.genuine), len(f.forged))
+	// Per vendor PKI: Intel's TCB info, QE identity and two CRLs; per AMD product line two CRLs,
+	// two cert_chains and the VCEK.
+	if len(f.genuine) != 19 || len(f.forged) != 19 {
+		t.Fatalf("%d genuine and %d forged documents, want 19 of each (4 Intel, 5 for each of 3 AMD lines)", len(f.genuine), len(f.forged))
 	}
 	return f
 }
@@ -206,8 +213,8 @@ func TestAuthenticCollateral(t *testing.T) {
 func TestAuthenticCollateralNilRoots(t *testing.T) {
 	f := newAuthenticFixture(t)
 	f.roots.Intel = append([]*x509.Certificate{nil}, f.roots.Intel...)
-	f.roots.AMD["Genoa"] = nil
-	f.roots.AMD["Turin"] = &roots.AMDProduct{Line: "Turin"}
+	f.roots.AMD["Bergamo"] = nil
+	f.roots.AMD["Siena"] = &roots.AMDProduct{Line: "Siena"}
 	for u, r := range f.genuine {
 		if err := f.check(t, r); err != nil {
 			t.Errorf("genuine %s: %v", u, err)

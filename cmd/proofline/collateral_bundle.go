@@ -176,10 +176,11 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	database := flags.String("database", "", "import into the collateral cache in this state database instead (serve's database: DSN, MySQL/MariaDB)")
 	trustedKey := flags.String("trusted-key", "", "the exporter's record key history (GET /v1/keys, or keys/history.json of its data directory) or a PEM public key; default the key history of --data-dir (a bundle this data directory exported)")
 	atFlag := flags.String("at", "", "judge freshness at this time (RFC 3339) instead of now")
-	rootsDir := flags.String("roots", "", "a directory of *.pem vendor roots the documents must chain to, as serve's roots: (test mode); default the built-in Intel and AMD roots")
+	rootsDir := flags.String("roots", "", "a directory of *.pem test vendor roots the documents must chain to, as serve's roots: (needs --test-mode); default the built-in Intel and AMD roots")
+	testMode := flags.Bool("test-mode", false, "accept --roots: the data directory belongs to a verifier in test mode")
 	grace := flags.Duration("stale-grace-unsafe", 0, "import documents up to this long past their nextUpdate (verdicts still report them stale unless the policy's stale_grace_unsafe accepts it)")
 	flags.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR | --database DSN] [--trusted-key FILE] [--roots DIR] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
+		fmt.Fprintln(stderr, "Usage: proofline collateral import --data-dir DIR [--cache-dir DIR | --database DSN] [--trusted-key FILE] [--test-mode --roots DIR] [--at RFC3339] [--stale-grace-unsafe DURATION] BUNDLE")
 		flags.PrintDefaults()
 	}
 	pos, err := parseInterleaved(flags, args)
@@ -215,6 +216,9 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	trusted, err := readTrustedKeys(keyFile)
 	if err != nil {
 		return fail(exitUsage, "--trusted-key: %v", err)
+	}
+	if *rootsDir != "" && !*testMode {
+		return fail(exitUsage, "--roots %s replaces the vendor roots with test roots; give --test-mode too (for a test-mode verifier's data directory only: a production verifier would not use what they accept)", *rootsDir)
 	}
 	var rs *roots.Set
 	if *rootsDir != "" {

@@ -145,7 +145,7 @@ func (g *airGap) open(t *testing.T, cfg service.Config, client *http.Client) *se
 func (g *airGap) importInto(t *testing.T, dir string, args ...string) (int, string) {
 	t.Helper()
 	var errb bytes.Buffer
-	code := collateralImport(context.Background(), append([]string{"--data-dir", dir, "--roots", g.roots}, args...), &errb, g.clock.Now)
+	code := collateralImport(context.Background(), append([]string{"--data-dir", dir, "--test-mode", "--roots", g.roots}, args...), &errb, g.clock.Now)
 	return code, errb.String()
 }
 
@@ -193,6 +193,12 @@ func TestCollateralAirGap(t *testing.T) {
 		strings.Count(errb.String(), "not signed by its vendor through a pinned root") != g.docs ||
 		!strings.Contains(errb.String(), fmt.Sprintf("0 imported, 0 kept because the data directory's copy is newer or the same, %d refused", g.docs)) {
 		t.Fatalf("import with the built-in roots: exit %d, want 1 and %d documents refused as not authentic:\n%s", code, g.docs, errb.String())
+	}
+	// Test roots need --test-mode.
+	errb.Reset()
+	if code := collateralImport(context.Background(), []string{"--data-dir", dirB, "--trusted-key", trust, "--roots", g.roots, g.bundle}, &errb, g.clock.Now); code != 2 ||
+		!strings.Contains(errb.String(), "give --test-mode too") {
+		t.Fatalf("import with --roots and no --test-mode: exit %d, want 2 and a message:\n%s", code, errb.String())
 	}
 	code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", trust)
 	if code != 0 || !strings.Contains(out, "imported, 0 kept") || !strings.Contains(out, " 0 refused") {

@@ -2,8 +2,10 @@ package collateral_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +31,9 @@ func TestCacheAuthenticate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			store := collateral.NewMemoryStore()
 			e := newEnv(t, pcsServer([]*collateral.Response{forged}), store, nil)
-			cfg := collateral.CacheConfig{Upstream: e.fetcher, Store: store, Clock: e.clock}
+			var forgedURLs []string
+			cfg := collateral.CacheConfig{Upstream: e.fetcher, Store: store, Clock: e.clock,
+				OnNotAuthentic: func(u string) { forgedURLs = append(forgedURLs, u) }}
 			if check {
 				cfg.Authenticate = authentic
 			}
@@ -59,8 +63,8 @@ func TestCacheAuthenticate(t *testing.T) {
 			if !errors.Is(stErr, collateral.ErrNotStored) || !errors.Is(markErr, collateral.ErrNotStored) {
 				t.Fatalf("after the forgery: store %v, mark %v; want neither written", stErr, markErr)
 			}
-			if st := c.Stats(); st.FetchErrors != 1 {
-				t.Errorf("stats %+v; want the forgery counted as a fetch error", st)
+			if st := c.Stats(); st.FetchErrors != 1 || len(forgedURLs) != 1 || forgedURLs[0] != forged.URL {
+				t.Errorf("stats %+v, OnNotAuthentic %q; want the forgery counted once as a fetch error", st, forgedURLs)
 			}
 			if getErr != nil || r.Digest() != genuine.Digest() || refetchErr != nil {
 				t.Fatalf("genuine document: Get %v, Refetch %v; want it fetched and kept", getErr, refetchErr)
@@ -73,8 +77,11 @@ func TestCacheAuthenticate(t *testing.T) {
 				t.Fatal(err)
 			}
 			e.clock.Advance(time.Minute)
-			if _, err := c.Refetch(ctx, forged.URL); !errors.Is(err, collateral.ErrUnavailable) {
-				t.Fatalf("Refetch of the forgery: %v, want ErrUnavailable", err)
+			if _, err := c.Refetch(ctx, forged.URL); !errors.Is(err, collateral.ErrUnavailable) || !strings.Contains(err.Error(), "not signed by its vendor") {
+				t.Fatalf("Refetch of the forgery: %v, want ErrUnavailable saying it is not signed by its vendor", err)
+			}
+			if len(forgedURLs) != 2 {
+				t.Errorf("OnNotAuthentic called for %q; want the two fetched forgeries only (not the store reads)", forgedURLs)
 			}
 			if r, err := c.Get(ctx, genuine.URL); err != nil || r.Digest() != genuine.Digest() {
 				t.Fatalf("after the refused Refetch: %v; want the genuine document served", err)
@@ -155,4 +162,51 @@ func forgedTCBInfo(t *testing.T) (p *fakeintel.PKI, genuine, forged *collateral.
 		t.Fatalf("the forgery is for %s, not %s", frs[0].URL, docs[0].URL)
 	}
 	return p, docs[0], frs[0]
+}
+
+// TestImportAuthenticate: ImportBundle with ImportOptions.Authenticate refuses a forged document
+// before it writes it or raises its URL's mark, and replaces a forgery the destination already
+// holds (which would otherwise be kept as newer) with the genuine document.
+func TestImportAuthenticate(t *testing.T) {
+	ctx := context.Background()
+	p, genuine, forged := forgedTCBInfo(t)
+	opts := collateral.ImportOptions{At: start, Authenticate: func(r *collateral.Response, v collateral.Validity) error {
+		return tdx.Authentic(r, v, []*x509.Certificate{p.Root})
+	}}
+	bundleOf := func(r *collateral.Response) *collateral.Bundle {
+		c := r.Canonical()
+		return &collateral.Bundle{Entries: []collateral.BundleEntry{{URL: r.URL, Digest: sha256.Sum256(c), Canonical: c}}}
+	}
+
+	store := collateral.NewMemoryStore()
+	rep, err := collateral.ImportBundle(ctx, bundleOf(forged), store, opts)
+	if err != nil || rep.RefusedN != 1 || !strings.Contains(rep.Results[0].Reason, "not signed by its vendor") {
+		t.Fatalf("import of the forgery: %v, %+v; want it refused as not signed by its vendor", err, rep)
+	}
+	if _, err := store.Get(ctx, forged.URL); !errors.Is(err, collateral.ErrNotStored) {
+		t.Fatalf("the forgery was written: %v", err)
+	}
+	if _, err := store.StoredMark(ctx, forged.URL); !errors.Is(err, collateral.ErrNotStored) {
+		t.Fatalf("the forgery raised the mark: %v", err)
+	}
+
+	// A forgery already stored (no mark: written before these checks) is replaced.
+	if err := store.Put(ctx, forged.URL, forged.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = collateral.ImportBundle(ctx, bundleOf(genuine), store, opts)
+	if err != nil || rep.Imported != 1 {
+		t.Fatalf("import of the genuine document over a stored forgery: %v, %+v; want it imported", err, rep)
+	}
+	if got, err := store.Get(ctx, genuine.URL); err != nil || string(got) != string(genuine.Canonical()) {
+		t.Fatalf("the store does not hold the genuine document: %v", err)
+	}
+	// Without the check the stored forgery looks newer and is kept: what the check prevents.
+	if err := store.Put(ctx, forged.URL, forged.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	opts.Authenticate = nil
+	if rep, err = collateral.ImportBundle(ctx, bundleOf(genuine), store, opts); err != nil || rep.Kept != 1 {
+		t.Fatalf("control without the check: %v, %+v; want the stored forgery kept", err, rep)
+	}
 }

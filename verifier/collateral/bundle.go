@@ -461,7 +461,7 @@ type ImportReport struct {
 // o.StaleGraceUnsafe), and keeps the destination's copy when it is the same document, issued at
 // the same time with a nextUpdate as late or later, or when the bundle's is older by the Cache's
 // rule (olderThan: a lower Intel tcbEvaluationDataNumber, which never goes backwards, or an
-// earlier issue date). When dst is a MarkStore it also refuses, wrapping ErrOlder in the reason, a
+// earlier issue date; a destination copy o.Authenticate refuses is replaced). When dst is a MarkStore it also refuses, wrapping ErrOlder in the reason, a
 // document below the URL's Mark (belowMark), so that a replayed old bundle signed by a trusted key
 // cannot roll back a URL whose document the destination lost, and it raises the Mark of every
 // document it writes before writing it. A destination copy that cannot be read is replaced. It
@@ -506,7 +506,7 @@ func ImportBundle(ctx context.Context, b *Bundle, dst Store, o ImportOptions) (*
 			add(ImportResult{URL: e.URL, Outcome: Refused, Reason: reason + "; export a fresh bundle", Validity: v})
 			continue
 		}
-		if why := keepExisting(ctx, dst, e, resp, v); why != "" {
+		if why := keepExisting(ctx, dst, e, resp, v, o.Authenticate); why != "" {
 			add(ImportResult{URL: e.URL, Outcome: KeptNewer, Reason: why, Validity: v})
 			continue
 		}
@@ -534,7 +534,7 @@ func ImportBundle(ctx context.Context, b *Bundle, dst Store, o ImportOptions) (*
 }
 
 // keepExisting returns why dst's copy of e.URL is kept instead of the bundle's, or "".
-func keepExisting(ctx context.Context, dst Store, e BundleEntry, resp *Response, v Validity) string {
+func keepExisting(ctx context.Context, dst Store, e BundleEntry, resp *Response, v Validity, authentic func(*Response, Validity) error) string {
 	data, err := dst.Get(ctx, e.URL)
 	if err != nil {
 		return "" // nothing stored, or nothing usable: import
@@ -543,6 +543,9 @@ func keepExisting(ctx context.Context, dst Store, e BundleEntry, resp *Response,
 		return "the destination holds the same document"
 	}
 	old, ov, err := checkDocument(e.URL, data)
+	if err == nil && authentic != nil {
+		err = authentic(old, ov) // a stored forgery is replaced, as the Cache would not use it
+	}
 	if err != nil {
 		return ""
 	}

@@ -46,6 +46,10 @@ type CacheConfig struct {
 	// nextUpdate and, through the Mark, make every genuine document after it look like a
 	// rollback. It MUST NOT call the Cache.
 	Authenticate func(r *Response, v Validity) error
+	// OnNotAuthentic, when set, is called with the URL of every fetched document Authenticate
+	// refuses (not of stored ones): a verifier service counts it in its fetch-error metric. It
+	// MUST return quickly.
+	OnNotAuthentic func(url string)
 }
 
 // Cache is a Source in front of another (a Fetcher): it serves a document for as long as the
@@ -80,6 +84,7 @@ type Cache struct {
 	onReplace func(context.Context, Update) error
 	onRefused func(url string)
 	authentic func(*Response, Validity) error
+	onForged  func(url string)
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
@@ -132,7 +137,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	if cfg.Upstream == nil {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
-	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused, authentic: cfg.Authenticate,
+	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused, authentic: cfg.Authenticate, onForged: cfg.OnNotAuthentic,
 		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
@@ -355,6 +360,9 @@ func (c *Cache) authenticate(resp *Response, v Validity) error {
 	}
 	if err := c.authentic(resp, v); err != nil {
 		c.fetchErrors.Add(1)
+		if c.onForged != nil {
+			c.onForged(resp.URL)
+		}
 		return err
 	}
 	return nil

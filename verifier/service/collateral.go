@@ -63,18 +63,12 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	if s.collClock == nil {
 		s.collClock = collateral.SystemClock{}
 	}
-	authentic := verifier.AuthenticCollateral(s.d.Roots)
 	cache, err := collateral.NewCache(collateral.CacheConfig{
 		Upstream: countingSource{src: lc.Upstream, errors: s.m.collateralFetchErrors}, Store: lc.Store,
 		Clock: s.collClock, Logger: s.logger, OnReplace: s.recordCollateralUpdate,
-		OnRefused: func(u string) { s.m.collateralFetchErrors.WithLabelValues(vendorOf(u), "older").Inc() },
-		Authenticate: func(r *collateral.Response, v collateral.Validity) error {
-			err := authentic(r, v)
-			if err != nil {
-				s.m.collateralFetchErrors.WithLabelValues(vendorOf(r.URL), "not_authentic").Inc()
-			}
-			return err
-		},
+		OnRefused:      func(u string) { s.m.collateralFetchErrors.WithLabelValues(vendorOf(u), "older").Inc() },
+		Authenticate:   verifier.AuthenticCollateral(s.d.Roots),
+		OnNotAuthentic: func(u string) { s.m.collateralFetchErrors.WithLabelValues(vendorOf(u), "not_authentic").Inc() },
 	})
 	if err != nil {
 		return err

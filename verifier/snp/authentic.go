@@ -43,13 +43,17 @@ func Authentic(r *collateral.Response, v collateral.Validity, products map[strin
 		if err != nil {
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
+		signed := ""
 		for line, p := range products {
 			if p != nil && p.ARK != nil && crl.Issuer.String() == p.ARK.Subject.String() && crl.CheckSignatureFrom(p.ARK) == nil { // as checkCRL
-				if r.URL != kds.CrlLinkByKey(line, abi.VcekReportSigner) && r.URL != kds.CrlLinkByKey(line, abi.VlekReportSigner) {
-					return fmt.Errorf("it is the CRL of ARK-%s, served at %s, which is not a %s CRL URL", line, r.URL, line)
+				if r.URL == kds.CrlLinkByKey(line, abi.VcekReportSigner) || r.URL == kds.CrlLinkByKey(line, abi.VlekReportSigner) {
+					return nil
 				}
-				return nil
+				signed = line
 			}
+		}
+		if signed != "" {
+			return fmt.Errorf("it is the CRL of ARK-%s, served at %s, which is not a %s CRL URL", signed, r.URL, signed)
 		}
 		return fmt.Errorf("the CRL (issuer %q) is not signed by a pinned AMD ARK", crl.Issuer.CommonName)
 	case "certificate":

@@ -60,10 +60,14 @@ func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Cert
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
 		if root := crlSignedBy(crl, roots); root != nil {
-			if !slices.Contains(root.CRLDistributionPoints, r.URL) {
-				return fmt.Errorf("it is the CRL of %q, served at %s, which is not that root's CRL distribution point %q", root.Subject.CommonName, r.URL, root.CRLDistributionPoints)
+			// A root that signed it and names r.URL as its distribution point (roots that share a
+			// key may name different ones).
+			for _, rt := range roots {
+				if rt != nil && slices.Contains(rt.CRLDistributionPoints, r.URL) && crlSignedBy(crl, []*x509.Certificate{rt}) != nil {
+					return nil
+				}
 			}
-			return nil
+			return fmt.Errorf("it is the CRL of %q, served at %s, which is not the CRL distribution point of a pinned root that signed it", root.Subject.CommonName, r.URL)
 		}
 		if len(r.Header(pcs.SgxPckCrlIssuerChainPhrase)) == 0 {
 			return fmt.Errorf("the CRL is not signed by a pinned Intel SGX Root CA and has no %s header", pcs.SgxPckCrlIssuerChainPhrase)
