@@ -25,9 +25,9 @@ type storedResult struct {
 	Policy     ear.PolicyRef   `json:"policy"`
 }
 
-// nonceRefusedPrefix starts the message of the verdict the service gives, without appraising,
-// on evidence whose nonce it refuses (verifier/service: unknown, expired, replayed, another
-// caller's, or none).
+// nonceRefusedPrefix starts the message of the verdict the service gives on evidence whose nonce
+// it refuses (verifier/service: unknown, expired, replayed, another caller's, or none), before
+// appraising it or, for a replay found while the evidence was verified, discarding the appraisal.
 const nonceRefusedPrefix = "nonce refused: "
 
 // reperform re-performs the attestation verdict of rec (README.md, "Re-performance").
@@ -44,7 +44,7 @@ func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Fi
 		return notReproduced, findings
 	}
 	if isNonceRefusal(&stored) {
-		// The service refused the nonce before appraising: whether a nonce was issued and unused is
+		// The service refused the nonce, not the evidence: whether a nonce was issued and unused is
 		// the nonce store's, not the log's, so the refusal cannot be re-performed. It is
 		// contraindicated, the safe side; check that it is the refusal and nothing else.
 		if stored.VerifiedAt != rec.Time.Format(time.RFC3339) {

@@ -749,7 +749,7 @@ func nonceRefused(ev *attest.Evidence, pol ear.PolicyRef, testRoots bool, now ti
 	if ev.Platform == attest.PlatformSNP {
 		check = "snp.9"
 	}
-	res.Fail(ear.CodeNonceMismatch, check, "nonce refused: "+reason+"; the evidence was not appraised further")
+	res.Fail(ear.CodeNonceMismatch, check, "nonce refused: "+reason+"; the verdict is this refusal, whatever the evidence's appraisal")
 	res.Finalize()
 	return res
 }
