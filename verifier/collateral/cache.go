@@ -38,10 +38,11 @@ type CacheConfig struct {
 	// its fetch-error metric. It MUST return quickly.
 	OnRefused func(url string)
 	// Authenticate, when set, is asked whether a fetched document was issued by its vendor
-	// (signed through a chain to a pinned root: tdx.Authentic, snp.Authentic) before the cache
-	// keeps it. A document it refuses is still answered to the Get that fetched it (the
-	// verification rejects it with its precise reason) but never kept, stored or counted in the
-	// URL's Mark, and Refetch returns the refusal. Without it, a forged document naming a
+	// (signed through a chain to a pinned root, and the document its URL names:
+	// verifier.AuthenticCollateral) before the cache keeps it. A document it refuses is still
+	// answered to the Get that fetched it (the verification rejects it with its precise reason)
+	// but never kept, stored or counted in the URL's Mark, and Refetch returns the refusal. A
+	// document in the Store that it refuses is unusable, as if it did not parse. Without it, a forged document naming a
 	// far-future issue date or a huge tcbEvaluationDataNumber would be served until its own
 	// nextUpdate and, through the Mark, make every genuine document after it look like a
 	// rollback. It MUST NOT call the Cache.
