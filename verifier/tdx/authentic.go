@@ -59,15 +59,19 @@ func Authentic(r *collateral.Response, v collateral.Validity, roots []*x509.Cert
 		if err != nil {
 			return fmt.Errorf("the CRL does not parse: %w", err)
 		}
-		if root := crlSignedBy(crl, roots); root != nil {
-			// A root that signed it and names r.URL as its distribution point (roots that share a
-			// key may name different ones).
-			for _, rt := range roots {
-				if rt != nil && slices.Contains(rt.CRLDistributionPoints, r.URL) && crlSignedBy(crl, []*x509.Certificate{rt}) != nil {
+		// The Root CA CRL: a root that signed it names r.URL as its distribution point (roots
+		// that share a key may name different ones).
+		var signer *x509.Certificate
+		for _, root := range roots {
+			if crlSignedBy(crl, []*x509.Certificate{root}) != nil {
+				if slices.Contains(root.CRLDistributionPoints, r.URL) {
 					return nil
 				}
+				signer = root
 			}
-			return fmt.Errorf("it is the CRL of %q, served at %s, which is not the CRL distribution point of a pinned root that signed it", root.Subject.CommonName, r.URL)
+		}
+		if signer != nil {
+			return fmt.Errorf("it is the CRL of %q, served at %s, which is not the CRL distribution point of a pinned root that signed it", signer.Subject.CommonName, r.URL)
 		}
 		if len(r.Header(pcs.SgxPckCrlIssuerChainPhrase)) == 0 {
 			return fmt.Errorf("the CRL is not signed by a pinned Intel SGX Root CA and has no %s header", pcs.SgxPckCrlIssuerChainPhrase)
