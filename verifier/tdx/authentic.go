@@ -3,7 +3,6 @@ package tdx
 import (
 	"bytes"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -110,18 +109,9 @@ func authenticSigned(r *collateral.Response, header, field string, roots []*x509
 	if signer.Subject.CommonName != tcbSigningCN {
 		return nil, fmt.Errorf("%s is signed by %q, want %q", field, signer.Subject.CommonName, tcbSigningCN)
 	}
-	var body map[string]json.RawMessage
-	if err := json.Unmarshal(r.Body, &body); err != nil {
-		return nil, fmt.Errorf("%s response is not a JSON object: %w", field, err)
-	}
-	var sigHex string
-	raw, ok := body[field]
-	if !ok || json.Unmarshal(body["signature"], &sigHex) != nil {
-		return nil, fmt.Errorf("%s response lacks %q or \"signature\"", field, field)
-	}
-	sig, err := hex.DecodeString(sigHex)
+	raw, sig, _, err := signedParts(r.Body, field)
 	if err != nil {
-		return nil, fmt.Errorf("%s signature is not hex: %w", field, err)
+		return nil, err
 	}
 	pub, err := publicKeyP256(signer)
 	if err != nil || !verifyRawP256(pub, raw, sig) {

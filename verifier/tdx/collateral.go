@@ -275,20 +275,13 @@ func (v *verification) openSignedUncached(r *collateral.Response, header, field 
 		v.fail(ear.CodeTDXCertRevoked, check, "the %s signing certificate (serial %s) is revoked by the Root CA CRL", field, signer.SerialNumber)
 		return nil
 	}
-	var body map[string]json.RawMessage
-	if err := json.Unmarshal(r.Body, &body); err != nil {
-		v.fail(ear.CodeCollateralMalformed, check, "%s response is not a JSON object: %v", field, err)
-		return nil
-	}
-	raw, ok := body[field]
-	var sigHex string
-	if !ok || json.Unmarshal(body["signature"], &sigHex) != nil {
-		v.fail(ear.CodeCollateralMalformed, check, "%s response lacks %q or \"signature\"", field, field)
-		return nil
-	}
-	sig, err := hex.DecodeString(sigHex)
-	if err != nil || len(sig) != 64 {
-		v.fail(invalid, check, "%s signature is not 64 bytes of hex", field)
+	raw, sig, malformed, err := signedParts(r.Body, field)
+	if err != nil {
+		code := invalid
+		if malformed {
+			code = ear.CodeCollateralMalformed
+		}
+		v.fail(code, check, "%v", err)
 		return nil
 	}
 	pub, err := publicKeyP256(signer)
@@ -297,6 +290,26 @@ func (v *verification) openSignedUncached(r *collateral.Response, header, field 
 		return nil
 	}
 	return &signedCollateral{raw: raw, signature: sig, signer: signer}
+}
+
+// signedParts splits the body of a PCS signed document into the exact signed bytes of field and
+// the signature over them. A body that is not a JSON object, or lacks field or "signature", is
+// reported with malformed set; a signature that is not 64 bytes of hex, without.
+func signedParts(body []byte, field string) (raw json.RawMessage, sig []byte, malformed bool, err error) {
+	var members map[string]json.RawMessage
+	if err := json.Unmarshal(body, &members); err != nil {
+		return nil, nil, true, fmt.Errorf("%s response is not a JSON object: %w", field, err)
+	}
+	raw, ok := members[field]
+	var sigHex string
+	if !ok || json.Unmarshal(members["signature"], &sigHex) != nil {
+		return nil, nil, true, fmt.Errorf("%s response lacks %q or \"signature\"", field, field)
+	}
+	sig, err = hex.DecodeString(sigHex)
+	if err != nil || len(sig) != 64 {
+		return nil, nil, false, fmt.Errorf("%s signature is not 64 bytes of hex", field)
+	}
+	return raw, sig, false, nil
 }
 
 // issuerChain parses a PCS issuer-chain header: URL-escaped PEM of the signing certificate
