@@ -27,11 +27,14 @@ type CacheConfig struct {
 	// OnReplace, when set, is called before the cache keeps a fetched document in place of a
 	// different one (another digest) it held for the same URL — ahead of expiry through Refetch
 	// (a Refresher), or on demand once the old one went stale — and not for a URL's first
-	// document. The cache keeps the new document only once OnReplace returned nil: a verifier
-	// service makes the replacement an evidence record there (MUST be durable on return). When
-	// it fails, Refetch returns its error and a Get still answers the caller with the new
-	// document but keeps the old one, so the next Get or Refetch tries again. It is called
-	// without locks held, possibly concurrently for different URLs.
+	// document. It is also called, with Update.Stored set, when the old one went stale and the
+	// Store holds a different document for the URL (an offline import, or another verifier
+	// sharing the Store): the cache uses that one in its place. The cache keeps the new
+	// document only once OnReplace returned nil: a verifier service makes the replacement an
+	// evidence record there (MUST be durable on return). When it fails, Refetch returns its
+	// error and a Get still answers the caller with the new document but keeps the old one, so
+	// the next Get or Refetch tries again. It is called without locks held, possibly
+	// concurrently for different URLs.
 	OnReplace func(ctx context.Context, u Update) error
 	// OnRefused, when set, is called with the URL of every fetched document the cache refuses as
 	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
@@ -404,6 +407,10 @@ func (c *Cache) checkNotOlder(ctx context.Context, url string, prev *entry, resp
 
 // load reads url's response from the store into memory (fresh or not, so that a stale copy can
 // be served through AllowStaleUnsafe) and returns it; nil when there is none usable.
+//
+// A stored document that differs from the expired one held replaces it as a fetched one would:
+// through OnReplace (Update.Stored), and never when it is older (olderThan). When OnReplace
+// fails, the document is returned but not kept, like a fetched one.
 func (c *Cache) load(ctx context.Context, url string) *entry {
 	e, err := c.readStore(ctx, url)
 	if err != nil {
@@ -414,7 +421,32 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 		return nil
 	}
 	c.mu.Lock()
-	if old := c.mem[url]; old == nil || !old.v.Fresh(c.clock.Now()) {
+	old := c.mem[url]
+	switch {
+	case old != nil && old.v.Fresh(c.clock.Now()):
+		c.mu.Unlock()
+		return e
+	case old == nil || old.resp.Digest() == e.resp.Digest():
+		c.mem[url] = e
+		c.mu.Unlock()
+		return e
+	}
+	c.mu.Unlock()
+	if why := olderThan(e.resp, e.v, old.resp, old.v); why != "" {
+		c.storeErrors.Add(1)
+		c.log.WarnContext(ctx, "collateral store holds an older document than the expired one held; not used", "url", url, "why", why)
+		return nil
+	}
+	if c.onReplace != nil {
+		u := Update{URL: url, Old: old.resp, OldValidity: old.v, New: e.resp, NewValidity: e.v, Stored: true}
+		if err := c.onReplace(ctx, u); err != nil {
+			c.log.WarnContext(ctx, "collateral from the store answered but not kept: recording its replacement failed; the next request tries again", "url", url, "err", err)
+			return e
+		}
+	}
+	c.mu.Lock()
+	c.marks[url] = c.marks[url].Max(MarkOf(e.resp, e.v))
+	if c.mem[url] == old { // not replaced meanwhile (a Refetch)
 		c.mem[url] = e
 	}
 	c.mu.Unlock()

@@ -471,3 +471,94 @@ func TestCacheStoreRollback(t *testing.T) {
 		})
 	}
 }
+
+// TestCacheStoredReplacement: once the held document has expired, a different one found in the
+// Store (an offline import, or another verifier sharing it) replaces it only through OnReplace,
+// with Update.Stored set, as a fetched replacement does; an older one is never used.
+func TestCacheStoredReplacement(t *testing.T) {
+	ctx := context.Background()
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) {
+		o.TCBInfo.EvaluationDataNumber = 19
+		o.TCBInfo.NextUpdate = start.Add(time.Hour)
+	})
+	tcb := docs[0]
+	version := func(issued time.Time, n int) *collateral.Response {
+		t.Helper()
+		o := fakeintel.DefaultCollateralOptions(start)
+		o.TCBInfo.IssueDate, o.TCBInfo.NextUpdate, o.TCBInfo.EvaluationDataNumber = issued, issued.Add(24*time.Hour), n
+		rs, err := p.Collateral(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs[0]
+	}
+	for name, backend := range storeBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			store := backend(t).open(t)
+			if err := store.Put(ctx, tcb.URL, tcb.Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			clock := collateraltest.NewClock(start)
+			var updates []collateral.Update
+			var failReplace error
+			c, err := collateral.NewCache(collateral.CacheConfig{
+				// An air-gapped verifier: documents arrive only through the Store.
+				Upstream: sourceFunc(func(context.Context, string) (*collateral.Response, error) {
+					return nil, collateral.ErrUnavailable
+				}),
+				Store: store,
+				Clock: clock,
+				OnReplace: func(_ context.Context, u collateral.Update) error {
+					updates = append(updates, u)
+					return failReplace
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			get := func() (*collateral.Response, error) { return c.Get(ctx, tcb.URL) }
+
+			if r, err := get(); err != nil || r.Digest() != tcb.Digest() || len(updates) != 0 {
+				t.Fatalf("first document: %v, %d updates; want it served and no update", err, len(updates))
+			}
+			clock.Advance(2 * time.Hour) // it has expired, and the upstream cannot be reached
+			if _, err := get(); !errors.Is(err, collateral.ErrUnavailable) || len(updates) != 0 {
+				t.Fatalf("expired: %v, %d updates; want ErrUnavailable and no update", err, len(updates))
+			}
+
+			newer := version(clock.Now().Add(-time.Minute), 20)
+			if err := store.Put(ctx, tcb.URL, newer.Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			// Recording fails: the caller is answered, but the replacement is not kept.
+			failReplace = errors.New("the evidence log is down")
+			for i := 1; i <= 2; i++ {
+				if r, err := get(); err != nil || r.Digest() != newer.Digest() || len(updates) != i {
+					t.Fatalf("recording fails, Get %d: %v, %d updates; want the stored document answered and OnReplace asked again", i, err, len(updates))
+				}
+			}
+			failReplace = nil
+			if r, err := get(); err != nil || r.Digest() != newer.Digest() {
+				t.Fatalf("recorded: %v", err)
+			}
+			u := updates[len(updates)-1]
+			if len(updates) != 3 || !u.Stored || u.URL != tcb.URL || u.Old.Digest() != tcb.Digest() || u.New.Digest() != newer.Digest() {
+				t.Fatalf("update %+v (%d in all); want the stored replacement of the expired document", u, len(updates))
+			}
+			if _, err := get(); err != nil || len(updates) != 3 {
+				t.Fatalf("kept: %v, %d updates; want it served from memory without another update", err, len(updates))
+			}
+
+			// An older document in the Store (evaluation number 19 again) never replaces the
+			// expired 20.
+			clock.Advance(25 * time.Hour)
+			if err := store.Put(ctx, tcb.URL, version(clock.Now().Add(-time.Minute), 19).Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := get(); !errors.Is(err, collateral.ErrUnavailable) || len(updates) != 3 {
+				t.Fatalf("older stored document: %v, %d updates; want ErrUnavailable and no update", err, len(updates))
+			}
+		})
+	}
+}

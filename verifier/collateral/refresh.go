@@ -85,6 +85,10 @@ type Update struct {
 	// Old and New are the documents, and OldValidity and NewValidity their validity.
 	Old, New                 *Response
 	OldValidity, NewValidity Validity
+	// Stored is set when New was not fetched by this cache but found in its Store in place of
+	// the expired Old: written by an offline import (proofline collateral import) or by another
+	// verifier sharing the Store, which may have recorded the replacement already.
+	Stored bool
 }
 
 // TCBEvaluationDataNumber returns the tcbEvaluationDataNumber of an Intel PCS v4 TCB info or

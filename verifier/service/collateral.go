@@ -17,6 +17,7 @@ import (
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/policy"
@@ -140,8 +141,24 @@ func (s *Service) collateralFor(p *policy.Policy, platform attest.Platform) coll
 // document's issue time and nextUpdate and, for Intel TCB info and QE identity, its
 // tcbEvaluationDataNumber. It returns once the record is durable; the cache keeps the new
 // document only then.
+//
+// A replacement found in the cache's store (u.Stored: an offline import, or another verifier
+// sharing the store and the log) is recorded the same way, unless the log already holds a
+// collateral_update naming that document for that URL.
 func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Update) error {
 	newD := evidence.Digest(u.New.Digest())
+	source := "fetch"
+	if u.Stored {
+		source = "store"
+		done, err := s.collateralRecorded(ctx, u.URL, newD, u.NewValidity.IssuedAt)
+		if err != nil {
+			return fmt.Errorf("looking for an earlier record of the collateral update of %s: %w", u.URL, err)
+		}
+		if done {
+			s.logger.InfoContext(ctx, "collateral update found in the store, already recorded", slog.String("url", u.URL), slog.String("new_sha256", newD.String()))
+			return nil
+		}
+	}
 	if err := s.storeBlob(ctx, newD, u.New.Canonical()); err != nil {
 		return err
 	}
@@ -193,7 +210,7 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 	}
 	s.alertCollateralUpdate(ctx, u, idx, rec.Time)
 	sum := sha256.Sum256(leaf)
-	attrs := []any{slog.String("url", u.URL), slog.String("kind", kind), slog.Uint64("log_index", idx),
+	attrs := []any{slog.String("url", u.URL), slog.String("kind", kind), slog.String("source", source), slog.Uint64("log_index", idx),
 		slog.String("record_sha256", hex.EncodeToString(sum[:])), slog.String("new_sha256", newD.String()),
 		slog.Time("next_update", change.NextUpdate)}
 	if change.Previous != nil {
@@ -204,6 +221,39 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 	}
 	s.logger.InfoContext(ctx, "collateral update recorded", attrs...)
 	return nil
+}
+
+// collateralRecorded reports whether the log holds a collateral_update record naming the
+// document with digest d for url, among those indexed since a day before issued (a document is
+// recorded once it is issued; the day allows for clocks that disagree). The index may lag the
+// log by the records being appended: a replacement recorded that moment by another verifier
+// can then be recorded twice, which says the same thing twice.
+func (s *Service) collateralRecorded(ctx context.Context, url string, d evidence.Digest, issued time.Time) (bool, error) {
+	q := index.Query{Kind: evidence.KindCollateralUpdate, Limit: index.MaxLimit}
+	if !issued.IsZero() {
+		q.From = issued.Add(-24 * time.Hour)
+	}
+	for {
+		es, err := s.d.Index.Query(ctx, q)
+		if err != nil {
+			return false, err
+		}
+		for _, e := range es {
+			_, rec, err := s.record(ctx, e.LogIndex)
+			if err != nil {
+				return false, err
+			}
+			for _, c := range rec.Collateral {
+				if c.URL == url && c.Digest == d {
+					return true, nil
+				}
+			}
+		}
+		if len(es) < q.Limit {
+			return false, nil
+		}
+		q.Start = es[len(es)-1].LogIndex + 1
+	}
 }
 
 // collateralKind names a document in records as attestation records do (verifier/tdx and

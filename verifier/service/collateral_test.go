@@ -565,3 +565,103 @@ func TestLiveCollateralAuthenticated(t *testing.T) {
 		t.Errorf("not_authentic %v after the genuine documents, want 1", n)
 	}
 }
+
+// An air-gapped verifier gets new collateral only through `proofline collateral import`, into its
+// collateral store. Once the document it held has expired, it uses the imported one, and that
+// replacement is a collateral_update record like a fetched one: the audit trail of an offline
+// verifier shows every document change too. A replacement the log already records (another
+// verifier sharing the store and the log) is not recorded twice.
+func TestLiveCollateralStoredReplacementRecorded(t *testing.T) {
+	e := newLiveEnv(t, 2*time.Hour, nil)
+	ctx := context.Background()
+	first := e.attest(attest.PlatformTDX)
+	if first.Result.Status != ear.StatusAffirming {
+		t.Fatalf("first verdict %s: %+v", first.Result.Status, first.Result.Failures)
+	}
+	oldDigest := collateralDigest(t, first, e.tcb)
+
+	// The verifier loses its route to PCS; its TCB info expires.
+	e.srv.Close()
+	e.clock.Advance(3 * time.Hour)
+	if a := e.attest(attest.PlatformTDX); a.Result.Status == ear.StatusAffirming {
+		t.Fatalf("verdict with an expired TCB info and PCS unreachable: %s", a.Result.Status)
+	}
+
+	// An operator imports Intel's new TCB info into the verifier's collateral store.
+	o := fakeintel.DefaultCollateralOptions(e.clock.Now().Add(-time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 19
+	fresh, err := e.plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := collateral.OpenDirStore(filepath.Join(e.cfg.DataDir, DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(ctx, e.tcb, fresh[0].Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	second := e.attest(attest.PlatformTDX)
+	newDigest := evidence.Digest(fresh[0].Digest())
+	if second.Result.Status != ear.StatusAffirming || collateralDigest(t, second, e.tcb) != newDigest {
+		t.Fatalf("verdict after the import %s with %s: %+v", second.Result.Status, collateralDigest(t, second, e.tcb), second.Result.Failures)
+	}
+	recs := e.updates()
+	if len(recs) != 1 {
+		t.Fatalf("%d collateral_update records after the import, want 1", len(recs))
+	}
+	rec := recs[0]
+	if len(rec.Collateral) != 1 || rec.Collateral[0].URL != e.tcb || rec.Collateral[0].Digest != newDigest {
+		t.Fatalf("record collateral %+v", rec.Collateral)
+	}
+	ch := rec.CollateralUpdate[0]
+	if ch.Previous == nil || *ch.Previous != oldDigest || ch.TCBEvaluationDataNumber == nil || *ch.TCBEvaluationDataNumber != 19 {
+		t.Fatalf("record change %+v", ch)
+	}
+	for _, d := range []evidence.Digest{oldDigest, newDigest} {
+		if _, err := e.svc.Blob(ctx, d); err != nil {
+			t.Fatalf("blob %s: %v", d, err)
+		}
+	}
+	if !strings.Contains(e.logs.String(), "source=store") {
+		t.Errorf("the log line of the update does not say it came from the store:\n%s", e.logs.String())
+	}
+
+	// Another verifier sharing the store and the log meets the same replacement: recorded once.
+	var oldResp, newResp *collateral.Response
+	for _, r := range []struct {
+		d   evidence.Digest
+		out **collateral.Response
+	}{{oldDigest, &oldResp}, {newDigest, &newResp}} {
+		b, err := e.svc.Blob(ctx, r.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := collateral.Parse(b)
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("blob %s: %v", r.d, err)
+		}
+		*r.out = rs[0]
+	}
+	u := collateral.Update{URL: e.tcb, Old: oldResp, New: newResp, Stored: true}
+	if u.OldValidity, err = collateral.ValidityOf(oldResp); err != nil {
+		t.Fatal(err)
+	}
+	if u.NewValidity, err = collateral.ValidityOf(newResp); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.recordCollateralUpdate(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.updates()); n != 1 {
+		t.Fatalf("%d collateral_update records after the same replacement was met again, want 1", n)
+	}
+	// The control: the same replacement fetched (not found in the store) is recorded.
+	u.Stored = false
+	if err := e.svc.recordCollateralUpdate(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.updates()); n != 2 {
+		t.Fatalf("%d collateral_update records after a fetched replacement, want 2", n)
+	}
+}
