@@ -33,8 +33,8 @@ type CacheConfig struct {
 	// document only once OnReplace returned nil: a verifier service makes the replacement an
 	// evidence record there (MUST be durable on return). When it fails, Refetch returns its
 	// error and a Get still answers the caller with the new document but keeps the old one, so
-	// the next Get or Refetch tries again. It is called without locks held, possibly
-	// concurrently for different URLs.
+	// the next Get or Refetch tries again. It is called without the cache's locks held, possibly
+	// concurrently, for the same URL too (a fetch and a replacement found in the Store).
 	OnReplace func(ctx context.Context, u Update) error
 	// OnRefused, when set, is called with the URL of every fetched document the cache refuses as
 	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
@@ -92,6 +92,10 @@ type Cache struct {
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
+
+	// adoptMu makes the adoption of stored documents (adoptStored) one at a time, so that a
+	// replacement found in the Store goes through OnReplace once.
+	adoptMu sync.Mutex
 
 	mu    sync.Mutex
 	mem   map[string]*entry
@@ -345,13 +349,15 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 			c.log.WarnContext(ctx, "collateral store: raising the URL's mark failed", "url", url, "err", err)
 		}
 	}
+	// Memory first: a miss that reads the Store in between (load) then finds this document held,
+	// not a different one to adopt and record again.
+	c.mu.Lock()
+	c.mem[url] = &entry{resp: resp, v: v}
+	c.mu.Unlock()
 	if err := c.store.Put(ctx, url, resp.Canonical()); err != nil {
 		c.storeErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral store write failed", "url", url, "err", err)
 	}
-	c.mu.Lock()
-	c.mem[url] = &entry{resp: resp, v: v}
-	c.mu.Unlock()
 	return u, nil
 }
 
@@ -388,16 +394,9 @@ func (c *Cache) checkNotOlder(ctx context.Context, url string, prev *entry, resp
 			return refuse("the stored document: " + why)
 		}
 	}
-	c.mu.Lock()
-	m := c.marks[url]
-	c.mu.Unlock()
-	if ms, ok := c.store.(MarkStore); ok {
-		sm, err := ms.StoredMark(ctx, url)
-		if err != nil && !errors.Is(err, ErrNotStored) {
-			c.storeErrors.Add(1)
-			return fmt.Errorf("%w: %s: the stored mark of the documents kept cannot be read, so a rollback cannot be ruled out: %w", ErrOlder, url, err)
-		}
-		m = m.Max(sm)
+	m, err := c.markOf(ctx, url)
+	if err != nil {
+		return err
 	}
 	if why := belowMark(resp, v, m); why != "" {
 		return refuse(why)
@@ -405,12 +404,30 @@ func (c *Cache) checkNotOlder(ctx context.Context, url string, prev *entry, resp
 	return nil
 }
 
+// markOf returns url's Mark: the highest of this cache's and the Store's (MarkStore). A Store
+// mark that cannot be read is an error wrapping ErrOlder: a rollback cannot be ruled out.
+func (c *Cache) markOf(ctx context.Context, url string) (Mark, error) {
+	c.mu.Lock()
+	m := c.marks[url]
+	c.mu.Unlock()
+	if ms, ok := c.store.(MarkStore); ok {
+		sm, err := ms.StoredMark(ctx, url)
+		if err != nil && !errors.Is(err, ErrNotStored) {
+			c.storeErrors.Add(1)
+			return Mark{}, fmt.Errorf("%w: %s: the stored mark of the documents kept cannot be read, so a rollback cannot be ruled out: %w", ErrOlder, url, err)
+		}
+		m = m.Max(sm)
+	}
+	return m, nil
+}
+
 // load reads url's response from the store into memory (fresh or not, so that a stale copy can
 // be served through AllowStaleUnsafe) and returns it; nil when there is none usable.
 //
-// A stored document that differs from the expired one held replaces it as a fetched one would:
-// through OnReplace (Update.Stored), and never when it is older (olderThan). When OnReplace
-// fails, the document is returned but not kept, like a fetched one.
+// A stored document that differs from the expired one held replaces it as a fetched one would
+// (adoptStored). When OnReplace fails, the document is returned but not kept, like a fetched
+// one; while the one held is fresh, that one is returned; when the stored one is older than the
+// one held or below the URL's Mark, nil.
 func (c *Cache) load(ctx context.Context, url string) *entry {
 	e, err := c.readStore(ctx, url)
 	if err != nil {
@@ -420,37 +437,116 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 		}
 		return nil
 	}
+	switch held, a := c.adoptStored(ctx, url, e, true); a {
+	case storedOlder:
+		return nil
+	case heldFresh:
+		return held
+	}
+	return e
+}
+
+// What adoptStored did with a stored document.
+type adoption int
+
+const (
+	adopted     adoption = iota // it is held now (it already was, or replaced the one held)
+	heldFresh                   // a fresh document is held, and expiredOnly was set: not used
+	storedOlder                 // older than the one held (olderThan), below the Mark, or the Mark unreadable: not used
+	notRecorded                 // OnReplace failed: not kept
+)
+
+// adoptStored makes e, read from the Store for url, the document held for url in place of the
+// one held now, if any and different: through OnReplace (Update.Stored set: an offline import,
+// or another verifier sharing the Store, wrote it), never when it is older than the held one or
+// below the URL's Mark (a rolled-back Store), and, with expiredOnly, only in place of an expired
+// one. It returns the entry held before, and what it did. It raises the in-memory Mark of what
+// it keeps.
+func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOnly bool) (*entry, adoption) {
+	c.adoptMu.Lock()
+	defer c.adoptMu.Unlock()
 	c.mu.Lock()
 	old := c.mem[url]
 	switch {
-	case old != nil && old.v.Fresh(c.clock.Now()):
+	case old != nil && old.resp.Digest() == e.resp.Digest():
+		if !old.v.Fresh(c.clock.Now()) {
+			c.mem[url] = e
+		}
 		c.mu.Unlock()
-		return e
-	case old == nil || old.resp.Digest() == e.resp.Digest():
-		c.mem[url] = e
+		return old, adopted
+	case old != nil && expiredOnly && old.v.Fresh(c.clock.Now()):
 		c.mu.Unlock()
-		return e
+		return old, heldFresh
 	}
 	c.mu.Unlock()
-	if why := olderThan(e.resp, e.v, old.resp, old.v); why != "" {
+	why := ""
+	if old != nil {
+		why = olderThan(e.resp, e.v, old.resp, old.v)
+	}
+	if why == "" {
+		m, err := c.markOf(ctx, url)
+		if err != nil {
+			why = err.Error()
+		} else {
+			why = belowMark(e.resp, e.v, m)
+		}
+	}
+	if why != "" {
 		c.storeErrors.Add(1)
-		c.log.WarnContext(ctx, "collateral store holds an older document than the expired one held; not used", "url", url, "why", why)
-		return nil
+		c.log.WarnContext(ctx, "collateral store holds an older document than the one held or the URL's mark; not used", "url", url, "why", why)
+		return old, storedOlder
+	}
+	if old == nil {
+		c.mu.Lock()
+		if c.mem[url] == nil {
+			c.mem[url] = e
+		}
+		c.mu.Unlock()
+		return nil, adopted
 	}
 	if c.onReplace != nil {
 		u := Update{URL: url, Old: old.resp, OldValidity: old.v, New: e.resp, NewValidity: e.v, Stored: true}
 		if err := c.onReplace(ctx, u); err != nil {
-			c.log.WarnContext(ctx, "collateral from the store answered but not kept: recording its replacement failed; the next request tries again", "url", url, "err", err)
-			return e
+			c.log.WarnContext(ctx, "collateral from the store not kept: recording its replacement failed; the next request or reload tries again", "url", url, "err", err)
+			return old, notRecorded
 		}
 	}
 	c.mu.Lock()
 	c.marks[url] = c.marks[url].Max(MarkOf(e.resp, e.v))
-	if c.mem[url] == old { // not replaced meanwhile (a Refetch)
+	if c.mem[url] == old { // not replaced meanwhile by a fetch (keep)
 		c.mem[url] = e
 	}
 	c.mu.Unlock()
-	return e
+	c.log.InfoContext(ctx, "collateral replaced by the document found in the store", "url", url, "next_update", e.v.NextUpdate)
+	return old, adopted
+}
+
+// Reload makes the cache hold every document its Store holds that is newer than the one it holds
+// for the URL, whether that one has expired or not: through OnReplace (Update.Stored), never an
+// older one (see adoptStored). An offline verifier, which never fetches, calls it periodically so
+// that an imported document — a TCB recovery above all — takes effect then, not only at the held
+// document's nextUpdate. A document the Store holds that cannot be read or is not authentic is
+// skipped (counted as a store error, as a load would). It returns the number of documents
+// replaced, and fails only when the Store cannot be listed (not a URLLister: nothing to do).
+func (c *Cache) Reload(ctx context.Context) (int, error) {
+	return c.eachStored(ctx, func(u string) bool {
+		e, err := c.readStore(ctx, u)
+		if err != nil {
+			if !errors.Is(err, ErrNotStored) {
+				c.storeErrors.Add(1)
+				c.log.WarnContext(ctx, "collateral store holds no usable response; not reloaded", "url", u, "err", err)
+			}
+			return false
+		}
+		c.mu.Lock()
+		old := c.mem[u]
+		c.mu.Unlock()
+		if old == nil || old.resp.Digest() == e.resp.Digest() {
+			return false // a URL held for the first time is loaded on demand, like Warm's
+		}
+		_, a := c.adoptStored(ctx, u, e, false)
+		return a == adopted
+	})
 }
 
 // readStore reads and parses url's response in the store, without keeping it. A response that

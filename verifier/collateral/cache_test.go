@@ -482,16 +482,7 @@ func TestCacheStoredReplacement(t *testing.T) {
 		o.TCBInfo.NextUpdate = start.Add(time.Hour)
 	})
 	tcb := docs[0]
-	version := func(issued time.Time, n int) *collateral.Response {
-		t.Helper()
-		o := fakeintel.DefaultCollateralOptions(start)
-		o.TCBInfo.IssueDate, o.TCBInfo.NextUpdate, o.TCBInfo.EvaluationDataNumber = issued, issued.Add(24*time.Hour), n
-		rs, err := p.Collateral(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rs[0]
-	}
+	version := func(issued time.Time, n int) *collateral.Response { return tcbVersion(t, p, issued, 24*time.Hour, n) }
 	for name, backend := range storeBackends(t) {
 		t.Run(name, func(t *testing.T) {
 			store := backend(t).open(t)
@@ -501,22 +492,7 @@ func TestCacheStoredReplacement(t *testing.T) {
 			clock := collateraltest.NewClock(start)
 			var updates []collateral.Update
 			var failReplace error
-			c, err := collateral.NewCache(collateral.CacheConfig{
-				// An air-gapped verifier: documents arrive only through the Store.
-				Upstream: sourceFunc(func(context.Context, string) (*collateral.Response, error) {
-					return nil, collateral.ErrUnavailable
-				}),
-				Store: store,
-				Clock: clock,
-				OnReplace: func(_ context.Context, u collateral.Update) error {
-					updates = append(updates, u)
-					return failReplace
-				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := airGappedCache(t, store, clock, &updates, &failReplace)
 			get := func() (*collateral.Response, error) { return c.Get(ctx, tcb.URL) }
 
 			if r, err := get(); err != nil || r.Digest() != tcb.Digest() || len(updates) != 0 {
@@ -559,6 +535,127 @@ func TestCacheStoredReplacement(t *testing.T) {
 			if _, err := get(); !errors.Is(err, collateral.ErrUnavailable) || len(updates) != 3 {
 				t.Fatalf("older stored document: %v, %d updates; want ErrUnavailable and no update", err, len(updates))
 			}
+
+			// A Store rolled back below the URL's mark: 21 was kept once (by another verifier
+			// sharing the Store), the Store now holds a 20 issued later than the held one. It is
+			// not older than the held document, but below the mark: never used.
+			ms, ok := store.(collateral.MarkStore)
+			if !ok {
+				t.Fatalf("%T is no MarkStore", store)
+			}
+			v21, err := collateral.ValidityOf(version(clock.Now().Add(-time.Minute), 21))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := ms.RaiseMark(ctx, tcb.URL, collateral.MarkOf(version(clock.Now().Add(-time.Minute), 21), v21)); err != nil {
+				t.Fatal(err)
+			}
+			if err := store.Put(ctx, tcb.URL, version(clock.Now().Add(-time.Minute), 20).Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := get(); !errors.Is(err, collateral.ErrUnavailable) || len(updates) != 3 {
+				t.Fatalf("stored document below the mark: %v, %d updates; want ErrUnavailable and no update", err, len(updates))
+			}
 		})
 	}
+}
+
+// TestCacheReload: Reload replaces a held document that has not expired by a newer one found in
+// the Store (an import of a TCB recovery), through OnReplace with Update.Stored; never by an
+// older one, and not when OnReplace fails.
+func TestCacheReload(t *testing.T) {
+	ctx := context.Background()
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) { o.TCBInfo.EvaluationDataNumber = 19 })
+	tcb := docs[0]
+	version := func(issued time.Time, n int) *collateral.Response {
+		return tcbVersion(t, p, issued, 30*24*time.Hour, n)
+	}
+	for name, backend := range storeBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			store := backend(t).open(t)
+			if err := store.Put(ctx, tcb.URL, tcb.Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			var updates []collateral.Update
+			var failReplace error
+			c := airGappedCache(t, store, collateraltest.NewClock(start), &updates, &failReplace)
+			held := func(want *collateral.Response) {
+				t.Helper()
+				if r, err := c.Get(ctx, tcb.URL); err != nil || r.Digest() != want.Digest() {
+					t.Fatalf("Get: %v; want the document with evaluation number %v", err, want == tcb)
+				}
+			}
+			reload := func(want int) {
+				t.Helper()
+				if n, err := c.Reload(ctx); err != nil || n != want {
+					t.Fatalf("Reload: %d, %v; want %d replaced", n, err, want)
+				}
+			}
+			held(tcb)
+			reload(0) // the store holds what the cache holds
+			if len(updates) != 0 {
+				t.Fatalf("%d updates with nothing new", len(updates))
+			}
+
+			// A TCB recovery is imported while the held TCB info is still fresh.
+			newer := version(start.Add(time.Minute), 20)
+			if err := store.Put(ctx, tcb.URL, newer.Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			held(tcb) // a Get alone keeps serving the fresh held document
+			failReplace = errors.New("the evidence log is down")
+			reload(0)
+			held(tcb)
+			failReplace = nil
+			reload(1)
+			held(newer)
+			if u := updates[len(updates)-1]; len(updates) != 2 || !u.Stored || u.Old.Digest() != tcb.Digest() || u.New.Digest() != newer.Digest() {
+				t.Fatalf("updates %d, last %+v; want the stored replacement", len(updates), u)
+			}
+
+			// An older document written to the Store is never used.
+			if err := store.Put(ctx, tcb.URL, version(start.Add(time.Hour), 19).Canonical()); err != nil {
+				t.Fatal(err)
+			}
+			reload(0)
+			held(newer)
+			if len(updates) != 2 {
+				t.Fatalf("%d updates after an older stored document, want 2", len(updates))
+			}
+		})
+	}
+}
+
+// tcbVersion returns p's TCB info issued at issued, valid for valid, with tcbEvaluationDataNumber n.
+func tcbVersion(t *testing.T, p *fakeintel.PKI, issued time.Time, valid time.Duration, n int) *collateral.Response {
+	t.Helper()
+	o := fakeintel.DefaultCollateralOptions(start)
+	o.TCBInfo.IssueDate, o.TCBInfo.NextUpdate, o.TCBInfo.EvaluationDataNumber = issued, issued.Add(valid), n
+	rs, err := p.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs[0]
+}
+
+// airGappedCache is the cache of an air-gapped verifier: documents arrive only through store.
+// OnReplace appends to *updates and returns *fail.
+func airGappedCache(t *testing.T, store collateral.Store, clock *collateraltest.Clock, updates *[]collateral.Update, fail *error) *collateral.Cache {
+	t.Helper()
+	c, err := collateral.NewCache(collateral.CacheConfig{
+		Upstream: sourceFunc(func(context.Context, string) (*collateral.Response, error) {
+			return nil, collateral.ErrUnavailable
+		}),
+		Store: store,
+		Clock: clock,
+		OnReplace: func(_ context.Context, u collateral.Update) error {
+			*updates = append(*updates, u)
+			return *fail
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

@@ -59,6 +59,12 @@ type URLLister interface {
 // so that Documents, a Refresher and metrics see what earlier runs fetched. Unusable entries are
 // logged and skipped. It returns the number of documents loaded.
 func (c *Cache) Warm(ctx context.Context) (int, error) {
+	return c.eachStored(ctx, func(u string) bool { return c.load(ctx, u) != nil })
+}
+
+// eachStored calls fn with every URL the Store holds (when it is a URLLister) until ctx is done,
+// and returns how many times fn reported true.
+func (c *Cache) eachStored(ctx context.Context, fn func(url string) bool) (int, error) {
 	l, ok := c.store.(URLLister)
 	if !ok {
 		return 0, nil
@@ -72,7 +78,7 @@ func (c *Cache) Warm(ctx context.Context) (int, error) {
 		if err := ctx.Err(); err != nil {
 			return n, err
 		}
-		if c.load(ctx, u) != nil {
+		if fn(u) {
 			n++
 		}
 	}
@@ -85,9 +91,9 @@ type Update struct {
 	// Old and New are the documents, and OldValidity and NewValidity their validity.
 	Old, New                 *Response
 	OldValidity, NewValidity Validity
-	// Stored is set when New was not fetched by this cache but found in its Store in place of
-	// the expired Old: written by an offline import (proofline collateral import) or by another
-	// verifier sharing the Store, which may have recorded the replacement already.
+	// Stored is set when New was found in the Store in place of Old (expired, or at a Reload),
+	// not fetched by this cache: written by an offline import (proofline collateral import) or
+	// by another verifier sharing the Store, which may have recorded the replacement already.
 	Stored bool
 }
 

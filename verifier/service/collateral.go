@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -81,7 +82,7 @@ func (s *Service) openCollateral(ctx context.Context) error {
 		s.logger.InfoContext(ctx, "collateral cache loaded", slog.Int("documents", n))
 	}
 	if lc.Offline {
-		s.cache, s.coll = cache, cache
+		s.cache, s.coll, s.collOffline = cache, cache, true
 		return nil
 	}
 	s.refresher, err = collateral.NewRefresher(collateral.RefresherConfig{
@@ -94,6 +95,30 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	}
 	s.cache, s.coll = cache, cache
 	return nil
+}
+
+// reloadCollateral is an offline verifier's loop: every Settings.CollateralReloadInterval on the
+// collateral clock it makes the cache use the newer documents an import wrote to its store
+// (collateral.Cache.Reload), each replacement a collateral_update record (recordCollateralUpdate),
+// so that an imported TCB recovery takes effect within the interval rather than when the held TCB
+// info expires, up to 30 days later.
+func (s *Service) reloadCollateral(ctx context.Context) {
+	for s.collClock.Sleep(ctx, s.set.CollateralReloadInterval) == nil {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					s.logger.ErrorContext(ctx, "collateral reload panicked", slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+				}
+			}()
+			n, err := s.cache.Reload(ctx)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				s.logger.WarnContext(ctx, "collateral reload from the store failed; retried at the next interval", slog.Any("error", err))
+			case n > 0:
+				s.logger.InfoContext(ctx, "collateral reloaded from the store", slog.Int("replaced", n))
+			}
+		}()
+	}
 }
 
 // SubscribeTCBRecovery registers fn for every Intel TCB recovery that reaches the service's live
@@ -143,8 +168,9 @@ func (s *Service) collateralFor(p *policy.Policy, platform attest.Platform) coll
 // document only then.
 //
 // A replacement found in the cache's store (u.Stored: an offline import, or another verifier
-// sharing the store and the log) is recorded the same way, unless the log already holds a
-// collateral_update naming that document for that URL.
+// sharing the store and the log) is recorded the same way, unless the index already holds a
+// collateral_update naming that document for that URL (when it cannot be searched, the
+// replacement is recorded).
 func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Update) error {
 	newD := evidence.Digest(u.New.Digest())
 	source := "fetch"
@@ -152,7 +178,8 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 		source = "store"
 		done, err := s.collateralRecorded(ctx, u.URL, newD, u.NewValidity.IssuedAt)
 		if err != nil {
-			return fmt.Errorf("looking for an earlier record of the collateral update of %s: %w", u.URL, err)
+			// A replacement recorded twice says the same thing twice; one not recorded is a gap.
+			s.logger.WarnContext(ctx, "could not look for an earlier record of a collateral update found in the store; recording it", slog.String("url", u.URL), slog.Any("error", err))
 		}
 		if done {
 			s.logger.InfoContext(ctx, "collateral update found in the store, already recorded", slog.String("url", u.URL), slog.String("new_sha256", newD.String()))
@@ -225,9 +252,9 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 
 // collateralRecorded reports whether the log holds a collateral_update record naming the
 // document with digest d for url, among those indexed since a day before issued (a document is
-// recorded once it is issued; the day allows for clocks that disagree). The index may lag the
-// log by the records being appended: a replacement recorded that moment by another verifier
-// can then be recorded twice, which says the same thing twice.
+// recorded once it is issued; the day allows for clocks that disagree). The index lags the log
+// (by the records being indexed, and by an index outage): a replacement another verifier
+// recorded that is not indexed yet is recorded again, which says the same thing twice.
 func (s *Service) collateralRecorded(ctx context.Context, url string, d evidence.Digest, issued time.Time) (bool, error) {
 	q := index.Query{Kind: evidence.KindCollateralUpdate, Limit: index.MaxLimit}
 	if !issued.IsZero() {

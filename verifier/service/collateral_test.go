@@ -568,8 +568,8 @@ func TestLiveCollateralAuthenticated(t *testing.T) {
 
 // An air-gapped verifier gets new collateral only through `proofline collateral import`, into its
 // collateral store. Once the document it held has expired, it uses the imported one, and that
-// replacement is a collateral_update record like a fetched one: the audit trail of an offline
-// verifier shows every document change too. A replacement the log already records (another
+// replacement is a collateral_update record like a fetched one: the audit trail of a running
+// offline verifier shows its document changes too. A replacement the log already records (another
 // verifier sharing the store and the log) is not recorded twice.
 func TestLiveCollateralStoredReplacementRecorded(t *testing.T) {
 	e := newLiveEnv(t, 2*time.Hour, nil)
@@ -663,5 +663,102 @@ func TestLiveCollateralStoredReplacementRecorded(t *testing.T) {
 	}
 	if n := len(e.updates()); n != 2 {
 		t.Fatalf("%d collateral_update records after a fetched replacement, want 2", n)
+	}
+}
+
+// An offline verifier (collateral.offline) never fetches: an operator imports Intel's new TCB
+// info (a TCB recovery) while the one it holds is still valid for weeks. Within
+// Settings.CollateralReloadInterval it uses the imported one, and the replacement is a
+// collateral_update record; without the reload it would go on using the old TCB info until its
+// nextUpdate.
+func TestOfflineCollateralReload(t *testing.T) {
+	ctx := context.Background()
+	clock := collateraltest.NewClock(liveStart)
+	plat, err := servicetest.New(liveStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
+		Collateral: CollateralConfig{Offline: true}}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	store, err := collateral.OpenDirStore(filepath.Join(cfg.DataDir, DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(ic, ac...) {
+		if err := store.Put(ctx, r.URL, r.Canonical()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := &syncBuffer{}
+	e := &liveEnv{t: t, clock: clock, plat: plat, reg: prometheus.NewRegistry(), logs: logs, tcb: ic[0].URL, cfg: cfg}
+	e.env = Env{TestMode: true, Now: clock.Now, Roots: plat.Roots, InitialPolicy: plat.PolicyYAML, Registerer: e.reg,
+		Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		CollateralClock: clock}
+	if e.svc, err = Open(ctx, cfg, e.env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.svc.Close() })
+	e.svc.Start()
+	first := e.attest(attest.PlatformTDX)
+	if first.Result.Status != ear.StatusAffirming || collateralDigest(t, first, e.tcb) != evidence.Digest(ic[0].Digest()) {
+		t.Fatalf("first verdict %s: %+v", first.Result.Status, first.Result.Failures)
+	}
+
+	// The import: tcbEvaluationDataNumber 19, issued an hour on.
+	o := fakeintel.DefaultCollateralOptions(liveStart.Add(time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 19
+	fresh, err := plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(ctx, e.tcb, fresh[0].Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	if a := e.attest(attest.PlatformTDX); collateralDigest(t, a, e.tcb) == evidence.Digest(fresh[0].Digest()) {
+		t.Fatal("the import was used before a reload: the test cannot show the reload does it")
+	}
+	var recs []*evidence.Record
+	// The reload loop is the collateral clock's only sleeper.
+	for passes := 0; len(recs) == 0; {
+		if clock.Sleeping() == 1 {
+			if recs = e.updates(); len(recs) > 0 {
+				break
+			}
+			if passes++; passes > 3 {
+				t.Fatalf("no collateral_update record after %d reload intervals", passes-1)
+			}
+			clock.AdvanceToNext()
+		}
+		select {
+		case <-clock.Changed():
+		case <-time.After(30 * time.Second): // a guard against a hang, not a timing
+			t.Fatalf("the collateral clock has no sleeper: no reload loop runs (%d sleeping)", clock.Sleeping())
+		}
+	}
+	if got := clock.Now().Sub(liveStart); got != DefaultCollateralReloadInterval {
+		t.Errorf("recorded after %s, want one reload interval (%s)", got, DefaultCollateralReloadInterval)
+	}
+	newDigest := evidence.Digest(fresh[0].Digest())
+	rec := recs[0]
+	if len(recs) != 1 || len(rec.Collateral) != 1 || rec.Collateral[0].Digest != newDigest || rec.CollateralUpdate[0].Previous == nil ||
+		*rec.CollateralUpdate[0].Previous != evidence.Digest(ic[0].Digest()) {
+		t.Fatalf("%d records; the first: %+v %+v", len(recs), rec.Collateral, rec.CollateralUpdate)
+	}
+	if a := e.attest(attest.PlatformTDX); a.Result.Status != ear.StatusAffirming || collateralDigest(t, a, e.tcb) != newDigest {
+		t.Fatalf("verdict after the reload %s with %s: %+v", a.Result.Status, collateralDigest(t, a, e.tcb), a.Result.Failures)
+	}
+	if !strings.Contains(logs.String(), "collateral reloaded from the store") {
+		t.Errorf("no log line says the collateral was reloaded:\n%s", logs.String())
 	}
 }

@@ -132,11 +132,13 @@ type CollateralConfig struct {
 	// Offline serves the collateral in CacheDir and never fetches: an air-gapped verifier whose
 	// cache is filled by `proofline collateral import` (a signed bundle exported by a connected
 	// verifier). A document the cache lacks, or holds past its nextUpdate, is unavailable
-	// (collateral_unavailable) until a fresh bundle is imported; a running verifier reads an
-	// imported document the next time it needs one it lacks or holds expired (a fresh copy in
-	// memory is served until it expires). Nothing is refreshed or recorded as collateral_update:
-	// attestation records still name, and the blob store keeps, the collateral each verdict used.
-	// Not with Dir or Fetch.
+	// (collateral_unavailable) until a fresh bundle is imported. A running verifier reads an
+	// imported document the next time it needs one it lacks or holds expired, and looks for newer
+	// ones every minute (Settings.CollateralReloadInterval): an imported TCB recovery replaces the
+	// TCB info it holds then, not when that one expires. Each replacement of a held document is a
+	// collateral_update record, as for a fetched one; a document imported while the verifier is
+	// stopped is loaded at its start without one (attestation records still name, and the blob
+	// store keeps, the collateral each verdict used). Nothing is fetched. Not with Dir or Fetch.
 	Offline bool `yaml:"offline"`
 	// ExpiryWarning: /readyz reports degraded (collateral_expiring) while a collateral document
 	// the verifier holds expires within this long, or has expired, and could not be refreshed (a

@@ -79,6 +79,10 @@ type Settings struct {
 	// CollateralExpiryWarning is how close to its nextUpdate a collateral document makes /readyz
 	// report collateral_expiring when it could not be refreshed (default 6h).
 	CollateralExpiryWarning time.Duration
+	// CollateralReloadInterval is how often an offline verifier (collateral.offline) looks in its
+	// collateral store for documents an import wrote (collateral.Cache.Reload; default
+	// DefaultCollateralReloadInterval).
+	CollateralReloadInterval time.Duration
 }
 
 func (s Settings) withDefaults() Settings {
@@ -115,6 +119,9 @@ func (s Settings) withDefaults() Settings {
 	if s.CollateralExpiryWarning == 0 {
 		s.CollateralExpiryWarning = DefaultCollateralExpiryWarning
 	}
+	if s.CollateralReloadInterval == 0 {
+		s.CollateralReloadInterval = DefaultCollateralReloadInterval
+	}
 	return s
 }
 
@@ -126,6 +133,10 @@ const appendTimeout = time.Minute
 // gather the attestations verified meanwhile (measured in hack/bench/README.md), short against
 // an attestation's latency under load.
 const DefaultLogBatchMaxWait = 20 * time.Millisecond
+
+// DefaultCollateralReloadInterval is Settings.CollateralReloadInterval's default: an imported
+// document (a TCB recovery) takes effect on an offline verifier within a minute.
+const DefaultCollateralReloadInterval = time.Minute
 
 // DefaultCollateralExpiryWarning is Settings.CollateralExpiryWarning's default.
 const DefaultCollateralExpiryWarning = 6 * time.Hour
@@ -213,7 +224,10 @@ type Service struct {
 	// cache, refresher and collClock are set with Deps.LiveCollateral.
 	cache     *collateral.Cache
 	refresher *collateral.Refresher
-	collClock collateral.Clock
+	// collOffline: the live collateral never fetches (collateral.offline); imports reach it
+	// through the store (reloadCollateral).
+	collOffline bool
+	collClock   collateral.Clock
 
 	// al raises alerts and runs the log self-check; nil without Deps.Alerting (alerts.go).
 	al *alerting
@@ -299,13 +313,18 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 // Start runs the background loops until Close: the index catch-up (every
 // Settings.IndexCatchupInterval, and soon after an index write failed), the sweeping of expired
 // used nonces (every Settings.NonceSweepInterval) and, with live collateral, its refresh (a pass
-// at once, then every Settings.CollateralRefreshInterval on the collateral clock) and, with
-// Deps.Alerting, alert delivery, the log self-check and the periodic alert checks (alerts.go).
+// at once, then every Settings.CollateralRefreshInterval on the collateral clock), with offline
+// collateral the reload of imported documents (every Settings.CollateralReloadInterval on the
+// collateral clock) and, with Deps.Alerting, alert delivery, the log self-check and the periodic
+// alert checks (alerts.go).
 func (s *Service) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	s.stop = cancel
 	if s.refresher != nil {
 		s.loops.Go(func() { s.refresher.Run(ctx) })
+	}
+	if s.collOffline {
+		s.loops.Go(func() { s.reloadCollateral(ctx) })
 	}
 	s.startAlerting(ctx)
 	s.loops.Add(2)
