@@ -552,7 +552,7 @@ func keepExisting(ctx context.Context, dst Store, e BundleEntry, resp *Response,
 	if why := olderThan(resp, v, old, ov); why != "" {
 		return "the destination's document is newer: the bundle's has " + why
 	}
-	if ov.IssuedAt.Equal(v.IssuedAt) && (ov.Immutable || !ov.NextUpdate.Before(v.NextUpdate)) {
+	if sameIssueNoLater(v, ov) {
 		return fmt.Sprintf("the destination's document is as new or newer (issued %s, next update %s; the bundle's next update %s)",
 			bundleTime(ov.IssuedAt), bundleTime(ov.NextUpdate), bundleTime(v.NextUpdate))
 	}

@@ -2,6 +2,7 @@ package collateral
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,14 +28,16 @@ type CacheConfig struct {
 	// OnReplace, when set, is called before the cache keeps a fetched document in place of a
 	// different one (another digest) it held for the same URL — ahead of expiry through Refetch
 	// (a Refresher), or on demand once the old one went stale — and not for a URL's first
-	// document. It is also called, with Update.Stored set, when the old one went stale and the
-	// Store holds a different document for the URL (an offline import, or another verifier
-	// sharing the Store): the cache uses that one in its place. The cache keeps the new
+	// document. It is also called, with Update.Stored set, when the Store holds a different
+	// document for the URL (an offline import, or another verifier sharing the Store) and the
+	// cache uses that one in its place: once the old one went stale, or at a Reload when the
+	// stored one is newer. The cache keeps the new
 	// document only once OnReplace returned nil: a verifier service makes the replacement an
 	// evidence record there (MUST be durable on return). When it fails, Refetch returns its
 	// error and a Get still answers the caller with the new document but keeps the old one, so
-	// the next Get or Refetch tries again. It is called without the cache's locks held, possibly
-	// concurrently, for the same URL too (a fetch and a replacement found in the Store).
+	// the next Get or Refetch tries again. It is called with the URL's replacement lock held (one
+	// replacement per URL at a time, concurrently for different URLs) and MUST NOT call the
+	// Cache.
 	OnReplace func(ctx context.Context, u Update) error
 	// OnRefused, when set, is called with the URL of every fetched document the cache refuses as
 	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
@@ -93,9 +96,13 @@ type Cache struct {
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
 
-	// adoptMu makes the adoption of stored documents (adoptStored) one at a time, so that a
-	// replacement found in the Store goes through OnReplace once.
-	adoptMu sync.Mutex
+	// replacing holds a lock per URL, taken by every replacement of the document held for it
+	// (keep, adoptStored) across OnReplace: one replacement at a time per URL, each recorded
+	// once, against the document held when it is recorded.
+	replacing map[string]*sync.Mutex
+	// reloadRefused is, per URL, the SHA-256 of the stored bytes Reload last refused, so that
+	// a refusal is logged and counted once, not every Reload.
+	reloadRefused map[string][32]byte
 
 	mu    sync.Mutex
 	mem   map[string]*entry
@@ -105,6 +112,19 @@ type Cache struct {
 	marks map[string]Mark
 
 	hits, misses, coalesced, storeHits, fetches, fetchErrors, storeErrors, staleServed atomic.Uint64
+}
+
+// lockURL takes url's replacement lock and returns its unlock.
+func (c *Cache) lockURL(url string) func() {
+	c.mu.Lock()
+	m := c.replacing[url]
+	if m == nil {
+		m = &sync.Mutex{}
+		c.replacing[url] = m
+	}
+	c.mu.Unlock()
+	m.Lock()
+	return m.Unlock
 }
 
 type entry struct {
@@ -146,7 +166,7 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 		return nil, errors.New("collateral: CacheConfig.Upstream is required (a *Fetcher)")
 	}
 	c := &Cache{upstream: cfg.Upstream, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, onReplace: cfg.OnReplace, onRefused: cfg.OnRefused, authentic: cfg.Authenticate, onForged: cfg.OnNotAuthentic,
-		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}}
+		mem: map[string]*entry{}, calls: map[string]*call{}, marks: map[string]Mark{}, replacing: map[string]*sync.Mutex{}, reloadRefused: map[string][32]byte{}}
 	if c.store == nil {
 		c.store = NewMemoryStore()
 	}
@@ -322,6 +342,12 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 // the document itself. A Mark that cannot be read refuses too (fail closed). A kept document
 // raises the Mark before it is stored.
 func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Response, v Validity) (*Update, error) {
+	defer c.lockURL(url)()
+	c.mu.Lock()
+	if cur := c.mem[url]; cur != nil {
+		prev = cur // a stored document adopted meanwhile (adoptStored)
+	}
+	c.mu.Unlock()
 	if err := c.checkNotOlder(ctx, url, prev, resp, v); err != nil {
 		c.fetchErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral refused: older than the document held (rollback)", "url", url, "err", err)
@@ -349,8 +375,8 @@ func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Respons
 			c.log.WarnContext(ctx, "collateral store: raising the URL's mark failed", "url", url, "err", err)
 		}
 	}
-	// Memory first: a miss that reads the Store in between (load) then finds this document held,
-	// not a different one to adopt and record again.
+	// Memory first: a miss that reads the Store meanwhile (load) finds this document held, not a
+	// different one to adopt and record again.
 	c.mu.Lock()
 	c.mem[url] = &entry{resp: resp, v: v}
 	c.mu.Unlock()
@@ -459,12 +485,11 @@ const (
 // adoptStored makes e, read from the Store for url, the document held for url in place of the
 // one held now, if any and different: through OnReplace (Update.Stored set: an offline import,
 // or another verifier sharing the Store, wrote it), never when it is older than the held one or
-// below the URL's Mark (a rolled-back Store), and, with expiredOnly, only in place of an expired
-// one. It returns the entry held before, and what it did. It raises the in-memory Mark of what
-// it keeps.
+// below the URL's Mark (a rolled-back Store). With expiredOnly, only in place of an expired one;
+// without, a fresh one is replaced only by a newer one (notNewer). It returns the entry held
+// before, and what it did. It raises the in-memory Mark of what it keeps.
 func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOnly bool) (*entry, adoption) {
-	c.adoptMu.Lock()
-	defer c.adoptMu.Unlock()
+	// Quick paths first, without the URL's lock: nothing to record.
 	c.mu.Lock()
 	old := c.mem[url]
 	switch {
@@ -479,21 +504,9 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 		return old, heldFresh
 	}
 	c.mu.Unlock()
-	why := ""
-	if old != nil {
-		why = olderThan(e.resp, e.v, old.resp, old.v)
-	}
-	if why == "" {
-		m, err := c.markOf(ctx, url)
-		if err != nil {
-			why = err.Error()
-		} else {
-			why = belowMark(e.resp, e.v, m)
-		}
-	}
-	if why != "" {
+	if why := c.notAdoptable(ctx, url, e, old, expiredOnly); why != "" {
 		c.storeErrors.Add(1)
-		c.log.WarnContext(ctx, "collateral store holds an older document than the one held or the URL's mark; not used", "url", url, "why", why)
+		c.log.WarnContext(ctx, "collateral store document not used: it is not newer than the one held, or below the URL's mark", "url", url, "why", why)
 		return old, storedOlder
 	}
 	if old == nil {
@@ -504,6 +517,13 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 		c.mu.Unlock()
 		return nil, adopted
 	}
+	defer c.lockURL(url)()
+	c.mu.Lock()
+	if cur := c.mem[url]; cur != old { // replaced meanwhile (keep, or another adoption): try again later
+		c.mu.Unlock()
+		return cur, heldFresh
+	}
+	c.mu.Unlock()
 	if c.onReplace != nil {
 		u := Update{URL: url, Old: old.resp, OldValidity: old.v, New: e.resp, NewValidity: e.v, Stored: true}
 		if err := c.onReplace(ctx, u); err != nil {
@@ -513,12 +533,27 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 	}
 	c.mu.Lock()
 	c.marks[url] = c.marks[url].Max(MarkOf(e.resp, e.v))
-	if c.mem[url] == old { // not replaced meanwhile by a fetch (keep)
-		c.mem[url] = e
-	}
+	c.mem[url] = e // still old: every replacement holds the URL's lock
 	c.mu.Unlock()
 	c.log.InfoContext(ctx, "collateral replaced by the document found in the store", "url", url, "next_update", e.v.NextUpdate)
 	return old, adopted
+}
+
+// notAdoptable returns why the stored e may not replace old (nil: nothing held) for url, or "".
+func (c *Cache) notAdoptable(ctx context.Context, url string, e, old *entry, expiredOnly bool) string {
+	if old != nil {
+		if why := olderThan(e.resp, e.v, old.resp, old.v); why != "" {
+			return why
+		}
+		if !expiredOnly && old.v.Fresh(c.clock.Now()) && sameIssueNoLater(e.v, old.v) {
+			return fmt.Sprintf("issued with the held one (%s), and with no later next update", rfc3339(e.v.IssuedAt))
+		}
+	}
+	m, err := c.markOf(ctx, url)
+	if err != nil {
+		return err.Error()
+	}
+	return belowMark(e.resp, e.v, m)
 }
 
 // Reload makes the cache hold every document its Store holds that is newer than the one it holds
@@ -530,22 +565,46 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 // replaced, and fails only when the Store cannot be listed (not a URLLister: nothing to do).
 func (c *Cache) Reload(ctx context.Context) (int, error) {
 	return c.eachStored(ctx, func(u string) bool {
+		c.mu.Lock()
+		old := c.mem[u]
+		c.mu.Unlock()
+		if old == nil {
+			return false // a URL not held yet is loaded on demand, like Warm's
+		}
+		// Only bytes that differ from the held document, and that were not refused before, are
+		// parsed and checked.
+		data, err := c.store.Get(ctx, u)
+		if err != nil {
+			return false
+		}
+		sum := sha256.Sum256(data)
+		c.mu.Lock()
+		refused := c.reloadRefused[u] == sum
+		c.mu.Unlock()
+		if sum == old.resp.Digest() || refused {
+			return false
+		}
+		refuse := func() {
+			c.mu.Lock()
+			c.reloadRefused[u] = sum
+			c.mu.Unlock()
+		}
 		e, err := c.readStore(ctx, u)
 		if err != nil {
 			if !errors.Is(err, ErrNotStored) {
 				c.storeErrors.Add(1)
 				c.log.WarnContext(ctx, "collateral store holds no usable response; not reloaded", "url", u, "err", err)
+				refuse()
 			}
 			return false
 		}
-		c.mu.Lock()
-		old := c.mem[u]
-		c.mu.Unlock()
-		if old == nil || old.resp.Digest() == e.resp.Digest() {
-			return false // a URL held for the first time is loaded on demand, like Warm's
+		switch _, a := c.adoptStored(ctx, u, e, false); a {
+		case adopted:
+			return true
+		case storedOlder:
+			refuse()
 		}
-		_, a := c.adoptStored(ctx, u, e, false)
-		return a == adopted
+		return false
 	})
 }
 

@@ -613,14 +613,22 @@ func TestCacheReload(t *testing.T) {
 				t.Fatalf("updates %d, last %+v; want the stored replacement", len(updates), u)
 			}
 
-			// An older document written to the Store is never used.
-			if err := store.Put(ctx, tcb.URL, version(start.Add(time.Hour), 19).Canonical()); err != nil {
-				t.Fatal(err)
-			}
-			reload(0)
-			held(newer)
-			if len(updates) != 2 {
-				t.Fatalf("%d updates after an older stored document, want 2", len(updates))
+			// An older document written to the Store is never used, nor one issued with the held
+			// one that expires sooner; each refusal is counted once, not at every Reload.
+			for _, doc := range []*collateral.Response{
+				version(start.Add(time.Hour), 19),
+				tcbVersion(t, p, start.Add(time.Minute), 10*24*time.Hour, 20),
+			} {
+				if err := store.Put(ctx, tcb.URL, doc.Canonical()); err != nil {
+					t.Fatal(err)
+				}
+				errs := c.Stats().StoreErrors
+				reload(0)
+				reload(0)
+				held(newer)
+				if len(updates) != 2 || c.Stats().StoreErrors != errs+1 {
+					t.Fatalf("%d updates and %d store errors after a stored document no newer than the held one, want 2 and %d", len(updates), c.Stats().StoreErrors, errs+1)
+				}
 			}
 		})
 	}

@@ -428,3 +428,10 @@ func (r *Refresher) callRecovery(ctx context.Context, fn func(context.Context, T
 	}()
 	fn(ctx, rec)
 }
+
+// sameIssueNoLater reports whether a document of validity v is issued at the same time as one of
+// validity held and expires no later (an immutable held one never does): it is then no newer,
+// though not older (olderThan). Cache.Reload and ImportBundle keep the held document then.
+func sameIssueNoLater(v, held Validity) bool {
+	return held.IssuedAt.Equal(v.IssuedAt) && (held.Immutable || !held.NextUpdate.Before(v.NextUpdate))
+}

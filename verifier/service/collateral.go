@@ -177,6 +177,9 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 	if u.Stored {
 		source = "store"
 		done, err := s.collateralRecorded(ctx, u.URL, newD, u.NewValidity.IssuedAt)
+		if ctx.Err() != nil {
+			return ctx.Err() // stopping: nothing recorded, nothing kept
+		}
 		if err != nil {
 			// A replacement recorded twice says the same thing twice; one not recorded is a gap.
 			s.logger.WarnContext(ctx, "could not look for an earlier record of a collateral update found in the store; recording it", slog.String("url", u.URL), slog.Any("error", err))

@@ -732,7 +732,11 @@ func TestOfflineCollateralReload(t *testing.T) {
 	// The reload loop is the collateral clock's only sleeper.
 	for passes := 0; len(recs) == 0; {
 		if clock.Sleeping() == 1 {
-			if recs = e.updates(); len(recs) > 0 {
+			// The reload has run; its record reaches the index through the index writer.
+			for deadline := time.Now().Add(5 * time.Second); passes > 0 && len(recs) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				recs = e.updates()
+			}
+			if len(recs) > 0 {
 				break
 			}
 			if passes++; passes > 3 {
