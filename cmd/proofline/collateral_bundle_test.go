@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/pem"
 	"errors"
@@ -19,9 +20,11 @@ import (
 	"github.com/proofline/proofline/attest/attesttest/fakeamd"
 	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/index"
 	"github.com/proofline/proofline/internal/mysqltest"
 	"github.com/proofline/proofline/verifier/collateral"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
+	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/roots"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -368,4 +371,131 @@ func TestCollateralBundleDatabase(t *testing.T) {
 	if code, out := g.importInto(t, g.dirA, g.bundle, "--database", dsn, "--cache-dir", t.TempDir(), "--trusted-key", trust); code != exitUsage || !strings.Contains(out, "not both") {
 		t.Errorf("--database with --cache-dir: exit %d:\n%s", code, out)
 	}
+}
+
+// TestCollateralImportIntoRunningOfflineVerifier: Intel publishes a TCB recovery; the connected
+// verifier fetches it and a new bundle is exported. `proofline collateral import` writes it into
+// a running air-gapped verifier's data dir while the TCB info that verifier holds is still valid
+// for weeks. Within one reload interval the air-gapped verifier uses the new TCB info, and its
+// log has a collateral_update record naming the old and the new document.
+func TestCollateralImportIntoRunningOfflineVerifier(t *testing.T) {
+	ctx := context.Background()
+	g := newAirGap(t)
+	trust := filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)
+	dirB := t.TempDir()
+	if code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", trust); code != 0 {
+		t.Fatalf("first import: exit %d:\n%s", code, out)
+	}
+	svcB := g.open(t, service.Config{DataDir: dirB,
+		Nonce:      service.NonceConfig{SecretFile: filepath.Join(g.dirA, "nonce-secret")},
+		Collateral: service.CollateralConfig{Offline: true}},
+		&http.Client{Transport: noNetwork{t}})
+	svcB.Start()
+	attestTDX := func() *service.Attestation {
+		t.Helper()
+		ch, err := svcB.Challenge(ctx, agent)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := g.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(agent.Name), servicetest.FaultNone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := svcB.Attest(ctx, agent, body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a.Result.Status != "affirming" {
+			t.Fatalf("air-gapped verdict %s: %+v", a.Result.Status, a.Result.Failures)
+		}
+		return a
+	}
+	attestTDX()
+
+	// The TCB recovery reaches the connected verifier's cache, and a new bundle is exported.
+	o := fakeintel.DefaultCollateralOptions(g.start)
+	o.TCBInfo.EvaluationDataNumber = 19
+	o.TCBInfo.IssueDate = g.start.Add(time.Minute)
+	rs, err := g.plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcb := rs[0]
+	storeA, err := collateral.OpenDirStore(filepath.Join(g.dirA, service.DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldTCB, err := storeA.Get(ctx, tcb.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := storeA.Put(ctx, tcb.URL, tcb.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	bundle2 := filepath.Join(t.TempDir(), "collateral-2.bundle")
+	var errb bytes.Buffer
+	if code := collateralExport(ctx, []string{"--data-dir", g.dirA, "--out", bundle2, "--name", "verifier-a"}, &errb, g.clock.Now); code != 0 {
+		t.Fatalf("second export: exit %d: %s", code, errb.String())
+	}
+	if code, out := g.importInto(t, dirB, bundle2, "--trusted-key", trust); code != 0 || !strings.Contains(out, "1 imported") {
+		t.Fatalf("second import: exit %d, want 1 document imported:\n%s", code, out)
+	}
+
+	// The reload loop is the collateral clock's only sleeper (the connected verifier is closed).
+	var recs []*evidence.Record
+	for passes := 0; len(recs) == 0; {
+		if g.clock.Sleeping() == 1 {
+			for deadline := time.Now().Add(5 * time.Second); passes > 0 && len(recs) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				recs = collateralUpdates(t, svcB)
+			}
+			if len(recs) > 0 {
+				break
+			}
+			if passes++; passes > 2 {
+				t.Fatalf("no collateral_update record after %d reload intervals", passes-1)
+			}
+			g.clock.AdvanceToNext()
+		}
+		select {
+		case <-g.clock.Changed():
+		case <-time.After(30 * time.Second): // a guard against a hang, not a timing
+			t.Fatal("the collateral clock has no sleeper: no reload loop runs")
+		}
+	}
+	newDigest := evidence.Digest(tcb.Digest())
+	oldDigest := evidence.Digest(sha256.Sum256(oldTCB))
+	if len(recs) != 1 || recs[0].Collateral[0].URL != tcb.URL || recs[0].Collateral[0].Digest != newDigest ||
+		recs[0].CollateralUpdate[0].Previous == nil || *recs[0].CollateralUpdate[0].Previous != oldDigest {
+		t.Fatalf("%d collateral_update records; want one replacing %s by %s for %s: %+v", len(recs), oldDigest, newDigest, tcb.URL, recs)
+	}
+	claims, ok := attestTDX().Result.Claims.(*ear.TDXClaims)
+	if !ok {
+		t.Fatal("a TDX verdict without TDX claims")
+	}
+	found := false
+	for _, ci := range claims.Collateral {
+		found = found || (ci.URL == tcb.URL && ci.Digest == "sha256:"+newDigest.String())
+	}
+	if !found {
+		t.Fatalf("the verdict after the reload does not use the imported TCB info: %+v", claims.Collateral)
+	}
+}
+
+// collateralUpdates returns the collateral_update records of svc's log.
+func collateralUpdates(t *testing.T, svc *service.Service) []*evidence.Record {
+	t.Helper()
+	ctx := context.Background()
+	es, err := svc.Records(ctx, index.Query{Kind: evidence.KindCollateralUpdate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*evidence.Record
+	for _, e := range es {
+		_, rec, err := svc.Record(ctx, e.LogIndex)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, rec)
+	}
+	return out
 }
