@@ -265,7 +265,7 @@ func collateralImport(ctx context.Context, args []string, stderr io.Writer, now 
 	fmt.Fprintf(stderr, "%d imported, %d kept because the data directory's copy is newer or the same, %d refused (into %s)\n",
 		rep.Imported, rep.Kept, rep.RefusedN, dir)
 	if rep.Imported > 0 {
-		fmt.Fprintf(stderr, "a running offline verifier on this data uses the imported documents within %s, each replacement a collateral_update record; one started later loads them at its start\n",
+		fmt.Fprintf(stderr, "a running offline verifier on this data uses the imported documents within %s, each replacement a collateral_update record; one started later records them at its start\n",
 			service.DefaultCollateralReloadInterval)
 	}
 	if rep.RefusedN > 0 {

@@ -379,67 +379,14 @@ func TestCollateralBundleDatabase(t *testing.T) {
 // for weeks. Within one reload interval the air-gapped verifier uses the new TCB info, and its
 // log has a collateral_update record naming the old and the new document.
 func TestCollateralImportIntoRunningOfflineVerifier(t *testing.T) {
-	ctx := context.Background()
 	g := newAirGap(t)
-	trust := filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)
 	dirB := t.TempDir()
-	if code, out := g.importInto(t, dirB, g.bundle, "--trusted-key", trust); code != 0 {
-		t.Fatalf("first import: exit %d:\n%s", code, out)
-	}
-	svcB := g.open(t, service.Config{DataDir: dirB,
-		Nonce:      service.NonceConfig{SecretFile: filepath.Join(g.dirA, "nonce-secret")},
-		Collateral: service.CollateralConfig{Offline: true}},
-		&http.Client{Transport: noNetwork{t}})
+	g.mustImport(t, dirB, g.bundle)
+	svcB := g.openOffline(t, dirB)
 	svcB.Start()
-	attestTDX := func() *service.Attestation {
-		t.Helper()
-		ch, err := svcB.Challenge(ctx, agent)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, err := g.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(agent.Name), servicetest.FaultNone)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a, err := svcB.Attest(ctx, agent, body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if a.Result.Status != "affirming" {
-			t.Fatalf("air-gapped verdict %s: %+v", a.Result.Status, a.Result.Failures)
-		}
-		return a
-	}
-	attestTDX()
-
-	// The TCB recovery reaches the connected verifier's cache, and a new bundle is exported.
-	o := fakeintel.DefaultCollateralOptions(g.start)
-	o.TCBInfo.EvaluationDataNumber = 19
-	o.TCBInfo.IssueDate = g.start.Add(time.Minute)
-	rs, err := g.plat.Intel.Collateral(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcb := rs[0]
-	storeA, err := collateral.OpenDirStore(filepath.Join(g.dirA, service.DefaultCollateralCacheDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	oldTCB, err := storeA.Get(ctx, tcb.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := storeA.Put(ctx, tcb.URL, tcb.Canonical()); err != nil {
-		t.Fatal(err)
-	}
-	bundle2 := filepath.Join(t.TempDir(), "collateral-2.bundle")
-	var errb bytes.Buffer
-	if code := collateralExport(ctx, []string{"--data-dir", g.dirA, "--out", bundle2, "--name", "verifier-a"}, &errb, g.clock.Now); code != 0 {
-		t.Fatalf("second export: exit %d: %s", code, errb.String())
-	}
-	if code, out := g.importInto(t, dirB, bundle2, "--trusted-key", trust); code != 0 || !strings.Contains(out, "1 imported") {
-		t.Fatalf("second import: exit %d, want 1 document imported:\n%s", code, out)
-	}
+	g.attestTDX(t, svcB)
+	rec := g.recoveryBundle(t)
+	g.mustImport(t, dirB, rec.bundle)
 
 	// The reload loop is the collateral clock's only sleeper (the connected verifier is closed).
 	var recs []*evidence.Record
@@ -462,23 +409,140 @@ func TestCollateralImportIntoRunningOfflineVerifier(t *testing.T) {
 			t.Fatal("the collateral clock has no sleeper: no reload loop runs")
 		}
 	}
-	newDigest := evidence.Digest(tcb.Digest())
-	oldDigest := evidence.Digest(sha256.Sum256(oldTCB))
-	if len(recs) != 1 || recs[0].Collateral[0].URL != tcb.URL || recs[0].Collateral[0].Digest != newDigest ||
-		recs[0].CollateralUpdate[0].Previous == nil || *recs[0].CollateralUpdate[0].Previous != oldDigest {
-		t.Fatalf("%d collateral_update records; want one replacing %s by %s for %s: %+v", len(recs), oldDigest, newDigest, tcb.URL, recs)
+	rec.check(t, recs)
+	rec.used(t, g.attestTDX(t, svcB))
+}
+
+// TestCollateralImportIntoStoppedOfflineVerifier: the same import, into the data dir of an
+// air-gapped verifier that is stopped. At its next start it records the replacement of the TCB
+// info its last verdicts used (a collateral_update before any verdict on the new one), and only
+// once across restarts.
+func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
+	g := newAirGap(t)
+	dirB := t.TempDir()
+	g.mustImport(t, dirB, g.bundle)
+	svcB := g.openOffline(t, dirB)
+	g.attestTDX(t, svcB)
+	if err := svcB.Close(); err != nil {
+		t.Fatal(err)
 	}
-	claims, ok := attestTDX().Result.Claims.(*ear.TDXClaims)
+	rec := g.recoveryBundle(t)
+	g.mustImport(t, dirB, rec.bundle)
+	g.clock.Advance(time.Minute) // the new TCB info's issue time
+	for i := 0; i < 2; i++ {     // a second start finds the replacement recorded
+		svcB = g.openOffline(t, dirB)
+		rec.check(t, collateralUpdates(t, svcB))
+		if err := svcB.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcB = g.openOffline(t, dirB)
+	rec.used(t, g.attestTDX(t, svcB))
+	rec.check(t, collateralUpdates(t, svcB))
+}
+
+// recovery is a TCB recovery exported by the connected verifier: the bundle, the new TCB info and
+// the digest of the one it replaces.
+type recovery struct {
+	bundle    string
+	tcb       *collateral.Response
+	oldDigest evidence.Digest
+}
+
+// recoveryBundle puts a TCB info with tcbEvaluationDataNumber 19 into the connected verifier's
+// cache, as its refresh would, and exports a new bundle.
+func (g *airGap) recoveryBundle(t *testing.T) recovery {
+	t.Helper()
+	ctx := context.Background()
+	o := fakeintel.DefaultCollateralOptions(g.start)
+	o.TCBInfo.EvaluationDataNumber = 19
+	o.TCBInfo.IssueDate = g.start.Add(time.Minute)
+	rs, err := g.plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := recovery{tcb: rs[0], bundle: filepath.Join(t.TempDir(), "collateral-2.bundle")}
+	storeA, err := collateral.OpenDirStore(filepath.Join(g.dirA, service.DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := storeA.Get(ctx, r.tcb.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.oldDigest = sha256.Sum256(old)
+	if err := storeA.Put(ctx, r.tcb.URL, r.tcb.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	if code := collateralExport(ctx, []string{"--data-dir", g.dirA, "--out", r.bundle, "--name", "verifier-a"}, &errb, g.clock.Now); code != 0 {
+		t.Fatalf("second export: exit %d: %s", code, errb.String())
+	}
+	return r
+}
+
+// check fails unless recs is one collateral_update replacing the old TCB info by the new one.
+func (r recovery) check(t *testing.T, recs []*evidence.Record) {
+	t.Helper()
+	newDigest := evidence.Digest(r.tcb.Digest())
+	if len(recs) != 1 || recs[0].Collateral[0].URL != r.tcb.URL || recs[0].Collateral[0].Digest != newDigest ||
+		recs[0].CollateralUpdate[0].Previous == nil || *recs[0].CollateralUpdate[0].Previous != r.oldDigest {
+		t.Fatalf("%d collateral_update records; want one replacing %s by %s for %s: %+v", len(recs), r.oldDigest, newDigest, r.tcb.URL, recs)
+	}
+}
+
+// used fails unless the verdict a used the new TCB info.
+func (r recovery) used(t *testing.T, a *service.Attestation) {
+	t.Helper()
+	claims, ok := a.Result.Claims.(*ear.TDXClaims)
 	if !ok {
 		t.Fatal("a TDX verdict without TDX claims")
 	}
-	found := false
 	for _, ci := range claims.Collateral {
-		found = found || (ci.URL == tcb.URL && ci.Digest == "sha256:"+newDigest.String())
+		if ci.URL == r.tcb.URL && ci.Digest == "sha256:"+evidence.Digest(r.tcb.Digest()).String() {
+			return
+		}
 	}
-	if !found {
-		t.Fatalf("the verdict after the reload does not use the imported TCB info: %+v", claims.Collateral)
+	t.Fatalf("the verdict does not use the imported TCB info: %+v", claims.Collateral)
+}
+
+// mustImport imports bundle into dir, trusting the connected verifier's key.
+func (g *airGap) mustImport(t *testing.T, dir, bundle string) {
+	t.Helper()
+	if code, out := g.importInto(t, dir, bundle, "--trusted-key", filepath.Join(g.dirA, service.KeysDirName, service.KeyHistoryFileName)); code != 0 || strings.Contains(out, " 0 imported") {
+		t.Fatalf("import of %s: exit %d, want something imported:\n%s", bundle, code, out)
 	}
+}
+
+// openOffline opens an air-gapped verifier on dir (the connected one's nonce secret, no network).
+func (g *airGap) openOffline(t *testing.T, dir string) *service.Service {
+	t.Helper()
+	return g.open(t, service.Config{DataDir: dir,
+		Nonce:      service.NonceConfig{SecretFile: filepath.Join(g.dirA, "nonce-secret")},
+		Collateral: service.CollateralConfig{Offline: true}},
+		&http.Client{Transport: noNetwork{t}})
+}
+
+// attestTDX runs one affirming TDX attestation on svc.
+func (g *airGap) attestTDX(t *testing.T, svc *service.Service) *service.Attestation {
+	t.Helper()
+	ctx := context.Background()
+	ch, err := svc.Challenge(ctx, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := g.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(agent.Name), servicetest.FaultNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := svc.Attest(ctx, agent, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Result.Status != "affirming" {
+		t.Fatalf("air-gapped verdict %s: %+v", a.Result.Status, a.Result.Failures)
+	}
+	return a
 }
 
 // collateralUpdates returns the collateral_update records of svc's log.

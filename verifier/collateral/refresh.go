@@ -49,6 +49,17 @@ func (c *Cache) Documents() []Document {
 	return out
 }
 
+// Held returns the document the cache holds for url, fresh or not, and its validity.
+func (c *Cache) Held(url string) (*Response, Validity, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e := c.mem[url]
+	if e == nil {
+		return nil, Validity{}, false
+	}
+	return e.resp, e.v, true
+}
+
 // URLLister is implemented by a Store that can list the URLs it holds (MemoryStore, DirStore), so
 // that Cache.Warm can load them.
 type URLLister interface {

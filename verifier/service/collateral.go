@@ -97,6 +97,90 @@ func (s *Service) openCollateral(ctx context.Context) error {
 	return nil
 }
 
+// recentVerdictsScanned bounds the log entries recordCollateralChangedAtRest reads at start-up.
+const recentVerdictsScanned = 512
+
+// recordCollateralChangedAtRest records, at start-up, each document of the collateral cache that
+// differs from the one the latest verdicts (among the last recentVerdictsScanned records) used
+// for the same URL: written to the store while the verifier was stopped (an import, or another
+// verifier sharing the store). A running verifier records such a replacement when it adopts the
+// document (collateral.Update.Stored); a stopped one cannot, and without this its log would show
+// verdicts on a new document with no collateral_update before them. A replacement the index
+// already names is not recorded again (recordCollateralUpdate). It returns the number recorded.
+func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error) {
+	if s.cache == nil {
+		return 0, nil
+	}
+	next, err := s.d.Index.Next(ctx)
+	if err != nil {
+		return 0, err
+	}
+	q := index.Query{Kind: evidence.KindAttestation, Limit: index.MaxLimit}
+	if next > recentVerdictsScanned {
+		q.Start = next - recentVerdictsScanned
+	}
+	used := map[string]evidence.Digest{} // the latest use of each URL
+	for {
+		es, err := s.d.Index.Query(ctx, q)
+		if err != nil {
+			return 0, err
+		}
+		for _, e := range es {
+			_, rec, err := s.record(ctx, e.LogIndex)
+			if err != nil {
+				return 0, err
+			}
+			for _, c := range rec.Collateral {
+				used[c.URL] = c.Digest
+			}
+		}
+		if len(es) < q.Limit {
+			break
+		}
+		q.Start = es[len(es)-1].LogIndex + 1
+	}
+	n := 0
+	for _, doc := range s.cache.Documents() {
+		last, ok := used[doc.URL]
+		resp, v, held := s.cache.Held(doc.URL)
+		if !ok || !held || evidence.Digest(resp.Digest()) == last {
+			continue
+		}
+		old, err := s.storedCollateral(ctx, last)
+		if err != nil {
+			s.logger.WarnContext(ctx, "the collateral a verdict used is not in the blob store; its replacement is not recorded", slog.String("url", doc.URL), slog.String("sha256", last.String()), slog.Any("error", err))
+			continue
+		}
+		ov, err := collateral.ValidityOf(old)
+		if err != nil {
+			s.logger.WarnContext(ctx, "the collateral a verdict used has no readable validity; its replacement is not recorded", slog.String("url", doc.URL), slog.Any("error", err))
+			continue
+		}
+		u := collateral.Update{URL: doc.URL, Old: old, OldValidity: ov, New: resp, NewValidity: v, Stored: true}
+		if err := s.recordCollateralUpdate(ctx, u); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// storedCollateral reads the collateral response with digest d from the blob store.
+func (s *Service) storedCollateral(ctx context.Context, d evidence.Digest) (*collateral.Response, error) {
+	b, err := s.d.Blobs.Get(ctx, d)
+	if err != nil {
+		return nil, err
+	}
+	rs, err := collateral.Parse(b)
+	if err != nil {
+		return nil, err
+	}
+	if len(rs) != 1 || evidence.Digest(rs[0].Digest()) != d {
+		return nil, fmt.Errorf("blob %s is not that collateral response", d)
+	}
+	return rs[0], nil
+}
+
 // reloadCollateral is an offline verifier's loop: every Settings.CollateralReloadInterval on the
 // collateral clock it makes the cache use the newer documents an import wrote to its store
 // (collateral.Cache.Reload), each replacement a collateral_update record (recordCollateralUpdate),

@@ -136,9 +136,9 @@ type CollateralConfig struct {
 	// imported document the next time it needs one it lacks or holds expired, and looks for newer
 	// ones every minute (Settings.CollateralReloadInterval): an imported TCB recovery replaces the
 	// TCB info it holds then, not when that one expires. Each replacement of a held document is a
-	// collateral_update record, as for a fetched one; a document imported while the verifier is
-	// stopped is loaded at its start without one (attestation records still name, and the blob
-	// store keeps, the collateral each verdict used). Nothing is fetched. Not with Dir or Fetch.
+	// collateral_update record, as for a fetched one; one imported while the verifier was stopped
+	// is recorded at its start when it differs from the document its latest verdicts used
+	// (recordCollateralChangedAtRest). Nothing is fetched. Not with Dir or Fetch.
 	Offline bool `yaml:"offline"`
 	// ExpiryWarning: /readyz reports degraded (collateral_expiring) while a collateral document
 	// the verifier holds expires within this long, or has expired, and could not be refreshed (a

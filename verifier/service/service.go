@@ -307,6 +307,12 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "wrote pending revocation records", slog.Int("records", n))
 	}
+	// Collateral imported while the verifier was stopped (collateral.go).
+	if n, err := s.recordCollateralChangedAtRest(ctx); err != nil {
+		s.logger.WarnContext(ctx, "recording the collateral replaced while the verifier was stopped failed; verdicts use it without a collateral_update record", slog.Any("error", err))
+	} else if n > 0 {
+		s.logger.InfoContext(ctx, "recorded the collateral replaced while the verifier was stopped", slog.Int("records", n))
+	}
 	return s, nil
 }
 
