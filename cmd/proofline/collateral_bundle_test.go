@@ -426,6 +426,11 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	if err := svcB.Close(); err != nil {
 		t.Fatal(err)
 	}
+	cacheB := filepath.Join(dirB, service.DefaultCollateralCacheDir)
+	backup := filepath.Join(t.TempDir(), "collateral-cache")
+	if err := os.CopyFS(backup, os.DirFS(cacheB)); err != nil {
+		t.Fatal(err)
+	}
 	rec := g.recoveryBundle(t)
 	g.mustImport(t, dirB, rec.bundle)
 	g.clock.Advance(time.Minute) // the new TCB info's issue time
@@ -439,6 +444,35 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	svcB = g.openOffline(t, dirB)
 	rec.used(t, g.attestTDX(t, svcB))
 	rec.check(t, collateralUpdates(t, svcB))
+	if err := svcB.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The collateral cache restored from the backup, marks and all: the old TCB info is older
+	// than the one the verdicts used. It is neither recorded as an update nor used.
+	if err := os.RemoveAll(cacheB); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(cacheB, os.DirFS(backup)); err != nil {
+		t.Fatal(err)
+	}
+	svcB = g.openOffline(t, dirB)
+	rec.check(t, collateralUpdates(t, svcB))
+	ch, err := svcB.Challenge(context.Background(), agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := g.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(agent.Name), servicetest.FaultNone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := svcB.Attest(context.Background(), agent, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Result.Status == "affirming" || len(a.Result.Failures) == 0 || a.Result.Failures[0].Code != "collateral_unavailable" {
+		t.Fatalf("verdict with a rolled-back collateral cache: %s %+v; want collateral_unavailable", a.Result.Status, a.Result.Failures)
+	}
 }
 
 // recovery is a TCB recovery exported by the connected verifier: the bundle, the new TCB info and

@@ -446,3 +446,29 @@ func (r *Refresher) callRecovery(ctx context.Context, fn func(context.Context, T
 func sameIssueNoLater(v, held Validity) bool {
 	return held.IssuedAt.Equal(v.IssuedAt) && (held.Immutable || !held.NextUpdate.Before(v.NextUpdate))
 }
+
+// OlderThan returns why the document resp (validity v) is older than held (validity hv) — a lower
+// Intel tcbEvaluationDataNumber, or an earlier issue date — or "" when it is not. A verifier never
+// goes back to an older document for a URL.
+func OlderThan(resp *Response, v Validity, held *Response, hv Validity) string {
+	return olderThan(resp, v, held, hv)
+}
+
+// RaiseMark raises url's Mark to at least m, in this cache and in the Store (MarkStore), and drops
+// the document held for url when it is below the new Mark: from then on it is refused, as a
+// rolled-back document is, until a document at or above the Mark arrives. A verifier service
+// calls it when it finds the cache holding an older document than its verdicts already used.
+func (c *Cache) RaiseMark(ctx context.Context, url string, m Mark) error {
+	c.mu.Lock()
+	c.marks[url] = c.marks[url].Max(m)
+	if e := c.mem[url]; e != nil && belowMark(e.resp, e.v, c.marks[url]) != "" {
+		delete(c.mem, url)
+	}
+	c.mu.Unlock()
+	if ms, ok := c.store.(MarkStore); ok {
+		if err := ms.RaiseMark(ctx, url, m); err != nil {
+			return fmt.Errorf("collateral cache: raising the mark of %s: %w", url, err)
+		}
+	}
+	return nil
+}

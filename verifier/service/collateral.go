@@ -106,7 +106,10 @@ const recentVerdictsScanned = 512
 // verifier sharing the store). A running verifier records such a replacement when it adopts the
 // document (collateral.Update.Stored); a stopped one cannot, and without this its log would show
 // verdicts on a new document with no collateral_update before them. A replacement the index
-// already names is not recorded again (recordCollateralUpdate). It returns the number recorded.
+// already names is not recorded again. A held document older than the one the verdicts used (a
+// rolled-back store) is not recorded but refused: the cache's mark is raised to the used one's,
+// so that verdicts never go back to it. The caller runs it only with the index caught up with
+// the log. It returns the number recorded.
 func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error) {
 	if s.cache == nil {
 		return 0, nil
@@ -128,7 +131,8 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 		for _, e := range es {
 			_, rec, err := s.record(ctx, e.LogIndex)
 			if err != nil {
-				return 0, err
+				s.logger.WarnContext(ctx, "a recent verdict could not be read; the collateral it used is not compared", slog.Uint64("log_index", e.LogIndex), slog.Any("error", err))
+				continue
 			}
 			for _, c := range rec.Collateral {
 				used[c.URL] = c.Digest
@@ -139,11 +143,20 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 		}
 		q.Start = es[len(es)-1].LogIndex + 1
 	}
+	var recorded map[string]map[evidence.Digest]bool // read once, when first needed
 	n := 0
 	for _, doc := range s.cache.Documents() {
 		last, ok := used[doc.URL]
 		resp, v, held := s.cache.Held(doc.URL)
 		if !ok || !held || evidence.Digest(resp.Digest()) == last {
+			continue
+		}
+		if recorded == nil {
+			if recorded, err = s.recordedCollateral(ctx, time.Time{}); err != nil {
+				return n, err
+			}
+		}
+		if recorded[doc.URL][evidence.Digest(resp.Digest())] {
 			continue
 		}
 		old, err := s.storedCollateral(ctx, last)
@@ -156,8 +169,16 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 			s.logger.WarnContext(ctx, "the collateral a verdict used has no readable validity; its replacement is not recorded", slog.String("url", doc.URL), slog.Any("error", err))
 			continue
 		}
+		if why := collateral.OlderThan(resp, v, old, ov); why != "" {
+			s.logger.ErrorContext(ctx, "the collateral store holds an older document than the latest verdicts used (a rolled-back store?): not used; import a current bundle",
+				slog.String("url", doc.URL), slog.String("why", why), slog.String("used_sha256", last.String()))
+			if err := s.cache.RaiseMark(ctx, doc.URL, collateral.MarkOf(old, ov)); err != nil {
+				return n, err
+			}
+			continue
+		}
 		u := collateral.Update{URL: doc.URL, Old: old, OldValidity: ov, New: resp, NewValidity: v, Stored: true}
-		if err := s.recordCollateralUpdate(ctx, u); err != nil {
+		if err := s.appendCollateralUpdate(ctx, u); err != nil {
 			return n, err
 		}
 		n++
@@ -256,10 +277,8 @@ func (s *Service) collateralFor(p *policy.Policy, platform attest.Platform) coll
 // collateral_update naming that document for that URL (when it cannot be searched, the
 // replacement is recorded).
 func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Update) error {
-	newD := evidence.Digest(u.New.Digest())
-	source := "fetch"
 	if u.Stored {
-		source = "store"
+		newD := evidence.Digest(u.New.Digest())
 		done, err := s.collateralRecorded(ctx, u.URL, newD, u.NewValidity.IssuedAt)
 		if ctx.Err() != nil {
 			return ctx.Err() // stopping: nothing recorded, nothing kept
@@ -272,6 +291,17 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 			s.logger.InfoContext(ctx, "collateral update found in the store, already recorded", slog.String("url", u.URL), slog.String("new_sha256", newD.String()))
 			return nil
 		}
+	}
+	return s.appendCollateralUpdate(ctx, u)
+}
+
+// appendCollateralUpdate stores both documents of u in the blob store and appends its
+// collateral_update record (recordCollateralUpdate), returning once it is durable.
+func (s *Service) appendCollateralUpdate(ctx context.Context, u collateral.Update) error {
+	newD := evidence.Digest(u.New.Digest())
+	source := "fetch"
+	if u.Stored {
+		source = "store"
 	}
 	if err := s.storeBlob(ctx, newD, u.New.Canonical()); err != nil {
 		return err
@@ -343,28 +373,38 @@ func (s *Service) recordCollateralUpdate(ctx context.Context, u collateral.Updat
 // (by the records being indexed, and by an index outage): a replacement another verifier
 // recorded that is not indexed yet is recorded again, which says the same thing twice.
 func (s *Service) collateralRecorded(ctx context.Context, url string, d evidence.Digest, issued time.Time) (bool, error) {
-	q := index.Query{Kind: evidence.KindCollateralUpdate, Limit: index.MaxLimit}
+	var from time.Time
 	if !issued.IsZero() {
-		q.From = issued.Add(-24 * time.Hour)
+		from = issued.Add(-24 * time.Hour)
 	}
+	recorded, err := s.recordedCollateral(ctx, from)
+	return recorded[url][d], err
+}
+
+// recordedCollateral returns, per URL, the digests of the documents the collateral_update
+// records indexed from the time from (zero: all) name.
+func (s *Service) recordedCollateral(ctx context.Context, from time.Time) (map[string]map[evidence.Digest]bool, error) {
+	out := map[string]map[evidence.Digest]bool{}
+	q := index.Query{Kind: evidence.KindCollateralUpdate, From: from, Limit: index.MaxLimit}
 	for {
 		es, err := s.d.Index.Query(ctx, q)
 		if err != nil {
-			return false, err
+			return out, err
 		}
 		for _, e := range es {
 			_, rec, err := s.record(ctx, e.LogIndex)
 			if err != nil {
-				return false, err
+				return out, err
 			}
 			for _, c := range rec.Collateral {
-				if c.URL == url && c.Digest == d {
-					return true, nil
+				if out[c.URL] == nil {
+					out[c.URL] = map[evidence.Digest]bool{}
 				}
+				out[c.URL][c.Digest] = true
 			}
 		}
 		if len(es) < q.Limit {
-			return false, nil
+			return out, nil
 		}
 		q.Start = es[len(es)-1].LogIndex + 1
 	}

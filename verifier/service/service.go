@@ -295,7 +295,8 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		s.closeCollateral()
 		return nil, err
 	}
-	if n, err := s.catchupIndex(ctx); err != nil {
+	n, caughtUpErr := s.catchupIndex(ctx)
+	if err := caughtUpErr; err != nil {
 		// The index is derived: a verifier with a stale index still gives verdicts.
 		s.logger.WarnContext(ctx, "index catch-up failed at start-up; retrying in the background", slog.Any("error", err))
 	} else if n > 0 {
@@ -307,8 +308,11 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "wrote pending revocation records", slog.Int("records", n))
 	}
-	// Collateral imported while the verifier was stopped (collateral.go).
-	if n, err := s.recordCollateralChangedAtRest(ctx); err != nil {
+	// Collateral imported while the verifier was stopped (collateral.go): compared with the
+	// latest verdicts only when the index holds them all.
+	if caughtUpErr != nil {
+		s.logger.WarnContext(ctx, "the collateral held is not compared with the latest verdicts: the index is behind the log")
+	} else if n, err := s.recordCollateralChangedAtRest(ctx); err != nil {
 		s.logger.WarnContext(ctx, "recording the collateral replaced while the verifier was stopped failed; verdicts use it without a collateral_update record", slog.Any("error", err))
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "recorded the collateral replaced while the verifier was stopped", slog.Int("records", n))
