@@ -385,7 +385,7 @@ func TestCollateralImportIntoRunningOfflineVerifier(t *testing.T) {
 	svcB := g.openOffline(t, dirB)
 	svcB.Start()
 	g.attestTDX(t, svcB)
-	rec := g.recoveryBundle(t)
+	rec := g.recoveryBundle(t, 19, time.Minute)
 	g.mustImport(t, dirB, rec.bundle)
 
 	// The reload loop is the collateral clock's only sleeper (the connected verifier is closed).
@@ -431,7 +431,7 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	if err := os.CopyFS(backup, os.DirFS(cacheB)); err != nil {
 		t.Fatal(err)
 	}
-	rec := g.recoveryBundle(t)
+	rec := g.recoveryBundle(t, 19, time.Minute)
 	g.mustImport(t, dirB, rec.bundle)
 	g.clock.Advance(time.Minute) // the new TCB info's issue time
 	for i := 0; i < 2; i++ {     // a second start finds the replacement recorded
@@ -449,7 +449,8 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	}
 
 	// The collateral cache restored from the backup, marks and all: the old TCB info is older
-	// than the one the verdicts used. It is neither recorded as an update nor used.
+	// than the one the verdicts used. It is not recorded as an update, and the verifier goes on
+	// with the one its verdicts used.
 	if err := os.RemoveAll(cacheB); err != nil {
 		t.Fatal(err)
 	}
@@ -458,21 +459,21 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	}
 	svcB = g.openOffline(t, dirB)
 	rec.check(t, collateralUpdates(t, svcB))
-	ch, err := svcB.Challenge(context.Background(), agent)
-	if err != nil {
+	rec.used(t, g.attestTDX(t, svcB))
+	if err := svcB.Close(); err != nil {
 		t.Fatal(err)
 	}
-	body, err := g.plat.Evidence(attest.PlatformTDX, ch.Nonce, servicetest.RuntimeData(agent.Name), servicetest.FaultNone)
-	if err != nil {
-		t.Fatal(err)
+	// A later import replaces the TCB info the verdicts used, and says so.
+	next := g.recoveryBundle(t, 20, 2*time.Minute)
+	g.mustImport(t, dirB, next.bundle)
+	g.clock.Advance(time.Minute)
+	svcB = g.openOffline(t, dirB)
+	recs := collateralUpdates(t, svcB)
+	if len(recs) != 2 || recs[1].CollateralUpdate[0].Previous == nil || *recs[1].CollateralUpdate[0].Previous != evidence.Digest(rec.tcb.Digest()) ||
+		recs[1].Collateral[0].Digest != evidence.Digest(next.tcb.Digest()) {
+		t.Fatalf("%d collateral_update records; want a second replacing the 19 by the 20", len(recs))
 	}
-	a, err := svcB.Attest(context.Background(), agent, body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if a.Result.Status == "affirming" || len(a.Result.Failures) == 0 || a.Result.Failures[0].Code != "collateral_unavailable" {
-		t.Fatalf("verdict with a rolled-back collateral cache: %s %+v; want collateral_unavailable", a.Result.Status, a.Result.Failures)
-	}
+	next.used(t, g.attestTDX(t, svcB))
 }
 
 // recovery is a TCB recovery exported by the connected verifier: the bundle, the new TCB info and
@@ -483,14 +484,14 @@ type recovery struct {
 	oldDigest evidence.Digest
 }
 
-// recoveryBundle puts a TCB info with tcbEvaluationDataNumber 19 into the connected verifier's
-// cache, as its refresh would, and exports a new bundle.
-func (g *airGap) recoveryBundle(t *testing.T) recovery {
+// recoveryBundle puts a TCB info with tcbEvaluationDataNumber n, issued that long after the start,
+// into the connected verifier's cache, as its refresh would, and exports a new bundle.
+func (g *airGap) recoveryBundle(t *testing.T, n int, issued time.Duration) recovery {
 	t.Helper()
 	ctx := context.Background()
 	o := fakeintel.DefaultCollateralOptions(g.start)
-	o.TCBInfo.EvaluationDataNumber = 19
-	o.TCBInfo.IssueDate = g.start.Add(time.Minute)
+	o.TCBInfo.EvaluationDataNumber = n
+	o.TCBInfo.IssueDate = g.start.Add(issued)
 	rs, err := g.plat.Intel.Collateral(o)
 	if err != nil {
 		t.Fatal(err)

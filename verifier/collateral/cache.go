@@ -464,7 +464,7 @@ func (c *Cache) load(ctx context.Context, url string) *entry {
 		return nil
 	}
 	switch held, a := c.adoptStored(ctx, url, e, true); a {
-	case storedOlder:
+	case storedOlder, markUnread:
 		return nil
 	case heldFresh:
 		return held
@@ -480,14 +480,15 @@ const (
 	heldFresh                   // a fresh document is held, and expiredOnly was set: not used
 	storedOlder                 // older than the one held (olderThan), below the Mark, or the Mark unreadable: not used
 	notRecorded                 // OnReplace failed: not kept
+	markUnread                  // the URL's Mark in the Store could not be read: not used, for now
 )
 
 // adoptStored makes e, read from the Store for url, the document held for url in place of the
 // one held now, if any and different: through OnReplace (Update.Stored set: an offline import,
 // or another verifier sharing the Store, wrote it), never when it is older than the held one or
 // below the URL's Mark (a rolled-back Store). With expiredOnly, only in place of an expired one;
-// without, a fresh one is replaced only by a newer one (notNewer). It returns the entry held
-// before, and what it did. It raises the in-memory Mark of what it keeps.
+// without, a fresh one is replaced only by a newer one (sameIssueNoLater). It returns the entry
+// held before, and what it did. A replacement raises the in-memory Mark to the new document's.
 func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOnly bool) (*entry, adoption) {
 	// Quick paths first, without the URL's lock: nothing to record.
 	c.mu.Lock()
@@ -504,7 +505,12 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 		return old, heldFresh
 	}
 	c.mu.Unlock()
-	if why := c.notAdoptable(ctx, url, e, old, expiredOnly); why != "" {
+	why, err := c.notAdoptable(ctx, url, e, old, expiredOnly)
+	if err != nil {
+		c.log.WarnContext(ctx, "collateral store document not used for now", "url", url, "err", err)
+		return old, markUnread
+	}
+	if why != "" {
 		c.storeErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral store document not used: it is not newer than the one held, or below the URL's mark", "url", url, "why", why)
 		return old, storedOlder
@@ -539,21 +545,22 @@ func (c *Cache) adoptStored(ctx context.Context, url string, e *entry, expiredOn
 	return old, adopted
 }
 
-// notAdoptable returns why the stored e may not replace old (nil: nothing held) for url, or "".
-func (c *Cache) notAdoptable(ctx context.Context, url string, e, old *entry, expiredOnly bool) string {
+// notAdoptable returns why the stored e may not replace old (nil: nothing held) for url, or "";
+// an error when the URL's Mark cannot be read (nothing is decided).
+func (c *Cache) notAdoptable(ctx context.Context, url string, e, old *entry, expiredOnly bool) (string, error) {
 	if old != nil {
 		if why := olderThan(e.resp, e.v, old.resp, old.v); why != "" {
-			return why
+			return why, nil
 		}
 		if !expiredOnly && old.v.Fresh(c.clock.Now()) && sameIssueNoLater(e.v, old.v) {
-			return fmt.Sprintf("issued with the held one (%s), and with no later next update", rfc3339(e.v.IssuedAt))
+			return fmt.Sprintf("issued with the held one (%s), and with no later next update", rfc3339(e.v.IssuedAt)), nil
 		}
 	}
 	m, err := c.markOf(ctx, url)
 	if err != nil {
-		return err.Error()
+		return "", err
 	}
-	return belowMark(e.resp, e.v, m)
+	return belowMark(e.resp, e.v, m), nil
 }
 
 // Reload makes the cache hold every document its Store holds that is newer than the one it holds
@@ -568,8 +575,8 @@ func (c *Cache) Reload(ctx context.Context) (int, error) {
 		c.mu.Lock()
 		old := c.mem[u]
 		c.mu.Unlock()
-		if old == nil {
-			return false // a URL not held yet is loaded on demand, like Warm's
+		if old == nil || old.v.Immutable {
+			return false // a URL not held yet is loaded on demand, like Warm's; a VCEK never changes
 		}
 		// Only bytes that differ from the held document, and that were not refused before, are
 		// parsed and checked.
@@ -589,13 +596,11 @@ func (c *Cache) Reload(ctx context.Context) (int, error) {
 			c.reloadRefused[u] = sum
 			c.mu.Unlock()
 		}
-		e, err := c.readStore(ctx, u)
+		e, err := c.parseStored(u, data)
 		if err != nil {
-			if !errors.Is(err, ErrNotStored) {
-				c.storeErrors.Add(1)
-				c.log.WarnContext(ctx, "collateral store holds no usable response; not reloaded", "url", u, "err", err)
-				refuse()
-			}
+			c.storeErrors.Add(1)
+			c.log.WarnContext(ctx, "collateral store holds no usable response; not reloaded", "url", u, "err", err)
+			refuse()
 			return false
 		}
 		switch _, a := c.adoptStored(ctx, u, e, false); a {
@@ -615,6 +620,12 @@ func (c *Cache) readStore(ctx context.Context, url string) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return c.parseStored(url, data)
+}
+
+// parseStored parses data, the Store's bytes for url, as readStore does: the same bytes always
+// give the same answer.
+func (c *Cache) parseStored(url string, data []byte) (*entry, error) {
 	rs, err := Parse(data)
 	if err == nil && (len(rs) != 1 || rs[0].URL != url || rs[0].Status != http.StatusOK) {
 		err = errors.New("not the 200 response for this URL")

@@ -175,8 +175,8 @@ func belowMark(resp *Response, v Validity, m Mark) string {
 // nil when upstream answered with the document already held. It fails, keeping the cached copy,
 // when upstream fails, answers something undatable, older than the cached copy, the stored one or
 // the URL's mark (ErrOlder, see keep) or with an earlier nextUpdate than the cached copy's
-// (ErrOlder), or OnReplace fails. It does not join a running Get's fetch: when both replace the
-// same document, OnReplace may be called twice.
+// (ErrOlder), or OnReplace fails. It does not join a running Get's fetch; the two replace the
+// held document one at a time (keep holds the URL's lock), each against the document held then.
 func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	c.mu.Lock()
 	prev := c.mem[url]
@@ -454,21 +454,34 @@ func OlderThan(resp *Response, v Validity, held *Response, hv Validity) string {
 	return olderThan(resp, v, held, hv)
 }
 
-// RaiseMark raises url's Mark to at least m, in this cache and in the Store (MarkStore), and drops
-// the document held for url when it is below the new Mark: from then on it is refused, as a
-// rolled-back document is, until a document at or above the Mark arrives. A verifier service
-// calls it when it finds the cache holding an older document than its verdicts already used.
-func (c *Cache) RaiseMark(ctx context.Context, url string, m Mark) error {
-	c.mu.Lock()
-	c.marks[url] = c.marks[url].Max(m)
-	if e := c.mem[url]; e != nil && belowMark(e.resp, e.v, c.marks[url]) != "" {
-		delete(c.mem, url)
+// HoldUsed makes used, a document for url that verdicts used (validity uv), the document held
+// for url in place of an older one the cache holds (a Store restored from a backup), and raises
+// url's Mark to it, in this cache and in the Store (MarkStore): the older one is then refused, as
+// a rolled-back document is, and a later replacement of used goes through OnReplace. It refuses
+// a used document that is not authentic (CacheConfig.Authenticate) or not newer than the held
+// one, changing nothing. A verifier service calls it at start-up.
+func (c *Cache) HoldUsed(ctx context.Context, url string, used *Response, uv Validity) error {
+	if c.authentic != nil {
+		if err := c.authentic(used, uv); err != nil {
+			return fmt.Errorf("collateral cache: %s: the document the verdicts used is not signed by its vendor through a pinned root: %w", url, err)
+		}
 	}
+	defer c.lockURL(url)()
+	c.mu.Lock()
+	held := c.mem[url]
 	c.mu.Unlock()
+	if held != nil && olderThan(held.resp, held.v, used, uv) == "" {
+		return fmt.Errorf("collateral cache: %s: the document held is not older than the one the verdicts used", url)
+	}
+	m := MarkOf(used, uv)
 	if ms, ok := c.store.(MarkStore); ok {
 		if err := ms.RaiseMark(ctx, url, m); err != nil {
 			return fmt.Errorf("collateral cache: raising the mark of %s: %w", url, err)
 		}
 	}
+	c.mu.Lock()
+	c.marks[url] = c.marks[url].Max(m)
+	c.mem[url] = &entry{resp: used, v: uv}
+	c.mu.Unlock()
 	return nil
 }

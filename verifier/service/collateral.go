@@ -107,9 +107,9 @@ const recentVerdictsScanned = 512
 // document (collateral.Update.Stored); a stopped one cannot, and without this its log would show
 // verdicts on a new document with no collateral_update before them. A replacement the index
 // already names is not recorded again. A held document older than the one the verdicts used (a
-// rolled-back store) is not recorded but refused: the cache's mark is raised to the used one's,
-// so that verdicts never go back to it. The caller runs it only with the index caught up with
-// the log. It returns the number recorded.
+// rolled-back store) is not recorded: the cache holds the used one again and its mark is raised
+// to it (collateral.Cache.HoldUsed), so that verdicts never go back. The caller runs it only
+// with the index caught up with the log. It returns the number recorded.
 func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error) {
 	if s.cache == nil {
 		return 0, nil
@@ -143,41 +143,61 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 		}
 		q.Start = es[len(es)-1].LogIndex + 1
 	}
-	var recorded map[string]map[evidence.Digest]bool // read once, when first needed
-	n := 0
+	// The held documents that differ from the ones used, and the collateral_update records since
+	// a day before the earliest of them was issued, read once.
+	type candidate struct {
+		url  string
+		resp *collateral.Response
+		v    collateral.Validity
+		last evidence.Digest
+	}
+	var cands []candidate
+	var from time.Time
 	for _, doc := range s.cache.Documents() {
 		last, ok := used[doc.URL]
 		resp, v, held := s.cache.Held(doc.URL)
 		if !ok || !held || evidence.Digest(resp.Digest()) == last {
 			continue
 		}
-		if recorded == nil {
-			if recorded, err = s.recordedCollateral(ctx, time.Time{}); err != nil {
-				return n, err
+		cands = append(cands, candidate{doc.URL, resp, v, last})
+		if t := v.IssuedAt.Add(-24 * time.Hour); from.IsZero() || t.Before(from) {
+			from = t
+		}
+	}
+	if len(cands) == 0 {
+		return 0, nil
+	}
+	recorded, err := s.recordedCollateral(ctx, from)
+	if err != nil {
+		// A replacement recorded twice says the same thing twice; one not recorded is a gap.
+		s.logger.WarnContext(ctx, "could not read the collateral updates already recorded; recording those found at start-up", slog.Any("error", err))
+	}
+	n := 0
+	for _, c := range cands {
+		if recorded[c.url][evidence.Digest(c.resp.Digest())] {
+			continue
+		}
+		u := collateral.Update{URL: c.url, New: c.resp, NewValidity: c.v, Stored: true}
+		old, err := s.storedCollateral(ctx, c.last)
+		if err == nil {
+			u.Old = old
+			u.OldValidity, err = collateral.ValidityOf(old)
+		}
+		if err != nil {
+			// Recorded without the previous document rather than not at all.
+			s.logger.WarnContext(ctx, "the collateral a verdict used cannot be read from the blob store; its replacement is recorded without it", slog.String("url", c.url), slog.String("sha256", c.last.String()), slog.Any("error", err))
+			u.Old, u.OldValidity = nil, collateral.Validity{}
+		}
+		if u.Old != nil {
+			if why := collateral.OlderThan(c.resp, c.v, u.Old, u.OldValidity); why != "" {
+				s.logger.ErrorContext(ctx, "the collateral store holds an older document than the latest verdicts used (a restored backup?): the one used is kept; import a current bundle",
+					slog.String("url", c.url), slog.String("why", why), slog.String("used_sha256", c.last.String()))
+				if err := s.cache.HoldUsed(ctx, c.url, u.Old, u.OldValidity); err != nil {
+					s.logger.ErrorContext(ctx, "the document the latest verdicts used is not held", slog.String("url", c.url), slog.Any("error", err))
+				}
+				continue
 			}
 		}
-		if recorded[doc.URL][evidence.Digest(resp.Digest())] {
-			continue
-		}
-		old, err := s.storedCollateral(ctx, last)
-		if err != nil {
-			s.logger.WarnContext(ctx, "the collateral a verdict used is not in the blob store; its replacement is not recorded", slog.String("url", doc.URL), slog.String("sha256", last.String()), slog.Any("error", err))
-			continue
-		}
-		ov, err := collateral.ValidityOf(old)
-		if err != nil {
-			s.logger.WarnContext(ctx, "the collateral a verdict used has no readable validity; its replacement is not recorded", slog.String("url", doc.URL), slog.Any("error", err))
-			continue
-		}
-		if why := collateral.OlderThan(resp, v, old, ov); why != "" {
-			s.logger.ErrorContext(ctx, "the collateral store holds an older document than the latest verdicts used (a rolled-back store?): not used; import a current bundle",
-				slog.String("url", doc.URL), slog.String("why", why), slog.String("used_sha256", last.String()))
-			if err := s.cache.RaiseMark(ctx, doc.URL, collateral.MarkOf(old, ov)); err != nil {
-				return n, err
-			}
-			continue
-		}
-		u := collateral.Update{URL: doc.URL, Old: old, OldValidity: ov, New: resp, NewValidity: v, Stored: true}
 		if err := s.appendCollateralUpdate(ctx, u); err != nil {
 			return n, err
 		}
