@@ -457,13 +457,19 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	if err := os.CopyFS(cacheB, os.DirFS(backup)); err != nil {
 		t.Fatal(err)
 	}
-	svcB = g.openOffline(t, dirB)
-	rec.check(t, collateralUpdates(t, svcB))
-	rec.used(t, g.attestTDX(t, svcB))
-	if err := svcB.Close(); err != nil {
+	for i := 0; i < 2; i++ { // and after another restart (the store holds it again)
+		svcB = g.openOffline(t, dirB)
+		rec.check(t, collateralUpdates(t, svcB))
+		rec.used(t, g.attestTDX(t, svcB))
+		if err := svcB.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backup19 := filepath.Join(t.TempDir(), "collateral-cache")
+	if err := os.CopyFS(backup19, os.DirFS(cacheB)); err != nil {
 		t.Fatal(err)
 	}
-	// A later import replaces the TCB info the verdicts used, and says so.
+	// A later import replaces the TCB info held again, recorded at the next start.
 	next := g.recoveryBundle(t, 20, 2*time.Minute)
 	g.mustImport(t, dirB, next.bundle)
 	g.clock.Advance(time.Minute)
@@ -474,6 +480,21 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 		t.Fatalf("%d collateral_update records; want a second replacing the 19 by the 20", len(recs))
 	}
 	next.used(t, g.attestTDX(t, svcB))
+	if err := svcB.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// The cache restored to the 19, a document recorded once as new: still never gone back to.
+	if err := os.RemoveAll(cacheB); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(cacheB, os.DirFS(backup19)); err != nil {
+		t.Fatal(err)
+	}
+	svcB = g.openOffline(t, dirB)
+	next.used(t, g.attestTDX(t, svcB))
+	if n := len(collateralUpdates(t, svcB)); n != 2 {
+		t.Fatalf("%d collateral_update records after restoring the 19, want 2", n)
+	}
 }
 
 // recovery is a TCB recovery exported by the connected verifier: the bundle, the new TCB info and

@@ -478,7 +478,7 @@ type adoption int
 const (
 	adopted     adoption = iota // it is held now (it already was, or replaced the one held)
 	heldFresh                   // a fresh document is held, and expiredOnly was set: not used
-	storedOlder                 // older than the one held (olderThan), below the Mark, or the Mark unreadable: not used
+	storedOlder                 // older than the one held (olderThan), not newer than a fresh one, or below the Mark: not used
 	notRecorded                 // OnReplace failed: not kept
 	markUnread                  // the URL's Mark in the Store could not be read: not used, for now
 )

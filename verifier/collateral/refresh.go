@@ -455,11 +455,13 @@ func OlderThan(resp *Response, v Validity, held *Response, hv Validity) string {
 }
 
 // HoldUsed makes used, a document for url that verdicts used (validity uv), the document held
-// for url in place of an older one the cache holds (a Store restored from a backup), and raises
-// url's Mark to it, in this cache and in the Store (MarkStore): the older one is then refused, as
-// a rolled-back document is, and a later replacement of used goes through OnReplace. It refuses
-// a used document that is not authentic (CacheConfig.Authenticate) or not newer than the held
-// one, changing nothing. A verifier service calls it at start-up.
+// for url in place of an older one the cache holds (a Store restored from a backup): in memory,
+// with url's Mark raised to it, then in the Store (the Mark when a MarkStore, and the document),
+// so that the older one stays refused after a restart, as a rolled-back document is, and a later
+// replacement of used goes through OnReplace. It refuses a used document that is not authentic
+// (CacheConfig.Authenticate) or not newer than the held one, changing nothing. When the Store
+// cannot be written, the cache still holds used; the error says what the Store lacks. A
+// verifier service calls it at start-up.
 func (c *Cache) HoldUsed(ctx context.Context, url string, used *Response, uv Validity) error {
 	if c.authentic != nil {
 		if err := c.authentic(used, uv); err != nil {
@@ -474,14 +476,19 @@ func (c *Cache) HoldUsed(ctx context.Context, url string, used *Response, uv Val
 		return fmt.Errorf("collateral cache: %s: the document held is not older than the one the verdicts used", url)
 	}
 	m := MarkOf(used, uv)
-	if ms, ok := c.store.(MarkStore); ok {
-		if err := ms.RaiseMark(ctx, url, m); err != nil {
-			return fmt.Errorf("collateral cache: raising the mark of %s: %w", url, err)
-		}
-	}
 	c.mu.Lock()
 	c.marks[url] = c.marks[url].Max(m)
 	c.mem[url] = &entry{resp: used, v: uv}
 	c.mu.Unlock()
+	if ms, ok := c.store.(MarkStore); ok {
+		if err := ms.RaiseMark(ctx, url, m); err != nil {
+			c.storeErrors.Add(1)
+			return fmt.Errorf("collateral cache: %s: held, but the Store's mark could not be raised: %w", url, err)
+		}
+	}
+	if err := c.store.Put(ctx, url, used.Canonical()); err != nil {
+		c.storeErrors.Add(1)
+		return fmt.Errorf("collateral cache: %s: held, but not written back to the Store: %w", url, err)
+	}
 	return nil
 }

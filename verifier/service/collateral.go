@@ -174,9 +174,6 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 	}
 	n := 0
 	for _, c := range cands {
-		if recorded[c.url][evidence.Digest(c.resp.Digest())] {
-			continue
-		}
 		u := collateral.Update{URL: c.url, New: c.resp, NewValidity: c.v, Stored: true}
 		old, err := s.storedCollateral(ctx, c.last)
 		if err == nil {
@@ -188,15 +185,19 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 			s.logger.WarnContext(ctx, "the collateral a verdict used cannot be read from the blob store; its replacement is recorded without it", slog.String("url", c.url), slog.String("sha256", c.last.String()), slog.Any("error", err))
 			u.Old, u.OldValidity = nil, collateral.Validity{}
 		}
+		// Older first: a restored document may well have been recorded once, when it was new.
 		if u.Old != nil {
 			if why := collateral.OlderThan(c.resp, c.v, u.Old, u.OldValidity); why != "" {
-				s.logger.ErrorContext(ctx, "the collateral store holds an older document than the latest verdicts used (a restored backup?): the one used is kept; import a current bundle",
+				s.logger.ErrorContext(ctx, "the collateral store holds an older document than the latest verdicts used (a restored backup?): the one used is held again; import a current bundle",
 					slog.String("url", c.url), slog.String("why", why), slog.String("used_sha256", c.last.String()))
 				if err := s.cache.HoldUsed(ctx, c.url, u.Old, u.OldValidity); err != nil {
-					s.logger.ErrorContext(ctx, "the document the latest verdicts used is not held", slog.String("url", c.url), slog.Any("error", err))
+					s.logger.ErrorContext(ctx, "holding the document the latest verdicts used", slog.String("url", c.url), slog.Any("error", err))
 				}
 				continue
 			}
+		}
+		if recorded[c.url][evidence.Digest(c.resp.Digest())] {
+			continue
 		}
 		if err := s.appendCollateralUpdate(ctx, u); err != nil {
 			return n, err
