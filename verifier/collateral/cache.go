@@ -31,13 +31,12 @@ type CacheConfig struct {
 	// document. It is also called, with Update.Stored set, when the Store holds a different
 	// document for the URL (an offline import, or another verifier sharing the Store) and the
 	// cache uses that one in its place: once the old one went stale, or at a Reload when the
-	// stored one is newer. The cache keeps the new
-	// document only once OnReplace returned nil: a verifier service makes the replacement an
-	// evidence record there (MUST be durable on return). When it fails, Refetch returns its
-	// error and a Get still answers the caller with the new document but keeps the old one, so
-	// the next Get or Refetch tries again. It is called with the URL's replacement lock held (one
-	// replacement per URL at a time, concurrently for different URLs) and MUST NOT call the
-	// Cache.
+	// stored one is newer. The cache keeps the new document only once OnReplace returned nil: a
+	// verifier service makes the replacement an evidence record there (MUST be durable on
+	// return). When it fails, Refetch returns its error and a Get still answers the caller with
+	// the new document but keeps the old one, so the next Get or Refetch tries again. It is
+	// called with the URL's replacement lock held (one replacement per URL at a time,
+	// concurrently for different URLs) and MUST NOT call the Cache.
 	OnReplace func(ctx context.Context, u Update) error
 	// OnRefused, when set, is called with the URL of every fetched document the cache refuses as
 	// older than what it holds (ErrOlder, a possible rollback): a verifier service counts it in
