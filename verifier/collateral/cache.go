@@ -94,6 +94,7 @@ type Cache struct {
 
 	ctx    context.Context // cancelled by Close; bounds detached fetches
 	cancel context.CancelFunc
+	leads  sync.WaitGroup // the detached fetches (lead), waited for by Close
 
 	// replacing holds a lock per URL, taken by every replacement of the document held for it
 	// (keep, adoptStored) across OnReplace: one replacement at a time per URL, each recorded
@@ -103,9 +104,10 @@ type Cache struct {
 	// a refusal is logged and counted once, not every Reload.
 	reloadRefused map[string][32]byte
 
-	mu    sync.Mutex
-	mem   map[string]*entry
-	calls map[string]*call
+	mu     sync.Mutex
+	closed bool // by Close: no new fetch starts
+	mem    map[string]*entry
+	calls  map[string]*call
 	// marks is the Mark of every document kept per URL, for Stores that are no MarkStore and
 	// for when the Store's cannot be raised.
 	marks map[string]Mark
@@ -179,10 +181,17 @@ func NewCache(cfg CacheConfig) (*Cache, error) {
 	return c, nil
 }
 
-// Close cancels the fetches still running; their callers get an error wrapping ErrUnavailable.
-// Get keeps answering hits after Close.
+// Close cancels the fetches still running, whose callers get an error wrapping ErrUnavailable,
+// and returns once they have ended (one recording a replacement through OnReplace finishes it).
+// After Close a miss fails with ErrUnavailable; Get keeps answering hits.
 func (c *Cache) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
 	c.cancel()
+	// A fetch that already has its answer may be recording a replacement (OnReplace): Close
+	// returns once it is done, so that nothing is appended to a log its owner then closes.
+	c.leads.Wait()
 	return nil
 }
 
@@ -256,6 +265,10 @@ func (c *Cache) get(ctx context.Context, url string, grace time.Duration) (*Resp
 // flight joins or starts the one fetch of url and waits for it as long as ctx allows.
 func (c *Cache) flight(ctx context.Context, url string) (*Response, error) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s: the collateral cache is closed", ErrUnavailable, url)
+	}
 	cl, running := c.calls[url]
 	if running {
 		c.coalesced.Add(1)
@@ -263,7 +276,11 @@ func (c *Cache) flight(ctx context.Context, url string) (*Response, error) {
 		c.misses.Add(1)
 		cl = &call{done: make(chan struct{})}
 		c.calls[url] = cl
-		go c.lead(ctx, url, cl)
+		c.leads.Add(1)
+		go func() {
+			defer c.leads.Done()
+			c.lead(ctx, url, cl)
+		}()
 	}
 	c.mu.Unlock()
 	select {

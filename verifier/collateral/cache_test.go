@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -666,4 +667,64 @@ func airGappedCache(t *testing.T, store collateral.Store, clock *collateraltest.
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// TestCacheCloseWaitsForRecording: Close returns only after a fetch that is recording its
+// replacement (OnReplace) has finished, so that its owner does not close the evidence log under
+// it; a miss after Close fails.
+func TestCacheCloseWaitsForRecording(t *testing.T) {
+	ctx := context.Background()
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) {
+		o.TCBInfo.EvaluationDataNumber = 19
+		o.TCBInfo.NextUpdate = start.Add(time.Hour)
+	})
+	tcb, newer := docs[0], tcbVersion(t, p, start.Add(time.Minute), 30*24*time.Hour, 20)
+	store := collateral.NewMemoryStore()
+	if err := store.Put(ctx, tcb.URL, tcb.Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	clock := collateraltest.NewClock(start)
+	entered, canceled, finish := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var recorded atomic.Bool
+	c, err := collateral.NewCache(collateral.CacheConfig{
+		Upstream: sourceFunc(func(context.Context, string) (*collateral.Response, error) { return newer, nil }),
+		Store:    store,
+		Clock:    clock,
+		OnReplace: func(ctx context.Context, u collateral.Update) error {
+			close(entered)
+			<-ctx.Done() // Close has cancelled the fetch
+			close(canceled)
+			<-finish
+			recorded.Store(true)
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Get(ctx, tcb.URL); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Hour) // expired: the next Get fetches the newer one and records it
+	go c.Get(ctx, tcb.URL)
+	<-entered
+	closed := make(chan struct{})
+	go func() {
+		c.Close()
+		close(closed)
+	}()
+	<-canceled
+	select {
+	case <-closed:
+		t.Fatal("Close returned while a replacement was being recorded")
+	default:
+	}
+	close(finish)
+	<-closed
+	if !recorded.Load() {
+		t.Fatal("Close returned before the replacement was recorded")
+	}
+	if _, err := c.Get(ctx, "https://api.trustedservices.intel.com/sgx/certification/v4/pckcrl?ca=processor&encoding=der"); !errors.Is(err, collateral.ErrUnavailable) {
+		t.Fatalf("a miss after Close: %v, want ErrUnavailable", err)
+	}
 }
