@@ -427,10 +427,7 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	cacheB := filepath.Join(dirB, service.DefaultCollateralCacheDir)
-	backup := filepath.Join(t.TempDir(), "collateral-cache")
-	if err := os.CopyFS(backup, os.DirFS(cacheB)); err != nil {
-		t.Fatal(err)
-	}
+	backup := snapshotDir(t, cacheB)
 	rec := g.recoveryBundle(t, 19, time.Minute)
 	g.mustImport(t, dirB, rec.bundle)
 	g.clock.Advance(time.Minute) // the new TCB info's issue time
@@ -451,12 +448,7 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 	// The collateral cache restored from the backup, marks and all: the old TCB info is older
 	// than the one the verdicts used. It is not recorded as an update, and the verifier goes on
 	// with the one its verdicts used.
-	if err := os.RemoveAll(cacheB); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.CopyFS(cacheB, os.DirFS(backup)); err != nil {
-		t.Fatal(err)
-	}
+	restoreDir(t, cacheB, backup)
 	for i := 0; i < 2; i++ { // and after another restart (the store holds it again)
 		svcB = g.openOffline(t, dirB)
 		rec.check(t, collateralUpdates(t, svcB))
@@ -465,10 +457,7 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	backup19 := filepath.Join(t.TempDir(), "collateral-cache")
-	if err := os.CopyFS(backup19, os.DirFS(cacheB)); err != nil {
-		t.Fatal(err)
-	}
+	backup19 := snapshotDir(t, cacheB)
 	// A later import replaces the TCB info held again, recorded at the next start.
 	next := g.recoveryBundle(t, 20, 2*time.Minute)
 	g.mustImport(t, dirB, next.bundle)
@@ -484,16 +473,32 @@ func TestCollateralImportIntoStoppedOfflineVerifier(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The cache restored to the 19, a document recorded once as new: still never gone back to.
-	if err := os.RemoveAll(cacheB); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.CopyFS(cacheB, os.DirFS(backup19)); err != nil {
-		t.Fatal(err)
-	}
+	restoreDir(t, cacheB, backup19)
 	svcB = g.openOffline(t, dirB)
 	next.used(t, g.attestTDX(t, svcB))
 	if n := len(collateralUpdates(t, svcB)); n != 2 {
 		t.Fatalf("%d collateral_update records after restoring the 19, want 2", n)
+	}
+}
+
+// snapshotDir copies dir (a backup) and returns the copy's path.
+func snapshotDir(t *testing.T, dir string) string {
+	t.Helper()
+	snap := filepath.Join(t.TempDir(), filepath.Base(dir))
+	if err := os.CopyFS(snap, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// restoreDir replaces dir by the snapshot snap (snapshotDir).
+func restoreDir(t *testing.T, dir, snap string) {
+	t.Helper()
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(dir, os.DirFS(snap)); err != nil {
+		t.Fatal(err)
 	}
 }
 

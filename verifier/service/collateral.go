@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/url"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -118,30 +120,23 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 	if err != nil {
 		return 0, err
 	}
-	q := index.Query{Kind: evidence.KindAttestation, Limit: index.MaxLimit}
+	q := index.Query{Kind: evidence.KindAttestation}
 	if next > recentVerdictsScanned {
 		q.Start = next - recentVerdictsScanned
 	}
 	used := map[string]evidence.Digest{} // the latest use of each URL
-	for {
-		es, err := s.d.Index.Query(ctx, q)
+	err = s.eachRecord(ctx, q, func(idx uint64, _ []byte, rec *evidence.Record, err error) error {
 		if err != nil {
-			return 0, err
+			s.logger.WarnContext(ctx, "a recent verdict could not be read; the collateral it used is not compared", slog.Uint64("log_index", idx), slog.Any("error", err))
+			return nil
 		}
-		for _, e := range es {
-			_, rec, err := s.record(ctx, e.LogIndex)
-			if err != nil {
-				s.logger.WarnContext(ctx, "a recent verdict could not be read; the collateral it used is not compared", slog.Uint64("log_index", e.LogIndex), slog.Any("error", err))
-				continue
-			}
-			for _, c := range rec.Collateral {
-				used[c.URL] = c.Digest
-			}
+		for _, c := range rec.Collateral {
+			used[c.URL] = c.Digest
 		}
-		if len(es) < q.Limit {
-			break
-		}
-		q.Start = es[len(es)-1].LogIndex + 1
+		return nil
+	})
+	if err != nil {
+		return 0, err
 	}
 	// The held documents that differ from the ones used, and the collateral_update records since
 	// a day before the earliest of them was issued, read once.
@@ -153,13 +148,12 @@ func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error
 	}
 	var cands []candidate
 	var from time.Time
-	for _, doc := range s.cache.Documents() {
-		last, ok := used[doc.URL]
-		resp, v, held := s.cache.Held(doc.URL)
-		if !ok || !held || evidence.Digest(resp.Digest()) == last {
+	for _, url := range slices.Sorted(maps.Keys(used)) {
+		resp, v, held := s.cache.Held(url)
+		if !held || evidence.Digest(resp.Digest()) == used[url] {
 			continue
 		}
-		cands = append(cands, candidate{doc.URL, resp, v, last})
+		cands = append(cands, candidate{url, resp, v, used[url]})
 		if t := v.IssuedAt.Add(-24 * time.Hour); from.IsZero() || t.Before(from) {
 			from = t
 		}
@@ -406,29 +400,19 @@ func (s *Service) collateralRecorded(ctx context.Context, url string, d evidence
 // records indexed from the time from (zero: all) name.
 func (s *Service) recordedCollateral(ctx context.Context, from time.Time) (map[string]map[evidence.Digest]bool, error) {
 	out := map[string]map[evidence.Digest]bool{}
-	q := index.Query{Kind: evidence.KindCollateralUpdate, From: from, Limit: index.MaxLimit}
-	for {
-		es, err := s.d.Index.Query(ctx, q)
+	err := s.eachRecord(ctx, index.Query{Kind: evidence.KindCollateralUpdate, From: from}, func(_ uint64, _ []byte, rec *evidence.Record, err error) error {
 		if err != nil {
-			return out, err
+			return err
 		}
-		for _, e := range es {
-			_, rec, err := s.record(ctx, e.LogIndex)
-			if err != nil {
-				return out, err
+		for _, c := range rec.Collateral {
+			if out[c.URL] == nil {
+				out[c.URL] = map[evidence.Digest]bool{}
 			}
-			for _, c := range rec.Collateral {
-				if out[c.URL] == nil {
-					out[c.URL] = map[evidence.Digest]bool{}
-				}
-				out[c.URL][c.Digest] = true
-			}
+			out[c.URL][c.Digest] = true
 		}
-		if len(es) < q.Limit {
-			return out, nil
-		}
-		q.Start = es[len(es)-1].LogIndex + 1
-	}
+		return nil
+	})
+	return out, err
 }
 
 // collateralKind names a document in records as attestation records do (verifier/tdx and

@@ -76,6 +76,29 @@ func (s *Service) Record(ctx context.Context, idx uint64) ([]byte, *evidence.Rec
 	return s.record(ctx, idx)
 }
 
+// eachRecord calls fn, in log order, with every record the index matches for q — paging through
+// all of them whatever q.Limit — and the error of reading it back from the log (s.record), if
+// any. It stops at fn's first error and returns it.
+func (s *Service) eachRecord(ctx context.Context, q index.Query, fn func(logIndex uint64, leaf []byte, rec *evidence.Record, err error) error) error {
+	q.Limit = index.MaxLimit
+	for {
+		es, err := s.Records(ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			leaf, rec, err := s.record(ctx, e.LogIndex)
+			if err := fn(e.LogIndex, leaf, rec, err); err != nil {
+				return err
+			}
+		}
+		if len(es) < q.Limit {
+			return nil
+		}
+		q.Start = es[len(es)-1].LogIndex + 1
+	}
+}
+
 // Records queries the index.
 func (s *Service) Records(ctx context.Context, q index.Query) ([]index.Entry, error) {
 	es, err := s.d.Index.Query(ctx, q)

@@ -963,30 +963,23 @@ type AccessChangeRecord struct {
 // the key history. More than maxAccessChanges is ErrInvalid: ask for a shorter period.
 func (s *Service) AccessChanges(ctx context.Context, from, to time.Time) ([]AccessChangeRecord, error) {
 	var out []AccessChangeRecord
-	q := index.Query{Kind: evidence.KindAccessChange, From: from, To: to, Limit: index.MaxLimit}
-	for {
-		es, err := s.Records(ctx, q)
-		if err != nil {
-			return nil, err
+	q := index.Query{Kind: evidence.KindAccessChange, From: from, To: to}
+	err := s.eachRecord(ctx, q, func(idx uint64, leaf []byte, rec *evidence.Record, err error) error {
+		switch {
+		case len(out) == maxAccessChanges:
+			return fmt.Errorf("%w: more than %d access changes in the period; ask for a shorter one", ErrInvalid, maxAccessChanges)
+		case err != nil:
+			return err
+		case rec.Kind != evidence.KindAccessChange || rec.AccessChange == nil:
+			return fmt.Errorf("service: the index names record %d as an access change, but the log holds a %s record", idx, rec.Kind)
 		}
-		for _, e := range es {
-			if len(out) == maxAccessChanges {
-				return nil, fmt.Errorf("%w: more than %d access changes in the period; ask for a shorter one", ErrInvalid, maxAccessChanges)
-			}
-			leaf, rec, err := s.record(ctx, e.LogIndex)
-			if err != nil {
-				return nil, err
-			}
-			if rec.Kind != evidence.KindAccessChange || rec.AccessChange == nil {
-				return nil, fmt.Errorf("service: the index names record %d as an access change, but the log holds a %s record", e.LogIndex, rec.Kind)
-			}
-			out = append(out, AccessChangeRecord{LogIndex: e.LogIndex, RecordSHA256: sha256.Sum256(leaf), Time: rec.Time, Change: *rec.AccessChange})
-		}
-		if len(es) < index.MaxLimit {
-			return out, nil
-		}
-		q.Start = es[len(es)-1].LogIndex + 1
+		out = append(out, AccessChangeRecord{LogIndex: idx, RecordSHA256: sha256.Sum256(leaf), Time: rec.Time, Change: *rec.AccessChange})
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
+	return out, nil
 }
 
 // Now is the service's clock (token expiry and last use are evaluated against it).
