@@ -110,33 +110,38 @@ const recentVerdictsScanned = 512
 // verdicts on a new document with no collateral_update before them. A replacement the index
 // already names is not recorded again. A held document older than the one the verdicts used (a
 // rolled-back store) is not recorded: the cache holds the used one again and its mark is raised
-// to it (collateral.Cache.HoldUsed), so that verdicts never go back. The caller runs it only
-// with the index caught up with the log. It returns the number recorded.
+// to it (collateral.Cache.HoldUsed), so that verdicts never go back. The latest verdicts are read
+// from the log itself, not found through the index: an index that cannot catch up (it is derived,
+// and the verifier serves without it) must not leave a replacement unrecorded or a rolled-back
+// document in use. It returns the number recorded.
 func (s *Service) recordCollateralChangedAtRest(ctx context.Context) (int, error) {
 	if s.cache == nil {
 		return 0, nil
 	}
-	next, err := s.d.Index.Next(ctx)
+	size, err := s.logEnd(ctx)
 	if err != nil {
 		return 0, err
 	}
-	q := index.Query{Kind: evidence.KindAttestation}
-	if next > recentVerdictsScanned {
-		q.Start = next - recentVerdictsScanned
+	var start uint64
+	if size > recentVerdictsScanned {
+		start = size - recentVerdictsScanned
 	}
 	used := map[string]evidence.Digest{} // the latest use of each URL
-	err = s.eachRecord(ctx, q, func(idx uint64, _ []byte, rec *evidence.Record, err error) error {
+	for i := start; i < size; i++ {
+		_, rec, err := s.record(ctx, i)
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
 		if err != nil {
-			s.logger.WarnContext(ctx, "a recent verdict could not be read; the collateral it used is not compared", slog.Uint64("log_index", idx), slog.Any("error", err))
-			return nil
+			s.logger.WarnContext(ctx, "a recent record could not be read; the collateral it used is not compared", slog.Uint64("log_index", i), slog.Any("error", err))
+			continue
+		}
+		if rec.Kind != evidence.KindAttestation {
+			continue
 		}
 		for _, c := range rec.Collateral {
 			used[c.URL] = c.Digest
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
 	}
 	// The held documents that differ from the ones used, and the collateral_update records since
 	// a day before the earliest of them was issued, read once.

@@ -2,6 +2,7 @@ package service
 
 import (
 	"context"
+	"database/sql"
 	"log/slog"
 	"net/http"
 	"os"
@@ -764,5 +765,110 @@ func TestOfflineCollateralReload(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "collateral reloaded from the store") {
 		t.Errorf("no log line says the collateral was reloaded:\n%s", logs.String())
+	}
+}
+
+// A verifier whose index cannot catch up at start-up still compares the collateral it holds with
+// the latest verdicts, read from the log itself: a TCB info imported while it was stopped is
+// recorded, as a collateral_update naming the one the verdicts used, before the first verdict on
+// it. Here the index's last entry names another leaf (an index built from another log), which
+// the catch-up refuses until the operator rebuilds it.
+func TestCollateralChangedAtRestWithIndexBehind(t *testing.T) {
+	ctx := context.Background()
+	plat, err := servicetest.New(liveStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
+		Collateral: CollateralConfig{Offline: true}}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	store, err := collateral.OpenDirStore(filepath.Join(cfg.DataDir, DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(ic, ac...) {
+		if err := store.Put(ctx, r.URL, r.Canonical()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logs := &syncBuffer{}
+	open := func() *liveEnv {
+		clock := collateraltest.NewClock(liveStart)
+		e := &liveEnv{t: t, clock: clock, plat: plat, reg: prometheus.NewRegistry(), logs: logs, tcb: ic[0].URL, cfg: cfg}
+		e.env = Env{TestMode: true, Now: clock.Now, Roots: plat.Roots, InitialPolicy: plat.PolicyYAML, Registerer: e.reg,
+			Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+			CollateralClock: clock}
+		if e.svc, err = Open(ctx, cfg, e.env); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := open()
+	first := e.attest(attest.PlatformTDX)
+	if collateralDigest(t, first, e.tcb) != evidence.Digest(ic[0].Digest()) {
+		t.Fatal("the first verdict did not use the stored TCB info")
+	}
+	if err := e.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// While it is stopped: a newer TCB info imported, and the index made to conflict with the log.
+	o := fakeintel.DefaultCollateralOptions(liveStart.Add(time.Hour))
+	o.TCBInfo.EvaluationDataNumber = 19
+	fresh, err := plat.Intel.Collateral(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Put(ctx, e.tcb, fresh[0].Canonical()); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite", filepath.Join(cfg.DataDir, IndexFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := db.ExecContext(ctx, "UPDATE proofline_index_entries SET leaf_sha256 = zeroblob(32) WHERE log_index = (SELECT MAX(log_index) FROM proofline_index_entries)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		t.Fatalf("index entries changed: %d, %v", n, err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	e = open()
+	t.Cleanup(func() { e.svc.Close() })
+	if !strings.Contains(logs.String(), "index catch-up failed at start-up") {
+		t.Fatalf("the index caught up: the test cannot show the comparison does without it:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), `msg="recorded the collateral replaced while the verifier was stopped" records=1`) {
+		t.Errorf("no log line says the replacement was recorded:\n%s", logs.String())
+	}
+	newDigest := evidence.Digest(fresh[0].Digest())
+	next := e.attest(attest.PlatformTDX)
+	if collateralDigest(t, next, e.tcb) != newDigest {
+		t.Fatal("the verdict after the restart did not use the imported TCB info")
+	}
+	if next.LogIndex != first.LogIndex+2 {
+		t.Fatalf("the verdict after the restart is record %d, want %d: one record between them", next.LogIndex, first.LogIndex+2)
+	}
+	_, rec, err := e.svc.Record(ctx, first.LogIndex+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Kind != evidence.KindCollateralUpdate || len(rec.Collateral) != 1 || rec.Collateral[0].Digest != newDigest ||
+		len(rec.CollateralUpdate) != 1 || rec.CollateralUpdate[0].Previous == nil || *rec.CollateralUpdate[0].Previous != evidence.Digest(ic[0].Digest()) {
+		t.Fatalf("record %d: %s %+v %+v", first.LogIndex+1, rec.Kind, rec.Collateral, rec.CollateralUpdate)
 	}
 }

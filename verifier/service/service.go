@@ -295,8 +295,7 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 		s.closeCollateral()
 		return nil, err
 	}
-	n, caughtUpErr := s.catchupIndex(ctx)
-	if err := caughtUpErr; err != nil {
+	if n, err := s.catchupIndex(ctx); err != nil {
 		// The index is derived: a verifier with a stale index still gives verdicts.
 		s.logger.WarnContext(ctx, "index catch-up failed at start-up; retrying in the background", slog.Any("error", err))
 	} else if n > 0 {
@@ -308,11 +307,9 @@ func New(ctx context.Context, d Deps) (*Service, error) {
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "wrote pending revocation records", slog.Int("records", n))
 	}
-	// Collateral imported while the verifier was stopped (collateral.go): compared with the
-	// latest verdicts only when the index holds them all.
-	if caughtUpErr != nil {
-		s.logger.WarnContext(ctx, "the collateral held is not compared with the latest verdicts: the index is behind the log")
-	} else if n, err := s.recordCollateralChangedAtRest(ctx); err != nil {
+	// Collateral imported while the verifier was stopped (collateral.go), compared with the
+	// latest verdicts in the log.
+	if n, err := s.recordCollateralChangedAtRest(ctx); err != nil {
 		s.logger.WarnContext(ctx, "recording the collateral replaced while the verifier was stopped failed; verdicts use it without a collateral_update record", slog.Any("error", err))
 	} else if n > 0 {
 		s.logger.InfoContext(ctx, "recorded the collateral replaced while the verifier was stopped", slog.Int("records", n))
@@ -436,6 +433,21 @@ func (l logLeaves) Size(ctx context.Context) (uint64, error) {
 		if _, err := l.l.Entry(ctx, n-1); err == nil {
 			return n, nil
 		}
+	}
+	return cp.Size, nil
+}
+
+// logEnd is the number of leaves in the log: the published checkpoint's size, or more when the
+// index already holds leaves appended since (logLeaves.Size). Unlike logLeaves.Size it does not
+// need the index: when the index cannot be read it is the checkpoint's size.
+func (s *Service) logEnd(ctx context.Context) (uint64, error) {
+	size, err := logLeaves{s.d.Log, s.d.Index}.Size(ctx)
+	if err == nil {
+		return size, nil
+	}
+	cp, cerr := s.d.Log.Checkpoint(ctx)
+	if cerr != nil {
+		return 0, errors.Join(err, cerr)
 	}
 	return cp.Size, nil
 }
