@@ -336,7 +336,7 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 	c.mu.Lock()
 	prev := c.mem[url] // what load found: a stale copy, or nothing
 	c.mu.Unlock()
-	if _, err := c.keep(ctx, url, prev, resp, v); errors.Is(err, ErrOlder) {
+	if _, err := c.keep(ctx, url, prev, resp, v, false); errors.Is(err, ErrOlder) {
 		// A rollback is never answered: the caller serves the held copy if it is fresh (get),
 		// or fails closed.
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
@@ -356,14 +356,21 @@ func (c *Cache) refresh(ctx context.Context, url string) (*Response, error) {
 // older than prev, than the document the Store holds now (fresh or expired; another replica may
 // have written it), or than url's Mark in the Store (MarkStore) or in this cache, which outlive
 // the document itself. A Mark that cannot be read refuses too (fail closed). A kept document
-// raises the Mark before it is stored.
-func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Response, v Validity) (*Update, error) {
+// raises the Mark before it is stored. With noEarlierNext (Refetch) it also refuses a dated resp
+// that is not older than prev but expires before it, judged against the document held once the
+// URL's lock is taken.
+func (c *Cache) keep(ctx context.Context, url string, prev *entry, resp *Response, v Validity, noEarlierNext bool) (*Update, error) {
 	defer c.lockURL(url)()
 	c.mu.Lock()
 	if cur := c.mem[url]; cur != nil {
-		prev = cur // a stored document adopted meanwhile (adoptStored)
+		prev = cur // a stored document adopted, or another fetch kept, meanwhile
 	}
 	c.mu.Unlock()
+	if noEarlierNext && prev != nil && !v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate) && olderThan(resp, v, prev.resp, prev.v) == "" {
+		c.fetchErrors.Add(1)
+		return nil, fmt.Errorf("%w: %s: next update %s, before the cached one's %s: check the route's server",
+			ErrOlder, url, rfc3339(v.NextUpdate), rfc3339(prev.v.NextUpdate))
+	}
 	if err := c.checkNotOlder(ctx, url, prev, resp, v); err != nil {
 		c.fetchErrors.Add(1)
 		c.log.WarnContext(ctx, "collateral refused: older than the document held (rollback)", "url", url, "err", err)

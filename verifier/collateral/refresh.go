@@ -195,14 +195,9 @@ func (c *Cache) Refetch(ctx context.Context, url string) (*Update, error) {
 	if err := c.authenticate(resp, v); err != nil {
 		return nil, fmt.Errorf("%w: %s: the refetched document is not kept: it is not signed by its vendor through a pinned root: %w", ErrUnavailable, url, err)
 	}
-	// keep refuses a lower number or an earlier issue date, naming them; what is left is a later
+	// keep refuses a lower number or an earlier issue date, naming them, and here also a later
 	// or equal issue date with an earlier nextUpdate.
-	if prev != nil && olderThan(resp, v, prev.resp, prev.v) == "" && !v.Immutable && v.NextUpdate.Before(prev.v.NextUpdate) {
-		c.fetchErrors.Add(1)
-		return nil, fmt.Errorf("%w: %s: next update %s, before the cached one's %s: check the route's server",
-			ErrOlder, url, rfc3339(v.NextUpdate), rfc3339(prev.v.NextUpdate))
-	}
-	return c.keep(ctx, url, prev, resp, v)
+	return c.keep(ctx, url, prev, resp, v, true)
 }
 
 func rfc3339(t time.Time) string { return t.UTC().Format(time.RFC3339) }

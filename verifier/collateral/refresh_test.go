@@ -495,3 +495,81 @@ func TestLatestTCBDate(t *testing.T) {
 		}
 	}
 }
+
+// gatedSource answers each Get with the next document of its queue, waiting first for a value on
+// gate when the document's slot says so.
+type gatedSource struct {
+	mu    sync.Mutex
+	queue []*collateral.Response
+	gates []chan struct{}
+	asked chan struct{}
+}
+
+func (s *gatedSource) Get(ctx context.Context, url string) (*collateral.Response, error) {
+	s.mu.Lock()
+	r, g := s.queue[0], s.gates[0]
+	s.queue, s.gates = s.queue[1:], s.gates[1:]
+	s.mu.Unlock()
+	if g != nil {
+		s.asked <- struct{}{}
+		select {
+		case <-g:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return r, nil
+}
+
+// TestRefetchEarlierNextUpdate: Refetch refuses an answer that is not older than the held TCB info
+// (same number, a later issue date) but expires before it, judged against the document held when
+// the answer is kept, not the one held when it was asked for: here another Refetch replaced the
+// held document while the first waited for its answer.
+func TestRefetchEarlierNextUpdate(t *testing.T) {
+	p, docs := intelDocs(t, func(o *fakeintel.CollateralOptions) { o.TCBInfo.NextUpdate = start.Add(12 * time.Hour) })
+	tcbAt := func(issued, next time.Time) *collateral.Response {
+		o := fakeintel.DefaultCollateralOptions(start)
+		o.TCBInfo.IssueDate, o.TCBInfo.NextUpdate = issued, next
+		rs, err := p.Collateral(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rs[0]
+	}
+	a := docs[0]                                                   // issued start-1h, next start+12h
+	b := tcbAt(start.Add(time.Hour), start.Add(30*24*time.Hour))   // the concurrent replacement
+	c := tcbAt(start.Add(2*time.Hour), start.Add(20*time.Hour))    // later than a in every way; expires before b
+	d := tcbAt(start.Add(3*time.Hour), start.Add(29*24*time.Hour)) // issued after b, expires before it
+	gate := make(chan struct{})
+	src := &gatedSource{queue: []*collateral.Response{a, c, b, d}, gates: []chan struct{}{nil, gate, nil, nil}, asked: make(chan struct{})}
+	clock := collateraltest.NewClock(start)
+	cache, err := collateral.NewCache(collateral.CacheConfig{Upstream: src, Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cache.Close() })
+	ctx := context.Background()
+	if r, err := cache.Get(ctx, a.URL); err != nil || r.Digest() != a.Digest() {
+		t.Fatalf("Get: %v", err)
+	}
+	first := make(chan error, 1)
+	go func() {
+		_, err := cache.Refetch(ctx, a.URL)
+		first <- err
+	}()
+	<-src.asked // the first Refetch has read the held document (a) and waits for c
+	if u, err := cache.Refetch(ctx, a.URL); err != nil || u == nil || u.New.Digest() != b.Digest() {
+		t.Fatalf("the second Refetch did not replace a with b: %+v, %v", u, err)
+	}
+	close(gate)
+	if err := <-first; !errors.Is(err, collateral.ErrOlder) || !strings.Contains(err.Error(), "before the cached one's") {
+		t.Fatalf("an answer expiring before the held document: %v, want ErrOlder naming the next updates", err)
+	}
+	if r, err := cache.Get(ctx, a.URL); err != nil || r.Digest() != b.Digest() {
+		t.Fatalf("the held document changed: %v", err)
+	}
+	// The same without a race.
+	if _, err := cache.Refetch(ctx, a.URL); !errors.Is(err, collateral.ErrOlder) || !strings.Contains(err.Error(), "before the cached one's") {
+		t.Fatalf("an answer issued later but expiring earlier: %v, want ErrOlder", err)
+	}
+}
