@@ -103,6 +103,25 @@ func TestWindow(t *testing.T) {
 	if !errors.Is(err, ErrEmpty) {
 		t.Fatalf("window after the log: %v", err)
 	}
+
+	// A window whose end the log has not passed yet cannot be proven closed: Export refuses it,
+	// and Verify fails a bundle that claims an end time but stops at its checkpoint's last
+	// record (here one exported up to the latest record, given an end time afterwards: what an
+	// old checkpoint's bundle would show once the log has grown).
+	_, err = Export(context.Background(), &bytes.Buffer{}, source(t, l.Dir), ExportOptions{From: from, To: l.RoundTime(10000)})
+	if !errors.Is(err, ErrWindowOpen) || !strings.Contains(err.Error(), "export again once the log holds a later record") {
+		t.Fatalf("window past the log's last record: %v, want ErrWindowOpen saying what to do", err)
+	}
+	bundle, m = export(t, l, ExportOptions{From: l.RoundTime(l.Rounds - 2)})
+	if rep := verify(t, bundle, VerifyOptions{}); !rep.OK() || m.End != l.Size {
+		t.Fatalf("bundle up to the latest record (manifest %+v):\n%s", m, failures(rep))
+	}
+	es := unpack(t, bundle)
+	setManifest(t, es, func(m *Manifest) { t := l.RoundTime(10000); m.To = &t })
+	rep = verify(t, pack(t, es, false), VerifyOptions{})
+	if rep.OK() || !strings.Contains(failures(rep), "does not prove that the log holds nothing more in the window") {
+		t.Fatalf("a bundle with an end time that stops at its checkpoint passes, or fails for another reason:\n%s", failures(rep))
+	}
 }
 
 // A later export proves the log consistent with the previous export's checkpoint, and the

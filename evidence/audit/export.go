@@ -27,6 +27,9 @@ import (
 var (
 	// ErrEmpty: no record of the log falls in the window.
 	ErrEmpty = errors.New("audit: no record in the window")
+	// ErrWindowOpen: the window has an end time, but the log holds no record after it yet, which
+	// a bundle needs to prove where the window ends.
+	ErrWindowOpen = errors.New("audit: the window has not closed")
 	// ErrInconsistent: the log is not consistent with the previous checkpoint (it was forked or
 	// rewritten), or the previous checkpoint is larger than the log's.
 	ErrInconsistent = errors.New("audit: the log is not consistent with the previous checkpoint")
@@ -157,11 +160,13 @@ func Export(ctx context.Context, w io.Writer, src Source, opts ExportOptions) (*
 		}
 	}
 	if !opts.To.IsZero() {
+		if stop == cp.Size {
+			return nil, fmt.Errorf("%w: no record after %s is in the log yet (it has %d records), so a bundle could not prove where the window ends; export again once the log holds a later record (a running verifier records every attestation), or leave the end time out to export up to the latest record",
+				ErrWindowOpen, opts.To.UTC().Format(time.RFC3339), cp.Size)
+		}
 		t := opts.To.UTC()
 		m.To = &t
-		if stop < cp.Size {
-			m.End = stop + 1
-		}
+		m.End = stop + 1
 	}
 	if cons != nil {
 		m.PreviousSize = &cons.OldSize

@@ -193,16 +193,14 @@ func (b *bundleVerifier) check(j job) (c checked) {
 		return c
 	}
 	c.signed, c.kind = true, rec.Kind
-	switch {
-	case lower:
-		if !rec.Time.Before(*m.From) {
-			fail("window", "it should be the last record before the window (%s), but it is timed %s: the bundle leaves out the start of the window", m.From.Format(time.RFC3339), rec.Time.Format(time.RFC3339))
-		}
-		return c
-	case upper:
-		if !rec.Time.After(*m.To) {
-			fail("window", "it should be the first record after the window (%s), but it is timed %s: the bundle leaves out the end of the window", m.To.Format(time.RFC3339), rec.Time.Format(time.RFC3339))
-		}
+	// A record can be both edges (a bundle of one record): each edge is checked on its own.
+	if lower && !rec.Time.Before(*m.From) {
+		fail("window", "it should be the last record before the window (%s), but it is timed %s: the bundle leaves out the start of the window", m.From.Format(time.RFC3339), rec.Time.Format(time.RFC3339))
+	}
+	if upper && !rec.Time.After(*m.To) {
+		fail("window", "it should be the first record after the window (%s), but it is timed %s: the bundle leaves out the end of the window", m.To.Format(time.RFC3339), rec.Time.Format(time.RFC3339))
+	}
+	if lower || upper {
 		return c
 	}
 	c.outside = m.From != nil && rec.Time.Before(*m.From) || m.To != nil && rec.Time.After(*m.To)

@@ -224,6 +224,30 @@ func TestTamper(t *testing.T) {
 			},
 			check: "window", record: func([]tarEntry) []uint64 { return []uint64{m.First + 1} }, msg: "leaves out the start of the window",
 		},
+		{
+			// The record before the window is both of a one-record bundle's edges: it must be
+			// checked as the last record after the window too.
+			name: "every record but the one before the window dropped",
+			tamper: func(t *testing.T, es []tarEntry) []tarEntry {
+				setManifest(t, es, func(m *Manifest) { m.End, m.Records, m.Redacted = m.First+1, 1, 0 })
+				var kept []tarEntry
+				for _, e := range es {
+					if k, _, i := classify(e.name); (k != kindRecord && k != kindProof) || i == m.First {
+						kept = append(kept, e)
+					}
+				}
+				return kept
+			},
+			check: "window", record: func([]tarEntry) []uint64 { return []uint64{m.First} }, msg: "leaves out the end of the window",
+		},
+		{
+			name: "window that ends before it starts",
+			tamper: func(t *testing.T, es []tarEntry) []tarEntry {
+				setManifest(t, es, func(m *Manifest) { m.From, m.To = m.To, m.From })
+				return es
+			},
+			check: "manifest", msg: "before it starts",
+		},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			es := make([]tarEntry, len(orig))

@@ -411,6 +411,9 @@ func (b *bundleVerifier) prepare(md meta) bool {
 	case m.First >= m.End:
 		rep.fail("manifest", "the record range [%d, %d) is empty", m.First, m.End)
 		return false
+	case m.From != nil && m.To != nil && m.To.Before(*m.From):
+		rep.fail("manifest", "the window ends (%s) before it starts (%s)", m.To.Format(time.RFC3339), m.From.Format(time.RFC3339))
+		return false
 	}
 	b.m, rep.Manifest = m, m
 
@@ -465,6 +468,12 @@ func (b *bundleVerifier) prepare(md meta) bool {
 		}
 		if m.To == nil && m.End < b.cpSize {
 			rep.fail("window", "the bundle asks for no end time but stops at record %d of %d: records %d to %d are missing", m.End, b.cpSize, m.End, b.cpSize-1)
+		}
+		// The first record after the window proves its end; without one, records appended after
+		// the checkpoint and timed within the window (an old checkpoint's bundle) would be left out.
+		if m.To != nil && m.End >= b.cpSize {
+			rep.fail("window", "the bundle ends at the last record of its checkpoint (%d records), not at a record timed after the window's end (%s): it does not prove that the log holds nothing more in the window; export it again from the log as it is now",
+				b.cpSize, m.To.Format(time.RFC3339))
 		}
 	}
 	if m.From == nil && m.First > 0 {

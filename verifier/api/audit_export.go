@@ -52,8 +52,12 @@ func (s *Server) auditExport(c echo.Context) error {
 	defer f.Close()
 	ctx := c.Request().Context()
 	if _, err := audit.Export(ctx, f, audit.Source{Log: src.Log, LogKey: src.LogKey, KeyHistory: src.KeyHistory, Blobs: src.Blobs}, opts); err != nil {
-		if errors.Is(err, ctx.Err()) {
+		switch {
+		case errors.Is(err, ctx.Err()):
 			return err
+		case errors.Is(err, audit.ErrEmpty), errors.Is(err, audit.ErrWindowOpen):
+			// The window asked for, not the service: the message says what to change.
+			return fmt.Errorf("%w: %w", errBadRequest, err)
 		}
 		return fmt.Errorf("%w: exporting the audit bundle: %w", service.ErrUnavailable, err)
 	}

@@ -67,6 +67,8 @@ func TestAuditExport(t *testing.T) {
 		{"?from=yesterday", "audrey", http.StatusBadRequest},
 		{"?from=2026-02-01T00:00:00Z&to=2026-01-01T00:00:00Z", "audrey", http.StatusBadRequest},
 		{"?subject=" + strings.Repeat("x", 300), "audrey", http.StatusBadRequest},
+		{"?from=2099-01-01T00:00:00Z", "audrey", http.StatusBadRequest},                         // no record in the window
+		{"?from=2000-01-01T00:00:00Z&to=2099-01-01T00:00:00Z", "audrey", http.StatusBadRequest}, // the window has not closed
 	} {
 		if code, _, body := f.do(http.MethodGet, "/v1/audit/export"+c.query, c.as, nil); code != c.want {
 			t.Errorf("GET /v1/audit/export%.60s as %q: %d, want %d: %.200s", c.query, c.as, code, c.want, body)
