@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,39 @@ func TestReperformCatchesForgedVerdict(t *testing.T) {
 	if f.Record == nil || *f.Record != forged || f.Check != "reperform" ||
 		!strings.Contains(f.Message, "recorded affirming [], re-performed contraindicated ["+string(code)) {
 		t.Fatalf("finding %s, want record %d's verdict reported as not reproduced", f, forged)
+	}
+}
+
+// A verifier that records copies of a VM's earlier affirming evidence as new attestations (to
+// hide that the VM stopped attesting) is caught: each copy re-performs like the original, but the
+// service consumes a nonce once, so every verdict after the first on one nonce is reported.
+func TestReplayedEvidenceCaught(t *testing.T) {
+	l := copyLog(t, fixture(t))
+	orig, _ := findRecord(t, l, ear.StatusAffirming)
+	var copies []uint64
+	for r := range 2 {
+		at := l.RoundTime(l.Rounds + r)
+		i, err := audittest.Append(context.Background(), l.Dir, orig, func(rec *evidence.Record) {
+			var res ear.Result
+			if err := json.Unmarshal(rec.Result, &res); err != nil {
+				t.Fatal(err)
+			}
+			res.VerifiedAt, rec.Time = at, at
+			rec.Result, _ = json.Marshal(&res)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		copies = append(copies, i)
+	}
+	bundle, _ := export(t, l, ExportOptions{})
+	rep := verify(t, bundle, VerifyOptions{})
+	if rep.OK() || rep.NotReproduced != 0 || len(rep.Failures) != 2 {
+		t.Fatalf("not reproduced %d (want the copies to re-perform), failures:\n%s", rep.NotReproduced, failures(rep))
+	}
+	for k, f := range rep.Failures {
+		if f.Record == nil || *f.Record != copies[k] || f.Check != "replay" || !strings.Contains(f.Message, fmt.Sprintf("the nonce of record %d's verdict", orig)) {
+			t.Errorf("finding %s, want copy %d reported as a replay of record %d", f, copies[k], orig)
+		}
 	}
 }

@@ -44,6 +44,7 @@ type checked struct {
 	outside  bool
 	outcome  outcome
 	verdict  *Verdict
+	nonce    []byte // the nonce a re-performed verdict rests on
 }
 
 // pipeline checks jobs on a pool of workers and folds their outcomes into the report.
@@ -127,6 +128,9 @@ func (b *bundleVerifier) fold(c checked) {
 	if c.outcome != notAttestation {
 		rep.Attestations++
 	}
+	if len(c.nonce) > 0 {
+		b.checkNonceOnce(c.index, c.nonce)
+	}
 	if c.verdict != nil {
 		rep.Verdicts = append(rep.Verdicts, *c.verdict)
 	}
@@ -209,7 +213,7 @@ func (b *bundleVerifier) check(j job) (c checked) {
 	}
 	switch rec.Kind {
 	case evidence.KindAttestation:
-		c.outcome, c.findings = b.reperform(j.index, rec, c.findings)
+		c.outcome, c.nonce, c.findings = b.reperform(j.index, rec, c.findings)
 		c.verdict = verdictOf(j.index, rec)
 	case evidence.KindPolicyChange:
 		if _, msg := b.policy(rec.Policy); msg != "" {
@@ -270,4 +274,25 @@ func (b *bundleVerifier) policy(ref *evidence.PolicyRef) (*policy.Policy, string
 		return nil, fmt.Sprintf("the policy with digest %s has id %q, but the record names %q", ref.Digest, pp.p.ID, ref.ID)
 	}
 	return pp.p, ""
+}
+
+// checkNonceOnce fails each verdict that rests on the nonce of a verdict at a lower index of the
+// bundle. The service consumes a nonce once and records a second use as a nonce refusal, so two
+// verdicts on one nonce mean that one is a copy of the other's evidence (a replay recorded as an
+// attestation, which re-performs like the original and would hide a missed attestation). Only
+// the bundle's records are compared: a copy of a verdict outside it is not found. The caller
+// holds repMu.
+func (b *bundleVerifier) checkNonceOnce(i uint64, nonce []byte) {
+	if b.nonces == nil {
+		b.nonces = map[string]uint64{}
+	}
+	k := string(nonce)
+	first, seen := b.nonces[k]
+	if !seen {
+		b.nonces[k] = i
+		return
+	}
+	lo, hi := min(first, i), max(first, i)
+	b.rep.add(at(hi, "replay", "its evidence carries the nonce of record %d's verdict: the service consumes a nonce once and records a second use as a nonce refusal, so this verdict is a copy of evidence already appraised, not a new attestation", lo))
+	b.nonces[k] = lo
 }

@@ -30,18 +30,20 @@ type storedResult struct {
 // appraising it or, for a replay found while the evidence was verified, discarding the appraisal.
 const nonceRefusedPrefix = "nonce refused: "
 
-// reperform re-performs the attestation verdict of rec (README.md, "Re-performance").
-func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Finding) (outcome, []Finding) {
+// reperform re-performs the attestation verdict of rec (README.md, "Re-performance"). It also
+// returns the nonce the verdict rests on, when the evidence decodes and the verdict is not a
+// nonce refusal.
+func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Finding) (outcome, []byte, []Finding) {
 	fail := func(check, format string, args ...any) { findings = append(findings, at(i, check, format, args...)) }
 	var stored storedResult
 	if err := json.Unmarshal(rec.Result, &stored); err != nil {
 		fail("reperform", "the recorded result is not a result: %v", err)
-		return notReperformed, findings
+		return notReperformed, nil, findings
 	}
 	wantPolicy := "sha256:" + rec.Policy.Digest.String()
 	if stored.Policy.ID != rec.Policy.ID || stored.Policy.Digest != wantPolicy {
 		fail("reperform", "the recorded result names policy %q (%s), the record %q (%s)", stored.Policy.ID, stored.Policy.Digest, rec.Policy.ID, wantPolicy)
-		return notReproduced, findings
+		return notReproduced, nil, findings
 	}
 	if isNonceRefusal(&stored) {
 		// The service refused the nonce, not the evidence: whether a nonce was issued and unused is
@@ -49,12 +51,12 @@ func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Fi
 		// contraindicated, the safe side; check that it is the refusal and nothing else.
 		if stored.VerifiedAt != rec.Time.Format(time.RFC3339) {
 			fail("reperform", "the recorded nonce refusal is timed %s, the record %s", stored.VerifiedAt, rec.Time.Format(time.RFC3339))
-			return notReproduced, findings
+			return notReproduced, nil, findings
 		}
 		if _, msg := b.policy(rec.Policy); msg != "" {
 			fail("reference", "the policy of the nonce refusal: %s", msg)
 		}
-		return nonceRefused, findings
+		return nonceRefused, nil, findings
 	}
 
 	// The inputs.
@@ -95,12 +97,12 @@ func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Fi
 	}
 	if len(missing) > 0 {
 		fail("reperform", "cannot re-perform the verdict: %s", strings.Join(missing, "; "))
-		return notReperformed, findings
+		return notReperformed, nil, findings
 	}
 	ev, err := attest.DecodeEvidence(raw)
 	if err != nil {
 		fail("reperform", "the recorded evidence does not decode (the service never records such evidence): %v", err)
-		return notReperformed, findings
+		return notReperformed, nil, findings
 	}
 
 	// The verdict, as the service gave it: the envelope's nonce is the one the service consumed
@@ -109,22 +111,22 @@ func (b *bundleVerifier) reperform(i uint64, rec *evidence.Record, findings []Fi
 	got, err := json.Marshal(res)
 	if err != nil {
 		fail("reperform", "encoding the re-performed result: %v", err)
-		return notReperformed, findings
+		return notReperformed, nil, findings
 	}
 	if bytes.Equal(got, rec.Result) {
-		return reproduced, findings
+		return reproduced, ev.Nonce, findings
 	}
 	diff, err := compareResults(rec.Result, got)
 	if err != nil {
 		fail("reperform", "comparing results: %v", err)
-		return notReproduced, findings
+		return notReproduced, ev.Nonce, findings
 	}
 	if len(diff) == 0 {
-		return normalised, findings
+		return normalised, ev.Nonce, findings
 	}
 	fail("reperform", "the verdict does not reproduce: recorded %s %v, re-performed %s %v (they differ in %s)",
 		stored.Status, codes(stored.Failures), res.Status, codes(res.Failures), strings.Join(diff, ", "))
-	return notReproduced, findings
+	return notReproduced, ev.Nonce, findings
 }
 
 // isNonceRefusal reports whether a result is the service's refusal of a nonce: contraindicated,

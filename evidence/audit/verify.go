@@ -374,8 +374,11 @@ type bundleVerifier struct {
 	rootsDir string
 
 	// repMu serialises the report's writers once the records are being checked: the reader
-	// (gaps, order) and the pipeline's collector.
+	// (gaps, order) and the pipeline's collector, and guards nonces.
 	repMu sync.Mutex
+	// nonces maps the nonce of each verdict that rests on one (not a nonce refusal) to the
+	// lowest index of the verdicts seen with it: the service consumes a nonce once.
+	nonces map[string]uint64
 
 	mu        sync.Mutex
 	policies  map[evidence.Digest]*parsedPolicy
