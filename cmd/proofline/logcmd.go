@@ -58,6 +58,14 @@ func (s *logSource) flags(fs *flag.FlagSet) {
 	fs.StringVar(&s.keys, "keys", "", "the record key history (JSON) every record is verified against; required")
 }
 
+// keyFile is the checkpoint verifier key file open reads.
+func (s *logSource) keyFile() string {
+	if s.pub == "" && s.dir != "" {
+		return filepath.Join(s.dir, "note.pub")
+	}
+	return s.pub
+}
+
 // open returns the log's reader and checkpoint verifier, the key history, and a close function.
 func (s *logSource) open() (evlog.Reader, note.Verifier, *evidence.KeyHistory, func(), error) {
 	if (s.dir == "") == (s.dsn == "") {
@@ -70,10 +78,7 @@ func (s *logSource) open() (evlog.Reader, note.Verifier, *evidence.KeyHistory, f
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	pub := s.pub
-	if pub == "" && s.dir != "" {
-		pub = filepath.Join(s.dir, "note.pub")
-	}
+	pub := s.keyFile()
 	if pub == "" {
 		return nil, nil, nil, nil, errors.New("--log-key FILE (the checkpoint verifier key) is required with --mysql")
 	}
@@ -153,7 +158,12 @@ func runFsck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cp := rep.Checkpoint
 	fmt.Fprintf(stdout, "proofline log fsck: OK\n")
-	fmt.Fprintf(stdout, "  checkpoint  %s, size %d, root %x (signature verified)\n", cp.Origin, cp.Size, cp.Hash)
+	fmt.Fprintf(stdout, "  checkpoint  %s, size %d, root %x (signature verified with %s)\n", cp.Origin, cp.Size, cp.Hash, src.keyFile())
+	if src.pub == "" && len(earlier) == 0 {
+		// The key and the served-checkpoint floor are the log directory's own: a log rebuilt under
+		// a new key (a leaf removed, everything re-signed) passes as well.
+		fmt.Fprintf(stdout, "  log key     NOT PINNED: %s is the log directory's own key, so this shows the log is intact, not that it is the log you had; pin it with --log-key FILE (a copy kept elsewhere, or GET /v1/keys) or give a checkpoint you kept with --checkpoint FILE\n", src.keyFile())
+	}
 	fmt.Fprintf(stdout, "  leaves      %d read, their hashes recomputed into the root (I1, I3)\n", rep.Leaves)
 	fmt.Fprintf(stdout, "  records     %d signatures verified against the key history of %d key(s) (I5)\n", rep.Leaves, len(keys.Keys()))
 	fmt.Fprintf(stdout, "  tiles       %d stored hash tiles match the recomputed tree\n", rep.Tiles)

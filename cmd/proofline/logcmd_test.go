@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/evidence/index"
@@ -79,6 +82,51 @@ func TestLogFsckAndReindex(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "OK") || !strings.Contains(out, "size 300") {
 		t.Fatalf("fsck: exit %d\n%s%s", code, out, errs)
 	}
+	// The log directory's own key vouches only for itself: the output says so, unless the key or
+	// a checkpoint kept elsewhere is given.
+	if !strings.Contains(out, "NOT PINNED") {
+		t.Fatalf("fsck with the log directory's own key does not say the key is not pinned:\n%s", out)
+	}
+	kept := filepath.Join(t.TempDir(), "note.pub")
+	if err := os.WriteFile(kept, []byte(readFileT(t, pub)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := evlog.NewPOSIXReader(dir).ReadCheckpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	keptCP := filepath.Join(t.TempDir(), "checkpoint")
+	if err := os.WriteFile(keptCP, cp, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, pin := range [][]string{{"--log-key", kept}, {"--checkpoint", keptCP}} {
+		code, out, errs = runCLI(t, append([]string{"log", "fsck", "--log", dir, "--keys", history}, pin...)...)
+		if code != 0 || strings.Contains(out, "NOT PINNED") {
+			t.Fatalf("fsck %v: exit %d\n%s%s", pin, code, out, errs)
+		}
+	}
+	// A kept checkpoint that the log's key does not verify (the log re-signed under a new key
+	// since) is corruption, not an error of use.
+	body, _, _ := bytes.Cut(cp, []byte("\n\n"))
+	otherKey, _, err := note.GenerateKey(rand.Reader, "proofline.test/log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := note.NewSigner(otherKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := note.Sign(&note.Note{Text: string(body) + "\n"}, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keptCP, foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs = runCLI(t, "log", "fsck", "--log", dir, "--keys", history, "--checkpoint", keptCP)
+	if code != exitContraindicated || !strings.Contains(out, "CORRUPT: invariant I4") || !strings.Contains(out, "re-signed under another key") {
+		t.Fatalf("fsck with a kept checkpoint of another key: exit %d\n%s%s", code, out, errs)
+	}
 
 	ixPath := filepath.Join(t.TempDir(), "index.db")
 	code, out, errs = runCLI(t, "log", "reindex", "--log", dir, "--keys", history, "--index", ixPath)
@@ -143,4 +191,13 @@ func TestLogUsage(t *testing.T) {
 			t.Errorf("%v: exit %d stdout %q stderr %q", args, code, out, errs)
 		}
 	}
+}
+
+func readFileT(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

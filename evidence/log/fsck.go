@@ -66,7 +66,9 @@ func Fsck(ctx context.Context, r Reader, v note.Verifier, checkLeaf func(index u
 	for i, raw := range earlier {
 		cp, err := openCheckpoint(raw, v)
 		if err != nil {
-			return nil, fmt.Errorf("log: fsck: earlier checkpoint %d does not verify: %w", i, err)
+			// Fail closed: a checkpoint kept from this log that no longer verifies means the log
+			// is now signed by another key (rebuilt), unless the file is not one of its checkpoints.
+			return nil, &CorruptError{Invariant: "I4", Reason: fmt.Sprintf("earlier checkpoint %d does not verify with the log key: the log was re-signed under another key since it was taken, or it is not a checkpoint of this log", i), Err: err}
 		}
 		cps = append(cps, cp)
 	}
