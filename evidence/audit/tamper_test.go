@@ -241,6 +241,14 @@ func TestTamper(t *testing.T) {
 			check: "window", record: func([]tarEntry) []uint64 { return []uint64{m.First} }, msg: "leaves out the end of the window",
 		},
 		{
+			name: "manifest naming another log",
+			tamper: func(t *testing.T, es []tarEntry) []tarEntry {
+				setManifest(t, es, func(m *Manifest) { m.Origin = "example.com/another-log" })
+				return es
+			},
+			check: "manifest", msg: `names the log "example.com/another-log"`,
+		},
+		{
 			name: "window that ends before it starts",
 			tamper: func(t *testing.T, es []tarEntry) []tarEntry {
 				setManifest(t, es, func(m *Manifest) { m.From, m.To = m.To, m.From })

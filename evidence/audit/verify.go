@@ -466,6 +466,8 @@ func (b *bundleVerifier) prepare(md meta) bool {
 		switch {
 		case m.CheckpointSize != b.cpSize:
 			rep.fail("manifest", "the manifest names a checkpoint of %d records, the bundle's has %d", m.CheckpointSize, b.cpSize)
+		case m.Origin != cp.Origin:
+			rep.fail("manifest", "the manifest names the log %q, the checkpoint is of %q", m.Origin, cp.Origin)
 		case m.End > b.cpSize:
 			rep.fail("checkpoint", "the checkpoint covers records [0, %d), not the bundle's [%d, %d): records %d to %d are not proven in the log", b.cpSize, m.First, m.End, b.cpSize, m.End-1)
 		}
