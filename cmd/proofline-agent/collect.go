@@ -164,7 +164,7 @@ func collect(ctx context.Context, f *collectFlags, stderr io.Writer, log *slog.L
 	var vt *agent.VTPM
 	if f.tee != teeSimTDX && f.tee != teeSimSNP {
 		var err error
-		if vt, err = agent.OpenVTPM(f.tpm, "sha256", f.tpmPCRs); err != nil {
+		if vt, err = agent.OpenVTPM(f.tpm, "sha256", f.tpmPCRs, e.openTPM); err != nil {
 			return fmt.Errorf("--tpm %s: %w", f.tpm, err)
 		}
 		if vt != nil {

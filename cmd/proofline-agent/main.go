@@ -32,6 +32,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
 	"github.com/proofline/proofline/attest/detect"
 	"github.com/proofline/proofline/attest/snp"
 	"github.com/proofline/proofline/attest/tdx"
@@ -46,13 +48,15 @@ const (
 	exitUsage  = 2
 )
 
-// env is what the agent touches outside its flags: the guest interfaces and the clock. main
-// uses the kernel's; tests substitute fakes.
+// env is what the agent touches outside its flags: the guest interfaces, the TPM and the clock.
+// main uses the kernel's; tests substitute fakes.
 type env struct {
 	prober detect.Prober
 	tdx    tdx.Collector
 	snp    snp.Collector
-	now    func() time.Time
+	// openTPM opens the vTPM; nil means attest/tpm.Open (/dev/tpmrm0, else /dev/tpm0).
+	openTPM func() (transport.TPMCloser, error)
+	now     func() time.Time
 	// clock paces `run`; nil means the system clock.
 	clock agent.Clock
 }

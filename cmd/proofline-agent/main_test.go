@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -21,12 +22,14 @@ import (
 	"github.com/google/go-configfs-tsm/configfs/configfsi"
 	sevclient "github.com/google/go-sev-guest/client"
 	tdxclient "github.com/google/go-tdx-guest/client"
+	"github.com/google/go-tpm/tpm2/transport"
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/attesttest/fakedevice"
 	"github.com/proofline/proofline/attest/detect"
 	"github.com/proofline/proofline/attest/snp"
 	"github.com/proofline/proofline/attest/tdx"
+	"github.com/proofline/proofline/attest/tpm"
 	"github.com/proofline/proofline/verifier"
 	"github.com/proofline/proofline/verifier/ear"
 	"github.com/proofline/proofline/verifier/policy"
@@ -51,8 +54,14 @@ func noTEE() *env {
 		snp: snp.Collector{TSM: absentTSM, OpenDevice: func(p string) (sevclient.Device, error) {
 			return nil, &fs.PathError{Op: "open", Path: p, Err: fs.ErrNotExist}
 		}},
-		now: time.Now,
+		openTPM: absentTPM,
+		now:     time.Now,
 	}
+}
+
+// absentTPM is tpm.Open on a machine without a TPM device.
+func absentTPM() (transport.TPMCloser, error) {
+	return nil, fmt.Errorf("%w: none of [/dev/tpmrm0 /dev/tpm0] exists", tpm.ErrNoTPM)
 }
 
 func newNonce(t *testing.T) string {

@@ -15,7 +15,7 @@ import (
 	"sync"
 
 	"github.com/proofline/proofline/attest"
-	"github.com/proofline/proofline/attest/detect"
+	"github.com/proofline/proofline/attest/tpm"
 	"github.com/proofline/proofline/internal/agent"
 	"github.com/proofline/proofline/internal/buildinfo"
 	"github.com/proofline/proofline/internal/durable"
@@ -84,6 +84,9 @@ func loadConfig(path, tee string, testMode bool, simPlatforms string) (*agent.Co
 	case !sim && simPlatforms != "":
 		errs = append(errs, errors.New("--sim-platforms is for --tee sim-tdx or sim-snp (with --test-mode) only"))
 	}
+	if sim && cfg.TPM.Mode == agent.TPMOn {
+		errs = append(errs, fmt.Errorf("tpm.mode is on, which requires a vTPM, but the simulated platforms (tee %s) have none: set tpm.mode to auto or off", cfg.TEE))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("the configuration needs changes:\n  %s", strings.ReplaceAll(err.Error(), "\n", "\n  "))
 	}
@@ -125,7 +128,11 @@ func daemon(ctx context.Context, cfg *agent.Config, testMode bool, simPlatforms 
 	}
 	var akDigest string
 	if hw, ok := collector.(*agent.Hardware); ok && hw.VTPM != nil {
-		defer hw.VTPM.Close()
+		defer func() {
+			if err := hw.VTPM.Close(); err != nil {
+				log.Warn("closing the vTPM", "error", err)
+			}
+		}()
 		akDigest = hw.VTPM.AKDigest()
 	}
 	a, err := agent.New(agent.Options{
@@ -198,7 +205,8 @@ func verifierClient(v agent.VerifierConfig) (*agent.Client, error) {
 }
 
 // newCollector picks the evidence source: the simulated platforms (test mode), or this VM's
-// TDX or SEV-SNP interfaces, detected once at start-up for "auto".
+// TDX or SEV-SNP interfaces, detected once at start-up for "auto", plus the vTPM as tpm.mode
+// says. The caller must Close the returned Hardware's VTPM.
 func newCollector(ctx context.Context, cfg *agent.Config, simPlatforms string, log *slog.Logger, e *env) (agent.Collector, error) {
 	switch cfg.TEE {
 	case agent.TEESimTDX:
@@ -218,10 +226,19 @@ func newCollector(ctx context.Context, cfg *agent.Config, simPlatforms string, l
 			return nil, err
 		}
 		log.Info("detected", "platform", found.Platform, "configfs_tsm_provider", found.TSMProvider, "vtpm", found.TPMDevice)
-		if found.TPMDevice {
-			log.Info("this VM has a vTPM; vTPM quotes are not collected yet", "device", detect.TPMPath)
-		}
 		hw.Platform = found.Platform
+	}
+	vt, err := agent.OpenVTPM(cfg.TPM.Mode, cfg.TPM.PCRBank, cfg.TPM.PCRs, e.openTPM)
+	switch {
+	case errors.Is(err, tpm.ErrNoTPM):
+		return nil, fmt.Errorf("tpm.mode is on, so a vTPM is required: %w; to attest without one, set tpm.mode to auto (quote when a TPM exists) or off", err)
+	case err != nil:
+		return nil, fmt.Errorf("tpm (mode %s): %w", cfg.TPM.Mode, err)
+	case vt != nil:
+		hw.VTPM = vt
+		log.Info("vTPM quotes included", "pcr_bank", vt.Bank, "pcrs", vt.PCRs, "ak_sha256", vt.AKDigest())
+	case cfg.TPM.Mode == agent.TPMAuto:
+		log.Info("no vTPM found: the evidence carries no vTPM quote (under a verifier policy with a tpm section the result is contraindicated, tpm_missing)")
 	}
 	return hw, nil
 }

@@ -13,12 +13,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2/transport"
+
+	"github.com/proofline/proofline/attest/attesttest/fakedevice"
+	"github.com/proofline/proofline/attest/attesttest/faketpm"
+	"github.com/proofline/proofline/internal/agent/agenttest"
 	"github.com/proofline/proofline/verifier/service/servicetest"
 )
 
@@ -30,6 +37,8 @@ func TestRunRefuses(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "agent.yaml")
 	os.WriteFile(cfg, []byte("verifier: {url: http://127.0.0.1:1, token_file: "+filepath.Join(dir, "token")+"}\nsocket: {path: "+filepath.Join(dir, "s.sock")+"}\nkey_file: "+filepath.Join(dir, "key.pem")+"\n"), 0o600)
+	cfgTPMOn := filepath.Join(dir, "agent-tpm-on.yaml")
+	os.WriteFile(cfgTPMOn, []byte("verifier: {url: http://127.0.0.1:1, token_file: "+filepath.Join(dir, "token")+"}\nsocket: {path: "+filepath.Join(dir, "s.sock")+"}\nkey_file: "+filepath.Join(dir, "key.pem")+"\ntpm: {mode: on}\n"), 0o600)
 	for _, c := range []struct {
 		name string
 		args []string
@@ -40,6 +49,7 @@ func TestRunRefuses(t *testing.T) {
 		{"simulation without test mode", []string{"--config", cfg, "--tee", "sim-tdx"}, "needs --test-mode"},
 		{"simulation without platforms", []string{"--config", cfg, "--tee", "sim-tdx", "--test-mode"}, "needs --sim-platforms FILE"},
 		{"platforms without simulation", []string{"--config", cfg, "--tee", "tdx", "--sim-platforms", "x"}, "--sim-platforms is for"},
+		{"simulation with tpm.mode on", []string{"--config", cfgTPMOn, "--tee", "sim-tdx", "--test-mode", "--sim-platforms", "x"}, "the simulated platforms (tee sim-tdx) have none"},
 		{"missing file", []string{"--config", filepath.Join(dir, "none.yaml")}, "no such file"},
 		{"argument", []string{"--config", cfg, "now"}, `unexpected argument "now"`},
 	} {
@@ -264,4 +274,156 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// simTPM is the TPM simulator as the device run opens; it counts the closes, since the
+// simulator itself is closed by faketpm at the test's end.
+type simTPM struct {
+	transport.TPM
+	closes atomic.Int32
+}
+
+func (s *simTPM) Close() error {
+	s.closes.Add(1)
+	return nil
+}
+
+// socketToken is the part of the local API's GET /v1/token answer the tests read.
+type socketToken struct {
+	Token    string   `json:"token"`
+	Status   string   `json:"status"`
+	Failures []string `json:"failures"`
+	Result   struct {
+		Claims struct {
+			TPM *struct {
+				AKBound bool `json:"ak_bound"`
+			} `json:"tpm"`
+		} `json:"claims"`
+	} `json:"result"`
+}
+
+// runUntilAttested starts `proofline-agent run --config cfg`, waits for its socket to serve a
+// token, stops it as SIGTERM does and checks that it exited 0. It returns the token and the log.
+func runUntilAttested(t *testing.T, e *env, cfg, sock string) (socketToken, string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var stderr syncBuffer
+	exited := make(chan int, 1)
+	go func() { exited <- run(ctx, []string{"run", "--config", cfg}, io.Discard, &stderr, e) }()
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	var tok socketToken
+	deadline := time.Now().Add(hangGuard)
+	for tok.Token == "" {
+		select {
+		case code := <-exited:
+			t.Fatalf("run exited %d before attesting:\n%s", code, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no token on the socket:\n%s", stderr.String())
+		}
+		resp, err := client.Get("http://agent/v1/token")
+		if err != nil {
+			continue
+		}
+		if resp.StatusCode == http.StatusOK {
+			if err := json.NewDecoder(resp.Body).Decode(&tok); err != nil {
+				t.Fatal(err)
+			}
+		}
+		resp.Body.Close()
+	}
+	cancel()
+	select {
+	case code := <-exited:
+		if code != exitOK {
+			t.Fatalf("run exited %d after SIGTERM:\n%s", code, stderr.String())
+		}
+	case <-time.After(hangGuard):
+		t.Fatal("run did not stop")
+	}
+	return tok, stderr.String()
+}
+
+// run adds a vTPM quote, bound through runtime_data, to every evidence it submits, as the
+// configuration's tpm section says, and closes the TPM when it stops: against a verifier whose
+// policy has a tpm section, the quote is there and bound (no tpm_missing). tpm.mode auto on a VM
+// without a TPM still attests (and that policy then says tpm_missing); tpm.mode on without a TPM
+// refuses to start, saying what to change.
+func TestRunVTPM(t *testing.T) {
+	plat, err := servicetest.New(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pol := append(append([]byte{}, plat.PolicyYAML...), "tpm:\n  pcrs: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"...)
+	v, err := agenttest.Start(agenttest.Options{DataDir: filepath.Join(dir, "verifier"), Platforms: plat, Agents: []string{"vm-1"}, Policy: pol})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Stop()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(agenttest.Token("vm-1")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := func(name, mode string) (cfg, sock string) {
+		cfg, sock = filepath.Join(dir, name+".yaml"), filepath.Join(dir, name+".sock")
+		// event_logs off: the quote alone, whatever TCG log this machine publishes.
+		text := fmt.Sprintf("verifier: {url: %s, token_file: %s}\ntee: tdx\nkey_file: %s\nsocket: {path: %s}\nevent_logs: false\ntpm: {mode: %s}\n",
+			v.URL(), tokenFile, filepath.Join(dir, "key.pem"), sock, mode)
+		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return cfg, sock
+	}
+	dev := fakedevice.NewTDX(plat.Intel)
+	tdxVM := func() *env {
+		e := noTEE()
+		e.tdx.TSM = dev.TSM
+		return e
+	}
+
+	t.Run("on, with a vTPM", func(t *testing.T) {
+		sim := &simTPM{TPM: faketpm.New(t).Transport()}
+		e := tdxVM()
+		e.openTPM = func() (transport.TPMCloser, error) { return sim, nil }
+		cfg, sock := config("on", "on")
+		tok, logText := runUntilAttested(t, e, cfg, sock)
+		if tok.Status != "affirming" || tok.Result.Claims.TPM == nil || !tok.Result.Claims.TPM.AKBound {
+			t.Fatalf("want a bound vTPM quote in the appraised evidence; got status %s, failures %v, tpm claims %+v\n%s", tok.Status, tok.Failures, tok.Result.Claims.TPM, logText)
+		}
+		if !strings.Contains(logText, "vTPM quotes included") || strings.Contains(logText, "not collected yet") {
+			t.Errorf("the log does not say that vTPM quotes are included:\n%s", logText)
+		}
+		if n := sim.closes.Load(); n != 1 {
+			t.Errorf("the TPM was closed %d times, want once", n)
+		}
+	})
+
+	t.Run("auto, without a vTPM", func(t *testing.T) {
+		cfg, sock := config("auto", "auto")
+		tok, logText := runUntilAttested(t, tdxVM(), cfg, sock)
+		if tok.Result.Claims.TPM != nil || !slices.Contains(tok.Failures, "tpm_missing") {
+			t.Fatalf("want evidence without a vTPM quote (tpm_missing under this policy); got status %s, failures %v", tok.Status, tok.Failures)
+		}
+		if !strings.Contains(logText, "no vTPM found") {
+			t.Errorf("the log does not say that there is no vTPM:\n%s", logText)
+		}
+	})
+
+	t.Run("on, without a vTPM", func(t *testing.T) {
+		cfg, _ := config("on-absent", "on")
+		ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+		defer cancel()
+		var stderr bytes.Buffer
+		code := run(ctx, []string{"run", "--config", cfg}, io.Discard, &stderr, tdxVM())
+		for _, want := range []string{"tpm.mode is on, so a vTPM is required", "no TPM device", "set tpm.mode to auto"} {
+			if code != exitFailed || !strings.Contains(stderr.String(), want) {
+				t.Fatalf("exit %d, stderr %q; want exit 1 with %q", code, stderr.String(), want)
+			}
+		}
+	})
 }

@@ -20,8 +20,8 @@ import (
 
 // TPMConfig says whether and what the agent quotes from the vTPM.
 type TPMConfig struct {
-	// Mode is auto (quote when the VM has a TPM device; the default), on (a TPM is required) or
-	// off.
+	// Mode is auto (quote when the VM has a TPM device; the default), on (a TPM is required:
+	// without one the agent does not start) or off. The simulated platforms have no vTPM.
 	Mode string `yaml:"mode"`
 	// PCRBank and PCRs are the quoted selection (default sha256, PCRs 0–9). They must equal the
 	// verifier policy's tpm.pcr_bank and tpm.pcrs exactly, or the verifier rejects the quote.

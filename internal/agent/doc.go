@@ -19,6 +19,7 @@
 // observe the schedule without sleeping. Logs carry SHA-256 digests of tokens, nonces, keys and
 // evidence, never the values.
 //
-// The vTPM seam: Agent.runtimeData and Hardware.Collect are where a vTPM quote (attest/tpm) and
-// its AK digest would be added; they are not integrated yet.
+// With a vTPM (VTPM, opened once at start-up by OpenVTPM), Hardware.Collect adds a vTPM quote
+// (attest/tpm) to every evidence, and runtime_data names its attestation key
+// (Options.TPMAKDigest), so that REPORT_DATA binds the key the verifier checks the quote with.
 package agent

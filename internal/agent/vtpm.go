@@ -111,10 +111,11 @@ const (
 	TPMOff  = "off"  // never
 )
 
-// OpenVTPM opens this VM's TPM (/dev/tpmrm0, else /dev/tpm0) for mode. With TPMAuto and no TPM
-// device it returns nil and no error; with TPMOff always nil. The VTPM's Close flushes the key
-// and closes the device.
-func OpenVTPM(mode, bank string, pcrs []int) (*VTPM, error) {
+// OpenVTPM opens this VM's TPM with open (nil means tpm.Open: /dev/tpmrm0, else /dev/tpm0) for
+// mode. With TPMAuto and no TPM device it returns nil and no error; with TPMOn and no TPM device
+// the error wraps tpm.ErrNoTPM; with TPMOff it returns nil without opening anything. The VTPM's
+// Close flushes the key and closes the device.
+func OpenVTPM(mode, bank string, pcrs []int, open func() (transport.TPMCloser, error)) (*VTPM, error) {
 	switch mode {
 	case TPMOff:
 		return nil, nil
@@ -122,7 +123,10 @@ func OpenVTPM(mode, bank string, pcrs []int) (*VTPM, error) {
 	default:
 		return nil, fmt.Errorf("tpm mode %q is not auto, on or off", mode)
 	}
-	dev, err := tpm.Open()
+	if open == nil {
+		open = tpm.Open
+	}
+	dev, err := open()
 	if errors.Is(err, tpm.ErrNoTPM) && mode != TPMOn {
 		return nil, nil
 	}

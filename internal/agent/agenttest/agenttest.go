@@ -44,6 +44,8 @@ type Options struct {
 	DataDir string
 	// Platforms are the simulated platforms it trusts. Required.
 	Platforms *servicetest.Platforms
+	// Policy is the verifier's policy (YAML); nil means Platforms.PolicyYAML.
+	Policy []byte
 	// Agents are the names of the agents (role agent) whose Token it accepts.
 	Agents []string
 	// Queue sizes the admission queue (zero values: the service's defaults, 8 workers and 64
@@ -108,8 +110,12 @@ func (v *Verifier) Restart() error {
 	}
 	cfg := service.Config{DataDir: v.o.DataDir, Log: service.LogConfig{CheckpointInterval: 100 * time.Millisecond}, Queue: v.o.Queue}
 	plat := v.o.Platforms
+	pol := v.o.Policy
+	if pol == nil {
+		pol = plat.PolicyYAML
+	}
 	svc, err := service.Open(ctx, cfg, service.Env{
-		TestMode: true, Logger: v.o.Logger, Roots: plat.Roots, Collateral: plat.Collateral, InitialPolicy: plat.PolicyYAML,
+		TestMode: true, Logger: v.o.Logger, Roots: plat.Roots, Collateral: plat.Collateral, InitialPolicy: pol,
 	})
 	if err != nil {
 		return err
