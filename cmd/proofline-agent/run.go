@@ -200,6 +200,8 @@ func verifierClient(v agent.VerifierConfig) (*agent.Client, error) {
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tc
+	// agent.Client follows no redirects whatever this client says, so the token never goes to
+	// another scheme or port.
 	c.HTTP = &http.Client{Transport: tr, Timeout: v.Timeout}
 	return c, nil
 }

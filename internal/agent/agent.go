@@ -179,8 +179,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			wait = a.o.Backoff.Delay(failures, retryAfter, a.rand())
 			level := slog.LevelWarn
-			if se != nil && se.Status >= 400 && se.Status < 500 {
-				level = slog.LevelError // a configuration problem: it will not fix itself
+			if se != nil && se.Status >= 300 && se.Status < 500 {
+				level = slog.LevelError // a redirect or a 4xx is a configuration problem: it will not fix itself
 			}
 			a.log.Log(ctx, level, "attestation failed; retrying", "error", err, "consecutive_failures", failures, "retry_after", retryAfter, "retry_in", wait, "same_evidence", p != nil)
 		} else {

@@ -37,9 +37,18 @@ type StatusError struct {
 	Message string
 	// RetryAfter is the Retry-After the verifier sent (0 when none).
 	RetryAfter time.Duration
+	// Location is where a 3xx answer redirects to; the client never follows it.
+	Location string
 }
 
 func (e *StatusError) Error() string {
+	if e.Status >= 300 && e.Status < 400 {
+		loc := e.Location
+		if loc == "" {
+			loc = "nowhere (no Location header)"
+		}
+		return fmt.Sprintf("%s: %d %s: a redirect to %s, which the agent does not follow (the verifier API has no redirects, and following one could send the token elsewhere, even in clear): set verifier.url to the address the verifier itself answers on", e.Op, e.Status, http.StatusText(e.Status), loc)
+	}
 	msg := e.Message
 	if msg == "" {
 		msg = http.StatusText(e.Status)
@@ -84,6 +93,7 @@ type Client struct {
 	// URL is the verifier's base URL.
 	URL string
 	// HTTP sends the requests; its Timeout bounds each. Nil means a client with a 30s timeout.
+	// Its CheckRedirect is ignored: the client never follows a redirect (StatusError).
 	HTTP *http.Client
 	// Token is the agent's API token; empty means none (a TLS client certificate in HTTP).
 	Token string
@@ -141,10 +151,13 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 		req.Header.Set("Authorization", "Bearer "+c.Token)
 	}
 	req.Header.Set("User-Agent", "proofline-agent/"+buildinfo.Version())
-	hc := c.HTTP
-	if hc == nil {
-		hc = &http.Client{Timeout: 30 * time.Second}
+	hc := http.Client{Timeout: 30 * time.Second}
+	if c.HTTP != nil {
+		hc = *c.HTTP
 	}
+	// Go re-sends the Authorization header to a redirect target on the same host whatever its
+	// scheme or port, so following a redirect could put the token on the wire in clear.
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := hc.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
@@ -160,7 +173,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	if resp.StatusCode == http.StatusOK {
 		return data, nil
 	}
-	se := &StatusError{Op: op, Status: resp.StatusCode, RetryAfter: c.retryAfter(resp.Header.Get("Retry-After"))}
+	se := &StatusError{Op: op, Status: resp.StatusCode, RetryAfter: c.retryAfter(resp.Header.Get("Retry-After")), Location: resp.Header.Get("Location")}
 	var apiErr struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`

@@ -89,3 +89,50 @@ func TestClientMalformedAnswers(t *testing.T) {
 		})
 	}
 }
+
+// The client follows no redirect: Go would re-send the Authorization header to a target on the
+// same host whatever its scheme or port, so a redirect from the https verifier to plain http
+// would put the token on the wire in clear. A 3xx is an error that names the Location and what
+// to change; the plain listener never sees a request.
+func TestClientRefusesRedirects(t *testing.T) {
+	plainRequests := make(chan string, 10)
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		plainRequests <- r.Method + " " + r.URL.Path + " Authorization: " + r.Header.Get("Authorization")
+		w.Write([]byte(`{}`))
+	}))
+	defer plain.Close()
+	for _, c := range []struct {
+		name   string
+		status int
+		call   func(*Client) error
+	}{
+		{"challenge, 302", http.StatusFound, func(c *Client) error { _, err := c.Challenge(context.Background()); return err }},
+		{"attest, 307", http.StatusTemporaryRedirect, func(c *Client) error { _, err := c.Attest(context.Background(), []byte("{}")); return err }},
+		{"attest, 308", http.StatusPermanentRedirect, func(c *Client) error { _, err := c.Attest(context.Background(), []byte("{}")); return err }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				http.Redirect(w, r, plain.URL+r.URL.RequestURI(), c.status)
+			}))
+			defer srv.Close()
+			// srv.Client() trusts the server's certificate and, like the client run builds,
+			// sets no CheckRedirect.
+			cl := &Client{URL: srv.URL, Token: "secret-token", HTTP: srv.Client()}
+			err := c.call(cl)
+			select {
+			case req := <-plainRequests:
+				t.Fatalf("the plain-http listener got %s", req)
+			default:
+			}
+			var se *StatusError
+			if !errors.As(err, &se) || se.Status != c.status || !strings.HasPrefix(se.Location, plain.URL+"/v1/") {
+				t.Fatalf("error %v, want a *StatusError %d naming the Location", err, c.status)
+			}
+			for _, want := range []string{plain.URL, "does not follow", "verifier.url"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("%q lacks %q", err, want)
+				}
+			}
+		})
+	}
+}

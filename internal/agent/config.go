@@ -90,6 +90,7 @@ type Config struct {
 type VerifierConfig struct {
 	// URL is the verifier's base URL, e.g. https://verifier.example.com. Required. http:// is
 	// accepted only for a loopback host or with --test-mode: the token would travel in clear.
+	// The agent follows no redirects: give the address the verifier itself answers on.
 	URL string `yaml:"url"`
 	// TokenFile holds the agent's API token (role agent; its name becomes the record subject
 	// agent:<name>), one line, mode 0600.
