@@ -58,7 +58,13 @@ type Socket struct {
 	uid     uint32
 	waiting chan struct{} // evidence requests in progress or waiting for the collector
 	creds   func(net.Conn) (*Peer, error)
+	// grace is how long Serve waits, once stopped, for requests to end before closing their
+	// connections.
+	grace time.Duration
 }
+
+// shutdownGrace is Socket.grace.
+const shutdownGrace = 5 * time.Second
 
 // maxEvidenceWaiting bounds the evidence requests in progress or queued; more get 503.
 const maxEvidenceWaiting = 4
@@ -82,7 +88,7 @@ func ListenSocket(cfg SocketConfig, src Source, o SocketOptions) (*Socket, error
 			return nil, fmt.Errorf("socket.group: %w", err)
 		}
 	}
-	s := &Socket{cfg: cfg, src: src, log: o.Logger, now: o.Now, path: cfg.Path, uid: uint32(os.Geteuid()), waiting: make(chan struct{}, maxEvidenceWaiting), creds: peerCred}
+	s := &Socket{cfg: cfg, src: src, log: o.Logger, now: o.Now, path: cfg.Path, uid: uint32(os.Geteuid()), waiting: make(chan struct{}, maxEvidenceWaiting), creds: peerCred, grace: shutdownGrace}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -143,8 +149,10 @@ func listenUnix(path string, mode os.FileMode, gid int) (*net.UnixListener, erro
 // Path is the socket's path.
 func (s *Socket) Path() string { return s.path }
 
-// Serve answers on the socket until ctx is done, then stops (waiting up to 5 s for requests in
-// progress) and removes the socket file.
+// Serve answers on the socket until ctx is done, then stops and removes the socket file. Stopping
+// is not a failure: requests in progress see their context cancelled (an evidence request
+// answers 503 "stopping"), and the connections of those that have not ended 5 s later are
+// closed.
 func (s *Socket) Serve(ctx context.Context) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/token", s.token)
@@ -165,7 +173,9 @@ func (s *Socket) Serve(ctx context.Context) error {
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		// Requests end with ctx: an evidence request must not hold the agent's stop while it
+		// waits for the collection turn or for the device.
+		BaseContext: func(net.Listener) context.Context { return ctx },
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			p, err := s.creds(c)
 			if err != nil {
@@ -182,9 +192,16 @@ func (s *Socket) Serve(ctx context.Context) error {
 	select {
 	case err = <-errc:
 	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.grace)
 		err = hs.Shutdown(sctx)
 		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			// A collection that ignores cancellation (a device call in progress): its caller
+			// gets a closed connection, and the agent stops anyway.
+			s.log.Warn("local API: requests still in progress when stopping; closing their connections", "grace", s.grace)
+			hs.Close() // the listener is closed already: only the connections are left to close
+			err = nil
+		}
 		if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) {
 			err = errors.Join(err, serr)
 		}
@@ -309,6 +326,11 @@ func (s *Socket) evidence(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev, err := s.src.Evidence(r.Context(), req.Nonce, req.PublicKey)
+	if err != nil && r.Context().Err() != nil {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "stopping", "the agent is stopping, so the evidence was not collected; retry once it is back")
+		return
+	}
 	if err != nil {
 		s.log.Error("local API: collecting evidence failed", "uid", p.UID, "pid", p.PID, "error", err)
 		writeError(w, http.StatusInternalServerError, "collection_failed", "collecting evidence failed: "+err.Error())

@@ -371,3 +371,106 @@ func TestSocketPath(t *testing.T) {
 		t.Fatalf("a missing directory: %v", err)
 	}
 }
+
+// Stopping the agent while a workload's evidence request is in progress is not a failure, so
+// run exits 0 on SIGTERM: a request waiting for the collection turn (held here as by the
+// periodic attestation) stops waiting and answers 503 "stopping"; a collection that ignores
+// cancellation (a device call) has its connection closed after the grace period. Either way
+// Serve returns nil and removes the socket.
+func TestSocketStopsDuringEvidence(t *testing.T) {
+	caller := newKey(t)
+	pub, err := x509.MarshalPKIXPublicKey(&caller.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.StdEncoding.EncodeToString
+	body := fmt.Sprintf(`{"nonce":%q,"public_key":%q}`, b64(bytes.Repeat([]byte{7}, attest.NonceSize)), b64(pub))
+	for _, c := range []struct {
+		name string
+		// src signals arrived once the request reached it; release ends a collection that
+		// ignores cancellation.
+		src      func(t *testing.T, arrived chan<- struct{}, release <-chan struct{}) Source
+		grace    time.Duration
+		wantCode int // 0: the connection is closed without an answer
+	}{
+		{
+			name: "waiting for the collection turn",
+			src: func(t *testing.T, arrived chan<- struct{}, _ <-chan struct{}) Source {
+				a, err := New(Options{Verifier: &fakeVerifier{}, Collector: fakeCollector{}, Key: newKey(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				a.collecting <- struct{}{} // a slow periodic collection holds the turn
+				return &fakeSource{collect: func(ctx context.Context, nonce, pub []byte) (*attest.Evidence, error) {
+					close(arrived)
+					return a.Evidence(ctx, nonce, pub)
+				}}
+			},
+			grace:    shutdownGrace,
+			wantCode: http.StatusServiceUnavailable,
+		},
+		{
+			name: "a collection that ignores cancellation",
+			src: func(t *testing.T, arrived chan<- struct{}, release <-chan struct{}) Source {
+				return &fakeSource{collect: func(context.Context, []byte, []byte) (*attest.Evidence, error) {
+					close(arrived)
+					<-release
+					return nil, errors.New("the device answered too late")
+				}}
+			},
+			grace: 50 * time.Millisecond,
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			arrived, release := make(chan struct{}), make(chan struct{})
+			defer close(release)
+			path := filepath.Join(publicDir(t), "agent.sock")
+			s, err := ListenSocket(Config{Socket: SocketConfig{Path: path}}.WithDefaults().Socket, c.src(t, arrived, release), SocketOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.grace = c.grace
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(ctx) }()
+			type answer struct {
+				code int
+				body string
+				err  error
+			}
+			answered := make(chan answer, 1)
+			go func() {
+				resp, err := unixClient(path).Post("http://agent/v1/evidence", "application/json", strings.NewReader(body))
+				if err != nil {
+					answered <- answer{err: err}
+					return
+				}
+				defer resp.Body.Close()
+				b, _ := io.ReadAll(resp.Body)
+				answered <- answer{code: resp.StatusCode, body: string(b)}
+			}()
+			select {
+			case <-arrived:
+			case <-time.After(hangGuard):
+				t.Fatal("the evidence request did not reach the source")
+			}
+			cancel() // SIGTERM
+			select {
+			case err := <-served:
+				if err != nil {
+					t.Fatalf("Serve: %v; stopping must not be a failure", err)
+				}
+			case <-time.After(hangGuard):
+				t.Fatal("Serve did not return")
+			}
+			if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("the socket file is left behind: %v", err)
+			}
+			a := <-answered
+			if a.code != c.wantCode || (c.wantCode == 0) != (a.err != nil) || (c.wantCode != 0 && !strings.Contains(a.body, `"stopping"`)) {
+				t.Fatalf("answer %d %s (error %v); want %d", a.code, a.body, a.err, c.wantCode)
+			}
+		})
+	}
+}
