@@ -145,8 +145,10 @@ type pending struct {
 }
 
 // maxReuse bounds how long evidence is re-sent after "overloaded" answers; within it the agent
-// uses at most half of the nonce's remaining lifetime, so a skewed clock cannot make it send an
-// expired nonce (which the verifier would record as a nonce_mismatch verdict).
+// uses at most half of the nonce's lifetime (Challenge.Lifetime, on the verifier's clock),
+// counted from the challenge's arrival on the agent's monotonic clock, so a skew between the
+// two clocks cannot make it send an expired nonce (which the verifier would record as a
+// nonce_mismatch verdict). A challenge of unknown lifetime is not re-sent at all.
 const maxReuse = time.Minute
 
 // Run attests until ctx is done, then returns nil. Each round asks for a challenge, collects
@@ -217,7 +219,7 @@ func (a *Agent) round(ctx context.Context, p **pending) (*Token, error) {
 		if err != nil {
 			return nil, err
 		}
-		now := a.clock.Now()
+		arrived := a.clock.Now()
 		ev, err := a.collect(ctx, ch.Nonce, a.runtime)
 		if err != nil {
 			return nil, fmt.Errorf("collecting evidence: %w", err)
@@ -227,8 +229,8 @@ func (a *Agent) round(ctx context.Context, p **pending) (*Token, error) {
 			return nil, fmt.Errorf("the collected evidence does not fit the envelope: %w", err)
 		}
 		a.log.Debug("collected evidence", "platform", ev.Platform, "bytes", len(env), "evidence_sha256", digest(env), "nonce_sha256", digest(ch.Nonce))
-		reuse := min(maxReuse, ch.Expires.Sub(now)/2)
-		*p = &pending{envelope: env, platform: ev.Platform, until: now.Add(reuse)}
+		reuse := min(maxReuse, ch.Lifetime/2)
+		*p = &pending{envelope: env, platform: ev.Platform, until: arrived.Add(reuse)}
 	}
 	a.Stats.Attempts.Add(1)
 	res, err := a.o.Verifier.Attest(ctx, (*p).envelope)

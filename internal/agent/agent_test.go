@@ -7,7 +7,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -30,7 +32,7 @@ func (f *fakeVerifier) Challenge(context.Context) (*Challenge, error) {
 	f.challenges++
 	n := make([]byte, attest.NonceSize)
 	n[0] = byte(f.challenges)
-	return &Challenge{Nonce: n, Expires: time.Now().Add(5 * time.Minute)}, nil
+	return &Challenge{Nonce: n, Expires: time.Now().Add(5 * time.Minute), Lifetime: 5 * time.Minute}, nil
 }
 
 func (f *fakeVerifier) Attest(_ context.Context, env []byte) (*Result, error) {
@@ -198,5 +200,117 @@ func TestBackoffDelay(t *testing.T) {
 		if got := b.Delay(c.n, c.retryAfter, c.r); got != c.want {
 			t.Errorf("Delay(%d, %v, %v) = %v, want %v", c.n, c.retryAfter, c.r, got, c.want)
 		}
+	}
+}
+
+// fakeClock is a pinned clock: Now moves only when the agent sleeps. A wait of at least park
+// (the interval after a result) lasts until the test ends.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Sleep(ctx context.Context, d time.Duration) error {
+	if d >= park {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	return ctx.Err()
+}
+
+// The agent judges a nonce's freshness by its lifetime on the verifier's clock (expires_at less
+// the challenge answer's Date), counted on its own clock from the answer's arrival. Here the
+// agent's clock is 10 minutes behind the verifier's and nonces live 30 s. After an "overloaded"
+// with Retry-After 5 s the agent re-sends the same evidence; after one with Retry-After 40 s the
+// nonce has expired, so the agent asks for a new challenge instead of re-sending evidence the
+// verifier would record as a nonce_mismatch verdict.
+func TestRunNonceLifetimeOnVerifierClock(t *testing.T) {
+	const (
+		skew     = 10 * time.Minute // the verifier's clock is ahead by this much
+		nonceTTL = 30 * time.Second
+	)
+	for _, c := range []struct {
+		retryAfter string
+		challenges int
+	}{
+		{retryAfter: "5", challenges: 1},
+		{retryAfter: "40", challenges: 2},
+	} {
+		t.Run("Retry-After "+c.retryAfter, func(t *testing.T) {
+			clock := &fakeClock{now: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)}
+			verifierNow := func() time.Time { return clock.Now().Add(skew) }
+			var (
+				mu         sync.Mutex
+				expires    = map[string]time.Time{}
+				challenges int
+				attests    int
+				stale      []string
+			)
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				now := verifierNow()
+				w.Header().Set("Date", now.Format(http.TimeFormat))
+				switch r.URL.Path {
+				case "/v1/challenge":
+					challenges++
+					n := bytes.Repeat([]byte{byte(challenges)}, attest.NonceSize)
+					expires[string(n)] = now.Add(nonceTTL)
+					json.NewEncoder(w).Encode(Challenge{Nonce: n, Expires: now.Add(nonceTTL)})
+				case "/v1/attest":
+					attests++
+					body, _ := io.ReadAll(r.Body)
+					ev, err := attest.DecodeEvidence(body)
+					if err != nil {
+						t.Errorf("attest: %v", err)
+						return
+					}
+					if exp, ok := expires[string(ev.Nonce)]; !ok || !now.Before(exp) {
+						stale = append(stale, fmt.Sprintf("attempt %d sent nonce %d, which expired at %v, at %v (verifier clock)", attests, ev.Nonce[0], exp, now))
+					}
+					if attests == 1 {
+						w.Header().Set("Retry-After", c.retryAfter)
+						w.WriteHeader(http.StatusServiceUnavailable)
+						w.Write([]byte(`{"code":"overloaded","message":"the verifier is overloaded"}`))
+						return
+					}
+					json.NewEncoder(w).Encode(Result{ID: "1", Status: "affirming", Token: fakeJWT(0), ResultJSON: json.RawMessage(`{"status":"affirming"}`)})
+				}
+			}))
+			defer srv.Close()
+			attested := make(chan struct{}, 1)
+			a, err := New(Options{Verifier: &Client{URL: srv.URL}, Collector: fakeCollector{}, Key: newKey(t), Interval: park, Jitter: 0,
+				Backoff: Backoff{Initial: time.Second, Max: time.Minute}, Clock: clock, Rand: func() float64 { return 0 },
+				OnAttested: func(*Token) { attested <- struct{}{} }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- a.Run(ctx) }()
+			select {
+			case <-attested:
+			case <-time.After(hangGuard):
+				t.Fatal("the agent did not attest")
+			}
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(stale) > 0 || challenges != c.challenges || attests != 2 {
+				t.Fatalf("%d challenges, %d attempts; want %d and 2, with no expired nonce sent: %v", challenges, attests, c.challenges, stale)
+			}
+		})
 	}
 }

@@ -70,8 +70,15 @@ func (e *StatusError) Is(target error) bool {
 
 // Challenge is a verifier nonce.
 type Challenge struct {
-	Nonce   []byte    `json:"nonce"`
+	Nonce []byte `json:"nonce"`
+	// Expires is when the nonce expires, on the verifier's clock.
 	Expires time.Time `json:"expires_at"`
+	// Lifetime is how long the nonce stays valid after the verifier answered, measured on the
+	// verifier's clock alone: expires_at less the answer's Date header, less one second more
+	// since Date has whole seconds (RFC 9110 §6.6.1). Zero when the answer has no valid Date.
+	// Counted from the answer's arrival on the agent's own clock, it says when the nonce expires
+	// whatever the skew between the two clocks.
+	Lifetime time.Duration `json:"-"`
 }
 
 // Result is the verifier's answer to one attestation: the verdict, the signed result token and
@@ -103,7 +110,7 @@ type Client struct {
 
 // Challenge asks GET /v1/challenge for a nonce bound to this agent.
 func (c *Client) Challenge(ctx context.Context) (*Challenge, error) {
-	body, err := c.do(ctx, http.MethodGet, "/v1/challenge", nil)
+	body, header, err := c.do(ctx, http.MethodGet, "/v1/challenge", nil)
 	if err != nil {
 		return nil, err
 	}
@@ -114,13 +121,16 @@ func (c *Client) Challenge(ctx context.Context) (*Challenge, error) {
 	if len(ch.Nonce) != attest.NonceSize {
 		return nil, fmt.Errorf("GET /v1/challenge: the nonce is %d bytes, want %d; is verifier.url a Proofline verifier?", len(ch.Nonce), attest.NonceSize)
 	}
+	if date, err := http.ParseTime(header.Get("Date")); err == nil {
+		ch.Lifetime = max(ch.Expires.Sub(date)-time.Second, 0)
+	}
 	return &ch, nil
 }
 
 // Attest sends an evidence envelope to POST /v1/attest and returns the recorded result.
 func (c *Client) Attest(ctx context.Context, envelope []byte) (*Result, error) {
 	// The agent uses the JWT only; each token form costs the verifier a signature.
-	body, err := c.do(ctx, http.MethodPost, "/v1/attest?tokens=jwt", envelope)
+	body, _, err := c.do(ctx, http.MethodPost, "/v1/attest?tokens=jwt", envelope)
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +144,8 @@ func (c *Client) Attest(ctx context.Context, envelope []byte) (*Result, error) {
 	return &r, nil
 }
 
-func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]byte, error) {
+// do sends one request and returns the body and headers of a 200 answer.
+func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]byte, http.Header, error) {
 	op := method + " " + path
 	var rd io.Reader
 	if body != nil {
@@ -142,7 +153,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.URL, "/")+path, rd)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -160,18 +171,18 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse+1))
 	if err != nil {
-		return nil, fmt.Errorf("%s: reading the answer: %w", op, err)
+		return nil, nil, fmt.Errorf("%s: reading the answer: %w", op, err)
 	}
 	if len(data) > maxResponse {
-		return nil, fmt.Errorf("%s: the answer is larger than %d bytes", op, maxResponse)
+		return nil, nil, fmt.Errorf("%s: the answer is larger than %d bytes", op, maxResponse)
 	}
 	if resp.StatusCode == http.StatusOK {
-		return data, nil
+		return data, resp.Header, nil
 	}
 	se := &StatusError{Op: op, Status: resp.StatusCode, RetryAfter: c.retryAfter(resp.Header.Get("Retry-After")), Location: resp.Header.Get("Location")}
 	var apiErr struct {
@@ -181,7 +192,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte) ([]by
 	if json.Unmarshal(data, &apiErr) == nil {
 		se.Code, se.Message = apiErr.Code, apiErr.Message
 	}
-	return nil, se
+	return nil, nil, se
 }
 
 // retryAfter parses a Retry-After header: delay-seconds or an HTTP date (RFC 9110 §10.2.3).

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -132,6 +133,36 @@ func TestClientRefusesRedirects(t *testing.T) {
 				if !strings.Contains(err.Error(), want) {
 					t.Errorf("%q lacks %q", err, want)
 				}
+			}
+		})
+	}
+}
+
+// A challenge's lifetime is measured on the verifier's clock alone: expires_at less the answer's
+// Date, less the second Date cannot express; unknown (zero) without a Date.
+func TestClientChallengeLifetime(t *testing.T) {
+	date := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) // far from the test machine's clock
+	for _, c := range []struct {
+		name string
+		date []string
+		want time.Duration
+	}{
+		{"Date", []string{date.Format(http.TimeFormat)}, 29 * time.Second},
+		{"no Date", nil, 0},
+		{"bad Date", []string{"yesterday"}, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["Date"] = c.date // nil: the server sends no Date
+				fmt.Fprintf(w, `{"nonce":"%s","expires_at":"%s"}`, strings.Repeat("A", 43)+"=", date.Add(30*time.Second).Format(time.RFC3339))
+			}))
+			defer srv.Close()
+			ch, err := (&Client{URL: srv.URL}).Challenge(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ch.Lifetime != c.want {
+				t.Fatalf("lifetime %v, want %v", ch.Lifetime, c.want)
 			}
 		})
 	}
