@@ -35,6 +35,12 @@ const maxPolicyName = 255
 // transaction: the transaction commits only after the log acknowledged the record, so the store
 // never holds a change the log does not. (If the commit itself fails after the append, the log
 // holds a change the store does not; the record names the version, and the operator retries.)
+//
+// The transaction holds the store's write lock while the log appends, for as long as a slow log
+// takes: the record names the active version it replaces, read under that lock, so two changes
+// made at once cannot both record replacing the same version. Only other policy changes wait for
+// it (the store has its own SQLite file, or its own tables in MySQL); attestations read the
+// active version without waiting.
 type PolicyStore struct {
 	db      *sql.DB
 	mysql   bool

@@ -32,10 +32,13 @@ import (
 // access_change evidence record. A token passing its expiry needs no record: its expiry is in its
 // creation record.
 //
-// The order of record and commit is chosen so that the log never claims more access than there
-// is, and a token never works without its creation record:
-//   - Creation: the record is durable in the log before the insert is committed. A failed commit
-//     leaves a creation record for a token that never worked (its secret was never answered).
+// The order of record and commit is chosen so that the log never shows less access than there
+// is: a token never works without its creation record, and a revocation record never precedes
+// the revocation.
+//   - Creation: the record is durable in the log before the token is inserted, and no database
+//     lock is held while the log appends it (a slow log never holds revocations up). A failed
+//     insert leaves a creation record for a token that never existed (its secret was never
+//     answered); create explains why no other record is written then.
 //   - Revocation: the revocation is committed first (revoked_unix set, revoked_record NULL): the
 //     token is refused from that moment. Then the record is appended and its index filled in. A
 //     failed commit leaves neither; a failed append leaves a revoked token without its record
@@ -74,6 +77,10 @@ const LastUsedGranularity = time.Minute
 // revokeClaimLease is how long a claim to write a pending revocation record holds: a claim older
 // than this is taken over (its holder crashed or hung).
 const revokeClaimLease = 2 * time.Minute
+
+// storeTimeout bounds the insert of a token whose creation record is in the log; it outlasts
+// SQLite's busy timeout (10 s).
+const storeTimeout = 30 * time.Second
 
 // lastUsedTimeout bounds a write of the queued last uses (flushUses).
 const lastUsedTimeout = 2 * time.Second
@@ -472,22 +479,32 @@ func (s *TokenStore) byHash(ctx context.Context, sum [32]byte) (APIToken, []byte
 	return t, stored, nil
 }
 
-// create inserts t with the token hash sum, after record made its access_change record durable.
+// create appends rec, the access_change record of t's creation, and once the log has made it
+// durable inserts t with the token hash sum. No database lock is held during the append: on
+// SQLite the file's write lock would otherwise be held for as long as a slow log takes (up to
+// appendTimeout), and a revocation waiting for it would fail after the busy timeout with the
+// token still working. Nothing the record says is read from the database, so appending before the
+// insert loses nothing.
+//
+// If the insert fails after the append, the log holds the record of a creation that did not
+// take effect. That record stays as it is, and no compensating record is written: it records a
+// creation an admin made, and the token's secret is answered only after the insert, so nobody
+// ever held a secret that the record's token id stands for, and the log never shows less
+// access than there was. A compensating revocation record would say that someone revoked a
+// token, which nobody did, and if the insert was saved although it reported failing, it would
+// name as revoked a token that works. The error names the token id and the record, so that an
+// auditor can match the record with the missing token. The insert runs to its end when the
+// client goes away, so that an abandoned request does not leave such a record either.
 func (s *TokenStore) create(ctx context.Context, t *APIToken, sum [32]byte, record RecordFunc, rec *evidence.Record) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
-	}
-	defer tx.Rollback()
+	var err error
 	if t.CreatedRecord, err = record(ctx, rec); err != nil {
 		return err
 	}
-	if _, err := tx.ExecContext(ctx, "INSERT INTO proofline_api_tokens (id, name, role, sha256, created_unix, created_by, created_record, expires_unix) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	if _, err := s.db.ExecContext(ctx, "INSERT INTO proofline_api_tokens (id, name, role, sha256, created_unix, created_by, created_record, expires_unix) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
 		t.ID, t.Name, string(t.Role), sum[:], t.CreatedAt.Unix(), t.CreatedBy, t.CreatedRecord, t.ExpiresAt.Unix()); err != nil {
-		return fmt.Errorf("%w: tokens: %w", ErrUnavailable, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("%w: tokens: committing after the creation was recorded (record %d; the token does not work, create another): %w", ErrUnavailable, t.CreatedRecord, err)
+		return fmt.Errorf("%w: tokens: storing API token %s after its creation was recorded (log index %d): the token does not exist and its secret was never given out; create another: %w", ErrUnavailable, t.ID, t.CreatedRecord, err)
 	}
 	return nil
 }

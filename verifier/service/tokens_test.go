@@ -190,17 +190,31 @@ func replicaStores(t *testing.T, backend string) (a, b *TokenStore) {
 // mysqlDB returns a fresh MariaDB database for the test.
 func mysqlDB(t *testing.T) *sql.DB { return mysqltest.Open(t, mysqltest.NewDatabase(t)) }
 
-// tokenFaultLog fails appends while failing is set ("failed and not saved").
+// tokenFaultLog fails appends while failing is set ("failed and not saved"), and holds the next
+// append while hang is set (a slow log).
 type tokenFaultLog struct {
 	Log
 	failing atomic.Bool
+	hang    atomic.Pointer[hungAppend]
 }
+
+// hungAppend holds one append: started is closed when it arrives, and it goes on to the log when
+// release is closed.
+type hungAppend struct{ started, release chan struct{} }
 
 var errTokenLogInjected = errors.New("injected: the evidence log did not append")
 
 func (l *tokenFaultLog) Append(ctx context.Context, leaf []byte) (uint64, error) {
 	if l.failing.Load() {
 		return 0, errTokenLogInjected
+	}
+	if h := l.hang.Swap(nil); h != nil {
+		close(h.started)
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
 	}
 	return l.Log.Append(ctx, leaf)
 }
@@ -241,6 +255,18 @@ func revocationRecords(t *testing.T, s *Service, id string) []AccessChangeRecord
 		}
 	}
 	return out
+}
+
+// creationRecordAt checks that the log holds the creation record of token id at idx.
+func creationRecordAt(t *testing.T, s *Service, idx uint64, id string) {
+	t.Helper()
+	_, rec, err := s.record(context.Background(), idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a := rec.AccessChange; a == nil || a.Action != evidence.AccessCreate || a.TokenID != id {
+		t.Fatalf("record %d is %+v, want the creation of token %s", idx, a, id)
+	}
 }
 
 func tokenByID(t *testing.T, s *Service, id string) APIToken {
@@ -341,6 +367,118 @@ func TestTokenRevocationRecordedAfterCommit(t *testing.T) {
 	if _, err := r.AuthenticateToken(ctx, sumC, "192.0.2.1"); !errors.Is(err, ErrTokenRefused) {
 		t.Fatalf("c after the restart: %v", err)
 	}
+}
+
+// A token creation waiting for a slow log holds no lock on the token database: a revocation of
+// another token made meanwhile takes effect at once (the token is refused) and is recorded, and
+// the creation completes, with its record, once the log answers.
+func TestTokenRevocationDuringSlowCreation(t *testing.T) {
+	ctx := context.Background()
+	clk := &tokenClock{now: time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)}
+	s, fl := openTokenService(t, t.TempDir(), clk, nil)
+	admin := Principal{Name: "alice", Role: RoleAdmin}
+	old, err := s.CreateToken(ctx, admin, TokenRequest{Name: "vm-old", Role: RoleAgent, ExpiresAt: clk.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumOld := sha256.Sum256([]byte(old.Secret))
+
+	h := &hungAppend{started: make(chan struct{}), release: make(chan struct{})}
+	fl.hang.Store(h)
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(h.release) }) }
+	defer release()
+	type created struct {
+		ct  *CreatedToken
+		err error
+	}
+	done := make(chan created, 1)
+	go func() {
+		ct, err := s.CreateToken(ctx, admin, TokenRequest{Name: "vm-new", Role: RoleAgent, ExpiresAt: clk.Now().Add(time.Hour)})
+		done <- created{ct, err}
+	}()
+	<-h.started // the creation's record is waiting for the log
+
+	got, err := s.RevokeToken(ctx, admin, old.ID)
+	if err != nil || got.RevocationUnrecorded {
+		t.Fatalf("revoking during a creation waiting for the log: %v %+v, want the revocation committed and recorded", err, got)
+	}
+	if _, err := s.AuthenticateToken(ctx, sumOld, "192.0.2.1"); !errors.Is(err, ErrTokenRefused) {
+		t.Fatalf("the revoked token during the creation: %v, want ErrTokenRefused", err)
+	}
+
+	release()
+	c := <-done
+	if c.err != nil {
+		t.Fatalf("the creation once the log answered: %v", c.err)
+	}
+	if p, err := s.AuthenticateToken(ctx, sha256.Sum256([]byte(c.ct.Secret)), "192.0.2.1"); err != nil || p.Name != "vm-new" {
+		t.Fatalf("the created token: %v %+v", err, p)
+	}
+	creationRecordAt(t, s, c.ct.CreatedRecord, c.ct.ID)
+	if recs := revocationRecords(t, s, old.ID); len(recs) != 1 {
+		t.Fatalf("revocation records of the revoked token: %+v", recs)
+	}
+}
+
+// Once a creation's record is in the log, the token is stored even if the client went away
+// meanwhile (the record and the token list agree); an insert that fails leaves the record of a
+// token that does not exist, and the answer names the token and the record and says to create
+// another.
+func TestTokenCreationAfterItsRecord(t *testing.T) {
+	ctx := context.Background()
+	clk := &tokenClock{now: time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)}
+	s, fl := openTokenService(t, t.TempDir(), clk, nil)
+	admin := Principal{Name: "alice", Role: RoleAdmin}
+	h := &hungAppend{started: make(chan struct{}), release: make(chan struct{})}
+	fl.hang.Store(h)
+	cctx, cancel := context.WithCancel(ctx)
+	type created struct {
+		ct  *CreatedToken
+		err error
+	}
+	done := make(chan created, 1)
+	go func() {
+		ct, err := s.CreateToken(cctx, admin, TokenRequest{Name: "vm-gone", Role: RoleAgent, ExpiresAt: clk.Now().Add(time.Hour)})
+		done <- created{ct, err}
+	}()
+	<-h.started
+	cancel() // the client goes away while the record is being appended
+	close(h.release)
+	c := <-done
+	if c.err != nil {
+		t.Fatalf("a creation whose client went away during the append: %v, want the token stored", c.err)
+	}
+	if got := tokenByID(t, s, c.ct.ID); got.CreatedRecord != c.ct.CreatedRecord {
+		t.Fatalf("the token of a creation whose client went away: %+v", got)
+	}
+	creationRecordAt(t, s, c.ct.CreatedRecord, c.ct.ID)
+
+	if _, err := s.d.AccessTokens.db.ExecContext(ctx, `CREATE TRIGGER inject_insert_failure BEFORE INSERT ON proofline_api_tokens
+		BEGIN SELECT RAISE(ABORT, 'injected: the token is not stored'); END`); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.CreateToken(ctx, admin, TokenRequest{Name: "vm-lost", Role: RoleAgent, ExpiresAt: clk.Now().Add(time.Hour)})
+	if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "create another") {
+		t.Fatalf("a creation whose insert failed: %v, want ErrUnavailable saying to create another", err)
+	}
+	ts, lerr := s.Tokens(ctx)
+	if lerr != nil || len(ts) != 1 {
+		t.Fatalf("tokens after a failed insert: %v %+v, want only the first", lerr, ts)
+	}
+	var (
+		lost string
+		idx  uint64
+	)
+	msg := err.Error()
+	i := strings.Index(msg, "storing API token ")
+	if i < 0 {
+		t.Fatalf("%q does not name the token", msg)
+	}
+	if _, err := fmt.Sscanf(msg[i:], "storing API token %s after its creation was recorded (log index %d)", &lost, &idx); err != nil {
+		t.Fatalf("%q does not name the token and its record: %v", msg, err)
+	}
+	creationRecordAt(t, s, idx, lost)
 }
 
 // A revocation that the database does not commit is not recorded, and the token keeps working
