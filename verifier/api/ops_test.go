@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -134,6 +136,51 @@ func TestOperations(t *testing.T) {
 	f.svc.Drain()
 	if code, _, body := f.do(http.MethodGet, "/readyz", "", nil); code != http.StatusServiceUnavailable {
 		t.Fatalf("readyz while draining: %d %s", code, body)
+	}
+}
+
+// Methods a client makes up are counted under one "other" label: 300 of them, on a route and
+// off one, add no more series than the fixed set of methods.
+func TestMetricsMethodLabelsBounded(t *testing.T) {
+	f := newFixture(t, options{})
+	for i := range 300 {
+		path := "/v1/attest"
+		if i%2 == 1 {
+			path = fmt.Sprintf("/made-up/%d", i)
+		}
+		req, err := http.NewRequest(fmt.Sprintf("M%d", i), f.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	f.do(http.MethodGet, "/healthz", "", nil) // the valid case: a real method keeps its name
+	mfs, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	methods := map[string]bool{}
+	series := 0
+	for _, mf := range mfs {
+		if !strings.HasPrefix(mf.GetName(), "proofline_http_") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			series++
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "method" {
+					methods[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	if !methods["other"] || !methods[http.MethodGet] || len(methods) != 2 || series > 10 {
+		t.Fatalf("after 300 made-up methods: %d HTTP series, methods %v; want \"other\" and GET only", series, slices.Sorted(maps.Keys(methods)))
 	}
 }
 

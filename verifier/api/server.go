@@ -290,11 +290,12 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			routePath = "unmatched"
 		}
 		d := time.Since(start)
-		s.requests.WithLabelValues(r.Method, routePath, strconv.Itoa(w.Status)).Inc()
-		s.latency.WithLabelValues(r.Method, routePath).Observe(d.Seconds())
+		method := methodLabel(r.Method)
+		s.requests.WithLabelValues(method, routePath, strconv.Itoa(w.Status)).Inc()
+		s.latency.WithLabelValues(method, routePath).Observe(d.Seconds())
 		attrs := []slog.Attr{
 			slog.String("request_id", c.Get(keyRequestID).(string)),
-			slog.String("method", r.Method),
+			slog.String("method", method),
 			slog.String("route", routePath),
 			slog.Int("status", w.Status),
 			slog.Duration("latency", d),
@@ -312,6 +313,17 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 		s.logger.LogAttrs(r.Context(), level, "http request", attrs...)
 		return nil
 	}
+}
+
+// methodLabel is the method of a request as the metrics and the access log name it: one of a
+// fixed set, or "other". A client may send any method token, and each one would otherwise be a
+// new metric series kept for the life of the process.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 func knownRoute(path string) bool {
