@@ -102,6 +102,68 @@ func TestEventsAPI(t *testing.T) {
 	}
 }
 
+// smallLeafLog refuses leaves above limit (when set) with log.ErrLeafSize, as a log configured
+// with smaller leaves does.
+type smallLeafLog struct {
+	service.Log
+	limit atomic.Int64
+}
+
+func (l *smallLeafLog) Append(ctx context.Context, leaf []byte) (uint64, error) {
+	if n := l.limit.Load(); n > 0 && int64(len(leaf)) > n {
+		return 0, fmt.Errorf("%w: %d bytes, want 1 to %d", log.ErrLeafSize, len(leaf), n)
+	}
+	return l.Log.Append(ctx, leaf)
+}
+
+// A key-release event's subject, resource, reason and policy id are bounded, and a record that
+// still does not fit the log is the caller's error (400 naming what to shorten), never a 500.
+func TestEventsAPIBounds(t *testing.T) {
+	var sl *smallLeafLog
+	f := newFixture(t, options{wrapLog: func(l service.Log) service.Log { sl = &smallLeafLog{Log: l}; return sl }})
+	event := func(subject, resource, reason, policyID string) []byte {
+		b, err := json.Marshal(map[string]any{
+			"subject": subject, "resource": resource, "decision": "deny", "reason": reason,
+			"policy": map[string]string{"id": policyID, "digest": "sha256:" + strings.Repeat("ab", 32)},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name  string
+		body  []byte
+		field string // "" for the valid case
+	}{
+		{"at every bound", event(strings.Repeat("s", 256), strings.Repeat("r", 4096), strings.Repeat("w", 4096), strings.Repeat("p", 255)), ""},
+		{"subject", event(strings.Repeat("s", 257), "db-key", "", "p"), "subject is 257 bytes, longer than 256"},
+		{"resource", event("vm-tdx", strings.Repeat("r", 4097), "", "p"), "resource is 4097 bytes, longer than 4096"},
+		{"reason", event("vm-tdx", "db-key", strings.Repeat("w", 70000), "p"), "reason is 70000 bytes, longer than 4096"},
+		{"policy id", event("vm-tdx", "db-key", "", strings.Repeat("p", 256)), "policy.id is 256 bytes, longer than 255"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, body := f.do(http.MethodPost, "/v1/events", "key-release", tc.body)
+			var e apiError
+			switch {
+			case tc.field == "" && code != http.StatusCreated:
+				t.Fatalf("%d %s, want 201", code, body)
+			case tc.field != "" && (code != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Code != "bad_request" || !strings.Contains(e.Message, tc.field)):
+				t.Fatalf("%d %s, want 400 saying %q", code, body, tc.field)
+			}
+		})
+	}
+	t.Run("record larger than a leaf", func(t *testing.T) {
+		sl.limit.Store(2048)
+		defer sl.limit.Store(0)
+		code, _, body := f.do(http.MethodPost, "/v1/events", "key-release", event("vm-tdx", "db-key", strings.Repeat("w", 3000), "p"))
+		var e apiError
+		if code != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || !strings.Contains(e.Message, "shorten resource or reason") {
+			t.Fatalf("%d %s, want 400 saying to shorten resource or reason", code, body)
+		}
+	})
+}
+
 // /metrics carries verdicts by status and failure code, latencies, the queue and collateral age;
 // /readyz is 503 while shutting down; oversized bodies are 413.
 func TestOperations(t *testing.T) {
