@@ -326,10 +326,8 @@ func (s *Server) consistencyProof(c echo.Context) error {
 
 func (s *Server) recordEvent(c echo.Context) error {
 	var req keyReleaseRequest
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return fmt.Errorf("%w: the body is not a key-release event: %v", errBadRequest, err)
+	if err := decodeBody(c, &req, "a key-release event"); err != nil {
+		return err
 	}
 	kr := service.KeyRelease{Subject: req.Subject, Platform: req.Platform, Resource: req.Resource, Decision: evidence.Decision(req.Decision), Reason: req.Reason}
 	if req.Attestation != "" {
@@ -352,6 +350,22 @@ func (s *Server) recordEvent(c echo.Context) error {
 		return err
 	}
 	return writeJSON(c, http.StatusCreated, recordedResponse{LogIndex: r.LogIndex, RecordSHA256: hex.EncodeToString(r.RecordSHA256[:])})
+}
+
+// decodeBody decodes the request's JSON body into v, refusing unknown fields. A body past the
+// route's limit (one sent without a length, cut off while it is read) is the
+// *http.MaxBytesError itself, so that the answer is 413 as for a body whose length is given;
+// anything else is errBadRequest saying that the body is not what (e.g. "a key-release event").
+func decodeBody(c echo.Context, v any, what string) error {
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
+			return mbe
+		}
+		return fmt.Errorf("%w: the body is not %s: %v", errBadRequest, what, err)
+	}
+	return nil
 }
 
 // digestParam parses prefix + 64 hex digits.

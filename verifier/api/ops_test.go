@@ -164,6 +164,43 @@ func TestEventsAPIBounds(t *testing.T) {
 	})
 }
 
+// A JSON body past the limit is 413 whether or not the client gave its length: one sent in
+// chunks is cut off while it is decoded, and that too is 413, not 400.
+func TestJSONBodyTooLargeChunked(t *testing.T) {
+	f := newFixture(t, options{http: func(c *Config) { c.MaxBody = 1 << 10 }})
+	for _, tc := range []struct{ path, as, body string }{
+		{"/v1/events", "key-release", `{"subject":"vm-tdx","resource":"db-key","decision":"deny","reason":"` + strings.Repeat("w", 4<<10) + `"}`},
+		{"/v1/tokens", "alice", `{"name":"` + strings.Repeat("n", 4<<10) + `","role":"agent","expires_in":"1h"}`},
+	} {
+		for _, chunked := range []bool{false, true} {
+			var body io.Reader = strings.NewReader(tc.body)
+			if chunked {
+				body = io.MultiReader(body) // no length known: sent chunked
+			}
+			req, err := http.NewRequest(http.MethodPost, f.srv.URL+tc.path, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tokenFor(tc.as))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := f.srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var e apiError
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || json.Unmarshal(b, &e) != nil || e.Code != "payload_too_large" {
+				t.Errorf("POST %s, chunked %v: %d %s, want 413 payload_too_large", tc.path, chunked, resp.StatusCode, b)
+			}
+		}
+	}
+	// The valid case: a small body under the same limit is decoded.
+	if code, _, body := f.do(http.MethodPost, "/v1/events", "key-release", []byte(`{"subject":"vm-tdx","resource":"db-key","decision":"deny"}`)); code != http.StatusCreated {
+		t.Fatalf("a small event: %d %s", code, body)
+	}
+}
+
 // /metrics carries verdicts by status and failure code, latencies, the queue and collateral age;
 // /readyz is 503 while shutting down; oversized bodies are 413.
 func TestOperations(t *testing.T) {

@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -218,10 +217,8 @@ func (s *Server) listTokens(c echo.Context) error {
 
 func (s *Server) createToken(c echo.Context) error {
 	var req tokenRequest
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return fmt.Errorf("%w: the body is not a token request {name, role, expires_in | expires_at}: %v", errBadRequest, err)
+	if err := decodeBody(c, &req, "a token request {name, role, expires_in | expires_at}"); err != nil {
+		return err
 	}
 	tr := service.TokenRequest{Name: req.Name, Role: service.Role(req.Role)}
 	switch {
