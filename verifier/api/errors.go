@@ -62,12 +62,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 		status, code, msg = http.StatusBadRequest, "bad_request", err.Error()
 	case errors.Is(err, service.ErrConflict):
 		status, code, msg = http.StatusConflict, "conflict", err.Error()
+	case errors.Is(err, service.ErrRevocationUnrecorded):
+		// Before overloaded, which says that nothing was done: this revocation is in force.
+		status, code, msg = http.StatusServiceUnavailable, "revocation_unrecorded", "the token is revoked and refused on every replica from now on, but the access_change record of its revocation could not be written yet (evidence log unavailable or overloaded): revoke it again once the log recovers to write it (a restarted verifier writes it too)"
 	case errors.Is(err, service.ErrOverloaded):
 		status, code, msg = http.StatusServiceUnavailable, "overloaded", "the verifier is overloaded; retry after the Retry-After delay"
 	case errors.Is(err, service.ErrUnavailable) && errors.Is(err, service.ErrChallengeUsed):
 		status, code, msg = http.StatusServiceUnavailable, "unavailable", "the verifier could not make the answer durable (evidence log or database unavailable or overloaded); nothing was answered, but the challenge nonce in the evidence was used: ask GET /v1/challenge for a new nonce and attest again"
-	case errors.Is(err, service.ErrRevocationUnrecorded) && errors.Is(err, service.ErrUnavailable):
-		status, code, msg = http.StatusServiceUnavailable, "revocation_unrecorded", "the token is revoked and refused on every replica from now on, but the access_change record of its revocation could not be written yet (evidence log unavailable): revoke it again once the log recovers to write it (a restarted verifier writes it too)"
 	case errors.Is(err, service.ErrUnavailable):
 		status, code, msg = http.StatusServiceUnavailable, "unavailable", "the verifier could not make the answer durable (evidence log or database unavailable); nothing was answered, retry later"
 	case errors.As(err, &he):

@@ -322,6 +322,29 @@ func TestTokenRequestsRefused(t *testing.T) {
 	}
 }
 
+// A revocation whose record meets an overloaded log is in force all the same: the answer is 503
+// revocation_unrecorded with Retry-After, never "overloaded" (which says that nothing was done),
+// and the token is refused at once; revoking it again once the log takes records writes it.
+func TestTokenRevocationLogOverloaded(t *testing.T) {
+	var ol *overloadedLog
+	f := newFixture(t, options{wrapLog: func(l service.Log) service.Log { ol = &overloadedLog{Log: l}; return ol }})
+	ct := f.createToken(`{"name":"vm-1","role":"agent","expires_in":"1h"}`)
+	f.wantStatus(ct.Token, http.StatusOK)
+	ol.overloaded.Store(true)
+	code, hdr, b := f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil)
+	var e apiError
+	if code != http.StatusServiceUnavailable || hdr.Get("Retry-After") == "" || json.Unmarshal(b, &e) != nil || e.Code != "revocation_unrecorded" {
+		t.Fatalf("revoke with the log overloaded: %d %s, want 503 revocation_unrecorded", code, b)
+	}
+	f.wantStatus(ct.Token, http.StatusUnauthorized)
+	ol.overloaded.Store(false)
+	code, _, b = f.do(http.MethodDelete, "/v1/tokens/"+ct.ID, "alice", nil)
+	var te tokenEntry
+	if err := json.Unmarshal(b, &te); code != http.StatusOK || err != nil || te.Status != "revoked" || te.RevokedRecord == nil {
+		t.Fatalf("revoking again once the log takes records: %d %s", code, b)
+	}
+}
+
 // A token is created only once its record is durable: with the log failing, the answer is 503,
 // and no token was stored. A revocation is in force before its record is written: with the log
 // failing, the answer is 503 and the token is refused at once; once the log recovers, revoking

@@ -31,8 +31,9 @@ var (
 	// spent the evidence's nonce: the same evidence would now be a replay, so the caller must ask
 	// GET /v1/challenge for a new nonce and attest again. 503, whose message says so.
 	ErrChallengeUsed = errors.New("service: the challenge nonce was used; ask for a new challenge")
-	// ErrRevocationUnrecorded is wrapped, with ErrUnavailable, when an API token's revocation is
-	// in force but its access_change record is not written yet (revoking it again writes it).
+	// ErrRevocationUnrecorded is wrapped, with ErrUnavailable and never with ErrOverloaded, when
+	// an API token's revocation is in force but its access_change record is not written yet
+	// (revoking it again writes it). 503 revocation_unrecorded.
 	ErrRevocationUnrecorded = errors.New("service: the token is revoked, its record is not written yet")
 	// ErrConflict: the change conflicts with the current state (e.g. activating the policy
 	// version that is already active). 409.

@@ -901,7 +901,7 @@ func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh b
 	st := s.d.AccessTokens
 	ok, err := st.claimRevocation(ctx, t.ID, s.now().UTC())
 	if err != nil {
-		return APIToken{}, fmt.Errorf("%w: API token %s is revoked and refused, but the writing of its revocation record could not be claimed (revoke it again to write it; a restarted verifier writes it too): %w", ErrRevocationUnrecorded, t.ID, err)
+		return APIToken{}, s.revocationUnrecorded(err, "API token %s is revoked and refused, but the writing of its revocation record could not be claimed (revoke it again to write it; a restarted verifier writes it too)", t.ID)
 	}
 	if !ok {
 		cur, err := st.byID(ctx, t.ID)
@@ -926,7 +926,7 @@ func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh b
 		}
 		s.logger.ErrorContext(ctx, "API token revoked without its access_change record; written when the log recovers",
 			slog.String("token_id", t.ID), slog.Any("error", err))
-		return APIToken{}, fmt.Errorf("%w: API token %s is revoked and refused from now on, but the access_change record of its revocation could not be written (revoke it again to write it once the log recovers; a restarted verifier writes it too): %w", ErrRevocationUnrecorded, t.ID, err)
+		return APIToken{}, s.revocationUnrecorded(err, "API token %s is revoked and refused from now on, but the access_change record of its revocation could not be written (revoke it again to write it once the log recovers; a restarted verifier writes it too)", t.ID)
 	}
 	if err := st.recordRevocation(ctx, t.ID, idx); err != nil {
 		// The record is in the log; the next writer finds it there instead of writing another.
@@ -936,6 +936,20 @@ func (s *Service) writeRevocationRecord(ctx context.Context, t APIToken, fresh b
 	s.logger.InfoContext(ctx, "API token revocation recorded", slog.String("token_id", t.ID), slog.Uint64("log_index", idx))
 	t.RevokedRecord, t.RevocationUnrecorded = idx, false
 	return t, nil
+}
+
+// revocationUnrecorded is the error of a revocation in force whose record could not be written
+// because of cause: ErrUnavailable with ErrRevocationUnrecorded whatever the cause, with the
+// cause's Retry-After if it has one. An overloaded log in particular is not ErrOverloaded here,
+// which would say that nothing was done: the revocation was committed. The cause is kept as text
+// only, so that no sentinel of its own changes what the answer says.
+func (s *Service) revocationUnrecorded(cause error, format string, args ...any) error {
+	after := s.set.RetryAfter
+	var retry *RetryError
+	if errors.As(cause, &retry) {
+		after = max(after, retry.After)
+	}
+	return &RetryError{After: after, Err: fmt.Errorf("%w: %w: %s: %v", ErrUnavailable, ErrRevocationUnrecorded, fmt.Sprintf(format, args...), cause)}
 }
 
 // findRevocationRecord looks in the log, through the index brought up to date first, for the

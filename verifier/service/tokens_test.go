@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/evidence/log"
 	"github.com/proofline/proofline/internal/mysqltest"
 )
 
@@ -190,12 +191,12 @@ func replicaStores(t *testing.T, backend string) (a, b *TokenStore) {
 // mysqlDB returns a fresh MariaDB database for the test.
 func mysqlDB(t *testing.T) *sql.DB { return mysqltest.Open(t, mysqltest.NewDatabase(t)) }
 
-// tokenFaultLog fails appends while failing is set ("failed and not saved"), and holds the next
-// append while hang is set (a slow log).
+// tokenFaultLog fails appends while failing is set ("failed and not saved"), refuses them as
+// overloaded while overloaded is set, and holds the next append while hang is set (a slow log).
 type tokenFaultLog struct {
 	Log
-	failing atomic.Bool
-	hang    atomic.Pointer[hungAppend]
+	failing, overloaded atomic.Bool
+	hang                atomic.Pointer[hungAppend]
 }
 
 // hungAppend holds one append: started is closed when it arrives, and it goes on to the log when
@@ -207,6 +208,9 @@ var errTokenLogInjected = errors.New("injected: the evidence log did not append"
 func (l *tokenFaultLog) Append(ctx context.Context, leaf []byte) (uint64, error) {
 	if l.failing.Load() {
 		return 0, errTokenLogInjected
+	}
+	if l.overloaded.Load() {
+		return 0, log.ErrOverloaded
 	}
 	if h := l.hang.Swap(nil); h != nil {
 		close(h.started)
@@ -366,6 +370,29 @@ func TestTokenRevocationRecordedAfterCommit(t *testing.T) {
 	}
 	if _, err := r.AuthenticateToken(ctx, sumC, "192.0.2.1"); !errors.Is(err, ErrTokenRefused) {
 		t.Fatalf("c after the restart: %v", err)
+	}
+}
+
+// A revocation whose record meets an overloaded log is ErrUnavailable with
+// ErrRevocationUnrecorded and a Retry-After, never ErrOverloaded (which says that nothing was
+// done): the revocation is in force.
+func TestTokenRevocationLogOverloaded(t *testing.T) {
+	ctx := context.Background()
+	clk := &tokenClock{now: time.Date(2026, 11, 2, 10, 0, 0, 0, time.UTC)}
+	s, fl := openTokenService(t, t.TempDir(), clk, nil)
+	admin := Principal{Name: "alice", Role: RoleAdmin}
+	ct, err := s.CreateToken(ctx, admin, TokenRequest{Name: "vm-a", Role: RoleAgent, ExpiresAt: clk.Now().Add(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl.overloaded.Store(true)
+	_, err = s.RevokeToken(ctx, admin, ct.ID)
+	var re *RetryError
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, ErrRevocationUnrecorded) || errors.Is(err, ErrOverloaded) || !errors.As(err, &re) || re.After <= 0 {
+		t.Fatalf("revoking with the log overloaded: %v, want ErrUnavailable and ErrRevocationUnrecorded with a Retry-After, not ErrOverloaded", err)
+	}
+	if _, err := s.AuthenticateToken(ctx, sha256.Sum256([]byte(ct.Secret)), "192.0.2.1"); !errors.Is(err, ErrTokenRefused) {
+		t.Fatalf("the token after the revocation: %v, want ErrTokenRefused", err)
 	}
 }
 
