@@ -276,11 +276,26 @@ func TestTDXNegative(t *testing.T) {
 		{"QE ISVPRODID differs", func(s *tdxScenario) { s.quote.QEIsvProdID = 9 }, ear.CodeTDXQEIdentityMismatch},
 		{"QE MISCSELECT differs", func(s *tdxScenario) { s.quote.QEMiscSelect = 1 }, ear.CodeTDXQEIdentityMismatch},
 		{"QE ATTRIBUTES differ", func(s *tdxScenario) { s.quote.QEAttributes[0] ^= 0x02 }, ear.CodeTDXQEIdentityMismatch},
+		// A level or a date missing from the signed JSON is not a status or a date: go-tdx-guest
+		// leaves it empty or zero, and the document is invalid (re-signed with the TCB signing key).
+		{"QE identity: the matched level has no tcbStatus", func(s *tdxScenario) { s.coll.QEIdentity.TCBLevels[0].Status = "" }, ear.CodeTDXQEIdentityInvalid},
+		{"QE identity: another level has no tcbStatus", func(s *tdxScenario) { s.coll.QEIdentity.TCBLevels[1].Status = "" }, ear.CodeTDXQEIdentityInvalid},
+		{"QE identity without issueDate", func(s *tdxScenario) { s.coll.QEIdentity.IssueDate = time.Time{} }, ear.CodeTDXQEIdentityInvalid},
+		{"QE identity without nextUpdate", func(s *tdxScenario) { s.coll.QEIdentity.NextUpdate = time.Time{} }, ear.CodeTDXQEIdentityInvalid},
 		{"QE out of date", func(s *tdxScenario) { s.quote.QEIsvSvn = 3 }, ear.CodeTDXQETCBStatus},
 		{"QE matches no TCB level", func(s *tdxScenario) { s.quote.QEIsvSvn = 1 }, ear.CodeTDXQETCBStatus},
 		// 6. TCB info.
 		{"TCB info signature corrupt", func(s *tdxScenario) { s.coll.TCBInfo.CorruptSignature = true }, ear.CodeTDXTCBInfoInvalid},
 		{"TCB info version 2", func(s *tdxScenario) { s.coll.TCBInfo.Version = 2 }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info: the matched level has no tcbStatus", func(s *tdxScenario) { s.coll.TCBInfo.TCBLevels[0].Status = "" }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info: another level has no tcbStatus", func(s *tdxScenario) { s.coll.TCBInfo.TCBLevels[3].Status = "" }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info: the matched TDX module level has no tcbStatus", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn[1] = 1
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+			s.coll.TCBInfo.ModuleIdentities[0].TCBLevels[0].Status = ""
+		}, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info without issueDate", func(s *tdxScenario) { s.coll.TCBInfo.IssueDate = time.Time{} }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info without nextUpdate", func(s *tdxScenario) { s.coll.TCBInfo.NextUpdate = time.Time{} }, ear.CodeTDXTCBInfoInvalid},
 		{"TCB info expired", func(s *tdxScenario) { s.coll.TCBInfo.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXTCBInfoExpired},
 		{"TCB info older than max_collateral_age", func(s *tdxScenario) {
 			s.coll.TCBInfo.IssueDate = testNow.Add(-48 * time.Hour)
@@ -613,5 +628,53 @@ func TestTDXStaleGraceUnsafe(t *testing.T) {
 	s.policy = "  stale_grace_unsafe: 6h\n"
 	if r := s.run(t); r.Status != ear.StatusAffirming {
 		t.Fatalf("fresh collateral with a grace set: %s", describe(r))
+	}
+}
+
+// Checks 5 and 6, defence in depth: the policy never accepts a platform or QE that authenticity
+// checks which recorded no failure left unrated. From a valid verification, one claim is emptied.
+func TestTDXPolicyRefusesUnratedTCB(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	raw, err := s.pki.Quote(s.quote)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := s.pki.Collateral(s.coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := collateral.Set{}
+	if err := set.Add(rs...); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Parse([]byte(s.policyYAML()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*ear.TDXClaims)
+		want ear.Code
+	}{
+		{"valid", func(*ear.TDXClaims) {}, ""},
+		{"platform TCB status empty", func(c *ear.TDXClaims) { c.TCB.Status = "" }, ear.CodeTDXTCBStatus},
+		{"no TCB claims", func(c *ear.TDXClaims) { c.TCB = nil }, ear.CodeTDXTCBStatus},
+		{"QE TCB status empty", func(c *ear.TDXClaims) { c.QE.TCBStatus = "" }, ear.CodeTDXQETCBStatus},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := &ear.Result{VerifiedAt: testNow}
+			q, c := tdx.Verify(context.Background(), raw, tdx.Options{Now: testNow, Roots: []*x509.Certificate{s.pki.Root}, Collateral: set}, res)
+			if q == nil || len(res.Failures) != 0 {
+				t.Fatalf("the valid quote fails authenticity: %s", describe(res))
+			}
+			tc.edit(c)
+			pol.AppraiseTDX(q, c, res)
+			switch {
+			case tc.want == "" && len(res.Failures) != 0:
+				t.Fatalf("valid claims rejected: %s", describe(res))
+			case tc.want != "" && (len(res.Failures) != 1 || !res.HasFailure(tc.want)):
+				t.Fatalf("want exactly %s, got %s", tc.want, describe(res))
+			}
+		})
 	}
 }

@@ -53,6 +53,10 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 		return
 	}
 	b := q.Body
+	// Whether the authenticity checks (verifier/tdx) passed: they must then have rated the
+	// platform and the QE. After one of their failures an unrated TCB is expected, is reported
+	// there and the result is already contraindicated.
+	authentic := len(res.Failures) == 0
 
 	// Check 7: attributes.
 	attrs := tdx.TDAttributes(tdx.Uint64LE(b.TDAttributes))
@@ -113,11 +117,20 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 		return
 	}
 	staleAccepted(res, "tdx.stale_grace_unsafe")
-	if tcb := c.TCB; tcb != nil {
+	// An empty status (no TCB level rated) is in no accepted list.
+	if tcb := c.TCB; tcb == nil {
+		if authentic {
+			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, "no TCB info was evaluated: a platform without a TCB status is never accepted")
+		}
+	} else {
 		switch {
-		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status) && t.recoveryGraced(res, checkTDXTCBInfo, tcb.Status, t.AcceptedTCBStatuses):
+		case tcb.Status == "":
+			if authentic {
+				res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, "no platform TCB level was rated: a platform without a TCB status is never accepted")
+			}
+		case !slices.Contains(t.AcceptedTCBStatuses, tcb.Status) && t.recoveryGraced(res, checkTDXTCBInfo, tcb.Status, t.AcceptedTCBStatuses):
 			// Accepted within tcb_recovery_grace_unsafe; recoveryGraced added unsafe_option.
-		case tcb.Status != "" && !slices.Contains(t.AcceptedTCBStatuses, tcb.Status):
+		case !slices.Contains(t.AcceptedTCBStatuses, tcb.Status):
 			res.Fail(ear.CodeTDXTCBStatus, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s; the policy accepts %s%s%s", tcb.Status, strings.Join(t.AcceptedTCBStatuses, ", "), advisories(tcb.AdvisoryIDs), t.graceNotApplied(tcb.Status)))
 		case strings.HasPrefix(tcb.Status, tdx.StatusOutOfDate):
 			res.Warn(ear.CodeTCBOutOfDateAccepted, checkTDXTCBInfo, fmt.Sprintf("the platform TCB status is %s, which the policy accepts: the platform lacks published security fixes%s", tcb.Status, advisories(tcb.AdvisoryIDs)))
@@ -132,8 +145,12 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 			res.Fail(ear.CodeTDXQEIdentityExpired, checkTDXQEIdentity, fmt.Sprintf("the QE identity was issued %s, more than max_collateral_age %s before the verification time", tcb.QEIdentityIssueDate.Format("2006-01-02T15:04:05Z"), t.MaxCollateralAge))
 		}
 	}
-	if qe := c.QE; qe != nil && qe.TCBStatus != "" && !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) &&
-		!t.recoveryGraced(res, checkTDXQEIdentity, qe.TCBStatus, t.AcceptedQETCBStatuses) {
+	switch qe := c.QE; {
+	case qe == nil || qe.TCBStatus == "":
+		if authentic {
+			res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, "no QE TCB level was rated: a QE without a TCB status is never accepted")
+		}
+	case !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) && !t.recoveryGraced(res, checkTDXQEIdentity, qe.TCBStatus, t.AcceptedQETCBStatuses):
 		res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s; the policy accepts %s%s%s", qe.TCBStatus, strings.Join(t.AcceptedQETCBStatuses, ", "), advisories(qe.AdvisoryIDs), t.graceNotApplied(qe.TCBStatus)))
 	}
 }

@@ -353,6 +353,14 @@ func (v *verification) checkQEIdentity(rootCRL *x509.RevocationList) {
 		v.fail(ear.CodeTDXQEIdentityInvalid, checkQEIdentity, "QE identity is not a TD_QE identity of version %d with well-formed fields", qeIdentityVersion)
 		return
 	}
+	if undated(id.IssueDate, id.NextUpdate) {
+		v.fail(ear.CodeTDXQEIdentityInvalid, checkQEIdentity, "QE identity lacks issueDate or nextUpdate")
+		return
+	}
+	if why := unrated(id.TcbLevels); why != "" {
+		v.fail(ear.CodeTDXQEIdentityInvalid, checkQEIdentity, "QE identity: %s", why)
+		return
+	}
 	v.qeIdentity = id
 	if ok, why := v.window("QE identity", checkQEIdentity, id.IssueDate, id.NextUpdate); !ok {
 		v.fail(ear.CodeTDXQEIdentityExpired, checkQEIdentity, "%s; fetch fresh collateral", why)

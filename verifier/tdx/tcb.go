@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -34,6 +35,24 @@ var KnownStatuses = []string{
 	StatusOutOfDate, StatusOutOfDateConfigurationNeeded, StatusRevoked,
 }
 
+// The fields of a signed TCB info or QE identity that Intel's schema requires and go-tdx-guest
+// does not enforce: an absent issueDate or nextUpdate decodes as the zero time (a validity window
+// without a bound), and an absent tcbStatus as "" (go-tdx-guest rejects only an unknown string).
+// Every TCB level must carry a status Intel defines, so that no level is selected without one.
+
+// undated reports whether issueDate or nextUpdate is absent.
+func undated(issued, next time.Time) bool { return issued.IsZero() || next.IsZero() }
+
+// unrated describes the first TCB level whose tcbStatus is not one Intel defines, or returns "".
+func unrated(levels []pcs.TcbLevel) string {
+	for i := range levels {
+		if !slices.Contains(KnownStatuses, string(levels[i].TcbStatus)) {
+			return fmt.Sprintf("TCB level %d has tcbStatus %q, not a status Intel defines", i, levels[i].TcbStatus)
+		}
+	}
+	return ""
+}
+
 // checkTCBInfo verifies the TCB info and selects the platform's TCB level (check 6).
 func (v *verification) checkTCBInfo(ext *pcs.PckExtensions, rootCRL *x509.RevocationList) {
 	u := pcs.TcbInfoURL(strings.ToLower(ext.FMSPC))
@@ -55,6 +74,20 @@ func (v *verification) checkTCBInfo(ext *pcs.PckExtensions, rootCRL *x509.Revoca
 	if info.ID != "TDX" || info.Version != tcbInfoVersion || len(info.TcbLevels) == 0 {
 		v.fail(ear.CodeTDXTCBInfoInvalid, checkTCBInfo, "TCB info is not a TDX TCB info of version %d with TCB levels (id %q, version %d)", tcbInfoVersion, info.ID, info.Version)
 		return
+	}
+	if undated(info.IssueDate, info.NextUpdate) {
+		v.fail(ear.CodeTDXTCBInfoInvalid, checkTCBInfo, "TCB info lacks issueDate or nextUpdate")
+		return
+	}
+	if why := unrated(info.TcbLevels); why != "" {
+		v.fail(ear.CodeTDXTCBInfoInvalid, checkTCBInfo, "TCB info: %s", why)
+		return
+	}
+	for _, mod := range info.TdxModuleIdentities {
+		if why := unrated(mod.TcbLevels); why != "" {
+			v.fail(ear.CodeTDXTCBInfoInvalid, checkTCBInfo, "TCB info, TDX module identity %s: %s", mod.ID, why)
+			return
+		}
 	}
 	tcb := &ear.TDXTCB{
 		EvaluationDataNumber: info.TcbEvaluationDataNumber,

@@ -74,7 +74,7 @@ type TCBLevel struct {
 	PCESVN        uint16
 	TDXComponents [16]byte // tdxtcbcomponents[i].svn
 	Date          time.Time
-	Status        pcs.TcbComponentStatus
+	Status        pcs.TcbComponentStatus // "" omits tcbStatus (a malformed level)
 	AdvisoryIDs   []string
 }
 
@@ -84,7 +84,7 @@ type TCBLevel struct {
 type ISVSVNLevel struct {
 	ISVSVN      uint16
 	Date        time.Time
-	Status      pcs.TcbComponentStatus
+	Status      pcs.TcbComponentStatus // "" omits tcbStatus (a malformed level)
 	AdvisoryIDs []string
 }
 
@@ -100,12 +100,12 @@ type TDXModuleIdentity struct {
 
 // TCBInfoOptions are the contents of the TDX TCB info.
 type TCBInfoOptions struct {
-	ID                   string // "TDX"
-	Version              int    // 3
-	IssueDate            time.Time
-	NextUpdate           time.Time
-	FMSPC                string // lower-case hex; "" means the PCK's. The URL always uses the PCK's.
-	PCEID                string // hex; "" means the PCK's
+	ID                   string    // "TDX"
+	Version              int       // 3
+	IssueDate            time.Time // the zero time omits issueDate (a malformed document)
+	NextUpdate           time.Time // the zero time omits nextUpdate (a malformed document)
+	FMSPC                string    // lower-case hex; "" means the PCK's. The URL always uses the PCK's.
+	PCEID                string    // hex; "" means the PCK's
 	TCBType              int
 	EvaluationDataNumber int
 	// tdxModule: a quote's MRSIGNERSEAM must equal ModuleMrSigner and its SEAMATTRIBUTES &
@@ -121,10 +121,10 @@ type TCBInfoOptions struct {
 
 // QEIdentityOptions are the contents of the TD QE identity.
 type QEIdentityOptions struct {
-	ID                   string // "TD_QE"
-	Version              int    // 2
-	IssueDate            time.Time
-	NextUpdate           time.Time
+	ID                   string    // "TD_QE"
+	Version              int       // 2
+	IssueDate            time.Time // the zero time omits issueDate (a malformed document)
+	NextUpdate           time.Time // the zero time omits nextUpdate (a malformed document)
 	EvaluationDataNumber int
 	// MiscSelect and MiscSelectMask are the JSON hex bytes (go-tdx-guest reads them as a
 	// little-endian uint32 and compares MISCSELECT & mask with MiscSelect).
@@ -299,7 +299,7 @@ type (
 	jsonLevel struct {
 		TCB         any      `json:"tcb"`
 		Date        string   `json:"tcbDate"`
-		Status      string   `json:"tcbStatus"`
+		Status      string   `json:"tcbStatus,omitempty"`
 		AdvisoryIDs []string `json:"advisoryIDs,omitempty"`
 	}
 	jsonModule struct {
@@ -312,8 +312,8 @@ type (
 	jsonTCBInfo struct {
 		ID                   string       `json:"id"`
 		Version              int          `json:"version"`
-		IssueDate            string       `json:"issueDate"`
-		NextUpdate           string       `json:"nextUpdate"`
+		IssueDate            string       `json:"issueDate,omitempty"`
+		NextUpdate           string       `json:"nextUpdate,omitempty"`
 		FMSPC                string       `json:"fmspc"`
 		PCEID                string       `json:"pceId"`
 		TCBType              int          `json:"tcbType"`
@@ -325,8 +325,8 @@ type (
 	jsonQEIdentity struct {
 		ID                   string      `json:"id"`
 		Version              int         `json:"version"`
-		IssueDate            string      `json:"issueDate"`
-		NextUpdate           string      `json:"nextUpdate"`
+		IssueDate            string      `json:"issueDate,omitempty"`
+		NextUpdate           string      `json:"nextUpdate,omitempty"`
 		EvaluationDataNumber int         `json:"tcbEvaluationDataNumber"`
 		MiscSelect           upperHex    `json:"miscselect"`
 		MiscSelectMask       upperHex    `json:"miscselectMask"`
@@ -368,12 +368,20 @@ func isvsvnLevels(levels []ISVSVNLevel) []jsonLevel {
 // pcsTime formats a time as PCS does: UTC, seconds precision, "Z".
 func pcsTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05Z") }
 
+// pcsTimeOrOmit is pcsTime, or "" (an omitted field) for the zero time.
+func pcsTimeOrOmit(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return pcsTime(t)
+}
+
 func (p *PKI) tcbInfo(o TCBInfoOptions) ([]byte, error) {
 	info := jsonTCBInfo{
 		ID:                   o.ID,
 		Version:              o.Version,
-		IssueDate:            pcsTime(o.IssueDate),
-		NextUpdate:           pcsTime(o.NextUpdate),
+		IssueDate:            pcsTimeOrOmit(o.IssueDate),
+		NextUpdate:           pcsTimeOrOmit(o.NextUpdate),
 		FMSPC:                o.FMSPC,
 		PCEID:                o.PCEID,
 		TCBType:              o.TCBType,
@@ -410,8 +418,8 @@ func (p *PKI) qeIdentity(o QEIdentityOptions) ([]byte, error) {
 	id := jsonQEIdentity{
 		ID:                   o.ID,
 		Version:              o.Version,
-		IssueDate:            pcsTime(o.IssueDate),
-		NextUpdate:           pcsTime(o.NextUpdate),
+		IssueDate:            pcsTimeOrOmit(o.IssueDate),
+		NextUpdate:           pcsTimeOrOmit(o.NextUpdate),
 		EvaluationDataNumber: o.EvaluationDataNumber,
 		MiscSelect:           o.MiscSelect[:],
 		MiscSelectMask:       o.MiscSelectMask[:],
