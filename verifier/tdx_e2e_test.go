@@ -171,6 +171,26 @@ func TestTDXNegative(t *testing.T) {
 		}
 		return p
 	}
+	// signedByOther serves the document at url as another fake Intel PKI (an independent root)
+	// signs it, with the same contents.
+	signedByOther := func(url func(s *tdxScenario) string) func(*tdxScenario) {
+		return func(s *tdxScenario) {
+			other := otherPKI(t)
+			rs, err := other.Collateral(s.coll)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.editSet = func(set collateral.Set) {
+				for _, r := range rs {
+					if r.URL == url(s) {
+						set[r.URL] = r
+						return
+					}
+				}
+				t.Fatalf("the other PKI serves nothing at %s", url(s))
+			}
+		}
+	}
 	setAttr := func(bit uint) func(*tdxScenario) {
 		return func(s *tdxScenario) {
 			v := binary.LittleEndian.Uint64(s.quote.TdAttributes[:]) | 1<<bit
@@ -211,6 +231,29 @@ func TestTDXNegative(t *testing.T) {
 		{"Root CA CRL stale", func(s *tdxScenario) { s.coll.RootCRL.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXCRLStale},
 		{"PCK CRL from the future", func(s *tdxScenario) { s.coll.PCKCRL.ThisUpdate = testNow.Add(time.Hour) }, ear.CodeTDXCRLStale},
 		{"PCK CRL signature corrupt", func(s *tdxScenario) { s.coll.PCKCRL.CorruptSignature = true }, ear.CodeTDXCRLInvalid},
+		{"PCK CRL validly signed by the Root CA, not the PCK CA", func(s *tdxScenario) {
+			s.editSet = func(set collateral.Set) {
+				o := s.coll.PCKCRL
+				der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+					Number: big.NewInt(o.Number), ThisUpdate: o.ThisUpdate, NextUpdate: o.NextUpdate,
+				}, s.pki.Root, s.pki.RootKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				set[pcs.PckCrlURL("platform")].Body = der
+			}
+		}, ear.CodeTDXCRLInvalid},
+		{"TCB signing certificate expired", func(s *tdxScenario) {
+			tmpl := *s.pki.TCBSigning
+			tmpl.NotBefore, tmpl.NotAfter = testNow.AddDate(-1, 0, 0), testNow.Add(-time.Minute)
+			der, err := x509.CreateCertificate(rand.Reader, &tmpl, s.pki.Root, &s.pki.TCBSigningKey.PublicKey, s.pki.RootKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.pki.TCBSigning, err = x509.ParseCertificate(der); err != nil {
+				t.Fatal(err)
+			}
+		}, ear.CodeTDXCertExpired},
 		{"Root CA CRL signature corrupt", func(s *tdxScenario) { s.coll.RootCRL.CorruptSignature = true }, ear.CodeTDXCRLInvalid},
 		{"PCK CRL missing", func(s *tdxScenario) {
 			s.editSet = func(set collateral.Set) { delete(set, pcs.PckCrlURL("platform")) }
@@ -266,6 +309,7 @@ func TestTDXNegative(t *testing.T) {
 		}, ear.CodeTDXQuoteSignature},
 		// 5. QE identity.
 		{"QE identity signature corrupt", func(s *tdxScenario) { s.coll.QEIdentity.CorruptSignature = true }, ear.CodeTDXQEIdentityInvalid},
+		{"QE identity signed under another Intel root", signedByOther(func(*tdxScenario) string { return pcs.QeIdentityURL() }), ear.CodeTDXQEIdentityInvalid},
 		{"QE identity expired", func(s *tdxScenario) { s.coll.QEIdentity.NextUpdate = testNow.Add(-time.Minute) }, ear.CodeTDXQEIdentityExpired},
 		{"QE identity not yet issued", func(s *tdxScenario) { s.coll.QEIdentity.IssueDate = testNow.Add(time.Hour) }, ear.CodeTDXQEIdentityExpired},
 		{"QE identity older than max_collateral_age", func(s *tdxScenario) {
@@ -286,6 +330,7 @@ func TestTDXNegative(t *testing.T) {
 		{"QE matches no TCB level", func(s *tdxScenario) { s.quote.QEIsvSvn = 1 }, ear.CodeTDXQETCBStatus},
 		// 6. TCB info.
 		{"TCB info signature corrupt", func(s *tdxScenario) { s.coll.TCBInfo.CorruptSignature = true }, ear.CodeTDXTCBInfoInvalid},
+		{"TCB info signed under another Intel root", signedByOther(func(s *tdxScenario) string { return pcs.TcbInfoURL(s.pki.FMSPCHex()) }), ear.CodeTDXTCBInfoInvalid},
 		{"TCB info version 2", func(s *tdxScenario) { s.coll.TCBInfo.Version = 2 }, ear.CodeTDXTCBInfoInvalid},
 		{"TCB info: the matched level has no tcbStatus", func(s *tdxScenario) { s.coll.TCBInfo.TCBLevels[0].Status = "" }, ear.CodeTDXTCBInfoInvalid},
 		{"TCB info: another level has no tcbStatus", func(s *tdxScenario) { s.coll.TCBInfo.TCBLevels[3].Status = "" }, ear.CodeTDXTCBInfoInvalid},
