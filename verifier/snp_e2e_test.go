@@ -291,9 +291,27 @@ func TestSNPNegative(t *testing.T) {
 		{name: "non-AMD certificate in the evidence", setup: func(t *testing.T, s *snpScenario) {
 			s.certs = append(s.certs, nonAMDCert(t))
 		}, want: ear.CodeSNPChainInvalid},
-		{name: "intermediate from the evidence not signed by the pinned ARK", setup: func(t *testing.T, s *snpScenario) {
+		{name: "intermediate from the evidence that did not sign the endorsement key", setup: func(t *testing.T, s *snpScenario) {
 			s.roots.ASK, s.roots.ASVK = nil, nil
 			s.certs = append(s.certs, alternate(t, s.pki.ProductLine).CertificatesWithChain(s.key)[1])
+		}, want: ear.CodeSNPChainInvalid},
+		{name: "endorsement chain of another AMD PKI, only the ARK pinned", setup: func(t *testing.T, s *snpScenario) {
+			// VCEK → ASK (VLEK → ASVK) and the report signature are all valid under the other
+			// PKI: only the intermediate's link to the pinned ARK is broken.
+			alt := alternate(t, s.pki.ProductLine)
+			s.roots.ASK, s.roots.ASVK = nil, nil
+			s.certs = alt.CertificatesWithChain(s.key)[:2]
+			leafKey := alt.Keys.VCEK
+			if s.key == abi.VlekReportSigner {
+				leafKey = alt.Keys.VLEK
+			}
+			s.mutate = func(t *testing.T, s *snpScenario, r []byte) []byte {
+				out, err := fakeamd.SignReport(r, leafKey)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return out
+			}
 		}, want: ear.CodeSNPChainInvalid},
 		// 3. Signature.
 		{name: "MEASUREMENT byte flipped", setup: func(t *testing.T, s *snpScenario) {
