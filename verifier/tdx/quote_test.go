@@ -82,7 +82,7 @@ func TestParseRejects(t *testing.T) {
 		{"v5 body type 2 with TDX 1.5 size", put16(v5, HeaderSize, 2)},
 		{"v5 body size 0", put32(v5, HeaderSize+2, 0)},
 		{"v5 body type 4", put16(v5, HeaderSize, 4)},
-		{"oversized", make([]byte, maxQuoteSize+1)},
+		{"valid quote zero-padded to one byte over the size bound", padTo(v4, maxQuoteSize+1)},
 		{"text before the first PEM block", func() []byte {
 			q, _ := ParseQuote(v4)
 			c := bytes.Clone(v4)
@@ -97,10 +97,19 @@ func TestParseRejects(t *testing.T) {
 			}
 		})
 	}
-	// Zero padding after the quote (the legacy device's buffer) is tolerated and never used.
+	// Zero padding after the quote (the legacy device's buffer) is tolerated and never used, up
+	// to the size bound.
 	if _, err := ParseQuote(append(bytes.Clone(v4), make([]byte, 100)...)); err != nil {
 		t.Fatalf("zero padding rejected: %v", err)
 	}
+	if _, err := ParseQuote(padTo(v4, maxQuoteSize)); err != nil {
+		t.Fatalf("zero padding up to the size bound rejected: %v", err)
+	}
+}
+
+// padTo returns q followed by zero bytes up to n bytes.
+func padTo(q []byte, n int) []byte {
+	return append(bytes.Clone(q), make([]byte, n-len(q))...)
 }
 
 func FuzzParseQuote(f *testing.F) {
