@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"maps"
 	"math/big"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-sev-guest/abi"
+	"github.com/google/go-sev-guest/kds"
 	"github.com/google/go-tdx-guest/pcs"
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/attest/attesttest/fakeamd"
@@ -33,6 +35,15 @@ func hasFailure(r *ear.Result, code ear.Code) bool {
 		}
 	}
 	return false
+}
+
+// replay serves exactly the collateral of an earlier run, byte for byte (a re-signed CRL would
+// have other bytes and miss the caches).
+func replay(earlier collateral.Set) func(collateral.Set) {
+	return func(set collateral.Set) {
+		clear(set)
+		maps.Copy(set, earlier)
+	}
 }
 
 // warm verifies the unchanged scenario and requires it to be affirming.
@@ -81,6 +92,14 @@ func TestTDXCacheDoesNotMask(t *testing.T) {
 				r.Body = body
 			}
 		}, ear.CodeTDXTCBInfoInvalid},
+		{"the same PCK CRL at a verification time past its nextUpdate", func(t *testing.T, s *tdxScenario) {
+			s.editSet = replay(s.served)
+			s.opts = func(o *verifier.Options) { o.Now = s.coll.PCKCRL.NextUpdate.Add(time.Second) }
+		}, ear.CodeTDXCRLStale},
+		{"the same Root CA CRL at a verification time past its nextUpdate", func(t *testing.T, s *tdxScenario) {
+			s.editSet = replay(s.served)
+			s.opts = func(o *verifier.Options) { o.Now = s.coll.RootCRL.NextUpdate.Add(time.Second) }
+		}, ear.CodeTDXCRLStale},
 		{"a tampered byte in the PCK CRL", func(t *testing.T, s *tdxScenario) {
 			s.editSet = func(set collateral.Set) {
 				r := set[pcs.PckCrlURL("platform")]
@@ -140,6 +159,18 @@ func TestSNPCacheDoesNotMask(t *testing.T) {
 			}
 			t.Fatal("no VCEK among the evidence's certificates")
 		}, ear.CodeSNPChainInvalid},
+		{"the same CRL at a verification time past its nextUpdate", func(t *testing.T, s *snpScenario) {
+			r := s.served[kds.CrlLinkByKey(s.pki.ProductLine, s.key)]
+			if r == nil {
+				t.Fatal("no CRL in the collateral served")
+			}
+			crl, err := x509.ParseRevocationList(r.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.editSet = replay(s.served)
+			s.opts = func(o *verifier.Options) { o.Now = crl.NextUpdate.Add(time.Second) }
+		}, ear.CodeSNPCRLStale},
 		{"a tampered byte in the CRL", func(t *testing.T, s *snpScenario) {
 			s.editSet = func(set collateral.Set) {
 				for _, r := range set {

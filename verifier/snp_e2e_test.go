@@ -39,6 +39,7 @@ type snpScenario struct {
 	editSet func(collateral.Set)
 	roots   *roots.AMDProduct
 	opts    func(*verifier.Options)
+	served  collateral.Set // the collateral the last run served
 }
 
 func newSNPScenario(t *testing.T, line string, key abi.ReportSigner) *snpScenario {
@@ -99,6 +100,7 @@ func (s *snpScenario) run(t *testing.T) *ear.Result {
 	if s.editSet != nil {
 		s.editSet(set)
 	}
+	s.served = set
 	pol, err := policy.Parse([]byte(s.policyYAML()))
 	if err != nil {
 		t.Fatalf("policy: %v\n%s", err, s.policyYAML())

@@ -46,6 +46,7 @@ type tdxScenario struct {
 	mutate  func(t *testing.T, s *tdxScenario, q []byte) []byte
 	editSet func(collateral.Set)
 	opts    func(*verifier.Options)
+	served  collateral.Set // the collateral the last run served
 }
 
 func newTDXScenario(t *testing.T, version int) *tdxScenario {
@@ -95,6 +96,7 @@ func (s *tdxScenario) run(t *testing.T) *ear.Result {
 	if s.editSet != nil {
 		s.editSet(set)
 	}
+	s.served = set
 	pol, err := policy.Parse([]byte(s.policyYAML()))
 	if err != nil {
 		t.Fatalf("policy: %v\n%s", err, s.policyYAML())
