@@ -370,6 +370,11 @@ func TestTDXNegative(t *testing.T) {
 			s.quote.TeeTcbSvn[0], s.quote.TeeTcbSvn[1] = 3, 1
 			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
 		}, ear.CodeTDXTCBStatus},
+		{"TDX module identity signer differs", func(s *tdxScenario) {
+			s.quote.TeeTcbSvn[1] = 1
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+			s.coll.TCBInfo.ModuleIdentities[0].MrSigner[0] = 1
+		}, ear.CodeTDXModuleMismatch},
 		{"TDX module identity missing", func(s *tdxScenario) {
 			s.quote.TeeTcbSvn[1] = 2
 			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
