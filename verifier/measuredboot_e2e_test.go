@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/proofline/proofline/attest"
+	"github.com/proofline/proofline/attest/attesttest/fakeintel"
 	"github.com/proofline/proofline/attest/attesttest/faketpm"
 	"github.com/proofline/proofline/internal/fixture"
 	"github.com/proofline/proofline/verifier"
@@ -205,10 +206,19 @@ func TestVTPMEndToEnd(t *testing.T) {
 			sum := sha256.Sum256(other.Public)
 			s.rebind(t, f, ev, (&attest.RuntimeData{TPMAKDigest: hex.EncodeToString(sum[:])}).Encode())
 		}, code: ear.CodeTPMAKNotBound},
-		"runtime_data names no key": {mutate: func(ev *attest.Evidence) { s.rebind(t, f, ev, []byte(`{"pub":"x"}`)) }, code: ear.CodeTPMAKNotBound},
-		"no nonce, raw REPORT_DATA": {opts: verifier.Options{ReportData: func() []byte { b := attest.ReportData(s.tdx.nonce, s.rd); return b[:] }()}, code: ear.CodeTPMAKNotBound},
-		"another verifier nonce":    {opts: verifier.Options{Nonce: newNonce(t)}, code: ear.CodeTPMNonceMismatch},
-		"the TD quote is broken":    {mutate: func(ev *attest.Evidence) { ev.Report[len(ev.Report)-1] ^= 1 }, code: ear.CodeTPMAKNotBound},
+		"runtime_data names no key":   {mutate: func(ev *attest.Evidence) { s.rebind(t, f, ev, []byte(`{"pub":"x"}`)) }, code: ear.CodeTPMAKNotBound},
+		"no nonce, raw REPORT_DATA":   {opts: verifier.Options{ReportData: func() []byte { b := attest.ReportData(s.tdx.nonce, s.rd); return b[:] }()}, code: ear.CodeTPMAKNotBound},
+		"another verifier nonce":      {opts: verifier.Options{Nonce: newNonce(t)}, code: ear.CodeTPMNonceMismatch},
+		"the TD quote does not parse": {mutate: func(ev *attest.Evidence) { ev.Report[len(ev.Report)-1] ^= 1 }, code: ear.CodeTPMAKNotBound},
+		// It parses and its REPORT_DATA binds the nonce and runtime_data, but its signature
+		// fails: it vouches for nothing.
+		"the TD quote's signature is broken": {mutate: func(ev *attest.Evidence) {
+			l, err := fakeintel.ParseLayout(ev.Report)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev.Report[l.SignatureOffset+5] ^= 1
+		}, code: ear.CodeTPMAKNotBound},
 		"quote signed by another key": {mutate: func(ev *attest.Evidence) {
 			ev.TPM.AKPublic = other.Public
 			sum := sha256.Sum256(other.Public)
