@@ -94,7 +94,9 @@ func runCollect(ctx context.Context, args []string, stderr io.Writer, e *env) in
 	f, err := checkCollectFlags(flags, *nonceB64, *out, *runtimeData, *key, *tee, *testMode)
 	if err == nil {
 		f.eventLogs, f.tpm = *eventLogs, *tpmMode
-		if f.tpmPCRs, err = parsePCRList(*tpmPCRs); err == nil {
+		if f.tpm == agent.TPMOn && (*tee == teeSimTDX || *tee == teeSimSNP) {
+			err = usagef("--tpm on requires a vTPM, but the simulated platforms (--tee %s) have none: use --tpm auto or off", *tee)
+		} else if f.tpmPCRs, err = parsePCRList(*tpmPCRs); err == nil {
 			err = collect(ctx, f, stderr, log, e)
 		}
 	}

@@ -419,6 +419,7 @@ func TestCollectUsage(t *testing.T) {
 		{"replay with key", []string{"--nonce", nonce, "--out", out, "--tee", "replay:" + dir, "--key", "k"}, "drop --runtime-data and --key"},
 		{"key and runtime data", []string{"--nonce", nonce, "--out", out, "--key", "k", "--runtime-data", "r"}, "not both"},
 		{"argument", []string{"--nonce", nonce, "--out", out, "extra"}, `unexpected argument "extra"`},
+		{"tpm on with a simulated platform", []string{"--nonce", nonce, "--out", out, "--tee", "sim-tdx", "--test-mode", "--tpm", "on"}, "have none: use --tpm auto or off"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := runAgent(t, noTEE(), append([]string{"collect"}, c.args...)...)
