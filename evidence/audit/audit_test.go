@@ -12,6 +12,7 @@ import (
 
 	"github.com/proofline/proofline/evidence"
 	"github.com/proofline/proofline/evidence/audit/audittest"
+	evlog "github.com/proofline/proofline/evidence/log"
 	"github.com/proofline/proofline/verifier/ear"
 )
 
@@ -245,5 +246,43 @@ func TestReplayedEvidenceCaught(t *testing.T) {
 		if f.Record == nil || *f.Record != copies[k] || f.Check != "replay" || !strings.Contains(f.Message, fmt.Sprintf("the nonce of record %d's verdict", orig)) {
 			t.Errorf("finding %s, want copy %d reported as a replay of record %d", f, copies[k], orig)
 		}
+	}
+}
+
+// rolledBack is a log whose storage holds an older checkpoint than the one it has served.
+type rolledBack struct {
+	evlog.Reader
+	checkpoint, served []byte
+}
+
+func (r rolledBack) ReadCheckpoint(context.Context) ([]byte, error)       { return r.checkpoint, nil }
+func (r rolledBack) ReadServedCheckpoint(context.Context) ([]byte, error) { return r.served, nil }
+
+// Export refuses a log whose storage was rolled back below a checkpoint it has served (invariant
+// I6): the auditor would otherwise get a bundle of the shorter log, with no sign of the records
+// it lost.
+func TestExportRefusesRolledBackLog(t *testing.T) {
+	l := copyLog(t, fixture(t))
+	ctx := context.Background()
+	src := source(t, l.Dir)
+	old, err := src.Log.ReadCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := audittest.Append(ctx, l.Dir, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	newer, err := src.Log.ReadCheckpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Log = rolledBack{Reader: src.Log, checkpoint: newer, served: old}
+	if _, err := Export(ctx, &bytes.Buffer{}, src, ExportOptions{}); err != nil {
+		t.Fatalf("a served checkpoint below the latest: %v", err)
+	}
+	src.Log = rolledBack{Reader: src.Log.(rolledBack).Reader, checkpoint: old, served: newer}
+	_, err = Export(ctx, &bytes.Buffer{}, src, ExportOptions{})
+	if !errors.Is(err, ErrInconsistent) || !strings.Contains(err.Error(), "it was rolled back") {
+		t.Fatalf("a rolled-back log: %v, want ErrInconsistent", err)
 	}
 }

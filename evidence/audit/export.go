@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"slices"
 	"strings"
 	"time"
@@ -31,8 +32,9 @@ var (
 	// a bundle needs to prove where the window ends.
 	ErrWindowOpen = errors.New("audit: the window has not closed")
 	// ErrInconsistent: the log is not consistent with the previous checkpoint (it was forked or
-	// rewritten), or the previous checkpoint is larger than the log's.
-	ErrInconsistent = errors.New("audit: the log is not consistent with the previous checkpoint")
+	// rewritten), or the previous checkpoint, or one the log has served, is larger than the
+	// log's (it was rolled back).
+	ErrInconsistent = errors.New("audit: the log is not consistent with an earlier checkpoint")
 )
 
 // BlobSource is what Export needs of the blob store (evidence/blob): the bytes stored under a
@@ -96,6 +98,19 @@ func Export(ctx context.Context, w io.Writer, src Source, opts ExportOptions) (*
 	if err := hist.UnmarshalJSON(src.KeyHistory); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
+	// The largest checkpoint the log has served (its I6 floor), read before the latest one: the
+	// floor only ever holds published checkpoints, so on a log that was not rolled back it is
+	// never larger.
+	var floor *f_log.Checkpoint
+	switch rawFloor, err := src.Log.ReadServedCheckpoint(ctx); {
+	case errors.Is(err, fs.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("audit: reading the log's served checkpoint: %w", err)
+	default:
+		if floor, _, _, err = f_log.ParseCheckpoint(rawFloor, v.Name(), v); err != nil {
+			return nil, fmt.Errorf("audit: the log's served checkpoint does not verify with its note key (run proofline log fsck): %w", err)
+		}
+	}
 	rawCP, err := src.Log.ReadCheckpoint(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading the log's checkpoint: %w", err)
@@ -103,6 +118,10 @@ func Export(ctx context.Context, w io.Writer, src Source, opts ExportOptions) (*
 	cp, _, _, err := f_log.ParseCheckpoint(rawCP, v.Name(), v)
 	if err != nil {
 		return nil, fmt.Errorf("audit: the log's checkpoint does not verify with its note key: %w", err)
+	}
+	if floor != nil && floor.Size > cp.Size {
+		return nil, fmt.Errorf("%w: the log has served a checkpoint of %d records, but its storage now holds one of %d: it was rolled back, and records %d to %d are missing (run proofline log fsck)",
+			ErrInconsistent, floor.Size, cp.Size, cp.Size, floor.Size-1)
 	}
 	pb, err := client.NewProofBuilder(ctx, cp.Size, src.Log.ReadTile)
 	if err != nil {
