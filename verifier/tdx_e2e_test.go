@@ -479,6 +479,32 @@ func TestTDXAcceptedStatusPolicy(t *testing.T) {
 	}
 }
 
+// A TDX module the TCB info does not rate (no identity for its version, or no level for its SVN)
+// leaves the TCB claim without a status: the platform level's status alone is not the TCB's.
+func TestTDXUnratedModuleHasNoTCBStatus(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		svn, ver byte
+		code     ear.Code
+	}{
+		{"no module identity", 2, 2, ear.CodeTDXModuleMismatch},
+		{"no module level", 0, 1, ear.CodeTDXTCBLevelUnmatched},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newTDXScenario(t, 4)
+			s.quote.TeeTcbSvn[0], s.quote.TeeTcbSvn[1] = c.svn, c.ver
+			s.quote.TeeTcbSvn2 = s.quote.TeeTcbSvn
+			r := s.run(t)
+			if r.Status != ear.StatusContraindicated || !r.HasFailure(c.code) {
+				t.Fatalf("want contraindicated with %s, got %s", c.code, describe(r))
+			}
+			if tcb := r.Claims.(*ear.TDXClaims).TCB; tcb == nil || tcb.Status != "" || tcb.TDXModuleIdentity == "" {
+				t.Fatalf("TCB claims %+v, want the module identity named and no status", tcb)
+			}
+		})
+	}
+}
+
 func TestTDXFreshnessNotEvaluated(t *testing.T) {
 	s := newTDXScenario(t, 4)
 	s.nonce = nil

@@ -127,6 +127,7 @@ func (v *verification) checkTCBInfo(ext *pcs.PckExtensions, rootCRL *x509.Revoca
 		mod := findModule(info.TdxModuleIdentities, id)
 		if mod == nil {
 			v.fail(ear.CodeTDXModuleMismatch, checkTCBInfo, "the TCB info has no TDX module identity %s for this TDX module version", id)
+			tcb.Status = "" // the platform's alone is not the TCB's: the module is not rated
 			return
 		}
 		if !moduleMatches(mod.Mrsigner.Bytes, mod.Attributes.Bytes, mod.AttributesMask.Bytes, body) {
@@ -141,6 +142,7 @@ func (v *verification) checkTCBInfo(ext *pcs.PckExtensions, rootCRL *x509.Revoca
 		}
 		if modIdx < 0 {
 			v.fail(ear.CodeTDXTCBLevelUnmatched, checkTCBInfo, "TDX module SVN %d matches no TCB level of module identity %s", body.TeeTCBSVN[0], id)
+			tcb.Status = "" // as above
 			return
 		}
 		tcb.TDXModuleStatus = string(mod.TcbLevels[modIdx].TcbStatus)
