@@ -155,7 +155,7 @@ type Log struct {
 	submitMu  sync.RWMutex
 	closed    bool
 
-	mu     sync.Mutex // serialises Checkpoint's floor updates
+	mu     sync.Mutex // serialises Checkpoint: its read of the stored checkpoint and the floor update
 	served Checkpoint // largest checkpoint served so far (Note nil: none): never serve a smaller one (I6)
 
 	// lastBundle is the entry bundle Entry parsed last, so that reading consecutive leaves (the
@@ -381,6 +381,12 @@ func (l *Log) commit(ctx context.Context) {
 // with an error wrapping ErrCorrupt instead. A larger checkpoint is durably recorded as the new
 // floor before it is returned.
 func (l *Log) Checkpoint(ctx context.Context) (Checkpoint, error) {
+	// The stored checkpoint is read under mu: read before it, it may be older than one another
+	// caller has served meanwhile, which would look like a rollback (I6) on a healthy log. This
+	// serialises the read and signature check of concurrent callers, which are off the append
+	// path (raising the floor, a durable write, was already serialised).
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	raw, err := l.reader.ReadCheckpoint(ctx)
 	if err != nil {
 		return Checkpoint{}, fmt.Errorf("log: reading checkpoint: %w", err)
@@ -389,8 +395,6 @@ func (l *Log) Checkpoint(ctx context.Context) (Checkpoint, error) {
 	if err != nil {
 		return Checkpoint{}, &CorruptError{Invariant: "I1", Reason: "the stored checkpoint does not verify", Err: err}
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	old := l.served
 	switch {
 	case old.Note == nil: // nothing served yet
