@@ -35,3 +35,42 @@ func TestCheckpointConcurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// servingReader runs serve once, just before the first ReadServedCheckpoint.
+type servingReader struct {
+	Reader
+	once  sync.Once
+	serve func()
+}
+
+func (r *servingReader) ReadServedCheckpoint(ctx context.Context) ([]byte, error) {
+	r.once.Do(r.serve)
+	return r.Reader.ReadServedCheckpoint(ctx)
+}
+
+// TestFsckLive: a checkpoint served while Fsck runs on a live log is not a false I6.
+func TestFsckLive(t *testing.T) {
+	f := newPOSIXFixture(t)
+	l := f.openLog(t, Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	appendConcurrently(t, l, 10, 2)
+	if _, err := l.WaitCheckpoint(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	r := &servingReader{Reader: f.reader, serve: func() {
+		if _, err := l.Append(ctx, []byte("appended during fsck")); err != nil {
+			t.Errorf("Append: %v", err)
+		}
+		if _, err := l.WaitCheckpoint(ctx, 11); err != nil {
+			t.Errorf("WaitCheckpoint: %v", err)
+		}
+	}}
+	rep, err := Fsck(ctx, r, f.verifier, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Checkpoint.Size != 11 || rep.Earlier != 1 {
+		t.Fatalf("Fsck report %+v, want the checkpoint of size 11 and the served floor", rep)
+	}
+}

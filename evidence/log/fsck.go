@@ -50,6 +50,14 @@ type Report struct {
 // checkpoints obtained before (by auditors, in receipts); each must verify with v, be no larger
 // than the latest and commit to the same leaves.
 func Fsck(ctx context.Context, r Reader, v note.Verifier, checkLeaf func(index uint64, leaf []byte) error, earlier ...[]byte) (*Report, error) {
+	// The served floor first: it only ever records checkpoints already published, so on a live,
+	// healthy log it is no larger than the latest checkpoint read after it. Read the other way
+	// round, a checkpoint served in between would look like a rollback (I6).
+	served, err := r.ReadServedCheckpoint(ctx)
+	hasServed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("log: fsck: reading served checkpoint: %w", err)
+	}
 	raw, err := r.ReadCheckpoint(ctx)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, corrupt("I1", "no checkpoint stored")
@@ -72,14 +80,12 @@ func Fsck(ctx context.Context, r Reader, v note.Verifier, checkLeaf func(index u
 		}
 		cps = append(cps, cp)
 	}
-	if raw, err := r.ReadServedCheckpoint(ctx); err == nil {
-		cp, err := openCheckpoint(raw, v)
+	if hasServed {
+		cp, err := openCheckpoint(served, v)
 		if err != nil {
 			return nil, &CorruptError{Invariant: "I6", Reason: "the stored served checkpoint does not verify", Err: err}
 		}
 		cps = append(cps, cp)
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("log: fsck: reading served checkpoint: %w", err)
 	}
 	slices.SortFunc(cps, func(a, b Checkpoint) int { return compareUint64(a.Size, b.Size) })
 	if n := len(cps); n > 0 && cps[n-1].Size > latest.Size {
