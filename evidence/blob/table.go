@@ -11,6 +11,7 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/proofline/proofline/evidence"
+	"github.com/proofline/proofline/internal/durable"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -46,16 +47,20 @@ type Table struct {
 
 // OpenMySQL opens the blob store in the database db is connected to (MySQL or MariaDB, InnoDB),
 // creating its tables if needed. It refuses a server whose commits are not durable
-// (innodb_flush_log_at_trx_commit other than 1) or whose max_allowed_packet cannot carry a chunk.
+// (innodb_flush_log_at_trx_commit other than 1, or the binary log on with sync_binlog other than
+// 1) or whose max_allowed_packet cannot carry a chunk.
 // Closing the Table does not close db.
 func OpenMySQL(ctx context.Context, db *sql.DB) (*Table, error) {
-	var flush int
-	var packet int64
-	if err := db.QueryRowContext(ctx, "SELECT @@innodb_flush_log_at_trx_commit, @@max_allowed_packet").Scan(&flush, &packet); err != nil {
-		return nil, fmt.Errorf("blob: reading server settings: %w", err)
+	settings, err := durable.ReadServerSettings(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("blob: %w", err)
 	}
-	if flush != 1 {
-		return nil, fmt.Errorf("blob: the server has innodb_flush_log_at_trx_commit=%d; set it to 1, or a crash of the server can lose stored blobs", flush)
+	if err := settings.Check(); err != nil {
+		return nil, fmt.Errorf("blob: %w; otherwise a crash can lose stored blobs", err)
+	}
+	var packet int64
+	if err := db.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+		return nil, fmt.Errorf("blob: reading server settings: %w", err)
 	}
 	if packet < 2*chunkSize {
 		return nil, fmt.Errorf("blob: the server has max_allowed_packet=%d; set it to at least %d", packet, 2*chunkSize)

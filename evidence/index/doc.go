@@ -34,9 +34,10 @@
 // When Add returns nil the entry is committed. The index is derived, so commits are not forced
 // to disk one by one: SQLite runs in WAL mode with synchronous=NORMAL, where a power loss can
 // lose the last commits but never reorders them, so what survives is still a prefix of the log;
-// on MySQL/MariaDB durability follows the server's innodb_flush_log_at_trx_commit. Either way the
-// caller MUST run Catchup at start-up: it indexes whatever the log holds beyond Next(), whether
-// the index lost it or the process stopped between a log append and its Add.
+// on MySQL/MariaDB durability follows the server's innodb_flush_log_at_trx_commit (and, with the
+// binary log on, sync_binlog). Either way the caller MUST run Catchup at start-up: it indexes
+// whatever the log holds beyond Next(), whether the index lost it or the process stopped between
+// a log append and its Add.
 //
 // # Storage
 //

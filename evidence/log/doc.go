@@ -30,7 +30,8 @@
 // durable: the POSIX driver writes every file with O_SYNC to a temporary name, renames it and
 // fsyncs the directory, and writes the tree state last; the MySQL driver does it all in one InnoDB
 // transaction and resolves after COMMIT returns, which is durable only with
-// innodb_flush_log_at_trx_commit=1 (OpenMySQL refuses any other setting). Appends are batched
+// innodb_flush_log_at_trx_commit=1 and, when the binary log is on, sync_binlog=1 (OpenMySQL
+// refuses any other settings). Appends are batched
 // (group commit): one batch is written at a time, and the appends that arrive while it is being
 // written, or within Options.BatchMaxAge of the next batch's first, share the next durable write.
 // A caller that knows appends are on their way says so with [Log.Expecting]: a batch then waits

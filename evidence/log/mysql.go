@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/proofline/proofline/internal/durable"
 	"github.com/transparency-dev/tessera/api/layout"
 	"github.com/transparency-dev/tessera/storage/mysql"
 )
@@ -36,19 +37,23 @@ const mysqlMinCPEvery = time.Second
 // database concurrently.
 //
 // OpenMySQL refuses a server whose commits are not durable (innodb_flush_log_at_trx_commit other
-// than 1) and log tables that are not InnoDB: an acknowledged append MUST survive a server crash.
+// than 1, or the binary log on with sync_binlog other than 1) and log tables that are not InnoDB:
+// an acknowledged append MUST survive a crash of the server or its machine.
 // Closing the Log does not close db.
 func OpenMySQL(ctx context.Context, db *sql.DB, opts Options) (*Log, error) {
 	if opts.Signer == nil {
 		return nil, errors.New("log: OpenMySQL needs Options.Signer and Options.Verifier (see LoadOrGenerateKey)")
 	}
-	var flush int
-	var packet int64
-	if err := db.QueryRowContext(ctx, "SELECT @@innodb_flush_log_at_trx_commit, @@max_allowed_packet").Scan(&flush, &packet); err != nil {
-		return nil, fmt.Errorf("log: reading server settings: %w", err)
+	settings, err := durable.ReadServerSettings(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("log: %w", err)
 	}
-	if flush != 1 {
-		return nil, fmt.Errorf("log: the server has innodb_flush_log_at_trx_commit=%d; set it to 1, or a crash of the server can lose acknowledged records", flush)
+	if err := settings.Check(); err != nil {
+		return nil, fmt.Errorf("log: %w; otherwise a crash can lose acknowledged records", err)
+	}
+	var packet int64
+	if err := db.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+		return nil, fmt.Errorf("log: reading server settings: %w", err)
 	}
 	// A full entry bundle (256 leaves, each with a 2-byte length) travels in one statement.
 	fit := int((packet-64<<10)/layout.EntryBundleWidth - 2)
@@ -58,7 +63,7 @@ func OpenMySQL(ctx context.Context, db *sql.DB, opts Options) (*Log, error) {
 	case opts.MaxLeafSize > fit:
 		return nil, fmt.Errorf("log: Options.MaxLeafSize %d does not fit the server's max_allowed_packet %d; raise it to at least %d", opts.MaxLeafSize, packet, 256*(opts.MaxLeafSize+2)+64<<10)
 	}
-	opts, err := opts.withDefaults(mysqlMinCPEvery)
+	opts, err = opts.withDefaults(mysqlMinCPEvery)
 	if err != nil {
 		return nil, err
 	}
@@ -152,8 +157,8 @@ func (r *MySQLReader) ReadServedCheckpoint(ctx context.Context) ([]byte, error) 
 	return r.blob(ctx, "SELECT `note` FROM `ProoflineServedCheckpoint` WHERE `id` = 0")
 }
 
-// raiseFloor stores cp unless another replica stored a larger one; autocommit with
-// innodb_flush_log_at_trx_commit=1 makes it durable when ExecContext returns.
+// raiseFloor stores cp unless another replica stored a larger one; autocommit on a server that
+// passed durable.ServerSettings.Check makes it durable when ExecContext returns.
 func (r *MySQLReader) raiseFloor(ctx context.Context, cp Checkpoint) error {
 	// MariaDB and MySQL evaluate ON DUPLICATE KEY UPDATE assignments left to right: note is
 	// compared against the old size before size is raised.

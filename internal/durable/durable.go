@@ -4,6 +4,10 @@
 // Both functions write a temporary file beside the target with the final mode, fsync it, put it
 // in place, and fsync the directory, so that when they return nil the new file survives a power
 // loss.
+//
+// [ServerSettings] is the same promise for MySQL/MariaDB: the SQL backends that acknowledge a
+// write once COMMIT returns check with it that the server syncs every commit, and refuse to open
+// otherwise.
 package durable
 
 import (
