@@ -27,6 +27,11 @@ const (
 // maxAttempts bounds the retries of an Add that raced with another writer.
 const maxAttempts = 5
 
+// maxInsertRows bounds the rows of one INSERT statement (11 bound parameters each): SQLite
+// refuses more than 32766 parameters in a statement, and the MySQL protocol 65535. A larger
+// batch is inserted by several statements in its one transaction.
+const maxInsertRows = 256
+
 // Errors that are part of the contract (use errors.Is).
 var (
 	// ErrGap: the entry would leave a gap, since the one before it is not indexed yet.
@@ -192,7 +197,8 @@ func (ix *Index) Add(ctx context.Context, logIndex uint64, leaf []byte, rec *evi
 
 // AddEntries indexes consecutive entries (made by [NewEntry]) in one transaction, under the
 // rules of [Index.Add] for each: a verifier group-commits the entries of its concurrent appends
-// this way. Entries that are not consecutive are refused; nothing is added then.
+// this way. Any number of entries may be added at once (they are inserted a few hundred to a
+// statement). Entries that are not consecutive are refused; nothing is added then.
 func (ix *Index) AddEntries(ctx context.Context, es []Entry) error {
 	if len(es) == 0 {
 		return nil
@@ -260,7 +266,17 @@ func (ix *Index) addTx(ctx context.Context, es []Entry) error {
 	var (
 		b    strings.Builder
 		args []any
+		n    int // rows in b
 	)
+	insert := func() error {
+		if n == 0 {
+			return nil
+		}
+		_, err := tx.ExecContext(ctx, b.String(), args...)
+		b.Reset()
+		args, n = args[:0], 0
+		return err
+	}
 	for _, e := range es {
 		if h, ok := present[e.LogIndex]; ok {
 			if string(h) != string(e.LeafHash[:]) {
@@ -268,7 +284,7 @@ func (ix *Index) addTx(ctx context.Context, es []Entry) error {
 			}
 			continue
 		}
-		if b.Len() == 0 {
+		if n == 0 {
 			b.WriteString("INSERT INTO proofline_index_entries (log_index, leaf_sha256, kind, time_unix, subject, subject_key, platform, status, status_key, policy, policy_key) VALUES ")
 		} else {
 			b.WriteString(", ")
@@ -276,11 +292,14 @@ func (ix *Index) addTx(ctx context.Context, es []Entry) error {
 		b.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 		args = append(args, e.LogIndex, e.LeafHash[:], string(e.Kind), e.Time.Unix(),
 			e.Subject, key(e.Subject), e.Platform, e.Status, key(e.Status), e.Policy, key(e.Policy))
-	}
-	if len(args) > 0 {
-		if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
-			return err
+		if n++; n == maxInsertRows {
+			if err := insert(); err != nil {
+				return err
+			}
 		}
+	}
+	if err := insert(); err != nil {
+		return err
 	}
 	return tx.Commit()
 }

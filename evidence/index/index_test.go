@@ -2,6 +2,7 @@ package index
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"reflect"
@@ -464,5 +465,30 @@ func TestAddEntries(t *testing.T) {
 			t.Fatalf("AddEntries of other leaves at 10..11 = %v, want ErrConflict", err)
 		}
 		checkQueries(t, ix, c)
+	})
+}
+
+// TestAddEntriesLarge: a batch larger than one INSERT can carry (SQLite allows 32766 bound
+// parameters, 11 an entry: 2978 entries) is added whole.
+func TestAddEntriesLarge(t *testing.T) {
+	t.Parallel()
+	es := make([]Entry, 3000)
+	for i := range es {
+		es[i] = Entry{LogIndex: uint64(i), LeafHash: sha256.Sum256(fmt.Appendf(nil, "leaf %d", i)),
+			Kind: evidence.KindAttestation, Time: t0, Subject: "vm-a", Platform: "tdx", Status: "affirming", Policy: "default"}
+	}
+	forEach(t, func(t *testing.T, open func(*testing.T) *Index) {
+		ctx := context.Background()
+		ix := open(t)
+		if err := ix.AddEntries(ctx, es); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := ix.Next(ctx); err != nil || n != uint64(len(es)) {
+			t.Fatalf("Next = %d, %v; want %d", n, err, len(es))
+		}
+		got, err := ix.Query(ctx, Query{Start: 2990})
+		if err != nil || len(got) != 10 || got[9] != es[2999] {
+			t.Fatalf("Query from 2990 = %d entries, %v; want the last 10 added", len(got), err)
+		}
 	})
 }
