@@ -21,9 +21,9 @@ type Dir struct {
 	root string
 }
 
-// OpenDir opens the blob store in dir, creating dir (mode 0750) if needed.
+// OpenDir opens the blob store in dir, creating dir (mode 0750) and its parents durably if needed.
 func OpenDir(dir string) (*Dir, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := durable.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("blob: %w", err)
 	}
 	fi, err := os.Stat(dir)

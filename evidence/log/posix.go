@@ -24,7 +24,7 @@ const (
 	posixMinCPEvery = 100 * time.Millisecond
 )
 
-// OpenPOSIX opens (creating if needed) the log in directory dir.
+// OpenPOSIX opens (creating if needed, durably) the log in directory dir.
 //
 // Only one Log may have dir open at a time, in any process: OpenPOSIX takes an exclusive flock
 // on dir/lock and fails if it is held. Without opts.Signer the note key is dir/note.key,
@@ -34,7 +34,7 @@ func OpenPOSIX(ctx context.Context, dir string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := durable.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("log: %w", err)
 	}
 	release, err := lockDir(dir)

@@ -1,9 +1,10 @@
 // Package durable writes files so that a crash leaves either the old state or the new one, never
 // a torn file: keys, secrets, blobs and the log's served-checkpoint floor all depend on it.
 //
-// Both functions write a temporary file beside the target with the final mode, fsync it, put it
-// in place, and fsync the directory, so that when they return nil the new file survives a power
-// loss.
+// Create and Replace write a temporary file beside the target with the final mode, fsync it, put
+// it in place, and fsync the directory, so that when they return nil the new file survives a
+// power loss. MkdirAll creates directories the same way: each is durable in its parent when it
+// returns.
 //
 // [ServerSettings] is the same promise for MySQL/MariaDB: the SQL backends that acknowledge a
 // write once COMMIT returns check with it that the server syncs every commit, and refuse to open
@@ -11,11 +12,13 @@
 package durable
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // Create writes data to path, which must not exist: it fails with an error wrapping
@@ -58,6 +61,39 @@ func write(path string, data []byte, perm os.FileMode, place func(tmp, path stri
 		return err
 	}
 	return SyncDir(dir)
+}
+
+// MkdirAll creates directory dir with mode perm, and any missing parents, like os.MkdirAll,
+// and makes each directory it creates durable by syncing the directory that holds it: without
+// that, files written durably into a new directory can vanish with it after a power loss.
+// Existing directories are left as they are.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	switch {
+	case err == nil && fi.IsDir():
+		return nil
+	case err == nil:
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+	case !errors.Is(err, fs.ErrNotExist):
+		return err
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	// Also after losing a race to create dir: its creator may not have synced parent yet.
+	if fi, err := os.Stat(dir); err != nil {
+		return err
+	} else if !fi.IsDir() {
+		return &fs.PathError{Op: "mkdir", Path: dir, Err: syscall.ENOTDIR}
+	}
+	return SyncDir(parent)
 }
 
 // SyncDir makes the entries of directory dir durable.

@@ -66,3 +66,35 @@ func TestReplace(t *testing.T) {
 		}
 	}
 }
+
+// MkdirAll creates every missing directory with the mode asked for, and leaves existing ones
+// (their mode and content) alone.
+func TestMkdirAll(t *testing.T) {
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "kept"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "a", "b", "c")
+	for range 2 { // the second call finds everything in place
+		if err := MkdirAll(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, d := range []string{"a", "a/b", "a/b/c"} {
+		if fi, err := os.Stat(filepath.Join(root, d)); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v, %v; want a directory with mode 0700", d, fi, err)
+		}
+	}
+	if fi, err := os.Stat(root); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("the existing directory: %v, %v; want it untouched (mode 0755)", fi, err)
+	}
+	if got, err := os.ReadFile(filepath.Join(root, "kept")); err != nil || string(got) != "x" {
+		t.Fatalf("a file in the existing directory: %q, %v", got, err)
+	}
+	if err := MkdirAll(filepath.Join(root, "kept", "d"), 0o700); err == nil {
+		t.Fatal("MkdirAll through a regular file succeeded")
+	}
+}
