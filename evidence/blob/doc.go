@@ -44,6 +44,7 @@
 // proofline_blob_chunks (digest, seq, data), the bytes split in chunks of at most 1 MiB so that a
 // blob of MaxSize fits the default max_allowed_packet of MySQL and MariaDB (16 MiB). A Put is one
 // transaction, durable when it commits: with InnoDB only if innodb_flush_log_at_trx_commit=1 and,
-// when the binary log is on, sync_binlog=1 (OpenMySQL refuses other settings, and a
-// max_allowed_packet under 2 MiB); OpenSQLite uses WAL with synchronous=FULL.
+// when the binary log is on, sync_binlog=1 (OpenMySQL refuses other settings, a
+// max_allowed_packet under 2 MiB, and tables of another engine than InnoDB); OpenSQLite uses WAL
+// with synchronous=FULL.
 package blob

@@ -48,7 +48,7 @@ type Table struct {
 // OpenMySQL opens the blob store in the database db is connected to (MySQL or MariaDB, InnoDB),
 // creating its tables if needed. It refuses a server whose commits are not durable
 // (innodb_flush_log_at_trx_commit other than 1, or the binary log on with sync_binlog other than
-// 1) or whose max_allowed_packet cannot carry a chunk.
+// 1) or whose max_allowed_packet cannot carry a chunk, and blob tables that are not InnoDB.
 // Closing the Table does not close db.
 func OpenMySQL(ctx context.Context, db *sql.DB) (*Table, error) {
 	settings, err := durable.ReadServerSettings(ctx, db)
@@ -69,6 +69,9 @@ func OpenMySQL(ctx context.Context, db *sql.DB) (*Table, error) {
 		if _, err := db.ExecContext(ctx, s); err != nil {
 			return nil, fmt.Errorf("blob: creating tables: %w", err)
 		}
+	}
+	if err := durable.CheckInnoDB(ctx, db, "proofline_blobs", "proofline_blob_chunks"); err != nil {
+		return nil, fmt.Errorf("blob: %w", err)
 	}
 	return &Table{db: db, raced: mysqlRaced}, nil
 }

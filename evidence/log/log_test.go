@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +17,8 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/proofline/proofline/internal/mysqltest"
 )
 
 // appendConcurrently appends n fresh random leaves from g goroutines and returns index → leaf.
@@ -395,5 +398,22 @@ func TestAppendExpecting(t *testing.T) {
 	}
 	if d := time.Since(start); d < 50*time.Millisecond {
 		t.Fatalf("the append was written after %v, before the 50ms bound, with another announced", d)
+	}
+}
+
+// TestMySQLEngine: a log table that already exists with another engine than InnoDB is refused.
+func TestMySQLEngine(t *testing.T) {
+	t.Parallel()
+	db := mysqltest.DB(t)
+	ctx := context.Background()
+	if _, err := db.ExecContext(ctx, strings.Replace(mysqlSchema[4], "ENGINE=InnoDB", "ENGINE=MyISAM", 1)); err != nil {
+		t.Fatal(err)
+	}
+	f := newPOSIXFixture(t) // for its key
+	if l, err := OpenMySQL(ctx, db, Options{Signer: f.signer, Verifier: f.verifier}); err == nil || !strings.Contains(err.Error(), "table Subtree") {
+		if err == nil {
+			l.Close()
+		}
+		t.Fatalf("OpenMySQL with a MyISAM Subtree table = %v, want an error naming it", err)
 	}
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"strings"
 	"time"
 
 	"github.com/proofline/proofline/internal/durable"
@@ -72,39 +71,14 @@ func OpenMySQL(ctx context.Context, db *sql.DB, opts Options) (*Log, error) {
 			return nil, fmt.Errorf("log: creating schema: %w", err)
 		}
 	}
-	if err := checkInnoDB(ctx, db); err != nil {
-		return nil, err
+	if err := durable.CheckInnoDB(ctx, db, mysqlTables...); err != nil {
+		return nil, fmt.Errorf("log: %w", err)
 	}
 	driver, err := mysql.New(ctx, db)
 	if err != nil {
 		return nil, fmt.Errorf("log: %w", err)
 	}
 	return start(ctx, driver, NewMySQLReader(db), opts)
-}
-
-func checkInnoDB(ctx context.Context, db *sql.DB) error {
-	rows, err := db.QueryContext(ctx, "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
-	if err != nil {
-		return fmt.Errorf("log: reading table engines: %w", err)
-	}
-	defer rows.Close()
-	engines := map[string]string{}
-	for rows.Next() {
-		var name, engine sql.NullString
-		if err := rows.Scan(&name, &engine); err != nil {
-			return fmt.Errorf("log: reading table engines: %w", err)
-		}
-		engines[name.String] = engine.String
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("log: reading table engines: %w", err)
-	}
-	for _, t := range mysqlTables {
-		if e := engines[t]; !strings.EqualFold(e, "InnoDB") {
-			return fmt.Errorf("log: table %s uses engine %q; the log needs InnoDB (transactions, durable commits)", t, e)
-		}
-	}
-	return nil
 }
 
 // MySQLReader reads a MySQL log for Fsck, with read-only queries; it never creates the schema.

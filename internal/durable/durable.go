@@ -6,9 +6,9 @@
 // power loss. MkdirAll creates directories the same way: each is durable in its parent when it
 // returns.
 //
-// [ServerSettings] is the same promise for MySQL/MariaDB: the SQL backends that acknowledge a
-// write once COMMIT returns check with it that the server syncs every commit, and refuse to open
-// otherwise.
+// [ServerSettings] and [CheckInnoDB] are the same promise for MySQL/MariaDB: the SQL backends that
+// acknowledge a write once COMMIT returns check with them that the server syncs every commit and
+// that their tables are InnoDB, and refuse to open otherwise.
 package durable
 
 import (

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrNotDurable: the database server may lose a transaction after its COMMIT returned.
@@ -46,6 +47,35 @@ func (s ServerSettings) Check() error {
 	}
 	if s.LogBin && s.SyncBinlog != 1 {
 		return fmt.Errorf("%w: the server has the binary log on (log_bin) with sync_binlog=%d; set sync_binlog=1 (or turn the binary log off), since crash recovery rolls back committed transactions that an unsynced binary log lost", ErrNotDurable, s.SyncBinlog)
+	}
+	return nil
+}
+
+// CheckInnoDB returns an error naming the first of tables, in the database db is connected to,
+// that is missing or not InnoDB: another engine (MyISAM, MEMORY, …) may have no transactions and
+// no durable commits, whatever ServerSettings says. CREATE TABLE IF NOT EXISTS … ENGINE=InnoDB
+// leaves an existing table's engine as it was, so check after creating.
+func CheckInnoDB(ctx context.Context, db *sql.DB, tables ...string) error {
+	rows, err := db.QueryContext(ctx, "SELECT TABLE_NAME, ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE()")
+	if err != nil {
+		return fmt.Errorf("reading table engines: %w", err)
+	}
+	defer rows.Close()
+	engines := map[string]string{}
+	for rows.Next() {
+		var name, engine sql.NullString
+		if err := rows.Scan(&name, &engine); err != nil {
+			return fmt.Errorf("reading table engines: %w", err)
+		}
+		engines[name.String] = engine.String
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("reading table engines: %w", err)
+	}
+	for _, t := range tables {
+		if e := engines[t]; !strings.EqualFold(e, "InnoDB") {
+			return fmt.Errorf("%w: table %s uses engine %q; it needs InnoDB (transactions, durable commits)", ErrNotDurable, t, e)
+		}
 	}
 	return nil
 }
