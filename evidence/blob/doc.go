@@ -34,11 +34,11 @@
 //
 // [OpenDir] keeps each blob in a file under a directory (the default, in the data dir), fanned
 // out by the first byte of the digest: DIR/ab/cdef… is the blob whose hex digest is abcdef….
-// Put writes a temporary file DIR/ab/.tmp-* in the same directory, fsyncs it, renames it into
-// place and fsyncs DIR/ab and then DIR; a Put that finds the blob already stored fsyncs the file
-// and both directories too, since the Put that wrote it may have crashed before doing so. A
-// leftover .tmp-* file is an interrupted Put and is safe to delete. Blob files are plain bytes:
-// `sha256sum` checks them.
+// Put writes a temporary file DIR/ab/.cdef….<random>.tmp in the same directory (see
+// internal/durable), fsyncs it, renames it into place and fsyncs DIR/ab and then DIR; a Put that
+// finds the blob already stored fsyncs the file and both directories too, since the Put that wrote
+// it may have crashed before doing so. A leftover .*.tmp file is an interrupted Put and is safe to
+// delete. Blob files are plain bytes: `sha256sum` checks them.
 //
 // [OpenMySQL] and [OpenSQLite] keep blobs in two tables: proofline_blobs (digest, size) and
 // proofline_blob_chunks (digest, seq, data), the bytes split in chunks of at most 1 MiB so that a
