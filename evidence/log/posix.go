@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -97,16 +98,44 @@ type POSIXReader struct {
 // NewPOSIXReader returns a reader of the log in dir (the directory given to OpenPOSIX).
 func NewPOSIXReader(dir string) *POSIXReader { return &POSIXReader{dir: dir} }
 
+// The largest resources tessera stores (C2SP tlog-tiles): an entry bundle of 256 leaves of
+// MaxLeafSize bytes, each after its 2-byte length, and a hash tile of 256 SHA-256 hashes.
+const (
+	maxBundleSize = layout.EntryBundleWidth * (2 + MaxLeafSize)
+	maxTileSize   = layout.TileWidth * 32
+)
+
+// errTooLarge: a stored file is larger than any resource of its kind.
+var errTooLarge = errors.New("larger than any resource of its kind")
+
 func (r *POSIXReader) read(p string) ([]byte, error) {
 	return os.ReadFile(filepath.Join(r.dir, posixTreeDir, p))
 }
 
+// readLimited reads p, or fails with errTooLarge if it holds more than limit bytes, without
+// reading further: a corrupt or hostile store must not make a reader allocate without bound.
+func (r *POSIXReader) readLimited(p string, limit int) ([]byte, error) {
+	f, err := os.Open(filepath.Join(r.dir, posixTreeDir, p))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > limit {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
 // readPartialOrFull reads the resource for a partial size p, falling back to the full one: the
 // partial file is garbage-collected once the full one is published (C2SP tlog-tiles).
-func (r *POSIXReader) readPartialOrFull(path func(uint8) string, p uint8) ([]byte, error) {
-	b, err := r.read(path(p))
+func (r *POSIXReader) readPartialOrFull(path func(uint8) string, p uint8, limit int) ([]byte, error) {
+	b, err := r.readLimited(path(p), limit)
 	if p > 0 && errors.Is(err, fs.ErrNotExist) {
-		b, err = r.read(path(0))
+		b, err = r.readLimited(path(0), limit)
 	}
 	return b, err
 }
@@ -116,14 +145,24 @@ func (r *POSIXReader) ReadCheckpoint(_ context.Context) ([]byte, error) {
 	return r.read(layout.CheckpointPath)
 }
 
-// ReadEntryBundle returns entry bundle index for partial size p (0 = full).
+// ReadEntryBundle returns entry bundle index for partial size p (0 = full). A file larger than
+// 256 leaves of the largest size is corruption (I3), reported without reading it whole.
 func (r *POSIXReader) ReadEntryBundle(_ context.Context, index uint64, p uint8) ([]byte, error) {
-	return r.readPartialOrFull(func(p uint8) string { return layout.EntriesPath(index, p) }, p)
+	b, err := r.readPartialOrFull(func(p uint8) string { return layout.EntriesPath(index, p) }, p, maxBundleSize)
+	if errors.Is(err, errTooLarge) {
+		return nil, corruptAt("I3", index*layout.EntryBundleWidth, "entry bundle %d holds more than %d bytes, the most 256 leaves take", index, maxBundleSize)
+	}
+	return b, err
 }
 
-// ReadTile returns the hash tile at level, index for partial size p (0 = full).
+// ReadTile returns the hash tile at level, index for partial size p (0 = full). A file larger
+// than 256 hashes is corruption (I1, as any malformed tile), reported without reading it whole.
 func (r *POSIXReader) ReadTile(_ context.Context, level, index uint64, p uint8) ([]byte, error) {
-	return r.readPartialOrFull(func(p uint8) string { return layout.TilePath(level, index, p) }, p)
+	b, err := r.readPartialOrFull(func(p uint8) string { return layout.TilePath(level, index, p) }, p, maxTileSize)
+	if errors.Is(err, errTooLarge) {
+		return nil, corruptAt("I1", (index*layout.TileWidth)<<(level*layout.TileHeight), "tile %d/%d holds more than %d bytes (256 hashes)", level, index, maxTileSize)
+	}
+	return b, err
 }
 
 // ReadServedCheckpoint returns the largest checkpoint the log has served, or an error wrapping
