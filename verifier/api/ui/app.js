@@ -8,8 +8,10 @@
   const TOKEN_KEY = "proofline.auditor.token";
   const $ = (id) => document.getElementById(id);
   let nextStart = null;
-  // Only the latest search and summary render: an answer to an earlier request is dropped.
-  let searchSeq = 0, summarySeq = 0;
+  // Only the latest search, summary and record render: an answer to an earlier request is dropped.
+  let searchSeq = 0, summarySeq = 0, recordSeq = 0;
+  // The record panel as the page holds it before any record is opened (openRecord copies it).
+  let recordBlank = null;
 
   function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -230,80 +232,95 @@
     return sn === 0 ? r : null;
   }
 
-  async function openRecord(e) {
-    $("record").hidden = false;
-    $("record-index").textContent = String(e.log_index);
-    $("record-error").textContent = "";
-    $("record-verdict").textContent = "";
-    $("record-verdict").className = "";
-    $("record-verdict-source").textContent = "";
-    $("record-failures").replaceChildren();
-    $("record-claims").textContent = "";
-    $("record-proof").textContent = "";
-    $("proof-status").textContent = "checking…";
-    $("proof-status").className = "";
-    facts($("record-facts"), [["Kind", e.kind], ["Time", e.time], ["Subject", e.subject || "—"], ["Platform", e.platform || "—"],
+  // The record panel of e, built off-screen from a copy of the page's empty panel: the caller
+  // swaps it in whole. part(id) is the panel's element of that id.
+  function recordPanel(e) {
+    const panel = recordBlank.cloneNode(true);
+    panel.hidden = false;
+    const part = (id) => panel.querySelector("#" + id);
+    part("record-index").textContent = String(e.log_index);
+    facts(part("record-facts"), [["Kind", e.kind], ["Time", e.time], ["Subject", e.subject || "—"], ["Platform", e.platform || "—"],
       ["Policy", e.policy || "—"], ["Record SHA-256", e.record_sha256]]);
+    part("proof-status").textContent = "checking…";
+    return { panel, part };
+  }
+
+  // Only the record opened last is shown: its panel shows at once with its heading and index row,
+  // the answers fill a copy off-screen, and the copy replaces it once complete, unless another
+  // record was opened meanwhile. Every await is followed by that check, so an earlier record's
+  // late answers are dropped, never shown under another record's heading.
+  async function openRecord(e) {
+    const seq = ++recordSeq;
+    const current = () => seq === recordSeq;
+    $("record").replaceWith(recordPanel(e).panel);
+    const { panel, part } = recordPanel(e);
     // The SHA-256 of the record the service's verdict names (GET /v1/results), compared below
     // with the bytes the inclusion proof covers.
     let answered = null;
     try {
       if (e.kind === "attestation") {
         const r = await api("/v1/results/" + encodeURIComponent(e.log_index));
+        if (!current()) return;
         answered = r.record_sha256 || "";
-        $("record-verdict-source").textContent = "The verifier service's answer for record " + e.log_index +
+        part("record-verdict-source").textContent = "The verifier service's answer for record " + e.log_index +
           " (GET /v1/results), naming the record SHA-256 " + answered + ". This page does not decode the verdict from the record's signed bytes: proofline audit verify does, and re-performs it.";
         const res = r.result || {};
-        $("record-verdict").textContent = res.status + (res.test_roots ? " (test vendor roots)" : "") + ", verified at " + res.verified_at +
+        part("record-verdict").textContent = res.status + (res.test_roots ? " (test vendor roots)" : "") + ", verified at " + res.verified_at +
           " under policy " + (res.policy ? res.policy.id + " " + res.policy.digest : "?");
-        $("record-verdict").className = "status-" + res.status;
-        for (const f of res.failures || []) $("record-failures").append(el("li", f.code + " (" + f.check + "): " + f.message));
-        for (const w of res.warnings || []) $("record-failures").append(el("li", "warning " + w.code + " (" + w.check + "): " + w.message));
-        $("record-claims").textContent = JSON.stringify(res.claims === undefined ? null : res.claims, null, 2);
+        part("record-verdict").className = "status-" + res.status;
+        for (const f of res.failures || []) part("record-failures").append(el("li", f.code + " (" + f.check + "): " + f.message));
+        for (const w of res.warnings || []) part("record-failures").append(el("li", "warning " + w.code + " (" + w.check + "): " + w.message));
+        part("record-claims").textContent = JSON.stringify(res.claims === undefined ? null : res.claims, null, 2);
       } else {
-        $("record-verdict").textContent = e.kind + (e.status ? ": " + e.status : "") + " (no attestation verdict)";
-        $("record-claims").textContent = "—";
+        part("record-verdict").textContent = e.kind + (e.status ? ": " + e.status : "") + " (no attestation verdict)";
+        part("record-claims").textContent = "—";
       }
     } catch (err) {
-      $("record-error").textContent = "Result: " + err.message;
+      if (!current()) return;
+      part("record-error").textContent = "Result: " + err.message;
     }
+    let status = "", cls = "bad";
     try {
       const p = await api("/v1/log/proofs/inclusion/" + encodeURIComponent(e.log_index));
-      $("record-proof").textContent = JSON.stringify(p, null, 2);
+      if (!current()) return;
+      part("record-proof").textContent = JSON.stringify(p, null, 2);
       const leaf = await api("/v1/records/" + encodeURIComponent(e.log_index), "bytes");
+      if (!current()) return;
       const leafHash = await sha256(Uint8Array.of(0), leaf);
       const digest = hex(await sha256(leaf));
       const lines = (p.checkpoint || "").split("\n");
       const root = lines.length > 2 ? hex(b64(lines[2])) : "";
       const got = await rootFromProof(p.log_index, p.tree_size, leafHash, p.hashes.map(b64));
+      if (!current()) return;
       if (got && root && hex(got) === root && Number(lines[1]) === p.tree_size && p.log_index === e.log_index) {
         // Exactly what was proven: these bytes, at this index, under this root. Not the verdict.
-        let text = "Inclusion proof verified in this browser: the record bytes served for index " + p.log_index + " (SHA-256 " + digest.slice(0, 16) +
+        status = "Inclusion proof verified in this browser: the record bytes served for index " + p.log_index + " (SHA-256 " + digest.slice(0, 16) +
           "…) are in the log at index " + p.log_index + " under the root " + root.slice(0, 16) + "… of the checkpoint of " + p.tree_size +
           " records. This proves those bytes, not the verdict shown above, which is the service's answer for the record.";
         if (answered !== null && answered !== digest) {
-          $("proof-status").textContent = text + " But the service's answer names a record with SHA-256 " + answered.slice(0, 16) +
-            "…, not these bytes: do not rely on the verdict shown.";
-          $("proof-status").className = "bad";
-          return;
+          status += " But the service's answer names a record with SHA-256 " + answered.slice(0, 16) + "…, not these bytes: do not rely on the verdict shown.";
+        } else {
+          if (answered !== null) status += " The answer names these same bytes by their SHA-256.";
+          status += " The checkpoint's signature is not checked here: proofline audit verify checks it.";
+          cls = "ok";
         }
-        if (answered !== null) text += " The answer names these same bytes by their SHA-256.";
-        $("proof-status").textContent = text + " The checkpoint's signature is not checked here: proofline audit verify checks it.";
-        $("proof-status").className = "ok";
       } else {
-        $("proof-status").textContent = "The inclusion proof does NOT verify against the checkpoint's root.";
-        $("proof-status").className = "bad";
+        status = "The inclusion proof does NOT verify against the checkpoint's root.";
       }
     } catch (err) {
-      $("proof-status").textContent = "Inclusion proof: " + err.message;
-      $("proof-status").className = "bad";
+      if (!current()) return;
+      status = "Inclusion proof: " + err.message;
     }
+    part("proof-status").textContent = status;
+    part("proof-status").className = cls;
+    $("record").replaceWith(panel);
   }
 
   // The inclusion-proof check, for the browser test to feed altered records to.
   window.prooflineInclusion = Object.freeze({ rootFromProof, sha256 });
 
   document.addEventListener("DOMContentLoaded", () => {
+    recordBlank = $("record").cloneNode(true);
     $("login-form").addEventListener("submit", (ev) => {
       ev.preventDefault();
       const tok = $("token").value.trim();
