@@ -298,3 +298,24 @@ func TestUIRecordLateAnswer(t *testing.T) {
 		}
 	}
 }
+
+// The proven bytes must be the record the index lists: a record whose bytes have another SHA-256
+// than its row names is flagged, for an attestation (whose answer names the served bytes) and
+// for any other record alike.
+func TestUIProofDigestMismatch(t *testing.T) {
+	a := newUIAPI(t)
+	other := strings.Repeat("ab", 32)
+	a.rows[1]["record_sha256"] = other
+	a.rows[2]["record_sha256"] = other
+	ctx := openUI(t, a)
+	for _, i := range []int{1, 2} {
+		p := openRecordPanel(t, ctx, i)
+		want := "The record bytes served for index " + strconv.Itoa(i) + " have the SHA-256 " + a.digest(i)[:16] + "…, but the records list names " + other[:16] + "… for it"
+		if p.ProofClass != "bad" || !strings.Contains(p.ProofStatus, want) {
+			t.Errorf("record %d, listed with another SHA-256: %+v", i, p)
+		}
+	}
+	if p := openRecordPanel(t, ctx, 0); p.ProofClass == "bad" {
+		t.Errorf("record 0, as listed: %+v", p)
+	}
+}

@@ -292,7 +292,13 @@
       const root = lines.length > 2 ? hex(b64(lines[2])) : "";
       const got = await rootFromProof(p.log_index, p.tree_size, leafHash, p.hashes.map(b64));
       if (!current()) return;
-      if (got && root && hex(got) === root && Number(lines[1]) === p.tree_size && p.log_index === e.log_index) {
+      if (!got || !root || hex(got) !== root || Number(lines[1]) !== p.tree_size || p.log_index !== e.log_index) {
+        status = "The inclusion proof does NOT verify against the checkpoint's root.";
+      } else if (digest !== e.record_sha256) {
+        // The proof is of other bytes than the record the index lists (and the answer names).
+        status = "The record bytes served for index " + e.log_index + " have the SHA-256 " + digest.slice(0, 16) + "…, but the records list names " +
+          String(e.record_sha256).slice(0, 16) + "… for it: the proof is not of the record listed, so do not rely on this record's row, proof or verdict.";
+      } else {
         // Exactly what was proven: these bytes, at this index, under this root. Not the verdict.
         status = "Inclusion proof verified in this browser: the record bytes served for index " + p.log_index + " (SHA-256 " + digest.slice(0, 16) +
           "…) are in the log at index " + p.log_index + " under the root " + root.slice(0, 16) + "… of the checkpoint of " + p.tree_size +
@@ -304,8 +310,6 @@
           status += " The checkpoint's signature is not checked here: proofline audit verify checks it.";
           cls = "ok";
         }
-      } else {
-        status = "The inclusion proof does NOT verify against the checkpoint's root.";
       }
     } catch (err) {
       if (!current()) return;
