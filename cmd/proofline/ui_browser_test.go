@@ -158,7 +158,7 @@ func checkScreenshot(t *testing.T, name string, data []byte, wantColours ...[3]u
 // Acceptance 4: the HTML report opens in Chromium with no network and no JavaScript, and its
 // charts, gap table and criteria rendered; the auditor UI, served by `proofline serve`, signs in
 // with an auditor token, searches records, opens one (verdict, claims, an inclusion proof it
-// verifies in the browser) and draws the charts; both screenshots are not blank.
+// checks in the browser) and draws the charts; both screenshots are not blank.
 func TestAuditorBrowser(t *testing.T) {
 	f := newReportFixture(t)
 	ctx, ev := newBrowser(t)
@@ -257,7 +257,7 @@ func TestAuditorBrowser(t *testing.T) {
 	}
 	within(t, ctx, "open a record", chromedp.Steps(
 		chromedp.Click(chromedp.CSS(`#results tr[data-kind="attestation"] button.open`)),
-		chromedp.WaitVisible(chromedp.CSS(`#proof-status.ok, #proof-status.bad`)),
+		chromedp.WaitVisible(chromedp.CSS(`#proof-status.consistent, #proof-status.bad`)),
 	))
 	verdict := within(t, ctx, "verdict", chromedp.Text(chromedp.ID("record-verdict")))
 	claims := within(t, ctx, "claims", chromedp.Text(chromedp.ID("record-claims")))
@@ -269,10 +269,12 @@ func TestAuditorBrowser(t *testing.T) {
 	if !strings.Contains(claims, "measurement") && !strings.Contains(claims, "mr_td") {
 		t.Errorf("claims: %q", claims)
 	}
-	// The proof's label says what was proven — the record's bytes, at its index, under the
-	// checkpoint's root — and that the verdict is the service's answer, naming the same bytes.
-	if !strings.HasPrefix(proof, "Inclusion proof verified in this browser: the record bytes served for index ") ||
-		!strings.Contains(proof, "This proves those bytes, not the verdict shown above, which is the service's answer for the record.") ||
+	// The proof's label says what was checked — the record's bytes, at its index, lead to the root
+	// of the checkpoint the same server sent, whose signature the page does not check — and that
+	// the verdict is the service's answer, naming the same bytes.
+	if !strings.HasPrefix(proof, "Consistent with the checkpoint this server sent: with the proof, the record bytes served for index ") ||
+		!strings.Contains(proof, "for independent proof, run proofline audit verify on an export") ||
+		!strings.Contains(proof, "This concerns those bytes, not the verdict shown above, which is the service's answer for the record.") ||
 		!strings.Contains(proof, "The answer names these same bytes by their SHA-256.") {
 		t.Errorf("proof: %q", proof)
 	}

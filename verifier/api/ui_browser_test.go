@@ -319,3 +319,26 @@ func TestUIProofDigestMismatch(t *testing.T) {
 		t.Errorf("record 0, as listed: %+v", p)
 	}
 }
+
+// A proof that leads to the root of the checkpoint the server sent, unsigned as far as the page
+// knows, is worded as consistent with that checkpoint — not as verified, and not in green — and
+// points to `proofline audit verify` for independent proof.
+func TestUIProofWording(t *testing.T) {
+	ctx := openUI(t, newUIAPI(t))
+	for _, i := range []int{0, 2} {
+		p := openRecordPanel(t, ctx, i)
+		if p.ProofClass != "consistent" || !strings.HasPrefix(p.ProofStatus, "Consistent with the checkpoint this server sent: ") ||
+			!strings.Contains(p.ProofStatus, "for independent proof, run proofline audit verify on an export") ||
+			strings.Contains(strings.ToLower(p.ProofStatus), "verified") || strings.Contains(p.ProofStatus, "proves") {
+			t.Errorf("record %d: %+v", i, p)
+		}
+		if named := strings.Contains(p.ProofStatus, "The answer names these same bytes by their SHA-256."); named != (i == 0) {
+			t.Errorf("record %d: the answer's digest is (not) mentioned: %q", i, p.ProofStatus)
+		}
+	}
+	colour := inTab(t, ctx, "proof status colour", chromedp.Evaluate[string](`getComputedStyle(document.getElementById("proof-status")).color`))
+	body := inTab(t, ctx, "text colour", chromedp.Evaluate[string](`getComputedStyle(document.body).color`))
+	if colour != body {
+		t.Errorf("the proof status is drawn in %s, not in the text's colour %s", colour, body)
+	}
+}

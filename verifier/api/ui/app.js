@@ -298,18 +298,19 @@
         // The proof is of other bytes than the record the index lists (and the answer names).
         status = "The record bytes served for index " + e.log_index + " have the SHA-256 " + digest.slice(0, 16) + "…, but the records list names " +
           String(e.record_sha256).slice(0, 16) + "… for it: the proof is not of the record listed, so do not rely on this record's row, proof or verdict.";
+      } else if (answered !== null && answered !== digest) {
+        status = "The service's answer names a record with SHA-256 " + answered.slice(0, 16) + "…, not these bytes: do not rely on the verdict shown." +
+          " (The record bytes served for index " + e.log_index + ", SHA-256 " + digest.slice(0, 16) + "…, are the record the records list names.)";
       } else {
-        // Exactly what was proven: these bytes, at this index, under this root. Not the verdict.
-        status = "Inclusion proof verified in this browser: the record bytes served for index " + p.log_index + " (SHA-256 " + digest.slice(0, 16) +
-          "…) are in the log at index " + p.log_index + " under the root " + root.slice(0, 16) + "… of the checkpoint of " + p.tree_size +
-          " records. This proves those bytes, not the verdict shown above, which is the service's answer for the record.";
-        if (answered !== null && answered !== digest) {
-          status += " But the service's answer names a record with SHA-256 " + answered.slice(0, 16) + "…, not these bytes: do not rely on the verdict shown.";
-        } else {
-          if (answered !== null) status += " The answer names these same bytes by their SHA-256.";
-          status += " The checkpoint's signature is not checked here: proofline audit verify checks it.";
-          cls = "ok";
-        }
+        // What was checked: these bytes, at this index, lead to the root of a checkpoint that came
+        // from the same server, its signature unchecked. Not the verdict, and not independent.
+        status = "Consistent with the checkpoint this server sent: with the proof, the record bytes served for index " + e.log_index +
+          " (SHA-256 " + digest.slice(0, 16) + "…, the record the records list names) lead to the root " + root.slice(0, 16) +
+          "… of its checkpoint of " + p.tree_size + " records. That checkpoint's signature is not checked here, so this shows the server's" +
+          " answers agree with each other: for independent proof, run proofline audit verify on an export (GET /v1/audit/export), with the" +
+          " log key pinned. This concerns those bytes, not the verdict shown above, which is the service's answer for the record.";
+        if (answered !== null) status += " The answer names these same bytes by their SHA-256.";
+        cls = "consistent";
       }
     } catch (err) {
       if (!current()) return;
