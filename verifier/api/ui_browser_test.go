@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -340,5 +341,44 @@ func TestUIProofWording(t *testing.T) {
 	body := inTab(t, ctx, "text colour", chromedp.Evaluate[string](`getComputedStyle(document.body).color`))
 	if colour != body {
 		t.Errorf("the proof status is drawn in %s, not in the text's colour %s", colour, body)
+	}
+}
+
+// "More" asks the next page of the last search, whatever the form's fields hold since: never the
+// form's new fields from the last search's position.
+func TestUIMoreKeepsQuery(t *testing.T) {
+	a := newUIAPI(t)
+	a.records = func(q string) map[string]any {
+		if v, _ := url.ParseQuery(q); v.Get("start") == "" {
+			return map[string]any{"records": a.rows[:2], "next": 2}
+		}
+		return map[string]any{"records": a.rows[2:]}
+	}
+	ctx := openUI(t, a)
+	more := func(edit string) string {
+		inTab(t, ctx, "edit the form, then More", chromedp.Steps(
+			chromedp.SetValue(chromedp.ID("q-subject"), edit),
+			chromedp.SetValue(chromedp.ID("q-kind"), "policy_change"),
+			chromedp.Click(chromedp.ID("more")),
+			chromedp.WaitVisible(chromedp.CSS(`#results tr[data-index="2"]`)),
+		))
+		q := a.recordQueries()
+		return q[len(q)-1]
+	}
+	if q := more("agent:vm-bad"); q != "limit=50&start=2" {
+		t.Errorf("More after the first search asked %q", q)
+	}
+	inTab(t, ctx, "search a subject", chromedp.Steps(
+		chromedp.SetValue(chromedp.ID("q-subject"), "agent:vm-good"),
+		chromedp.SetValue(chromedp.ID("q-kind"), "attestation"),
+		chromedp.Click(chromedp.CSS(`#search-form button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#results[data-query^="subject=agent%3Avm-good"] tr[data-index="0"]`)),
+		chromedp.WaitNotPresent(chromedp.CSS(`#results tr[data-index="2"]`)),
+	))
+	if q := more("agent:vm-bad"); q != "subject=agent%3Avm-good&kind=attestation&limit=50&start=2" {
+		t.Errorf("More after a search of agent:vm-good asked %q", q)
+	}
+	if n := len(inTab(t, ctx, "rows", chromedp.Nodes(chromedp.CSSAll(`#results tr`), chromedp.AtLeast(0)))); n != 3 {
+		t.Errorf("%d rows, want 3", n)
 	}
 }

@@ -7,7 +7,8 @@
 (function () {
   const TOKEN_KEY = "proofline.auditor.token";
   const $ = (id) => document.getElementById(id);
-  let nextStart = null;
+  // The query of the search shown (without start) and where its next page starts, or null.
+  let lastQuery = "", nextStart = null;
   // Only the latest search, summary and record render: an answer to an earlier request is dropped.
   let searchSeq = 0, summarySeq = 0, recordSeq = 0;
   // The record panel as the page holds it before any record is opened (openRecord copies it).
@@ -152,29 +153,44 @@
 
   // ---- Search ----
 
+  // A search reads the form; "More" asks the next page of the search shown — its query and its
+  // next start, kept together when its answer is shown — whatever the form holds since.
   async function search(more) {
+    if (more && nextStart === null) return;
     $("search-error").textContent = "";
-    const q = new URLSearchParams();
-    for (const [k, id] of [["subject", "q-subject"], ["kind", "q-kind"], ["status", "q-status"]]) {
-      if ($(id).value) q.set(k, $(id).value);
+    let q;
+    if (more) {
+      q = new URLSearchParams(lastQuery);
+      q.set("start", String(nextStart));
+    } else {
+      q = new URLSearchParams();
+      for (const [k, id] of [["subject", "q-subject"], ["kind", "q-kind"], ["status", "q-status"]]) {
+        if ($(id).value) q.set(k, $(id).value);
+      }
+      const from = rfc3339("q-from"), to = rfc3339("q-to");
+      if (from) q.set("from", from);
+      if (to) q.set("to", to);
+      q.set("limit", "50");
+      $("more").hidden = true; // until this search's answer says whether there is more
     }
-    const from = rfc3339("q-from"), to = rfc3339("q-to");
-    if (from) q.set("from", from);
-    if (to) q.set("to", to);
-    q.set("limit", "50");
-    if (more && nextStart !== null) q.set("start", String(nextStart));
     const seq = ++searchSeq;
     let r;
     try {
       r = await api("/v1/records?" + q.toString());
     } catch (e) {
-      if (seq === searchSeq) $("search-error").textContent = "Search: " + e.message;
+      if (seq === searchSeq) {
+        $("search-error").textContent = "Search: " + e.message;
+        $("more").hidden = nextStart === null; // the rows shown are still the last search's
+      }
       return;
     }
     if (seq !== searchSeq) return;
     const body = $("results");
-    if (!more) body.replaceChildren();
-    body.dataset.query = q.toString();
+    if (!more) {
+      body.replaceChildren();
+      lastQuery = q.toString();
+    }
+    body.dataset.query = lastQuery;
     for (const e of r.records) {
       const tr = el("tr");
       tr.dataset.index = String(e.log_index);
