@@ -8,6 +8,7 @@ import (
 	"html/template"
 	"io"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -101,7 +102,8 @@ type reportView struct {
 	CSS    template.CSS
 	Passed bool
 	// Pinned: every check was made against keys the auditor gave (no TrustGaps); Gaps lists them
-	// otherwise, and PinCommand is the command line that pins them.
+	// otherwise, and PinCommand is the command line that pins them, the bundle's name quoted for
+	// a POSIX shell (shellWord).
 	Pinned     bool
 	TrustGaps  []TrustGap
 	PinCommand string
@@ -133,7 +135,7 @@ func (p *ReportPage) WriteHTML(w io.Writer) error {
 	v.TrustGaps = TrustGaps(p.Verification)
 	v.Pinned = len(v.TrustGaps) == 0
 	if !v.Pinned {
-		v.PinCommand = "proofline audit report " + p.Source + " --out report.html"
+		v.PinCommand = "proofline audit report " + shellWord(p.Source) + " --out report.html"
 		for _, g := range v.TrustGaps {
 			v.PinCommand += " " + g.Flag
 		}
@@ -160,6 +162,25 @@ func (p *ReportPage) WriteHTML(w io.Writer) error {
 	}
 	v.Criteria = criteria(p.Verification, p.Summary, v.Passed, v.Pinned)
 	return reportTmpl.Execute(w, v)
+}
+
+// shellWord returns s as one word of a POSIX shell command line (POSIX.1-2024, XCU 2.2 Quoting)
+// for the auditor to copy: a bundle's file name is chosen by whoever made the file, and a name
+// such as "b;rm -rf ~.tar.gz", "$(…)" or "`…`" must reach the command as a name, never run. s is
+// unchanged when it holds only characters no shell treats specially, else it is single-quoted,
+// with each single quote in it ending the quoted part, escaped by a backslash, and reopening it.
+// A name that starts with "-" gets "./" first: the command would read it as a flag.
+func shellWord(s string) string {
+	if strings.HasPrefix(s, "-") {
+		s = "./" + s
+	}
+	plain := s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0
+	if plain {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 func windowOf(m *Manifest) string {

@@ -5,7 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"html"
 	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -355,6 +359,62 @@ func TestReportBanners(t *testing.T) {
 	rep.Failures = append(rep.Failures, Finding{Check: "checkpoint", Message: "bad"})
 	if html := renderReport(t, rep, recs); !strings.Contains(html, "VERIFICATION FAILED") || strings.Contains(html, selfVouched) || strings.Contains(html, qualified) {
 		t.Fatal("a failed, unpinned bundle is not reported as failed")
+	}
+}
+
+// The pin command names the bundle as one word of a POSIX shell: a file name holding ;, $(…),
+// backticks, quotes or a leading - reaches the command as that name, and nothing in it runs.
+func TestReportPinCommandQuoted(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh to run the command with")
+	}
+	z := NewSummarizer(time.Time{}, time.Time{})
+	for i, r := range knownRecords(t) {
+		z.Add(uint64(i), r)
+	}
+	rep := passingReport()
+	rep.LogKeyPinned = false
+	for _, c := range []struct{ name, word string }{
+		{"b.tar.gz", "b.tar.gz"},
+		{"b;touch pwned;.tar.gz", ""},
+		{"$(touch pwned).tar.gz", ""},
+		{"`touch pwned`.tar.gz", ""},
+		{"it's'$(touch pwned)'.tar.gz", ""},
+		{"a b\n\\\"c\".tar.gz", ""},
+		{"--keys=mine.json", "./--keys=mine.json"},
+	} {
+		var out bytes.Buffer
+		if err := (&ReportPage{Source: c.name, Generated: t0, Verification: rep, Summary: z.Summary(nil)}).WriteHTML(&out); err != nil {
+			t.Fatal(err)
+		}
+		_, code, ok := strings.Cut(out.String(), `<code id="pin-command">`)
+		code, _, ok2 := strings.Cut(code, "</code>")
+		if !ok || !ok2 {
+			t.Fatalf("%q: no pin command", c.name)
+		}
+		cmd, ok := strings.CutPrefix(html.UnescapeString(code), "proofline audit report ")
+		if !ok || strings.Contains(code, "<") {
+			t.Fatalf("%q: pin command %q", c.name, code)
+		}
+		// The command's words, as a shell splits them, each ended by a NUL.
+		dir := t.TempDir()
+		run := exec.Command(sh, "-c", `printf '%s\000' `+cmd)
+		run.Dir = dir
+		got, err := run.Output()
+		if err != nil {
+			t.Fatalf("%q: sh -c %q: %v", c.name, cmd, err)
+		}
+		want := c.word
+		if want == "" {
+			want = c.name
+		}
+		if words := strings.Split(strings.TrimSuffix(string(got), "\x00"), "\x00"); len(words) != 5 || words[0] != want || words[1] != "--out" || words[3] != "--log-key" {
+			t.Errorf("%q: the command %q reads as %q", c.name, cmd, words)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "pwned")); err == nil {
+			t.Errorf("%q: the command %q ran what the name holds", c.name, cmd)
+		}
 	}
 }
 
