@@ -5,7 +5,8 @@
 //
 // Handlers bind, call verifier/service, encode and return; errors become HTTP statuses in one
 // place, handleError. Every request gets a request id (X-Request-ID), one slog access-log line
-// (never bodies, tokens or nonces) and Prometheus metrics.
+// (never bodies, tokens or nonces) and Prometheus metrics; every answer under /v1/ is marked
+// Cache-Control: no-store and X-Content-Type-Options: nosniff (apiHeaders).
 package api
 
 import (
@@ -21,6 +22,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -93,7 +95,7 @@ func New(svc *service.Service, cfg Config, opts Options) (*Server, error) {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.IPExtractor = echo.ExtractIPDirect() // never trust X-Forwarded-For from clients
-	e.Use(s.requestID, s.observe, s.recover)
+	e.Use(s.requestID, s.observe, s.recover, apiHeaders)
 	for _, rt := range routes {
 		h := rt.handler
 		e.Add(rt.method, rt.path, func(c echo.Context) error { return h(s, c) }, s.guard(rt))
@@ -333,6 +335,22 @@ func knownRoute(path string) bool {
 		}
 	}
 	return false
+}
+
+// apiHeaders marks every answer under /v1/ — records, results, tokens, errors, unknown routes —
+// as not to be stored by a browser or a proxy (Cache-Control: no-store), and its content type as
+// the one to use (X-Content-Type-Options: nosniff). A handler that sets its own Cache-Control
+// replaces this one. Routes outside /v1/ keep their own: the public JWKS stays cacheable, the
+// UI's files say no-cache (ui.go).
+func apiHeaders(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if strings.HasPrefix(c.Request().URL.Path, "/v1/") {
+			h := c.Response().Header()
+			h.Set("Cache-Control", "no-store")
+			h.Set("X-Content-Type-Options", "nosniff")
+		}
+		return next(c)
+	}
 }
 
 // recover turns a handler panic into a 500 (logged with the request id), never a dropped

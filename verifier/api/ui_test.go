@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -117,5 +118,53 @@ func TestAuditSummary(t *testing.T) {
 		if code, _, body := f.do(http.MethodGet, "/v1/audit/summary"+c.query, c.as, nil); code != c.want {
 			t.Errorf("%q as %q: %d %s, want %d", c.query, c.as, code, body, c.want)
 		}
+	}
+}
+
+// Every answer under /v1/ — data, errors, unknown routes — is not to be stored
+// (Cache-Control: no-store) and has its content type as sent (X-Content-Type-Options: nosniff);
+// routes outside /v1/ keep their own caching.
+func TestV1Headers(t *testing.T) {
+	f := newFixture(t, options{})
+	a := f.attest("vm-tdx", f.evidence(attest.PlatformTDX, "vm-tdx", f.challenge("vm-tdx"), servicetest.FaultNone))
+	waitProof(t, f, a.LogIndex)
+	idx := strconv.FormatUint(a.LogIndex, 10)
+	for _, c := range []struct {
+		path, as string
+		want     int
+	}{
+		{"/v1/records", "audrey", http.StatusOK},
+		{"/v1/records/" + idx, "audrey", http.StatusOK},
+		{"/v1/results/" + idx, "audrey", http.StatusOK},
+		{"/v1/log/checkpoint", "audrey", http.StatusOK},
+		{"/v1/log/proofs/inclusion/" + idx, "audrey", http.StatusOK},
+		{"/v1/audit/summary", "audrey", http.StatusOK},
+		{"/v1/keys", "audrey", http.StatusOK},
+		{"/v1/tokens", "alice", http.StatusOK},
+		{"/v1/openapi.yaml", "audrey", http.StatusOK},
+		{"/v1/challenge", "", http.StatusOK},
+		{"/v1/records", "", http.StatusUnauthorized},
+		{"/v1/records", "vm-tdx", http.StatusForbidden},
+		{"/v1/records/99999", "audrey", http.StatusNotFound},
+		{"/v1/no-such-route", "audrey", http.StatusNotFound},
+		{"POST /v1/policies", "audrey", http.StatusForbidden},
+	} {
+		method, path, ok := strings.Cut(c.path, " ")
+		if !ok {
+			method, path = http.MethodGet, c.path
+		}
+		code, hdr, body := f.do(method, path, c.as, nil)
+		if code != c.want {
+			t.Errorf("%s as %q: %d %s, want %d", c.path, c.as, code, body, c.want)
+		}
+		if cc, ns := hdr.Get("Cache-Control"), hdr.Get("X-Content-Type-Options"); cc != "no-store" || ns != "nosniff" {
+			t.Errorf("%s as %q: Cache-Control %q, X-Content-Type-Options %q", c.path, c.as, cc, ns)
+		}
+	}
+	if _, hdr, _ := f.do(http.MethodGet, "/.well-known/jwks.json", "", nil); hdr.Get("Cache-Control") == "no-store" {
+		t.Error("the JWKS, public and cacheable, is marked no-store")
+	}
+	if _, hdr, _ := f.do(http.MethodGet, "/ui/app.js", "", nil); hdr.Get("Cache-Control") != "no-cache" {
+		t.Errorf("the UI's files: Cache-Control %q, want their own no-cache", hdr.Get("Cache-Control"))
 	}
 }
