@@ -169,9 +169,24 @@ func (a *uiAPI) handler() http.Handler {
 }
 
 // openUI serves a over HTTP, opens the UI in a new headless Chromium, signs in and waits for the
-// rows of the first search. It skips the test when Chromium is not installed, except under
-// CI=true, where that is a failure.
+// rows of the first search.
 func openUI(t *testing.T, a *uiAPI) context.Context {
+	t.Helper()
+	ctx, base := newUITab(t, a)
+	inTab(t, ctx, "sign in", chromedp.Steps(
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.ID("login-form")),
+		chromedp.SendKeys(chromedp.ID("token"), "any-token"),
+		chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#results tr[data-index="0"] button.open`)),
+	))
+	return ctx
+}
+
+// newUITab serves a over HTTP and starts a headless Chromium with a fresh profile; it returns
+// the tab and the server's URL. It skips the test when Chromium is not installed, except under
+// CI=true, where that is a failure.
+func newUITab(t *testing.T, a *uiAPI) (context.Context, string) {
 	t.Helper()
 	if _, err := os.Stat(uiChromium); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -201,14 +216,7 @@ func openUI(t *testing.T, a *uiAPI) context.Context {
 	if err := chromedp.Do(ctx); err != nil { // start the browser and the tab, for the life of the test
 		t.Fatalf("starting %s: %v", uiChromium, err)
 	}
-	inTab(t, ctx, "sign in", chromedp.Steps(
-		chromedp.Navigate(srv.URL+"/ui/"),
-		chromedp.WaitVisible(chromedp.ID("login-form")),
-		chromedp.SendKeys(chromedp.ID("token"), "any-token"),
-		chromedp.Click(chromedp.CSS(`#login-form button[type=submit]`)),
-		chromedp.WaitVisible(chromedp.CSS(`#results tr[data-index="0"] button.open`)),
-	))
-	return ctx
+	return ctx, srv.URL
 }
 
 // inTab runs an action in the tab with a deadline: a guard against a hung browser, never a
@@ -380,5 +388,23 @@ func TestUIMoreKeepsQuery(t *testing.T) {
 	}
 	if n := len(inTab(t, ctx, "rows", chromedp.Nodes(chromedp.CSSAll(`#results tr`), chromedp.AtLeast(0)))); n != 3 {
 		t.Errorf("%d rows, want 3", n)
+	}
+}
+
+// The token field is a text field masked by CSS, not a password field, so that browsers do not
+// offer to save the API token; it is not autocompleted or spell-checked.
+func TestUITokenField(t *testing.T) {
+	ctx, base := newUITab(t, newUIAPI(t))
+	inTab(t, ctx, "open the UI", chromedp.Steps(
+		chromedp.Navigate(base+"/ui/"),
+		chromedp.WaitVisible(chromedp.ID("token")),
+		chromedp.SendKeys(chromedp.ID("token"), "secret-token"),
+	))
+	got := inTab(t, ctx, "the token field", chromedp.Evaluate[string](`(() => {
+		const f = document.getElementById("token"), form = document.getElementById("login-form");
+		return [f.type, f.autocomplete, form.autocomplete, f.spellcheck, f.getAttribute("autocapitalize"), getComputedStyle(f).webkitTextSecurity, f.value].join(",");
+	})()`))
+	if got != "text,off,off,false,off,disc,secret-token" {
+		t.Errorf("token field (type, autocomplete, form's autocomplete, spellcheck, autocapitalize, masking, value): %s", got)
 	}
 }
