@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/proofline/proofline/internal/durable"
 )
 
 // SQLStore is a Store in two SQL tables of the state database, content-addressed like DirStore,
@@ -55,20 +57,27 @@ var (
 
 // OpenSQLStoreMySQL opens the collateral store in the database db is connected to (MySQL or
 // MariaDB, InnoDB), creating its tables if needed. It refuses a server whose commits are not
-// durable (innodb_flush_log_at_trx_commit other than 1). The caller closes db.
+// durable (durable.ServerSettings: innodb_flush_log_at_trx_commit other than 1, or the binary
+// log on with sync_binlog other than 1) or tables that are not InnoDB. The caller closes db.
 func OpenSQLStoreMySQL(ctx context.Context, db *sql.DB) (*SQLStore, error) {
-	var flush int
-	var packet int64
-	if err := db.QueryRowContext(ctx, "SELECT @@innodb_flush_log_at_trx_commit, @@max_allowed_packet").Scan(&flush, &packet); err != nil {
-		return nil, fmt.Errorf("collateral store: reading server settings: %w", err)
+	settings, err := durable.ReadServerSettings(ctx, db)
+	if err != nil {
+		return nil, fmt.Errorf("collateral store: %w", err)
 	}
-	if flush != 1 {
-		return nil, fmt.Errorf("collateral store: the server has innodb_flush_log_at_trx_commit=%d; set it to 1, or a crash of the server can lose stored collateral", flush)
+	if err := settings.Check(); err != nil {
+		return nil, fmt.Errorf("collateral store: %w, or a crash of the server can lose stored collateral", err)
+	}
+	var packet int64
+	if err := db.QueryRowContext(ctx, "SELECT @@max_allowed_packet").Scan(&packet); err != nil {
+		return nil, fmt.Errorf("collateral store: reading server settings: %w", err)
 	}
 	for _, s := range collMySQLSchema {
 		if _, err := db.ExecContext(ctx, s); err != nil {
 			return nil, fmt.Errorf("collateral store: creating tables: %w", err)
 		}
+	}
+	if err := durable.CheckInnoDB(ctx, db, "proofline_collateral_blobs", "proofline_collateral_urls", "proofline_collateral_marks"); err != nil {
+		return nil, fmt.Errorf("collateral store: %w", err)
 	}
 	// A row's packet carries the document and a few hundred bytes of statement and URL.
 	return &SQLStore{db: db, mysql: true, maxData: int(min(int64(maxStored), packet-64<<10))}, nil
