@@ -20,6 +20,8 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/proofline/proofline/internal/mysqltest"
 	"github.com/proofline/proofline/verifier/collateral/collateraltest"
 )
@@ -756,4 +758,212 @@ func TestWebhookNameHidesURLSecret(t *testing.T) {
 	if dest != "webhook:soc" || lastErr == "" || leaks(lastErr) || leaks(logs.String()) || !strings.Contains(logs.String(), "alert delivery failed") {
 		t.Fatalf("row %q %q; logs:\n%s", dest, lastErr, logs.String())
 	}
+}
+
+// blackhole fails every attempt after the whole SendTimeout (a firewall that drops packets),
+// on the clock.
+type blackhole struct {
+	clock *collateraltest.Clock
+	calls int
+}
+
+func (b *blackhole) Name() string { return "webhook:blackhole" }
+
+func (b *blackhole) Deliver(context.Context, *Alert, []byte) error {
+	b.clock.Advance(10 * time.Second)
+	b.calls++
+	return context.DeadlineExceeded
+}
+
+// counter counts deliveries, and signals on full (if set) at the want-th.
+type counter struct {
+	name string
+	mu   sync.Mutex
+	n    int
+	want int
+	full chan struct{}
+}
+
+func (c *counter) Name() string { return c.name }
+
+func (c *counter) Deliver(context.Context, *Alert, []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n++; c.n == c.want && c.full != nil {
+		close(c.full)
+	}
+	return nil
+}
+
+func (c *counter) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// emitN emits n distinct alerts.
+func emitN(t *testing.T, d *Dispatcher, prefix string, n int) {
+	t.Helper()
+	for i := range n {
+		a := *testAlert(t)
+		a.Subject, a.RecordIndex = fmt.Sprintf("agent:%s-%d", prefix, i), nil
+		if _, err := d.Emit(context.Background(), a); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// A destination whose every attempt hangs until SendTimeout costs one attempt per pass: the pass
+// ends, the healthy destination gets every alert in it, the rows the dead destination did not try
+// are released untried, and the pending gauge is updated.
+func TestDispatcherDeadDestinationDoesNotStarveOthers(t *testing.T) {
+	ctx := context.Background()
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	clock := collateraltest.NewClock(t0)
+	dead, ok := &blackhole{clock: clock}, &counter{name: "syslog:ok"}
+	reg := prometheus.NewRegistry()
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: dead}, {Destination: ok}}, Clock: clock, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100
+	emitN(t, d, "vm", n)
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan struct{})
+	var delivered, failed int
+	go func() {
+		delivered, failed = d.RunOnce(pctx)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(time.Minute): // a guard against the bug, not a wait: the pass takes milliseconds
+		cancel()
+		<-done
+		t.Fatalf("the pass did not end (%d attempts on the dead destination, %v on the clock)", dead.calls, clock.Now().Sub(t0))
+	}
+	if delivered != n || failed != 1 || ok.count() != n || dead.calls != 1 {
+		t.Fatalf("%d delivered, %d failed; healthy destination got %d of %d; dead one tried %d times, want once",
+			delivered, failed, ok.count(), n, dead.calls)
+	}
+	if got := gauge(t, reg, "proofline_alert_outbox_pending"); got != n {
+		t.Fatalf("pending gauge %v, want %d", got, n)
+	}
+	// The untried rows are due at once and were not counted as attempts; the failed one waits
+	// for its backoff.
+	es, err := o.Claim(ctx, dead.Name(), "other", clock.Now(), time.Minute, maxClaim)
+	if err != nil || len(es) != maxClaim {
+		t.Fatalf("claim after the pass: %d rows, %v", len(es), err)
+	}
+	for _, e := range es {
+		if e.Attempts != 0 {
+			t.Fatalf("an untried row counts %d attempts", e.Attempts)
+		}
+	}
+}
+
+// hang blocks every delivery until release is closed.
+type hang struct {
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (h *hang) Name() string { return "webhook:hang" }
+
+func (h *hang) Deliver(ctx context.Context, _ *Alert, _ []byte) error {
+	h.once.Do(func() { close(h.started) })
+	select {
+	case <-h.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Destinations are delivered to at once: while one hangs in a send, another gets its alerts, in
+// a pass (RunOnce) and in the delivery loop (Run), alerts emitted later too.
+func TestDispatcherHangingDestination(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	clock := collateraltest.NewClock(t0)
+	h := &hang{started: make(chan struct{}), release: make(chan struct{})}
+	ok := &counter{name: "syslog:ok", want: 2, full: make(chan struct{})}
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: h}, {Destination: ok}}, Clock: clock, SendTimeout: time.Hour, Lease: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	guard := func(c <-chan struct{}, what string) { // a guard against the bug, not a wait
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%s; the healthy destination got %d alerts", what, ok.count())
+		}
+	}
+	emitN(t, d, "a", 2)
+	passDone := make(chan struct{})
+	go func() {
+		d.RunOnce(ctx)
+		close(passDone)
+	}()
+	guard(ok.full, "RunOnce: the other destination's send hangs")
+	guard(h.started, "the hanging destination was never tried")
+	select {
+	case <-passDone:
+		t.Fatal("the pass ended while a send hangs")
+	default:
+	}
+	close(h.release)
+	guard(passDone, "the pass did not end")
+
+	// The delivery loop: the hanging destination blocks again, and an alert emitted meanwhile
+	// still reaches the healthy one.
+	h2 := &hang{started: make(chan struct{}), release: make(chan struct{})}
+	ok2 := &counter{name: "syslog:ok", want: 2, full: make(chan struct{})}
+	d2, err := New(Config{Outbox: o, Routes: []Route{{Destination: h2}, {Destination: ok2}}, Clock: clock, SendTimeout: time.Hour, Lease: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runDone := make(chan struct{})
+	go func() {
+		d2.Run(ctx)
+		close(runDone)
+	}()
+	emitN(t, d2, "b", 1)
+	guard(h2.started, "Run never tried the hanging destination")
+	emitN(t, d2, "c", 1) // while the other destination's send hangs
+	select {
+	case <-ok2.full:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run: the healthy destination got %d of 2 alerts while the other hangs", ok2.count())
+	}
+	cancel()
+	guard(runDone, "Run did not end with its context")
+}
+
+// gauge is the value of the gauge named name in reg.
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
 }

@@ -10,6 +10,7 @@ import (
 	mrand "math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -79,7 +80,8 @@ type Dispatcher struct {
 	owner string
 	names []string
 	log   *slog.Logger
-	nudge chan struct{}
+	// nudges wake each route's loop (Run) when Emit stores an alert for it.
+	nudges []chan struct{}
 
 	emitted    *prometheus.CounterVec // kind, severity
 	deliveries *prometheus.CounterVec // destination (webhook, syslog), outcome
@@ -112,7 +114,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Jitter == nil {
 		cfg.Jitter = mrand.Float64
 	}
-	d := &Dispatcher{cfg: cfg, log: cfg.Logger, nudge: make(chan struct{}, 1)}
+	d := &Dispatcher{cfg: cfg, log: cfg.Logger}
 	if d.log == nil {
 		d.log = slog.New(slog.DiscardHandler)
 	}
@@ -124,6 +126,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		}
 		seen[n] = true
 		d.names = append(d.names, n)
+		d.nudges = append(d.nudges, make(chan struct{}, 1))
 	}
 	var b [8]byte
 	rand.Read(b[:])
@@ -166,9 +169,11 @@ func (d *Dispatcher) Emit(ctx context.Context, a Alert) (*Alert, error) {
 	}
 	d.log.Log(ctx, level, "alert: "+a.Message, attrs...)
 	var dests []string
-	for _, r := range d.cfg.Routes {
+	var routes []int
+	for i, r := range d.cfg.Routes {
 		if r.accepts(&a) {
 			dests = append(dests, r.Destination.Name())
+			routes = append(routes, i)
 		}
 	}
 	if len(dests) == 0 {
@@ -177,9 +182,11 @@ func (d *Dispatcher) Emit(ctx context.Context, a Alert) (*Alert, error) {
 	if _, err := d.cfg.Outbox.Put(ctx, &a, dests, d.cfg.Clock.Now()); err != nil {
 		return nil, err
 	}
-	select {
-	case d.nudge <- struct{}{}:
-	default:
+	for _, i := range routes {
+		select {
+		case d.nudges[i] <- struct{}{}:
+		default:
+		}
 	}
 	return &a, nil
 }
@@ -206,81 +213,128 @@ func (d *Dispatcher) ClaimLimit() int {
 	return max(1, min(maxClaim, int((d.cfg.Lease-margin)/d.cfg.SendTimeout)))
 }
 
-// RunOnce delivers what is due now to every destination and returns how many deliveries
-// succeeded and failed.
+// RunOnce runs one delivery pass of every destination, all at once, and returns how many
+// deliveries succeeded and failed. It returns when every destination's pass has ended (see
+// deliverRoute): a destination that fails or hangs costs its own pass one attempt of at most
+// SendTimeout, and never delays another's.
 func (d *Dispatcher) RunOnce(ctx context.Context) (delivered, failed int) {
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, r := range d.cfg.Routes {
-		name := r.Destination.Name()
-		typ, _, _ := strings.Cut(name, ":")
-		for {
-			claimed := d.cfg.Clock.Now()
-			es, err := d.cfg.Outbox.Claim(ctx, name, d.owner, claimed, d.cfg.Lease, d.ClaimLimit())
-			if err != nil {
-				d.log.WarnContext(ctx, "alert outbox: claiming alerts failed", slog.String("destination", name), slog.Any("error", err))
-				break
-			}
-			if len(es) == 0 {
-				break
-			}
-			for _, e := range es {
-				if d.cfg.Clock.Now().Add(d.cfg.SendTimeout).After(claimed.Add(d.cfg.Lease)) {
-					// The lease would lapse during this send (a slow clock step, or outbox writes
-					// slower than the margin): leave the rest to be claimed again.
-					break
-				}
-				sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
-				err := r.Destination.Deliver(sctx, &e.Alert, e.Body)
-				cancel()
-				now := d.cfg.Clock.Now()
-				if err == nil {
-					delivered++
-					d.deliveries.WithLabelValues(typ, "delivered").Inc()
-					if err := d.cfg.Outbox.Delivered(ctx, e, d.owner, now); err != nil {
-						d.log.WarnContext(ctx, "alert outbox: marking an alert delivered failed (it may be sent again)", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
-					}
-					continue
-				}
-				failed++
-				d.deliveries.WithLabelValues(typ, "failed").Inc()
-				next := now.Add(d.backoff(e.Attempts + 1))
-				d.log.WarnContext(ctx, "alert delivery failed; retrying later", slog.String("alert_id", e.Alert.ID), slog.String("destination", name),
-					slog.Int("attempt", e.Attempts+1), slog.Time("next_attempt", next), slog.Any("error", err))
-				if err := d.cfg.Outbox.Failed(ctx, e, d.owner, next, err); err != nil {
-					d.log.WarnContext(ctx, "alert outbox: recording a failed delivery failed", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
-				}
-			}
-			if ctx.Err() != nil {
-				return delivered, failed
-			}
-		}
+		wg.Go(func() {
+			ok, bad, _ := d.deliverRoute(ctx, r)
+			mu.Lock()
+			delivered, failed = delivered+ok, failed+bad
+			mu.Unlock()
+		})
 	}
-	if n, err := d.cfg.Outbox.Pending(ctx, d.names); err == nil {
-		d.pending.Set(float64(n))
-	}
+	wg.Wait()
+	d.updatePending(ctx)
 	return delivered, failed
 }
 
-// Run delivers until ctx is done: a pass at once, then whenever an alert is emitted, a row falls
-// due, or Poll has passed (on the Clock).
-func (d *Dispatcher) Run(ctx context.Context) {
-	if len(d.cfg.Routes) == 0 {
-		return
-	}
+// deliverRoute is one delivery pass of r's destination: it claims and sends the rows due now,
+// batch after batch, until none is due or an attempt fails. After a failure the destination is
+// not tried again in this pass (a receiver that is down or hangs would fail the rest too, each
+// after SendTimeout): the rows claimed after the failed one are released untried, and retry is
+// when the failed row is due again (zero when nothing failed).
+func (d *Dispatcher) deliverRoute(ctx context.Context, r Route) (delivered, failed int, retry time.Time) {
+	name := r.Destination.Name()
+	typ, _, _ := strings.Cut(name, ":")
 	for ctx.Err() == nil {
-		d.RunOnce(ctx)
+		claimed := d.cfg.Clock.Now()
+		es, err := d.cfg.Outbox.Claim(ctx, name, d.owner, claimed, d.cfg.Lease, d.ClaimLimit())
+		if err != nil {
+			d.log.WarnContext(ctx, "alert outbox: claiming alerts failed", slog.String("destination", name), slog.Any("error", err))
+			return delivered, failed, retry
+		}
+		if len(es) == 0 {
+			return delivered, failed, retry
+		}
+		for i, e := range es {
+			if d.cfg.Clock.Now().Add(d.cfg.SendTimeout).After(claimed.Add(d.cfg.Lease)) {
+				// The lease would lapse during this send (a slow clock step, or outbox writes
+				// slower than the margin): leave the rest to be claimed again.
+				break
+			}
+			sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
+			err := r.Destination.Deliver(sctx, &e.Alert, e.Body)
+			cancel()
+			now := d.cfg.Clock.Now()
+			if err == nil {
+				delivered++
+				d.deliveries.WithLabelValues(typ, "delivered").Inc()
+				if err := d.cfg.Outbox.Delivered(ctx, e, d.owner, now); err != nil {
+					d.log.WarnContext(ctx, "alert outbox: marking an alert delivered failed (it may be sent again)", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
+				}
+				continue
+			}
+			failed++
+			d.deliveries.WithLabelValues(typ, "failed").Inc()
+			retry = now.Add(d.backoff(e.Attempts + 1))
+			d.log.WarnContext(ctx, "alert delivery failed; retrying later", slog.String("alert_id", e.Alert.ID), slog.String("destination", name),
+				slog.Int("attempt", e.Attempts+1), slog.Time("next_attempt", retry), slog.Any("error", err))
+			if err := d.cfg.Outbox.Failed(ctx, e, d.owner, retry, err); err != nil {
+				d.log.WarnContext(ctx, "alert outbox: recording a failed delivery failed", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
+			}
+			if rest := es[i+1:]; len(rest) > 0 {
+				if err := d.cfg.Outbox.Release(context.WithoutCancel(ctx), rest, d.owner); err != nil {
+					d.log.WarnContext(ctx, "alert outbox: releasing untried alerts failed (they are claimed again when their lease ends)", slog.String("destination", name), slog.Any("error", err))
+				}
+			}
+			return delivered, failed, retry
+		}
+	}
+	return delivered, failed, retry
+}
+
+// updatePending sets the pending gauge from the outbox.
+func (d *Dispatcher) updatePending(ctx context.Context) {
+	if n, err := d.cfg.Outbox.Pending(ctx, d.names); err == nil {
+		d.pending.Set(float64(n))
+	}
+}
+
+// Run delivers until ctx is done. Each destination has its own loop, so that one that is down or
+// slow never holds up another: a pass at once, then whenever an alert for it is emitted, a row
+// falls due, or Poll has passed (on the Clock). After a failed attempt the loop waits until that
+// row is due again (at most Poll), not for the rows due now: a receiver that is down is tried
+// once per backoff, not once per row.
+func (d *Dispatcher) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for i, r := range d.cfg.Routes {
+		wg.Go(func() { d.runRoute(ctx, r, d.nudges[i]) })
+	}
+	wg.Wait()
+}
+
+func (d *Dispatcher) runRoute(ctx context.Context, r Route, nudge chan struct{}) {
+	name := []string{r.Destination.Name()}
+	for ctx.Err() == nil {
+		_, _, retry := d.deliverRoute(ctx, r)
+		d.updatePending(ctx)
+		if !retry.IsZero() {
+			// The receiver just failed: alerts emitted meanwhile wait for the retry too.
+			d.cfg.Clock.Sleep(ctx, min(d.cfg.Poll, max(retry.Sub(d.cfg.Clock.Now()), time.Second)))
+			select {
+			case <-nudge:
+			default:
+			}
+			continue
+		}
 		wait := d.cfg.Poll
-		if next, ok, err := d.cfg.Outbox.NextDue(ctx, d.names); err == nil && ok {
+		if next, ok, err := d.cfg.Outbox.NextDue(ctx, name); err == nil && ok {
 			wait = min(wait, max(next.Sub(d.cfg.Clock.Now()), time.Second))
 		}
 		select {
-		case <-d.nudge:
+		case <-nudge:
 			continue
 		default:
 		}
 		sctx, cancel := context.WithCancel(ctx)
 		go func() {
 			select {
-			case <-d.nudge:
+			case <-nudge:
 				cancel()
 			case <-sctx.Done():
 			}

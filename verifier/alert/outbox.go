@@ -242,6 +242,18 @@ func (o *Outbox) Failed(ctx context.Context, e Entry, owner string, next time.Ti
 	return nil
 }
 
+// Release gives up owner's lease on rows it claimed but did not try to send: they are due again
+// at once, their attempts unchanged.
+func (o *Outbox) Release(ctx context.Context, es []Entry, owner string) error {
+	for _, e := range es {
+		if _, err := o.db.ExecContext(ctx, `UPDATE proofline_alert_outbox SET lease_owner = '', lease_until_unix = 0
+			WHERE id = ? AND destination = ? AND lease_owner = ? AND delivered_unix IS NULL`, e.Alert.ID, e.Destination, owner); err != nil {
+			return fmt.Errorf("alert: outbox: %w", err)
+		}
+	}
+	return nil
+}
+
 // Pending counts the undelivered rows for the given destinations.
 func (o *Outbox) Pending(ctx context.Context, destinations []string) (int, error) {
 	total := 0
