@@ -104,7 +104,8 @@ func (s Severity) CEF() int {
 // README.md: fields are only ever added.
 type Alert struct {
 	// ID is stable: SHA-256 over the kind, the record (log origin and index) or else the subject,
-	// and the reason, first 16 bytes in hex. Re-emits of the same event have the same ID.
+	// the reason and the incident (if any), first 16 bytes in hex. Re-emits of the same event
+	// have the same ID.
 	ID       string   `json:"id"`
 	Kind     Kind     `json:"kind"`
 	Severity Severity `json:"severity"`
@@ -117,6 +118,11 @@ type Alert struct {
 	// Reason is a short machine-readable code: a failure code of verifier/README.md, an fsck
 	// invariant, "next_update:<time>"….
 	Reason string `json:"reason"`
+	// Incident tells one occurrence of a condition that can end and come back from the next,
+	// where kind, record, subject and reason may be the same (the same leaf of the log tampered
+	// with again after a repair): the same for every re-emit while the condition lasts, another
+	// once it has ended. Empty for alerts about one event, whose ids it then leaves unchanged.
+	Incident string `json:"incident,omitempty"`
 	// Message says what happened and what to do, for people.
 	Message string `json:"message"`
 	// Time is when the event happened (the record's time, or when it was found).
@@ -141,18 +147,23 @@ func (a *Alert) Finalize() error {
 		return fmt.Errorf("alert: a %s alert has no time", a.Kind)
 	}
 	a.Time = a.Time.UTC()
-	a.ID = ID(a.Kind, a.LogOrigin, a.RecordIndex, a.Subject, a.Reason)
+	a.ID = ID(a.Kind, a.LogOrigin, a.RecordIndex, a.Subject, a.Reason, a.Incident)
 	return nil
 }
 
 // ID derives an alert's id from what it is about: the kind, the record (origin and index) if
-// any, else the subject, and the reason.
-func ID(k Kind, origin string, index *uint64, subject, reason string) string {
+// any, else the subject, the reason, and the incident if not empty (an alert without one has
+// the id it had before incidents were added).
+func ID(k Kind, origin string, index *uint64, subject, reason, incident string) string {
 	about := "subject\x00" + subject
 	if index != nil {
 		about = "record\x00" + origin + "\x00" + strconv.FormatUint(*index, 10)
 	}
-	h := sha256.Sum256([]byte("proofline-alert/v1\x00" + string(k) + "\x00" + about + "\x00" + reason))
+	in := "proofline-alert/v1\x00" + string(k) + "\x00" + about + "\x00" + reason
+	if incident != "" {
+		in += "\x00incident\x00" + incident
+	}
+	h := sha256.Sum256([]byte(in))
 	return hex.EncodeToString(h[:16])
 }
 

@@ -47,11 +47,16 @@ func TestID(t *testing.T) {
 	if a.ID != b.ID || len(a.ID) != 32 {
 		t.Fatalf("ids %q %q", a.ID, b.ID)
 	}
+	// Ids are a contract with receivers: an alert without an incident keeps its id.
+	if a.ID != "6161ceaf613c0fa9d5f4553224f41bd8" {
+		t.Fatalf("id %s changed", a.ID)
+	}
 	for name, change := range map[string]func(*Alert){
-		"kind":   func(x *Alert) { x.Kind = KindLogIntegrity },
-		"record": func(x *Alert) { x.Record("proofline.local/log", 8) },
-		"origin": func(x *Alert) { x.Record("other/log", 7) },
-		"reason": func(x *Alert) { x.Reason = "tdx_mrtd" },
+		"kind":     func(x *Alert) { x.Kind = KindLogIntegrity },
+		"record":   func(x *Alert) { x.Record("proofline.local/log", 8) },
+		"origin":   func(x *Alert) { x.Record("other/log", 7) },
+		"reason":   func(x *Alert) { x.Reason = "tdx_mrtd" },
+		"incident": func(x *Alert) { x.Incident = "1" },
 	} {
 		c := testAlert(t)
 		change(c)

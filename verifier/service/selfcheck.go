@@ -26,10 +26,16 @@ const (
 )
 
 // selfCheckState is what the self-check keeps between passes (in the alert state table): the
-// tree size it verified and the checkpoint (signed note) that committed to it.
+// tree size it verified, the checkpoint (signed note) that committed to it, and how many passes
+// have succeeded.
 type selfCheckState struct {
 	Size       uint64 `json:"size"`
 	Checkpoint []byte `json:"checkpoint"`
+	// Passes counts the successful passes (of every replica sharing the state). It is the
+	// incident of a corruption alert: the same while the log stays corrupt, so that re-emits
+	// keep one id, and another once a pass has succeeded, so that the same corruption found
+	// again after a repair is a new alert.
+	Passes uint64 `json:"passes"`
 }
 
 const selfCheckStateName = "selfcheck/verified"
@@ -51,7 +57,8 @@ func (s *Service) logNoteVerifier() (note.Verifier, error) {
 //
 // A corruption is alerted (critical log_integrity_failure, reason fsck:<invariant>, naming the
 // first bad leaf when Fsck can) and reported by /readyz (log_integrity_failure) until a pass
-// succeeds. It is confirmed by a second run first, so that a checkpoint published during the
+// succeeds. Its incident is the count of successful passes in the stored state: re-emits while
+// the log stays corrupt have one id, and the same corruption found after a repair a new one. It is confirmed by a second run first, so that a checkpoint published during the
 // pass never raises a false alarm; only a second run that succeeds clears it (one that cannot
 // run keeps the first result).
 //
@@ -72,10 +79,10 @@ func (s *Service) SelfCheck(ctx context.Context) error {
 		al.checkSuccess = al.clock.Now() // staleness counts from the first pass
 	}
 	al.checkMu.Unlock()
-	err := s.selfCheckPass(ctx)
+	st, err := s.selfCheckPass(ctx)
 	var ce *log.CorruptError
 	if errors.As(err, &ce) && ctx.Err() == nil {
-		if err2 := s.selfCheckPass(ctx); err2 == nil {
+		if _, err2 := s.selfCheckPass(ctx); err2 == nil {
 			err = nil // the log moved on during the first run: sound
 		}
 	}
@@ -101,7 +108,8 @@ func (s *Service) SelfCheck(ctx context.Context) error {
 	}
 	al.selfCheckFailures.WithLabelValues("corrupt").Inc()
 	where := ""
-	a := alert.Alert{Kind: alert.KindLogIntegrity, Severity: alert.SeverityCritical, Subject: "log", Reason: "fsck:" + ce.Invariant}
+	a := alert.Alert{Kind: alert.KindLogIntegrity, Severity: alert.SeverityCritical, Subject: "log", Reason: "fsck:" + ce.Invariant,
+		Incident: "after_pass:" + strconv.FormatUint(st.Passes, 10)}
 	if ce.HasIndex {
 		where = " at leaf " + strconv.FormatUint(ce.Index, 10)
 		a.Record(al.origin, ce.Index)
@@ -158,20 +166,22 @@ func (s *Service) checkSelfCheckStale(ctx context.Context) {
 		Reason: "self_check_failed:since:" + strconv.FormatInt(since.Unix(), 10), Time: now, Message: msg})
 }
 
-func (s *Service) selfCheckPass(ctx context.Context) error {
+// selfCheckPass runs one pass and returns the stored state it started from (read before the
+// error unless the error is about reading it).
+func (s *Service) selfCheckPass(ctx context.Context) (selfCheckState, error) {
+	var st selfCheckState
 	al := s.al
 	v, err := s.logNoteVerifier()
 	if err != nil {
-		return fmt.Errorf("self-check: the log's verifier key: %w", err)
+		return st, fmt.Errorf("self-check: the log's verifier key: %w", err)
 	}
-	var st selfCheckState
 	b, ok, err := al.cfg.Outbox.State(ctx, selfCheckStateName)
 	if err != nil {
-		return err
+		return st, err
 	}
 	if ok {
 		if err := json.Unmarshal(b, &st); err != nil {
-			return fmt.Errorf("self-check: the stored state: %w", err)
+			return st, fmt.Errorf("self-check: the stored state: %w", err)
 		}
 	}
 	// The checkpoint now: Fsck reads the latest one again, which may be larger, and checks that
@@ -182,15 +192,15 @@ func (s *Service) selfCheckPass(ctx context.Context) error {
 		// holds no checkpoint is a failure (deleted or unreadable), not a pass.
 		cp, lerr := s.d.Log.Checkpoint(ctx)
 		if lerr != nil {
-			return fmt.Errorf("self-check: the log storage holds no checkpoint, and the log's own: %w", lerr)
+			return st, fmt.Errorf("self-check: the log storage holds no checkpoint, and the log's own: %w", lerr)
 		}
 		if cp.Size > 0 {
-			return fmt.Errorf("self-check: the log has %d entries but its storage holds no checkpoint: %w", cp.Size, err)
+			return st, fmt.Errorf("self-check: the log has %d entries but its storage holds no checkpoint: %w", cp.Size, err)
 		}
-		return nil // a new log that has published nothing yet: nothing to check
+		return st, nil // a new log that has published nothing yet: nothing to check
 	}
 	if err != nil {
-		return fmt.Errorf("self-check: reading the checkpoint: %w", err)
+		return st, fmt.Errorf("self-check: reading the checkpoint: %w", err)
 	}
 	earlier := [][]byte{current}
 	if st.Checkpoint != nil {
@@ -211,22 +221,24 @@ func (s *Service) selfCheckPass(ctx context.Context) error {
 	}
 	rep, err := log.Fsck(ctx, al.cfg.LogReader, v, checkLeaf, earlier...)
 	if err != nil {
-		return err
+		return st, err
 	}
 	cp, err := log.OpenCheckpoint(current, v)
 	if err != nil {
-		return fmt.Errorf("self-check: %w", err)
+		return st, fmt.Errorf("self-check: %w", err)
 	}
+	next := selfCheckState{Size: st.Size, Checkpoint: st.Checkpoint, Passes: st.Passes + 1}
 	if cp.Size >= st.Size {
-		nb, _ := json.Marshal(selfCheckState{Size: cp.Size, Checkpoint: current})
-		if err := al.cfg.Outbox.SetState(ctx, selfCheckStateName, nb); err != nil {
-			return err
-		}
+		next.Size, next.Checkpoint = cp.Size, current
+	}
+	nb, _ := json.Marshal(next)
+	if err := al.cfg.Outbox.SetState(ctx, selfCheckStateName, nb); err != nil {
+		return st, err
 	}
 	al.selfCheckLast.Set(float64(al.clock.Now().Unix()))
 	al.selfCheckSize.Set(float64(rep.Checkpoint.Size))
 	s.logger.DebugContext(ctx, "log self-check passed", slog.Uint64("size", rep.Checkpoint.Size), slog.Uint64("signatures_from", st.Size))
-	return nil
+	return st, nil
 }
 
 // selfCheckWarning is the readiness warning of a failed self-check, code and detail ("" when

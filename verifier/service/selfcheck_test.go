@@ -278,3 +278,49 @@ func TestSelfCheckPacer(t *testing.T) {
 		t.Fatalf("pacer with its context ended: %v", err)
 	}
 }
+
+// A corruption keeps one alert id while it lasts (re-emits at every pass are one alert), and the
+// same corruption found again after a repair (a pass that succeeded) is a new alert, delivered.
+func TestSelfCheckRepeatTamperAlertedAgain(t *testing.T) {
+	e, fr := newSelfCheckEnv(t)
+	ctx := context.Background()
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tamper := func(on bool) {
+		fr.set(func(r *faultyReader) {
+			r.corruptUntil = 0
+			if on {
+				r.corruptUntil = 1 << 30
+			}
+		})
+	}
+	tamper(true)
+	if err := e.svc.SelfCheck(ctx); err == nil {
+		t.Fatal("tampering not found")
+	}
+	first := selfCheckAlerts(t, e)
+	if len(first) != 1 || first[0].Incident == "" {
+		t.Fatalf("first tampering: alerts %+v, want one with an incident", first)
+	}
+	e.clock.Advance(DefaultSelfCheckEvery)
+	if err := e.svc.SelfCheck(ctx); err == nil {
+		t.Fatal("tampering not found again")
+	}
+	if again := selfCheckAlerts(t, e); len(again) != 0 {
+		t.Fatalf("the same incident alerted again: %+v", again)
+	}
+	tamper(false) // the operator restores the leaf
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tamper(true) // and it is tampered with again
+	if err := e.svc.SelfCheck(ctx); err == nil {
+		t.Fatal("second tampering not found")
+	}
+	second := selfCheckAlerts(t, e)
+	if len(second) != 1 || second[0].ID == first[0].ID || second[0].Reason != first[0].Reason ||
+		second[0].Incident == first[0].Incident {
+		t.Fatalf("second tampering: alerts %+v, want a new alert (first %+v)", second, first[0])
+	}
+}
