@@ -276,9 +276,11 @@ type alerting struct {
 	handled   map[uint64]struct{}
 	// scanOpened counts the records the re-scan opened (tests).
 	scanOpened atomic.Int64
+	// keysAlerted: the signing_key_rotated alerts of the key history are in the outbox.
+	keysAlerted atomic.Bool
 
 	authMu   sync.Mutex
-	authSeen map[string][]time.Time // remote address → failure times within the window
+	authSeen map[string]*authFailures // by remote address
 
 	checkMu        sync.Mutex
 	checkFailed    string    // the readiness detail of a failed self-check, "" after a pass succeeds
@@ -287,11 +289,17 @@ type alerting struct {
 	checkErr       string    // the latest such pass's error
 	checkSuccess   time.Time // the latest successful pass, or the first pass; zero before it
 	checkSucceeded bool      // a pass has succeeded since the start
-	checkAlerted   bool      // self_check_failed was raised for this run of failures
+	checkAlerted   bool      // self_check_failed of this run of failures is in the outbox
 
 	selfCheckLast     prometheus.Gauge
 	selfCheckSize     prometheus.Gauge
 	selfCheckFailures *prometheus.CounterVec // result: corrupt, error
+}
+
+// authFailures is what AuthFailed keeps of one remote address.
+type authFailures struct {
+	times   []time.Time // its failures within the window (at most the threshold + 1)
+	alerted bool        // the alert of its current burst is stored (or being stored)
 }
 
 // maxAuthTracked bounds the remote addresses tracked for auth_failures.
@@ -306,7 +314,7 @@ func (s *Service) openAlerting(ctx context.Context) error {
 	if a.Outbox == nil {
 		return errors.New("service: Deps.Alerting.Outbox is required")
 	}
-	al := &alerting{cfg: a, clock: a.Clock, authSeen: map[string][]time.Time{}}
+	al := &alerting{cfg: a, clock: a.Clock, authSeen: map[string]*authFailures{}}
 	if al.clock == nil {
 		al.clock = collateral.SystemClock{}
 	}
@@ -515,13 +523,16 @@ func (al *alerting) expectedEvery(subject string) time.Duration {
 const deliveredRetention = 7 * 24 * time.Hour
 
 // CheckAlerts runs the periodic checks once: subjects that missed their attestation interval,
-// and collateral that nears expiry unrefreshed. It also sweeps old delivered alerts.
+// and collateral that nears expiry unrefreshed. It also sweeps old delivered alerts, and raises
+// again the alerts of a self-check that keeps failing and of key rotations whose outbox write
+// failed.
 func (s *Service) CheckAlerts(ctx context.Context) {
 	al := s.al
 	if al == nil {
 		return
 	}
 	s.checkSelfCheckStale(ctx)
+	s.emitKeyRotations(ctx)
 	now := al.clock.Now()
 	if _, err := al.cfg.Outbox.Sweep(ctx, now.Add(-deliveredRetention)); err != nil {
 		s.logger.WarnContext(ctx, "alerting: sweeping delivered alerts failed", slog.Any("error", err))
@@ -566,7 +577,9 @@ func (s *Service) CheckAlerts(ctx context.Context) {
 }
 
 // AuthFailed notes a failed authentication from remote (an address, never a credential); the
-// threshold-th failure within the window raises one auth_failures alert for that window.
+// threshold-th failure within the window raises one auth_failures alert for that burst (until
+// the count in the window falls below the threshold again). An alert that could not be stored is
+// raised again by the next failure.
 func (s *Service) AuthFailed(ctx context.Context, remote string) {
 	al := s.al
 	if al == nil {
@@ -574,34 +587,46 @@ func (s *Service) AuthFailed(ctx context.Context, remote string) {
 	}
 	now := al.clock.Now()
 	al.authMu.Lock()
-	seen := al.authSeen[remote]
-	for len(seen) > 0 && now.Sub(seen[0]) > al.cfg.AuthWindow {
-		seen = seen[1:]
-	}
-	if _, ok := al.authSeen[remote]; !ok && len(al.authSeen) >= maxAuthTracked {
-		for r, ts := range al.authSeen { // forget the addresses whose failures are all old
-			if len(ts) == 0 || now.Sub(ts[len(ts)-1]) > al.cfg.AuthWindow {
-				delete(al.authSeen, r)
+	f := al.authSeen[remote]
+	if f == nil {
+		if len(al.authSeen) >= maxAuthTracked {
+			for r, o := range al.authSeen { // forget the addresses whose failures are all old
+				if len(o.times) == 0 || now.Sub(o.times[len(o.times)-1]) > al.cfg.AuthWindow {
+					delete(al.authSeen, r)
+				}
+			}
+			if len(al.authSeen) >= maxAuthTracked {
+				al.authMu.Unlock()
+				return
 			}
 		}
-		if len(al.authSeen) >= maxAuthTracked {
-			al.authMu.Unlock()
-			return
-		}
+		f = &authFailures{}
+		al.authSeen[remote] = f
 	}
-	if len(seen) <= al.cfg.AuthThreshold { // past the threshold, the count need not grow
-		seen = append(seen, now)
+	for len(f.times) > 0 && now.Sub(f.times[0]) > al.cfg.AuthWindow {
+		f.times = f.times[1:]
 	}
-	al.authSeen[remote] = seen
-	fire := len(seen) == al.cfg.AuthThreshold
-	first := seen[0]
+	if len(f.times) < al.cfg.AuthThreshold {
+		f.alerted = false // below the threshold: the burst alerted before is over
+	}
+	if len(f.times) <= al.cfg.AuthThreshold { // past the threshold, the count need not grow
+		f.times = append(f.times, now)
+	}
+	fire := len(f.times) >= al.cfg.AuthThreshold && !f.alerted
+	f.alerted = f.alerted || fire // taken before the Emit, so that concurrent failures raise one alert
+	n, first := len(f.times), f.times[0]
 	al.authMu.Unlock()
 	if !fire {
 		return
 	}
-	s.Emit(ctx, alert.Alert{Kind: alert.KindAuthFailures, Severity: alert.SeverityWarning, Subject: remote,
+	_, stored := s.emit(ctx, alert.Alert{Kind: alert.KindAuthFailures, Severity: alert.SeverityWarning, Subject: remote,
 		Reason: "since:" + strconv.FormatInt(first.Unix(), 10), Time: now,
-		Message: fmt.Sprintf("%d failed authentications from %s within %s: a misconfigured client or someone guessing API tokens", len(seen), remote, al.cfg.AuthWindow)})
+		Message: fmt.Sprintf("%d failed authentications from %s within %s: a misconfigured client or someone guessing API tokens", n, remote, al.cfg.AuthWindow)})
+	if !stored {
+		al.authMu.Lock()
+		f.alerted = false // the next failure raises it again
+		al.authMu.Unlock()
+	}
 }
 
 // alertPolicyChange raises policy_changed for a created or activated policy version.
@@ -658,19 +683,26 @@ func (al *alerting) tcbRecoveryAlert(url string, prev, next uint64, tcbDate time
 }
 
 // emitKeyRotations raises signing_key_rotated for every record key of the history but the first
-// (those are rotations); re-emits at every start dedupe by id.
+// (those are rotations); re-emits at every start dedupe by id. It runs at start-up and, until
+// every one of them has been stored, with the periodic checks.
 func (s *Service) emitKeyRotations(ctx context.Context) {
+	if s.al.keysAlerted.Load() {
+		return
+	}
+	stored := true
 	keys := s.d.KeyHistory.Keys()
 	for i, k := range keys {
 		if i == 0 {
 			continue
 		}
 		kid := hex.EncodeToString(k.ID)
-		s.Emit(ctx, alert.Alert{Kind: alert.KindSigningKeyRotated, Severity: alert.SeverityInfo, Subject: "key:" + kid,
+		_, ok := s.emit(ctx, alert.Alert{Kind: alert.KindSigningKeyRotated, Severity: alert.SeverityInfo, Subject: "key:" + kid,
 			Reason: "valid_from:" + k.NotBefore.UTC().Format(time.RFC3339), Time: k.NotBefore,
 			Message: fmt.Sprintf("record signing key %s is in use from %s (previous key %x); auditors need the new key history (GET /v1/keys)",
 				kid, k.NotBefore.UTC().Format(time.RFC3339), keys[i-1].ID)})
+		stored = stored && ok
 	}
+	s.al.keysAlerted.Store(stored)
 }
 
 // The re-scan of recorded alerts. The alerts of a record (verdict_contraindicated,

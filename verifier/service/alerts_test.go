@@ -553,3 +553,52 @@ func failInserts(t *testing.T, path, table, message string) (restore func()) {
 		}
 	}
 }
+
+// An auth_failures or signing_key_rotated alert whose outbox write failed is raised again once
+// the outbox works (by the next failure from that address; by the periodic checks), and only
+// once.
+func TestAlertOnceAfterFailedPut(t *testing.T) {
+	var dir string
+	var newKID []byte
+	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, func(d *Deps, clock *collateraltest.Clock) {
+		k, err := evidence.LoadOrCreateKey(filepath.Join(t.TempDir(), "k"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock.Advance(time.Minute)
+		if err := d.KeyHistory.Rotate(k, alertStart.Add(time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+		d.RecordKey, newKID = k, k.KeyID()
+	})
+	ctx := context.Background()
+	restore := failInserts(t, filepath.Join(dir, alert.DBFileName), "proofline_alert_outbox", "injected outbox failure")
+	e.svc.emitKeyRotations(ctx) // as at start-up
+	for range DefaultAuthFailures {
+		e.svc.AuthFailed(ctx, "192.0.2.7")
+	}
+	restore()
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("delivered despite the failed Put: %+v", got)
+	}
+	e.svc.AuthFailed(ctx, "192.0.2.7")
+	e.svc.CheckAlerts(ctx)
+	kinds := func(as []alert.Alert) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, string(a.Kind)+" "+a.Subject)
+		}
+		slices.Sort(out)
+		return out
+	}
+	want := []string{"auth_failures 192.0.2.7", "signing_key_rotated key:" + hexString(newKID)}
+	if got := kinds(e.cap.take(t, e.svc)); !slices.Equal(got, want) {
+		t.Fatalf("after the outbox recovered: %q, want %q", got, want)
+	}
+	e.svc.AuthFailed(ctx, "192.0.2.7")
+	e.svc.emitKeyRotations(ctx)
+	e.svc.CheckAlerts(ctx)
+	if got := e.cap.take(t, e.svc); len(got) != 0 {
+		t.Fatalf("raised again once stored: %+v", got)
+	}
+}

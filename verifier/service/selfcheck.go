@@ -159,11 +159,19 @@ func (s *Service) checkSelfCheckStale(ctx context.Context) {
 	}
 	msg := fmt.Sprintf("the evidence log self-check has not succeeded since %s (%s; %d failed passes in a row; latest: %s): the log's integrity is not being verified; check the log storage's permissions and disk, the state database, and run `proofline log fsck`",
 		since.UTC().Format(time.RFC3339), what, streak, last)
-	al.checkFailed, al.checkCode, al.checkAlerted = msg, WarnSelfCheckFailed, true
+	al.checkFailed, al.checkCode = msg, WarnSelfCheckFailed
 	al.checkMu.Unlock()
 	s.logger.ErrorContext(ctx, "log self-check keeps failing", slog.Int("failed_passes", streak), slog.Time("since", since))
-	s.Emit(ctx, alert.Alert{Kind: alert.KindLogIntegrity, Severity: alert.SeverityCritical, Subject: "log",
+	_, stored := s.emit(ctx, alert.Alert{Kind: alert.KindLogIntegrity, Severity: alert.SeverityCritical, Subject: "log",
 		Reason: "self_check_failed:since:" + strconv.FormatInt(since.Unix(), 10), Time: now, Message: msg})
+	if !stored {
+		return // raised again by the next failed pass or periodic check
+	}
+	al.checkMu.Lock()
+	if al.checkCode == WarnSelfCheckFailed && al.checkSuccess.Equal(since) { // the same run of failures
+		al.checkAlerted = true
+	}
+	al.checkMu.Unlock()
 }
 
 // selfCheckPass runs one pass and returns the stored state it started from (read before the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -322,5 +323,46 @@ func TestSelfCheckRepeatTamperAlertedAgain(t *testing.T) {
 	if len(second) != 1 || second[0].ID == first[0].ID || second[0].Reason != first[0].Reason ||
 		second[0].Incident == first[0].Incident {
 		t.Fatalf("second tampering: alerts %+v, want a new alert (first %+v)", second, first[0])
+	}
+}
+
+// self_check_failed whose outbox write failed is raised again by the next failed pass or
+// periodic check, not dropped for the rest of the run of failures; once stored, it is not raised
+// again.
+func TestSelfCheckFailedAlertedAfterPutError(t *testing.T) {
+	var dir string
+	fr := &faultyReader{}
+	e := newAlertEnv(t, func(c *Config) { dir = c.DataDir }, func(d *Deps, _ *collateraltest.Clock) {
+		fr.Reader = d.Alerting.LogReader
+		d.Alerting.LogReader = fr
+	})
+	ctx := context.Background()
+	a := e.attest(t, "vm-tdx", attest.PlatformTDX, servicetest.FaultNone)
+	if _, err := e.svc.d.Log.(*log.Log).WaitCheckpoint(ctx, a.LogIndex+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fr.set(func(r *faultyReader) { r.failFrom = r.checkpoints + 1 })
+	restore := failInserts(t, filepath.Join(dir, alert.DBFileName), "proofline_alert_outbox", "injected outbox failure")
+	for range SelfCheckMaxFailures + 1 {
+		e.clock.Advance(DefaultSelfCheckEvery)
+		e.svc.SelfCheck(ctx)
+	}
+	if !slices.Contains(readyCodes(t, e.svc), WarnSelfCheckFailed) {
+		t.Fatalf("/readyz not degraded: %v", readyCodes(t, e.svc))
+	}
+	restore() // the outbox works again; the log still cannot be read
+	e.clock.Advance(DefaultSelfCheckEvery)
+	e.svc.SelfCheck(ctx)
+	if got := selfCheckAlerts(t, e); len(got) != 1 || !strings.HasPrefix(got[0].Reason, "self_check_failed:") {
+		t.Fatalf("after the outbox recovered: alerts %+v, want self_check_failed", got)
+	}
+	e.clock.Advance(DefaultSelfCheckEvery)
+	e.svc.SelfCheck(ctx)
+	e.svc.CheckAlerts(ctx)
+	if got := selfCheckAlerts(t, e); len(got) != 0 {
+		t.Fatalf("stored, then raised again: %+v", got)
 	}
 }
