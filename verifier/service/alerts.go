@@ -111,9 +111,13 @@ type AuthFailuresConfig struct {
 // service runs the checks of `proofline log fsck` on its own log (every leaf re-hashed against
 // the stored tiles and the latest checkpoint; signatures verified for the leaves added since
 // the last verified size) and checks that the latest checkpoint is consistent with the last one
-// it verified. A failure raises a critical log_integrity_failure alert and /readyz degraded; so
-// does a self-check that cannot run (SelfCheckMaxFailures passes in a row, or no success within
-// SelfCheckStaleAfter × Every).
+// it verified, and with the checkpoints the running process keeps in memory (the one its log
+// serves, the largest it verified). A failure raises a critical log_integrity_failure alert and
+// /readyz degraded; so does a self-check that cannot run (SelfCheckMaxFailures passes in a row,
+// or no success within SelfCheckStaleAfter × Every). The stored baseline lives beside the log:
+// restoring an old copy of both while the verifier is stopped is not detectable by the verifier
+// alone; keep an anchor outside the host (auditors' checkpoints, or a Prometheus rule on
+// proofline_log_selfcheck_verified_size going down, hack/alerting).
 type SelfCheckConfig struct {
 	// Every is the time between passes (default 10m, at least 10s).
 	Every time.Duration `yaml:"every"`
@@ -290,6 +294,9 @@ type alerting struct {
 	checkSuccess   time.Time // the latest successful pass, or the first pass; zero before it
 	checkSucceeded bool      // a pass has succeeded since the start
 	checkAlerted   bool      // self_check_failed of this run of failures is in the outbox
+	// checkVerified is the largest checkpoint a pass of this process verified: an anchor that
+	// restoring an old copy of the log and the self-check's stored state does not roll back.
+	checkVerified log.Checkpoint
 
 	selfCheckLast     prometheus.Gauge
 	selfCheckSize     prometheus.Gauge

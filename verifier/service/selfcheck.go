@@ -50,17 +50,24 @@ func (s *Service) logNoteVerifier() (note.Verifier, error) {
 // is re-hashed against the stored tiles and recomputed into the latest checkpoint's root (I1,
 // I3), tiles are compared, the served floor is no larger (I6), and two earlier checkpoints must
 // commit to a prefix of the same leaves (I4): the one it verified in its previous pass (kept in
-// the state database, so across restarts too) and the one read at the start of this pass. Every
-// leaf is re-hashed on every pass, since a leaf altered after it was verified is what the check
-// is for; the record signature check against the key history (I5, the costly part) runs only on
-// the leaves past the last verified size.
+// the state database, so across restarts too) and the one read at the start of this pass; so
+// must two kept in memory, the checkpoint the running log serves (Log.Checkpoint, whose own
+// CorruptError — a stored checkpoint smaller than or inconsistent with it — is a corruption
+// too) and the largest one this process verified. Those two catch a restore of an old copy of
+// the log together with the stored state and served floor (all in the same data directory or
+// database), but only while the process runs: across a restart, only a checkpoint kept outside
+// the host (an auditor's, a witness's, the history of proofline_log_selfcheck_verified_size in
+// Prometheus) shows such a rollback. Every leaf is re-hashed on every pass, since a leaf altered
+// after it was verified is what the check is for; the record signature check against the key
+// history (I5, the costly part) runs only on the leaves past the last verified size.
 //
 // A corruption is alerted (critical log_integrity_failure, reason fsck:<invariant>, naming the
 // first bad leaf when Fsck can) and reported by /readyz (log_integrity_failure) until a pass
 // succeeds. Its incident is the count of successful passes in the stored state: re-emits while
-// the log stays corrupt have one id, and the same corruption found after a repair a new one. It is confirmed by a second run first, so that a checkpoint published during the
-// pass never raises a false alarm; only a second run that succeeds clears it (one that cannot
-// run keeps the first result).
+// the log stays corrupt have one id, and the same corruption found after a repair a new one. It
+// is confirmed by a second run first, so that a checkpoint published during the pass never
+// raises a false alarm; only a second run that succeeds clears it (one that cannot run keeps
+// the first result).
 //
 // A pass that cannot run (an unreadable tile or checkpoint, an I/O error, the state database)
 // fails closed too: after SelfCheckMaxFailures consecutive failed passes, or when no pass has
@@ -210,9 +217,27 @@ func (s *Service) selfCheckPass(ctx context.Context) (selfCheckState, error) {
 	if err != nil {
 		return st, fmt.Errorf("self-check: reading the checkpoint: %w", err)
 	}
+	// The stored state and the served floor are in the same data directory or database as the
+	// log: an old copy of both, restored together, is consistent with itself. The running
+	// process knows better, in memory: the checkpoint its log serves (Log.Checkpoint, which also
+	// fails on a stored checkpoint smaller than or inconsistent with it) and the largest one this
+	// process verified. Both are earlier checkpoints the stored log must still extend.
+	served, err := s.d.Log.Checkpoint(ctx)
+	if err != nil {
+		return st, fmt.Errorf("self-check: the log's served checkpoint: %w", err)
+	}
 	earlier := [][]byte{current}
 	if st.Checkpoint != nil {
 		earlier = append(earlier, st.Checkpoint)
+	}
+	if served.Note != nil {
+		earlier = append(earlier, served.Note)
+	}
+	al.checkMu.Lock()
+	verified := al.checkVerified
+	al.checkMu.Unlock()
+	if verified.Note != nil {
+		earlier = append(earlier, verified.Note)
 	}
 	pace := pacer{share: selfCheckShare, mark: time.Now()}
 	checkLeaf := func(i uint64, leaf []byte) error {
@@ -243,6 +268,11 @@ func (s *Service) selfCheckPass(ctx context.Context) (selfCheckState, error) {
 	if err := al.cfg.Outbox.SetState(ctx, selfCheckStateName, nb); err != nil {
 		return st, err
 	}
+	al.checkMu.Lock()
+	if cp.Size > al.checkVerified.Size || al.checkVerified.Note == nil {
+		al.checkVerified = cp
+	}
+	al.checkMu.Unlock()
 	al.selfCheckLast.Set(float64(al.clock.Now().Unix()))
 	al.selfCheckSize.Set(float64(rep.Checkpoint.Size))
 	s.logger.DebugContext(ctx, "log self-check passed", slog.Uint64("size", rep.Checkpoint.Size), slog.Uint64("signatures_from", st.Size))

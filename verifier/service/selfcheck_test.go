@@ -3,7 +3,9 @@ package service
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/evidence/log"
@@ -364,5 +368,106 @@ func TestSelfCheckFailedAlertedAfterPutError(t *testing.T) {
 	e.svc.CheckAlerts(ctx)
 	if got := selfCheckAlerts(t, e); len(got) != 0 {
 		t.Fatalf("stored, then raised again: %+v", got)
+	}
+}
+
+// forgetfulLog is a Log that keeps nothing in memory: its Checkpoint is whatever the storage
+// holds now (a log client that is not the process's own appender).
+type forgetfulLog struct {
+	Log
+	r log.Reader
+	v note.Verifier
+}
+
+func (f forgetfulLog) Checkpoint(ctx context.Context) (log.Checkpoint, error) {
+	raw, err := f.r.ReadCheckpoint(ctx)
+	if err != nil {
+		return log.Checkpoint{}, err
+	}
+	return log.OpenCheckpoint(raw, f.v)
+}
+
+// Restoring an old copy of the log storage together with the self-check's stored state (its
+// baseline, and the served floor, which live beside the log) hides the records appended since;
+// within the running process the self-check still finds it, from what is kept in memory — the
+// checkpoint the log serves, and the largest one the self-check verified (alone when the log
+// keeps nothing) — and alerts.
+func TestSelfCheckRollbackWithState(t *testing.T) {
+	for _, forgetful := range []bool{false, true} {
+		t.Run(fmt.Sprintf("forgetful=%v", forgetful), func(t *testing.T) {
+			var dataDir string
+			var l *log.Log
+			e := newAlertEnv(t, func(c *Config) { dataDir = c.DataDir }, func(d *Deps, _ *collateraltest.Clock) {
+				l = d.Log.(*log.Log)
+				if forgetful {
+					v, err := note.NewVerifier(d.LogVerifierKey)
+					if err != nil {
+						t.Fatal(err)
+					}
+					d.Log = forgetfulLog{Log: l, r: d.Alerting.LogReader, v: v}
+				}
+			})
+			testRollbackWithState(t, e, l, dataDir)
+		})
+	}
+}
+
+func testRollbackWithState(t *testing.T, e *alertEnv, l *log.Log, dataDir string) {
+	ctx := context.Background()
+	a := e.attest(t, "vm-1", attest.PlatformTDX, servicetest.FaultNone)
+	if _, err := l.WaitCheckpoint(ctx, a.LogIndex+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logDir := filepath.Join(dataDir, LogDirName)
+	snap := filepath.Join(t.TempDir(), "snap")
+	if err := os.CopyFS(snap, os.DirFS(logDir)); err != nil {
+		t.Fatal(err)
+	}
+	oldState, _, err := e.svc.al.cfg.Outbox.State(ctx, selfCheckStateName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.attest(t, "vm-1", attest.PlatformTDX, servicetest.FaultMeasurement) // the record to hide
+	b := e.attest(t, "vm-1", attest.PlatformTDX, servicetest.FaultNone)
+	if _, err := l.WaitCheckpoint(ctx, b.LogIndex+1); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SelfCheck(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.cap.take(t, e.svc)
+	// Roll back; put the current log back at the end, so that closing it does not wait (a
+	// minute) for a checkpoint committing to the appends the rollback removed.
+	current := filepath.Join(t.TempDir(), "current")
+	if err := os.CopyFS(current, os.DirFS(logDir)); err != nil {
+		t.Fatal(err)
+	}
+	replace := func(from string) {
+		t.Helper()
+		if err := os.RemoveAll(logDir); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.CopyFS(logDir, os.DirFS(from)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	replace(snap)
+	t.Cleanup(func() { replace(current) })
+	if err := e.svc.al.cfg.Outbox.SetState(ctx, selfCheckStateName, oldState); err != nil {
+		t.Fatal(err)
+	}
+	var ce *log.CorruptError
+	if err := e.svc.SelfCheck(ctx); !errors.As(err, &ce) || ce.Invariant != "I6" {
+		t.Fatalf("self-check after the rollback: %v, want an I6 corruption", err)
+	}
+	got := selfCheckAlerts(t, e)
+	if len(got) != 1 || got[0].Reason != "fsck:I6" || got[0].Severity != alert.SeverityCritical {
+		t.Fatalf("alerts %+v, want fsck:I6", got)
+	}
+	if code, _ := e.svc.selfCheckWarning(); code != WarnLogIntegrity {
+		t.Fatalf("readiness warning %q, want %s", code, WarnLogIntegrity)
 	}
 }
