@@ -972,3 +972,75 @@ func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Fatalf("no gauge %s", name)
 	return 0
 }
+
+// State names and destinations are compared byte for byte on both backends: two subjects or
+// destinations differing in case have rows of their own, and a state name as long as the longest
+// subject is kept. An outbox made by an older binary (MySQL keys under the server's
+// case-insensitive collation, no schema version) is migrated with its rows.
+func TestOutboxKeysExact(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range []string{"sqlite", "mariadb", "mariadb-old"} {
+		t.Run(backend, func(t *testing.T) {
+			var o *Outbox
+			var err error
+			switch backend {
+			case "sqlite":
+				o, err = OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+			case "mariadb":
+				o, err = OpenMySQL(ctx, mysqltest.DB(t))
+			case "mariadb-old":
+				db := mysqltest.DB(t)
+				for _, stmt := range mysqlMigrations[0] {
+					if _, err := db.ExecContext(ctx, stmt); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if _, err := db.ExecContext(ctx, "INSERT INTO proofline_alert_state (name, value) VALUES ('lastgood/agent:VM-1', '1')"); err != nil {
+					t.Fatal(err)
+				}
+				o, err = OpenMySQL(ctx, db)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Close()
+			if backend != "mariadb-old" {
+				if err := o.SetState(ctx, "lastgood/agent:VM-1", []byte("1")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := o.SetState(ctx, "lastgood/agent:vm-1", []byte("2")); err != nil {
+				t.Fatal(err)
+			}
+			if m, err := o.States(ctx, "lastgood/"); err != nil || len(m) != 2 || string(m["lastgood/agent:VM-1"]) != "1" || string(m["lastgood/agent:vm-1"]) != "2" {
+				t.Errorf("states %q (%v), want two", m, err)
+			}
+			long := "lastgood/relying-party:mtls:0123456789abcdef/" + strings.Repeat("x", 128) // the longest subject
+			if err := o.SetState(ctx, long, []byte("3")); err != nil {
+				t.Errorf("a state name of %d bytes: %v", len(long), err)
+			} else if v, ok, err := o.State(ctx, long); err != nil || !ok || string(v) != "3" {
+				t.Errorf("a state name of %d bytes: %q %v %v", len(long), v, ok, err)
+			}
+			if err := o.SetState(ctx, strings.Repeat("x", MaxStateName+1), nil); err == nil {
+				t.Fatal("a state name longer than MaxStateName was accepted")
+			}
+			if n, err := o.Put(ctx, testAlert(t), []string{"webhook:SOC", "webhook:soc"}, t0); err != nil || n != 2 {
+				t.Errorf("put to two destinations differing in case: %d rows (%v)", n, err)
+			}
+			if es, err := o.Claim(ctx, "webhook:soc", "r1", t0, time.Minute, 10); err != nil || len(es) != 1 {
+				t.Fatalf("claim: %d rows (%v)", len(es), err)
+			}
+			if n, err := o.Pending(ctx, []string{"webhook:SOC"}); err != nil || n != 1 {
+				t.Fatalf("pending: %d (%v)", n, err)
+			}
+			// Opening again (a restart, another replica) finds the schema current.
+			if _, err := open(ctx, o.db, o.mysql); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, err := New(Config{Outbox: &Outbox{}, Clock: collateraltest.NewClock(t0),
+		Routes: []Route{{Destination: &counter{name: "webhook:SOC"}}, {Destination: &counter{name: "webhook:soc"}}}}); err == nil {
+		t.Fatal("destinations named alike but for case were accepted")
+	}
+}

@@ -121,10 +121,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	seen := map[string]bool{}
 	for _, r := range cfg.Routes {
 		n := r.Destination.Name()
-		if seen[n] {
-			return nil, fmt.Errorf("alert: destination %s is configured twice", n)
+		if seen[strings.ToLower(n)] {
+			return nil, fmt.Errorf("alert: destination %s is configured twice (names differing only in case are the same)", n)
 		}
-		seen[n] = true
+		seen[strings.ToLower(n)] = true
 		d.names = append(d.names, n)
 		d.nudges = append(d.nudges, make(chan struct{}, 1))
 	}

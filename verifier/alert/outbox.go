@@ -17,7 +17,9 @@ import (
 const DBFileName = "alerts.db"
 
 // Outbox holds every alert once per destination until it is delivered, in one table,
-// proofline_alert_outbox, of SQLite or MySQL/MariaDB. Put MUST NOT return before the rows are
+// proofline_alert_outbox, of SQLite or MySQL/MariaDB; named state beside it is in
+// proofline_alert_state. Keys (alert id, destination, state name) compare byte for byte. The
+// schema is versioned (proofline_alert_schema) and migrated when the outbox is opened. Put MUST NOT return before the rows are
 // durable (SQLite synchronous=FULL; InnoDB with innodb_flush_log_at_trx_commit=1, which the
 // evidence log already requires of a shared database).
 //
@@ -31,42 +33,64 @@ type Outbox struct {
 	closeDB bool
 }
 
+// The schema's migrations: migrations[v] brings it from version v to v+1 (the version is kept
+// in proofline_alert_schema; a database made before it existed is at 0 and its tables are
+// there, hence IF NOT EXISTS). Statements are idempotent, since MySQL commits DDL implicitly
+// and a crash can stop a migration half-way.
 var (
-	sqliteOutboxSchema = []string{
-		`CREATE TABLE IF NOT EXISTS proofline_alert_outbox (
-			id TEXT NOT NULL,
-			destination TEXT NOT NULL,
-			body BLOB NOT NULL,
-			created_unix INTEGER NOT NULL,
-			attempts INTEGER NOT NULL DEFAULT 0,
-			next_unix INTEGER NOT NULL,
-			lease_owner TEXT NOT NULL DEFAULT '',
-			lease_until_unix INTEGER NOT NULL DEFAULT 0,
-			delivered_unix INTEGER,
-			last_error TEXT NOT NULL DEFAULT '',
-			PRIMARY KEY (id, destination)
-		) WITHOUT ROWID`,
-		"CREATE INDEX IF NOT EXISTS proofline_alert_outbox_due ON proofline_alert_outbox (delivered_unix, next_unix)",
-		`CREATE TABLE IF NOT EXISTS proofline_alert_state (name TEXT NOT NULL PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID`,
+	sqliteMigrations = [][]string{
+		{
+			`CREATE TABLE IF NOT EXISTS proofline_alert_outbox (
+				id TEXT NOT NULL,
+				destination TEXT NOT NULL,
+				body BLOB NOT NULL,
+				created_unix INTEGER NOT NULL,
+				attempts INTEGER NOT NULL DEFAULT 0,
+				next_unix INTEGER NOT NULL,
+				lease_owner TEXT NOT NULL DEFAULT '',
+				lease_until_unix INTEGER NOT NULL DEFAULT 0,
+				delivered_unix INTEGER,
+				last_error TEXT NOT NULL DEFAULT '',
+				PRIMARY KEY (id, destination)
+			) WITHOUT ROWID`,
+			"CREATE INDEX IF NOT EXISTS proofline_alert_outbox_due ON proofline_alert_outbox (delivered_unix, next_unix)",
+			`CREATE TABLE IF NOT EXISTS proofline_alert_state (name TEXT NOT NULL PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID`,
+		},
+		{}, // SQLite compares TEXT byte for byte already
 	}
-	mysqlOutboxSchema = []string{
-		`CREATE TABLE IF NOT EXISTS proofline_alert_outbox (
-			id VARCHAR(64) NOT NULL,
-			destination VARCHAR(255) NOT NULL,
-			body MEDIUMBLOB NOT NULL,
-			created_unix BIGINT NOT NULL,
-			attempts INT NOT NULL DEFAULT 0,
-			next_unix BIGINT NOT NULL,
-			lease_owner VARCHAR(64) NOT NULL DEFAULT '',
-			lease_until_unix BIGINT NOT NULL DEFAULT 0,
-			delivered_unix BIGINT NULL,
-			last_error TEXT NOT NULL,
-			PRIMARY KEY (id, destination),
-			INDEX proofline_alert_outbox_due (delivered_unix, next_unix)
-		) ENGINE=InnoDB`,
-		`CREATE TABLE IF NOT EXISTS proofline_alert_state (name VARCHAR(128) NOT NULL PRIMARY KEY, value MEDIUMBLOB NOT NULL) ENGINE=InnoDB`,
+	mysqlMigrations = [][]string{
+		{
+			`CREATE TABLE IF NOT EXISTS proofline_alert_outbox (
+				id VARCHAR(64) NOT NULL,
+				destination VARCHAR(255) NOT NULL,
+				body MEDIUMBLOB NOT NULL,
+				created_unix BIGINT NOT NULL,
+				attempts INT NOT NULL DEFAULT 0,
+				next_unix BIGINT NOT NULL,
+				lease_owner VARCHAR(64) NOT NULL DEFAULT '',
+				lease_until_unix BIGINT NOT NULL DEFAULT 0,
+				delivered_unix BIGINT NULL,
+				last_error TEXT NOT NULL,
+				PRIMARY KEY (id, destination),
+				INDEX proofline_alert_outbox_due (delivered_unix, next_unix)
+			) ENGINE=InnoDB`,
+			`CREATE TABLE IF NOT EXISTS proofline_alert_state (name VARCHAR(128) NOT NULL PRIMARY KEY, value MEDIUMBLOB NOT NULL) ENGINE=InnoDB`,
+		},
+		// Keys compared byte for byte: VARCHAR took the server's collation, usually
+		// case-insensitive, so that two subjects or destinations differing in case shared a row;
+		// and state names get room for the longest subjects (MaxStateName).
+		{
+			"ALTER TABLE proofline_alert_outbox MODIFY id VARBINARY(64) NOT NULL, MODIFY destination VARBINARY(255) NOT NULL",
+			"ALTER TABLE proofline_alert_state MODIFY name VARBINARY(512) NOT NULL",
+		},
 	}
 )
+
+// schemaVersion is the outbox schema this binary writes: len of the migrations.
+const schemaVersion = 2
+
+// MaxStateName is the longest name SetState takes, in bytes.
+const MaxStateName = 512
 
 // OpenSQLite opens the outbox in the SQLite file at path (DBFileName in the data directory),
 // creating it as needed.
@@ -104,16 +128,84 @@ func OpenMySQL(ctx context.Context, db *sql.DB) (*Outbox, error) {
 }
 
 func open(ctx context.Context, db *sql.DB, mysql bool) (*Outbox, error) {
-	schema := sqliteOutboxSchema
+	migrations, serialize := sqliteMigrations, serializeSQLite
 	if mysql {
-		schema = mysqlOutboxSchema
+		migrations, serialize = mysqlMigrations, serializeMySQL
 	}
-	for _, stmt := range schema {
-		if _, err := db.ExecContext(ctx, stmt); err != nil {
-			return nil, fmt.Errorf("creating the alert outbox: %w", err)
+	if len(migrations) != schemaVersion {
+		return nil, fmt.Errorf("this binary's %d outbox migrations disagree with its schema version %d (a build error)", len(migrations), schemaVersion)
+	}
+	err := serialize(ctx, db, func(q querier) error {
+		if _, err := q.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS proofline_alert_schema (id INTEGER NOT NULL PRIMARY KEY, version INTEGER NOT NULL)"); err != nil {
+			return fmt.Errorf("creating the alert schema table: %w", err)
 		}
+		var v int
+		switch err := q.QueryRowContext(ctx, "SELECT version FROM proofline_alert_schema WHERE id = 0").Scan(&v); {
+		case errors.Is(err, sql.ErrNoRows):
+			if _, err := q.ExecContext(ctx, "INSERT INTO proofline_alert_schema (id, version) VALUES (0, 0)"); err != nil {
+				return fmt.Errorf("initialising the alert schema version: %w", err)
+			}
+		case err != nil:
+			return fmt.Errorf("reading the alert schema version: %w", err)
+		}
+		if v > schemaVersion {
+			return fmt.Errorf("the alert outbox has schema version %d, newer than this binary's %d: upgrade the binary", v, schemaVersion)
+		}
+		for ; v < schemaVersion; v++ {
+			for _, stmt := range migrations[v] {
+				if _, err := q.ExecContext(ctx, stmt); err != nil {
+					return fmt.Errorf("migrating the alert outbox to version %d: %w", v+1, err)
+				}
+			}
+			if _, err := q.ExecContext(ctx, "UPDATE proofline_alert_schema SET version = ? WHERE id = 0", v+1); err != nil {
+				return fmt.Errorf("recording alert schema version %d: %w", v+1, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return &Outbox{db: db, mysql: mysql}, nil
+}
+
+// querier is what *sql.Conn and *sql.Tx both offer.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// serializeSQLite runs f in one transaction: SQLite DDL is transactional, and BEGIN IMMEDIATE
+// (the DSN's _txlock) excludes other writers, other processes included.
+func serializeSQLite(ctx context.Context, db *sql.DB, f func(querier) error) error {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if err := f(tx); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// serializeMySQL runs f holding a named lock, so that replicas starting together migrate once
+// (DDL is not transactional on MySQL). GET_LOCK belongs to the connection: f runs on it.
+func serializeMySQL(ctx context.Context, db *sql.DB, f func(querier) error) error {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	var got sql.NullInt64
+	if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK('proofline_alert_schema', 30)").Scan(&got); err != nil {
+		return err
+	}
+	if got.Int64 != 1 {
+		return errors.New("timed out waiting for another process migrating the alert outbox schema (named lock proofline_alert_schema)")
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "DO RELEASE_LOCK('proofline_alert_schema')")
+	return f(conn)
 }
 
 // Close closes the database if OpenSQLite opened it.
@@ -307,8 +399,12 @@ func (o *Outbox) State(ctx context.Context, name string) (value []byte, ok bool,
 	return value, true, nil
 }
 
-// SetState stores a named value, replacing the previous one.
+// SetState stores a named value, replacing the previous one. Names are compared byte for byte
+// and hold at most MaxStateName bytes.
 func (o *Outbox) SetState(ctx context.Context, name string, value []byte) error {
+	if len(name) > MaxStateName {
+		return fmt.Errorf("alert: state %.40q…: the name is longer than %d bytes", name, MaxStateName)
+	}
 	q := "INSERT INTO proofline_alert_state (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value"
 	if o.mysql {
 		q = "INSERT INTO proofline_alert_state (name, value) VALUES (?, ?) ON DUPLICATE KEY UPDATE value = VALUES(value)"

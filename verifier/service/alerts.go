@@ -65,7 +65,8 @@ type AlertWebhookConfig struct {
 	// Name is the webhook's stable id (letters, digits, '.', '_', '-', ':'; at most 64): the
 	// outbox keeps undelivered alerts under it, so they survive a change of URL, and logs name
 	// it. Default: the URL's host and a hash of the URL (alert.DefaultWebhookName), which
-	// changes with the URL: set a name before changing a URL with alerts pending.
+	// changes with the URL: set a name before changing a URL with alerts pending. Names of
+	// two destinations must differ in more than case.
 	Name string `yaml:"name"`
 	// URL receives the POSTs. Required. A secret in its path or query is never logged: logs and
 	// errors show only its scheme and host.
@@ -143,12 +144,14 @@ func (c *AlertsConfig) validate(bad func(string, ...any)) {
 			bad("%s.min_severity %q: give info, warning or critical", where, sev)
 		}
 	}
-	names := map[string]string{} // destination name → where it is configured
+	// Destination names differing only in case are refused too: they would be told apart by the
+	// outbox only since its keys compare byte for byte, and not by people reading logs.
+	names := map[string]string{} // lower-cased destination name → where it is configured
 	named := func(where, name string) {
-		if other, dup := names[name]; dup {
-			bad("%s and %s are both named %q: give each its own name", other, where, name)
+		if other, dup := names[strings.ToLower(name)]; dup {
+			bad("%s and %s are both named %q (names must differ in more than case): give each its own name", other, where, name)
 		}
-		names[name] = where
+		names[strings.ToLower(name)] = where
 	}
 	for i, w := range c.Webhooks {
 		where := fmt.Sprintf("alerts.webhooks[%d]", i)

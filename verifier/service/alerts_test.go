@@ -50,6 +50,10 @@ func TestAlertsConfigValidate(t *testing.T) {
 			c.Alerts.Webhooks[0].Name = "soc"
 			c.Alerts.Webhooks = append(c.Alerts.Webhooks, AlertWebhookConfig{Name: "soc", URL: "https://other.example.com/h", SecretFile: "/s"})
 		}, `alerts.webhooks[0] and alerts.webhooks[1] are both named "webhook:soc"`},
+		"names differing in case": {func(c *Config) {
+			c.Alerts.Webhooks[0].Name = "soc"
+			c.Alerts.Webhooks = append(c.Alerts.Webhooks, AlertWebhookConfig{Name: "SOC", URL: "https://other.example.com/h", SecretFile: "/s"})
+		}, `alerts.webhooks[0] and alerts.webhooks[1] are both named "webhook:SOC" (names must differ in more than case)`},
 		"syslog name":       {func(c *Config) { c.Alerts.Syslog[0].Name = "-x" }, `alerts.syslog[0]: syslog siem:601: name "-x"`},
 		"no secret file":    {func(c *Config) { c.Alerts.Webhooks[0].SecretFile = "" }, "alerts.webhooks[0].secret_file is required"},
 		"unknown kind":      {func(c *Config) { c.Alerts.Webhooks[0].Kinds = []string{"verdict"} }, `unknown kind "verdict"`},
