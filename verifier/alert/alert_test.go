@@ -1044,3 +1044,70 @@ func TestOutboxKeysExact(t *testing.T) {
 		t.Fatal("destinations named alike but for case were accepted")
 	}
 }
+
+// A re-emit of an alert every destination already has is logged at Debug and not counted; a new
+// alert, or one that a destination does not have yet, is logged and counted.
+func TestEmitReemitQuiet(t *testing.T) {
+	ctx := context.Background()
+	o, err := OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	var logs strings.Builder
+	reg := prometheus.NewRegistry()
+	d, err := New(Config{Outbox: o, Routes: []Route{{Destination: &counter{name: "syslog:a"}}}, Clock: collateraltest.NewClock(t0),
+		Registerer: reg, Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := *testAlert(t)
+	for range 3 {
+		if _, err := d.Emit(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "msg=\"alert: "); n != 1 {
+		t.Fatalf("%d log lines for one alert emitted three times:\n%s", n, logs.String())
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "proofline_alerts_emitted_total" && mf.GetMetric()[0].GetCounter().GetValue() != 1 {
+			t.Fatalf("emitted %v, want 1", mf.GetMetric()[0].GetCounter().GetValue())
+		}
+	}
+}
+
+// DeleteState deletes a value only if it is still the one read: one set meanwhile is kept.
+func TestDeleteStateIfUnchanged(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range []string{"sqlite", "mariadb"} {
+		t.Run(backend, func(t *testing.T) {
+			var o *Outbox
+			var err error
+			if backend == "sqlite" {
+				o, err = OpenSQLite(ctx, filepath.Join(t.TempDir(), DBFileName))
+			} else {
+				o, err = OpenMySQL(ctx, mysqltest.DB(t))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer o.Close()
+			o.SetState(ctx, "lastgood/a", []byte("old"))
+			o.SetState(ctx, "lastgood/a", []byte("new"))
+			if ok, err := o.DeleteState(ctx, "lastgood/a", []byte("old")); err != nil || ok {
+				t.Fatalf("deleted a value set meanwhile: %v %v", ok, err)
+			}
+			if ok, err := o.DeleteState(ctx, "lastgood/a", []byte("new")); err != nil || !ok {
+				t.Fatalf("delete: %v %v", ok, err)
+			}
+			if _, ok, err := o.State(ctx, "lastgood/a"); err != nil || ok {
+				t.Fatalf("still there: %v %v", ok, err)
+			}
+		})
+	}
+}

@@ -132,7 +132,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	rand.Read(b[:])
 	d.owner = hex.EncodeToString(b[:])
 	d.emitted = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "proofline_alerts_emitted_total", Help: "Alerts emitted (new or re-emitted), by kind and severity.",
+		Name: "proofline_alerts_emitted_total", Help: "Alerts emitted, by kind and severity (a re-emit of an alert already in the outbox for every destination is not counted).",
 	}, []string{"kind", "severity"})
 	d.deliveries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "proofline_alert_deliveries_total", Help: "Alert delivery attempts, by destination type (webhook, syslog) and outcome (delivered, failed).",
@@ -150,24 +150,15 @@ func New(cfg Config) (*Dispatcher, error) {
 	return d, nil
 }
 
-// Emit finalizes a, logs it, and stores it in the outbox for every route that accepts it; it
+// Emit finalizes a, stores it in the outbox for every route that accepts it, and logs it; it
 // returns once that is durable. The same alert emitted again (same ID) is stored once per
-// destination. An error means the alert may be lost: the caller logs it.
+// destination: a re-emit that finds every row already there (the periodic checks re-emit what
+// still holds) is logged at Debug and not counted. An error means the alert may be lost: the
+// caller logs it.
 func (d *Dispatcher) Emit(ctx context.Context, a Alert) (*Alert, error) {
 	if err := a.Finalize(); err != nil {
 		return nil, err
 	}
-	d.emitted.WithLabelValues(string(a.Kind), string(a.Severity)).Inc()
-	attrs := []any{slog.String("alert_id", a.ID), slog.String("kind", string(a.Kind)), slog.String("severity", string(a.Severity)),
-		slog.String("subject", a.Subject), slog.String("reason", a.Reason)}
-	if a.RecordIndex != nil {
-		attrs = append(attrs, slog.Uint64("log_index", *a.RecordIndex))
-	}
-	level := slog.LevelInfo // the alert goes out through its destinations; the log keeps a copy
-	if a.Severity == SeverityCritical {
-		level = slog.LevelWarn
-	}
-	d.log.Log(ctx, level, "alert: "+a.Message, attrs...)
 	var dests []string
 	var routes []int
 	for i, r := range d.cfg.Routes {
@@ -176,12 +167,29 @@ func (d *Dispatcher) Emit(ctx context.Context, a Alert) (*Alert, error) {
 			routes = append(routes, i)
 		}
 	}
-	if len(dests) == 0 {
+	added := 0
+	if len(dests) > 0 {
+		n, err := d.cfg.Outbox.Put(ctx, &a, dests, d.cfg.Clock.Now())
+		if err != nil {
+			return nil, err
+		}
+		added = n
+	}
+	attrs := []any{slog.String("alert_id", a.ID), slog.String("kind", string(a.Kind)), slog.String("severity", string(a.Severity)),
+		slog.String("subject", a.Subject), slog.String("reason", a.Reason)}
+	if a.RecordIndex != nil {
+		attrs = append(attrs, slog.Uint64("log_index", *a.RecordIndex))
+	}
+	if len(dests) > 0 && added == 0 {
+		d.log.DebugContext(ctx, "alert re-emitted, already in the outbox: "+a.Message, attrs...)
 		return &a, nil
 	}
-	if _, err := d.cfg.Outbox.Put(ctx, &a, dests, d.cfg.Clock.Now()); err != nil {
-		return nil, err
+	d.emitted.WithLabelValues(string(a.Kind), string(a.Severity)).Inc()
+	level := slog.LevelInfo // the alert goes out through its destinations; the log keeps a copy
+	if a.Severity == SeverityCritical {
+		level = slog.LevelWarn
 	}
+	d.log.Log(ctx, level, "alert: "+a.Message, attrs...)
 	for _, i := range routes {
 		select {
 		case d.nudges[i] <- struct{}{}:

@@ -415,6 +415,20 @@ func (o *Outbox) SetState(ctx context.Context, name string, value []byte) error 
 	return nil
 }
 
+// DeleteState deletes a named value if it still holds value (so that a value set meanwhile is
+// kept), and reports whether it did.
+func (o *Outbox) DeleteState(ctx context.Context, name string, value []byte) (bool, error) {
+	res, err := o.db.ExecContext(ctx, "DELETE FROM proofline_alert_state WHERE name = ? AND value = ?", name, value)
+	if err != nil {
+		return false, fmt.Errorf("alert: state %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("alert: state %s: %w", name, err)
+	}
+	return n == 1, nil
+}
+
 // States lists the values whose names start with prefix (which must hold no '%' or '_').
 func (o *Outbox) States(ctx context.Context, prefix string) (map[string][]byte, error) {
 	rows, err := o.db.QueryContext(ctx, "SELECT name, value FROM proofline_alert_state WHERE name LIKE ?", prefix+"%")

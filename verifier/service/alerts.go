@@ -40,6 +40,7 @@ import (
 //	    - {network: tcp, address: siem.example.com:6514, facility: auth}
 //	  expect_every: 1h                          # every subject must attest successfully hourly
 //	  expect: [{subject: "agent:batch-*", every: 24h}]
+//	  forget_after: 720h                        # then a subject is alerted one last time, and forgotten
 //	  auth_failures: {threshold: 10, window: 5m}
 //	self_check: {every: 10m}
 type AlertsConfig struct {
@@ -55,6 +56,12 @@ type AlertsConfig struct {
 	// Expect sets the interval of the subjects matching a pattern (path.Match syntax, e.g.
 	// "agent:web-*"); the first match wins over ExpectEvery.
 	Expect []AlertExpectConfig `yaml:"expect"`
+	// ForgetAfter: a subject without a good verdict for this long (a decommissioned VM) is
+	// alerted one last time (attestation_missed, reason forgotten_after:<duration>) and no
+	// longer tracked; its next good verdict tracks it again. Until then its attestation_missed
+	// alert is sent again every 7 days (delivered alerts are kept that long), as a reminder.
+	// Default 720h (30 days); it must be longer than every expected interval.
+	ForgetAfter time.Duration `yaml:"forget_after"`
 	// AuthFailures: Threshold failed authentications from one remote address within Window
 	// raise one auth_failures alert. Defaults 10 and 5m.
 	AuthFailures AuthFailuresConfig `yaml:"auth_failures"`
@@ -129,6 +136,7 @@ const (
 	DefaultSelfCheckEvery     = 10 * time.Minute
 	DefaultAuthFailures       = 10
 	DefaultAuthFailuresWindow = 5 * time.Minute
+	DefaultForgetAfter        = 30 * 24 * time.Hour
 	// alertCheckEvery is the period of the missed-attestation and collateral-expiry checks.
 	alertCheckEvery = time.Minute
 )
@@ -187,6 +195,17 @@ func (c *AlertsConfig) validate(bad func(string, ...any)) {
 			bad("alerts.expect[%d].every is %v; give at least 1m", i, e.Every)
 		}
 	}
+	forget := c.ForgetAfter
+	if forget == 0 {
+		forget = DefaultForgetAfter
+	}
+	longest := c.ExpectEvery
+	for _, e := range c.Expect {
+		longest = max(longest, e.Every)
+	}
+	if c.ForgetAfter < 0 || forget <= longest {
+		bad("alerts.forget_after is %v; give a duration longer than every expected interval (%v), e.g. 720h", forget, longest)
+	}
 	if c.AuthFailures.Threshold < 0 || c.AuthFailures.Window < 0 {
 		bad("alerts.auth_failures: threshold and window must not be negative")
 	}
@@ -213,8 +232,10 @@ type Alerting struct {
 	SelfCheckEvery time.Duration
 	ExpectEvery    time.Duration
 	Expect         []AlertExpectConfig
-	AuthThreshold  int
-	AuthWindow     time.Duration
+	// ForgetAfter is AlertsConfig.ForgetAfter (default DefaultForgetAfter).
+	ForgetAfter   time.Duration
+	AuthThreshold int
+	AuthWindow    time.Duration
 	// Backoff and MaxBackoff tune delivery retries (alert.Config; zero: its defaults).
 	Backoff, MaxBackoff time.Duration
 }
@@ -223,7 +244,7 @@ type Alerting struct {
 // directory), the destinations, and the log reader of the self-check.
 func (d *Deps) openAlerting(ctx context.Context, cfg Config, db *sql.DB, closer func(func() error)) error {
 	a := &Alerting{
-		SelfCheckEvery: cfg.SelfCheck.Every, ExpectEvery: cfg.Alerts.ExpectEvery, Expect: cfg.Alerts.Expect,
+		SelfCheckEvery: cfg.SelfCheck.Every, ExpectEvery: cfg.Alerts.ExpectEvery, Expect: cfg.Alerts.Expect, ForgetAfter: cfg.Alerts.ForgetAfter,
 		AuthThreshold: cfg.Alerts.AuthFailures.Threshold, AuthWindow: cfg.Alerts.AuthFailures.Window,
 	}
 	var err error
@@ -336,6 +357,9 @@ func (s *Service) openAlerting(ctx context.Context) error {
 	}
 	if a.AuthWindow == 0 {
 		a.AuthWindow = DefaultAuthFailuresWindow
+	}
+	if a.ForgetAfter == 0 {
+		a.ForgetAfter = DefaultForgetAfter
 	}
 	if v, err := s.logNoteVerifier(); err == nil {
 		al.origin = v.Name()
@@ -556,10 +580,17 @@ func (s *Service) CheckAlerts(ctx context.Context) {
 			subject := strings.TrimPrefix(name, lastGoodPrefix)
 			every := al.expectedEvery(subject)
 			var lg lastGood
-			if every <= 0 || json.Unmarshal(b, &lg) != nil {
+			if json.Unmarshal(b, &lg) != nil {
 				continue
 			}
 			last := time.Unix(lg.Unix, 0)
+			forget := now.Sub(last) > al.cfg.ForgetAfter
+			if every <= 0 { // not expected: kept only until forgotten
+				if forget {
+					s.forgetSubject(ctx, name, b)
+				}
+				continue
+			}
 			if now.Sub(last) <= every {
 				continue
 			}
@@ -567,8 +598,15 @@ func (s *Service) CheckAlerts(ctx context.Context) {
 				Reason: "expected_every:" + every.String(), Time: now,
 				Message: fmt.Sprintf("%s has not attested successfully since %s (record %d), though expected every %s: check the VM and its agent",
 					subject, last.UTC().Format(time.RFC3339), lg.Index, every)}
+			if forget {
+				a.Reason = "forgotten_after:" + al.cfg.ForgetAfter.String()
+				a.Message = fmt.Sprintf("%s has not attested successfully since %s (record %d), though expected every %s, and is no longer tracked (alerts.forget_after %s): if it still exists, check the VM and its agent; its next good verdict tracks it again",
+					subject, last.UTC().Format(time.RFC3339), lg.Index, every, al.cfg.ForgetAfter)
+			}
 			a.Record(al.origin, lg.Index)
-			s.Emit(ctx, a)
+			if _, stored := s.emit(ctx, a); stored && forget {
+				s.forgetSubject(ctx, name, b)
+			}
 		}
 	}
 	if detail := s.collateralExpiring(); detail != "" {
@@ -583,6 +621,14 @@ func (s *Service) CheckAlerts(ctx context.Context) {
 				Message: fmt.Sprintf("collateral %s expires at %s and could not be refreshed; verdicts that need it will be contraindicated: check the collateral servers and collateral.fetch",
 					d.URL, v.NextUpdate.UTC().Format(time.RFC3339))})
 		}
+	}
+}
+
+// forgetSubject stops tracking a subject (its state name, holding value), unless a good verdict
+// has replaced value meanwhile.
+func (s *Service) forgetSubject(ctx context.Context, name string, value []byte) {
+	if _, err := s.al.cfg.Outbox.DeleteState(ctx, name, value); err != nil {
+		s.logger.WarnContext(ctx, "alerting: forgetting a subject failed; retrying at the next check", slog.String("subject", strings.TrimPrefix(name, lastGoodPrefix)), slog.Any("error", err))
 	}
 }
 

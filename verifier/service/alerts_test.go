@@ -54,17 +54,20 @@ func TestAlertsConfigValidate(t *testing.T) {
 			c.Alerts.Webhooks[0].Name = "soc"
 			c.Alerts.Webhooks = append(c.Alerts.Webhooks, AlertWebhookConfig{Name: "SOC", URL: "https://other.example.com/h", SecretFile: "/s"})
 		}, `alerts.webhooks[0] and alerts.webhooks[1] are both named "webhook:SOC" (names must differ in more than case)`},
-		"syslog name":       {func(c *Config) { c.Alerts.Syslog[0].Name = "-x" }, `alerts.syslog[0]: syslog siem:601: name "-x"`},
-		"no secret file":    {func(c *Config) { c.Alerts.Webhooks[0].SecretFile = "" }, "alerts.webhooks[0].secret_file is required"},
-		"unknown kind":      {func(c *Config) { c.Alerts.Webhooks[0].Kinds = []string{"verdict"} }, `unknown kind "verdict"`},
-		"severity":          {func(c *Config) { c.Alerts.Webhooks[0].MinSeverity = "high" }, "min_severity"},
-		"syslog network":    {func(c *Config) { c.Alerts.Syslog[0].Network = "tls" }, "alerts.syslog[0]: syslog network"},
-		"syslog facility":   {func(c *Config) { c.Alerts.Syslog[0].Facility = "local8" }, "facility"},
-		"expect_every":      {func(c *Config) { c.Alerts.ExpectEvery = time.Second }, "alerts.expect_every"},
-		"expect pattern":    {func(c *Config) { c.Alerts.Expect[0].Subject = "agent:[" }, "alerts.expect[0].subject"},
-		"expect every":      {func(c *Config) { c.Alerts.Expect[0].Every = 0 }, "alerts.expect[0].every"},
-		"auth failures":     {func(c *Config) { c.Alerts.AuthFailures.Threshold = -1 }, "alerts.auth_failures"},
-		"self-check period": {func(c *Config) { c.SelfCheck.Every = time.Second }, "self_check.every"},
+		"syslog name":                {func(c *Config) { c.Alerts.Syslog[0].Name = "-x" }, `alerts.syslog[0]: syslog siem:601: name "-x"`},
+		"no secret file":             {func(c *Config) { c.Alerts.Webhooks[0].SecretFile = "" }, "alerts.webhooks[0].secret_file is required"},
+		"unknown kind":               {func(c *Config) { c.Alerts.Webhooks[0].Kinds = []string{"verdict"} }, `unknown kind "verdict"`},
+		"severity":                   {func(c *Config) { c.Alerts.Webhooks[0].MinSeverity = "high" }, "min_severity"},
+		"syslog network":             {func(c *Config) { c.Alerts.Syslog[0].Network = "tls" }, "alerts.syslog[0]: syslog network"},
+		"syslog facility":            {func(c *Config) { c.Alerts.Syslog[0].Facility = "local8" }, "facility"},
+		"expect_every":               {func(c *Config) { c.Alerts.ExpectEvery = time.Second }, "alerts.expect_every"},
+		"expect pattern":             {func(c *Config) { c.Alerts.Expect[0].Subject = "agent:[" }, "alerts.expect[0].subject"},
+		"expect every":               {func(c *Config) { c.Alerts.Expect[0].Every = 0 }, "alerts.expect[0].every"},
+		"auth failures":              {func(c *Config) { c.Alerts.AuthFailures.Threshold = -1 }, "alerts.auth_failures"},
+		"forget_after":               {func(c *Config) { c.Alerts.ForgetAfter = -time.Hour }, "alerts.forget_after"},
+		"forget_after short":         {func(c *Config) { c.Alerts.ForgetAfter = 24 * time.Hour }, "alerts.forget_after is 24h0m0s; give a duration longer than every expected interval (24h0m0s)"},
+		"forget_after default short": {func(c *Config) { c.Alerts.Expect[0].Every = 1000 * time.Hour }, "alerts.forget_after is 720h0m0s"},
+		"self-check period":          {func(c *Config) { c.SelfCheck.Every = time.Second }, "self_check.every"},
 	} {
 		c2 := ok
 		c2.Alerts.Webhooks = slices.Clone(ok.Alerts.Webhooks)
@@ -604,5 +607,55 @@ func TestAlertOnceAfterFailedPut(t *testing.T) {
 	e.svc.CheckAlerts(ctx)
 	if got := e.cap.take(t, e.svc); len(got) != 0 {
 		t.Fatalf("raised again once stored: %+v", got)
+	}
+}
+
+// A subject missing for longer than forget_after (a decommissioned VM) is alerted one last time
+// and no longer tracked: nothing more about it, however long the checks run; until then, its
+// alert is sent again weekly as a reminder (when the delivered copy is swept). A subject that
+// is tracked but not expected is forgotten silently.
+func TestAlertForgetsMissingSubject(t *testing.T) {
+	e := newAlertEnv(t, func(c *Config) {
+		c.Alerts.Expect = []AlertExpectConfig{{Subject: "agent:web-*", Every: time.Hour}}
+	}, nil)
+	ctx := context.Background()
+	web := e.attest(t, "web-1", attest.PlatformTDX, servicetest.FaultNone)
+	e.attest(t, "db-1", attest.PlatformTDX, servicetest.FaultNone) // tracked, not expected
+	start := e.clock.Now()
+	var reminders, finals []time.Duration
+	e.clock.Advance(61 * time.Minute)
+	for day := 0; day < 60; day++ {
+		e.svc.CheckAlerts(ctx)
+		for _, a := range e.cap.take(t, e.svc) {
+			if a.Kind != alert.KindAttestationMissed {
+				continue // the simulated collateral expires meanwhile
+			}
+			if a.Subject != "agent:web-1" || *a.RecordIndex != web.LogIndex {
+				t.Fatalf("day %d: %+v", day, a)
+			}
+			switch {
+			case len(finals) > 0:
+				t.Fatalf("day %d: alerted after the last alert: %+v", day, a)
+			case a.Reason == "expected_every:1h0m0s":
+				reminders = append(reminders, e.clock.Now().Sub(start))
+			case a.Reason == "forgotten_after:720h0m0s":
+				finals = append(finals, e.clock.Now().Sub(start))
+			default:
+				t.Fatalf("day %d: reason %q", day, a.Reason)
+			}
+		}
+		e.clock.Advance(24 * time.Hour)
+	}
+	weekly := len(reminders) > 0
+	for i := 1; i < len(reminders); i++ {
+		gap := reminders[i] - reminders[i-1]
+		weekly = weekly && gap > deliveredRetention && gap <= deliveredRetention+24*time.Hour
+	}
+	if len(finals) != 1 || finals[0] <= DefaultForgetAfter || finals[0] > DefaultForgetAfter+24*time.Hour || !weekly {
+		t.Fatalf("reminders after %v, last alert after %v; want weekly reminders, and one last alert a day after %v", reminders, finals, DefaultForgetAfter)
+	}
+	states, err := e.svc.al.cfg.Outbox.States(ctx, lastGoodPrefix)
+	if err != nil || len(states) != 0 {
+		t.Fatalf("subjects still tracked: %q (%v)", states, err)
 	}
 }
