@@ -675,37 +675,13 @@ func TestLiveCollateralStoredReplacementRecorded(t *testing.T) {
 func TestOfflineCollateralReload(t *testing.T) {
 	ctx := context.Background()
 	clock := collateraltest.NewClock(liveStart)
-	plat, err := servicetest.New(liveStart)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
-		Collateral: CollateralConfig{Offline: true}}
-	if err := cfg.Validate(true); err != nil {
-		t.Fatal(err)
-	}
-	store, err := collateral.OpenDirStore(filepath.Join(cfg.DataDir, DefaultCollateralCacheDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range append(ic, ac...) {
-		if err := store.Put(ctx, r.URL, r.Canonical()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	plat, ic, cfg, store := offlineSetup(t)
 	logs := &syncBuffer{}
 	e := &liveEnv{t: t, clock: clock, plat: plat, reg: prometheus.NewRegistry(), logs: logs, tcb: ic[0].URL, cfg: cfg}
 	e.env = Env{TestMode: true, Now: clock.Now, Roots: plat.Roots, InitialPolicy: plat.PolicyYAML, Registerer: e.reg,
 		Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		CollateralClock: clock}
+	var err error
 	if e.svc, err = Open(ctx, cfg, e.env); err != nil {
 		t.Fatal(err)
 	}
@@ -775,32 +751,7 @@ func TestOfflineCollateralReload(t *testing.T) {
 // the catch-up refuses until the operator rebuilds it.
 func TestCollateralChangedAtRestWithIndexBehind(t *testing.T) {
 	ctx := context.Background()
-	plat, err := servicetest.New(liveStart)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ic, err := plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
-		Collateral: CollateralConfig{Offline: true}}
-	if err := cfg.Validate(true); err != nil {
-		t.Fatal(err)
-	}
-	store, err := collateral.OpenDirStore(filepath.Join(cfg.DataDir, DefaultCollateralCacheDir))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range append(ic, ac...) {
-		if err := store.Put(ctx, r.URL, r.Canonical()); err != nil {
-			t.Fatal(err)
-		}
-	}
+	plat, ic, cfg, store := offlineSetup(t)
 	logs := &syncBuffer{}
 	open := func() *liveEnv {
 		clock := collateraltest.NewClock(liveStart)
@@ -808,6 +759,7 @@ func TestCollateralChangedAtRestWithIndexBehind(t *testing.T) {
 		e.env = Env{TestMode: true, Now: clock.Now, Roots: plat.Roots, InitialPolicy: plat.PolicyYAML, Registerer: e.reg,
 			Logger:          slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 			CollateralClock: clock}
+		var err error
 		if e.svc, err = Open(ctx, cfg, e.env); err != nil {
 			t.Fatal(err)
 		}
@@ -871,4 +823,38 @@ func TestCollateralChangedAtRestWithIndexBehind(t *testing.T) {
 		len(rec.CollateralUpdate) != 1 || rec.CollateralUpdate[0].Previous == nil || *rec.CollateralUpdate[0].Previous != evidence.Digest(ic[0].Digest()) {
 		t.Fatalf("record %d: %s %+v %+v", first.LogIndex+1, rec.Kind, rec.Collateral, rec.CollateralUpdate)
 	}
+}
+
+// offlineSetup is an offline verifier's configuration and the platforms' collateral (Intel
+// first: ic[0] is the TCB info), stored in its collateral store as an import would.
+func offlineSetup(t *testing.T) (*servicetest.Platforms, []*collateral.Response, Config, *collateral.DirStore) {
+	t.Helper()
+	ctx := context.Background()
+	plat, err := servicetest.New(liveStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := plat.Intel.Collateral(fakeintel.DefaultCollateralOptions(liveStart))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := plat.AMD.Collateral(fakeamd.CRLOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{DataDir: t.TempDir(), Log: LogConfig{CheckpointInterval: 100 * time.Millisecond},
+		Collateral: CollateralConfig{Offline: true}}
+	if err := cfg.Validate(true); err != nil {
+		t.Fatal(err)
+	}
+	store, err := collateral.OpenDirStore(filepath.Join(cfg.DataDir, DefaultCollateralCacheDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range append(ic, ac...) {
+		if err := store.Put(ctx, r.URL, r.Canonical()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return plat, ic, cfg, store
 }
