@@ -479,6 +479,21 @@ func TestTDXAcceptedStatusPolicy(t *testing.T) {
 	}
 }
 
+// An OutOfDate QE the policy accepts caps the result at warning, as an accepted OutOfDate
+// platform does: the quoting enclave lacks published security fixes.
+func TestTDXAcceptedOutOfDateQE(t *testing.T) {
+	s := newTDXScenario(t, 4)
+	s.quote.QEIsvSvn = 3
+	s.policy = "  accepted_qe_tcb_statuses: [UpToDate, OutOfDate]\n"
+	r := s.run(t)
+	if r.Status != ear.StatusWarning || !r.HasWarning(ear.CodeTCBOutOfDateAccepted) || len(r.Failures) != 0 {
+		t.Fatalf("want warning with %s, got %s", ear.CodeTCBOutOfDateAccepted, describe(r))
+	}
+	if c := r.Claims.(*ear.TDXClaims); c.QE == nil || c.QE.TCBStatus != tdx.StatusOutOfDate {
+		t.Fatalf("QE claims %+v", c.QE)
+	}
+}
+
 // A TDX module the TCB info does not rate (no identity for its version, or no level for its SVN)
 // leaves the TCB claim without a status: the platform level's status alone is not the TCB's.
 func TestTDXUnratedModuleHasNoTCBStatus(t *testing.T) {

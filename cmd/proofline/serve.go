@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -21,11 +20,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"gopkg.in/yaml.v3"
 	"k8s.io/klog/v2"
 
 	"github.com/proofline/proofline/internal/buildinfo"
 	"github.com/proofline/proofline/internal/durable"
+	"github.com/proofline/proofline/internal/yamlstrict"
 	"github.com/proofline/proofline/verifier/api"
 	"github.com/proofline/proofline/verifier/service"
 	"github.com/proofline/proofline/verifier/service/servicetest"
@@ -84,9 +83,7 @@ func loadServeConfig(path string) (*serveConfig, error) {
 		if err != nil {
 			return nil, err
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(data))
-		dec.KnownFields(true)
-		if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
+		if err := yamlstrict.Decode(data, cfg); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: %v", path, err)
 		}
 	}

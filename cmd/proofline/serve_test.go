@@ -42,6 +42,12 @@ func TestServeConfigErrors(t *testing.T) {
 		{name: "test roots without test mode", yaml: "data_dir: /tmp/x\nroots: testdata/fake/tdx-v4/roots\n", want: []string{"--test-mode"}},
 		{name: "several problems", yaml: "data_dir: /tmp/x\nnonce: {ttl: 2h}\nhttp:\n  tls: {cert_file: a.pem}\n  tokens: [{name: bob, role: root, sha256: abc}]\n",
 			want: []string{"nonce.ttl", "http.tls", `role "root"`, "http.tokens[0] (bob): sha256"}},
+		// yaml.v3 stops at "---": the TLS section after it would be dropped, and the verifier
+		// would serve plain HTTP.
+		{name: "second YAML document", yaml: "data_dir: /tmp/x\n---\nhttp:\n  tls: {cert_file: a.pem, key_file: a.key}\n", want: []string{"more than one YAML document"}},
+		// One token, its hash in lower- and upper-case hex: it would authenticate as the admin.
+		{name: "token listed twice in another spelling", yaml: "data_dir: /tmp/x\nhttp:\n  tokens:\n    - {name: viewer, role: auditor, sha256: " + strings.Repeat("ab", 32) + "}\n    - {name: root, role: admin, sha256: " + strings.Repeat("AB", 32) + "}\n",
+			want: []string{"http.tokens[1] (root): the same token is listed twice"}},
 		{name: "bad database", yaml: "data_dir: /tmp/x\ndatabase: \"root@tcp(127.0.0.1:3306)\"\n", want: []string{"database"}},
 		{name: "bad log level", yaml: "data_dir: /tmp/x\nlog_level: loud\n", want: []string{"log_level"}},
 		{name: "collateral dir and fetch", yaml: "data_dir: /tmp/x\ncollateral:\n  dir: /tmp/c\n  fetch: {enabled: true}\n", want: []string{"either dir"}},

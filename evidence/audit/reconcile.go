@@ -1,14 +1,12 @@
 package audit
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/proofline/proofline/internal/yamlstrict"
 	"github.com/proofline/proofline/verifier/ear"
 )
 
@@ -41,9 +39,7 @@ type InventorySubject struct {
 // interval are errors.
 func ParseInventory(data []byte) (*Inventory, error) {
 	var inv Inventory
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&inv); err != nil {
+	if err := yamlstrict.Decode(data, &inv); err != nil {
 		return nil, fmt.Errorf("inventory: %w", err)
 	}
 	if len(inv.Statuses) == 0 {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -13,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
 	"github.com/proofline/proofline/attest/tpm"
+	"github.com/proofline/proofline/internal/yamlstrict"
 )
 
 // TPMConfig says whether and what the agent quotes from the vTPM.
@@ -166,9 +164,7 @@ func ReadConfig(path string) (*Config, error) {
 		return nil, err
 	}
 	var c Config
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	if err := yamlstrict.Decode(data, &c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("%s: %v", path, err)
 	}
 	return &c, nil

@@ -142,17 +142,20 @@ func (c *Config) Validate() error {
 		case !t.Role.Valid():
 			bad("tokens[%d] (%s): role %q is not one of agent, relying-party, admin, auditor", i, t.Name, t.Role)
 		}
-		if h, err := hex.DecodeString(t.SHA256); err != nil || len(h) != 32 {
+		h, err := hex.DecodeString(t.SHA256)
+		if err != nil || len(h) != 32 {
 			bad("tokens[%d] (%s): sha256 must be the 64 hex digits of the token's SHA-256 (printf %%s \"$TOKEN\" | sha256sum)", i, t.Name)
 		}
 		key := string(t.Role) + ":" + t.Name
 		if names[key] {
 			bad("tokens[%d]: %s is listed twice; give each principal one token", i, key)
 		}
-		if hashes[t.SHA256] {
-			bad("tokens[%d] (%s): the same token is listed twice", i, t.Name)
+		// By the decoded hash, not its spelling: the same token in upper- and lower-case hex
+		// would otherwise authenticate as whichever principal is listed last.
+		if len(h) == 32 && hashes[string(h)] {
+			bad("tokens[%d] (%s): the same token is listed twice (one token must name one principal)", i, t.Name)
 		}
-		names[key], hashes[t.SHA256] = true, true
+		names[key], hashes[string(h)] = true, true
 	}
 	return errors.Join(errs...)
 }

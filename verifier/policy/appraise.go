@@ -150,8 +150,13 @@ func (p *Policy) AppraiseTDX(q *tdx.Quote, c *ear.TDXClaims, res *ear.Result) {
 		if authentic {
 			res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, "no QE TCB level was rated: a QE without a TCB status is never accepted")
 		}
-	case !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) && !t.recoveryGraced(res, checkTDXQEIdentity, qe.TCBStatus, t.AcceptedQETCBStatuses):
+	case !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus) && t.recoveryGraced(res, checkTDXQEIdentity, qe.TCBStatus, t.AcceptedQETCBStatuses):
+		// Accepted within tcb_recovery_grace_unsafe; recoveryGraced added unsafe_option.
+	case !slices.Contains(t.AcceptedQETCBStatuses, qe.TCBStatus):
 		res.Fail(ear.CodeTDXQETCBStatus, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s; the policy accepts %s%s%s", qe.TCBStatus, strings.Join(t.AcceptedQETCBStatuses, ", "), advisories(qe.AdvisoryIDs), t.graceNotApplied(qe.TCBStatus)))
+	case strings.HasPrefix(qe.TCBStatus, tdx.StatusOutOfDate):
+		// As for the platform: accepted, but the result says the QE lacks published fixes.
+		res.Warn(ear.CodeTCBOutOfDateAccepted, checkTDXQEIdentity, fmt.Sprintf("the QE TCB status is %s, which the policy accepts: the quoting enclave lacks published security fixes%s", qe.TCBStatus, advisories(qe.AdvisoryIDs)))
 	}
 }
 
