@@ -14,6 +14,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -214,8 +216,42 @@ type TPM struct {
 	PCRBank string `yaml:"pcr_bank"`
 	// PCRs is the exact PCR selection the quote must cover, no more and no fewer. Required.
 	PCRs []int `yaml:"pcrs"`
-	// PCRValues pins whole PCRs: for each index (which must be in PCRs), the allowed values.
-	PCRValues map[int][]Hex `yaml:"pcr_values"`
+	// PCRValues pins whole PCRs: for each index (which must be in PCRs), the allowed values, at
+	// least one.
+	PCRValues PCRValues `yaml:"pcr_values"`
+}
+
+// PCRValues maps PCR indices to their allowed whole values.
+type PCRValues map[int][]Hex
+
+// UnmarshalYAML implements yaml.Unmarshaler. yaml.v3 finds duplicate keys by their text, but 8,
+// +8, 08, 010, 0x8 and 8.0 all decode to the integer 8, and the later entry would silently
+// replace the earlier one (unpinning the PCR with `8: [<good>], 0x8: []`). So each index must be
+// written in decimal, and listed once.
+func (v *PCRValues) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: pcr_values must map PCR indices to lists of allowed values, e.g. {8: [<hex>]}", n.Line)
+	}
+	out := make(PCRValues, len(n.Content)/2)
+	lines := map[int]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		var idx int
+		if err := k.Decode(&idx); err != nil || k.Kind != yaml.ScalarNode || k.Value != strconv.Itoa(idx) {
+			return fmt.Errorf("line %d: pcr_values: key %q is not a PCR index: write each index as an unquoted decimal number, such as 8", k.Line, k.Value)
+		}
+		if first, dup := lines[idx]; dup {
+			return fmt.Errorf("line %d: pcr_values: PCR %d is already listed at line %d: give all its allowed values in one list", k.Line, idx, first)
+		}
+		lines[idx] = k.Line
+		var vals []Hex
+		if err := val.Decode(&vals); err != nil {
+			return err
+		}
+		out[idx] = vals
+	}
+	*v = out
+	return nil
 }
 
 // MeasuredBoot appraises the events of the replayed measured-boot logs. Each present section
@@ -313,9 +349,14 @@ func Parse(data []byte) (*Policy, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("policy: %s", yamlMessage(err))
 	}
+	// Anything after the first document, even a malformed one, is refused: the digest covers the
+	// whole file, so the file must be exactly the policy that is applied.
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err == nil {
-		return nil, errors.New("policy: the file holds more than one YAML document")
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		return nil, errors.New("policy: the file holds more than one YAML document; keep only the policy")
+	case !errors.Is(err, io.EOF):
+		return nil, fmt.Errorf("policy: after the first YAML document: %s; keep only the policy", yamlMessage(err))
 	}
 	if err := p.validate(); err != nil {
 		return nil, fmt.Errorf("policy %q: %w", p.ID, err)
@@ -405,9 +446,13 @@ func (t *TPM) validate() error {
 		seen[i] = true
 	}
 	slices.Sort(t.PCRs)
-	for i, vals := range t.PCRValues {
+	for _, i := range slices.Sorted(maps.Keys(t.PCRValues)) {
+		vals := t.PCRValues[i]
 		if !seen[i] {
 			return fmt.Errorf("pcr_values: PCR %d is not in pcrs, so the quote would not cover it", i)
+		}
+		if len(vals) == 0 {
+			return fmt.Errorf("pcr_values: PCR %d lists no allowed value, which would pin nothing: list at least one, or remove PCR %d from pcr_values", i, i)
 		}
 		if err := checkSizes(fmt.Sprintf("pcr_values %d", i), vals, size); err != nil {
 			return err

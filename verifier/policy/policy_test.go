@@ -109,6 +109,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte("id: x\ntdx:\n  mrtd: [" + strings.Repeat("00", 48) + "]\n"))
 	f.Add([]byte("id: x\nsev_snp:\n  tcb_floors: {Milan: {snp: 1}}\n  min_abi: \"1.2\"\n"))
 	f.Add([]byte("id: &a x\nsev_snp: *a\n"))
+	f.Add([]byte("id: x\ntdx: {}\ntpm:\n  pcrs: [8]\n  pcr_values: {8: [" + strings.Repeat("ab", 32) + "], 0x8: []}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
@@ -124,5 +125,90 @@ func FuzzParse(f *testing.F) {
 				}
 			}
 		}
+		if p.TPM != nil {
+			for i, vals := range p.TPM.PCRValues {
+				if len(vals) == 0 {
+					t.Fatalf("accepted PCR %d in pcr_values with no allowed value", i)
+				}
+			}
+		}
 	})
+}
+
+// A PCR index spelt another way (+8, 08, 010, 0x8, 8.0 all decode to 8) must not replace an
+// earlier entry and unpin the PCR: indices are decimal, each listed once.
+func TestPCRValuesKeys(t *testing.T) {
+	const head = "id: x\ntdx: {}\ntpm:\n  pcrs: [8, 9, 10]\n  pcr_values:\n"
+	good := "[" + hex32 + "]"
+	for name, entries := range map[string]string{
+		"0x8 after 8":     "    8: " + good + "\n    0x8: " + good + "\n",
+		"+8 after 8":      "    8: " + good + "\n    +8: " + good + "\n",
+		"08 after 8":      "    8: " + good + "\n    08: " + good + "\n",
+		"8 twice":         "    8: " + good + "\n    8: " + good + "\n",
+		"tagged 8 twice":  "    8: " + good + "\n    !!int 8: " + good + "\n",
+		"octal 010":       "    010: " + good + "\n",
+		"hex 0x8":         "    0x8: " + good + "\n",
+		"float 8.0":       "    8.0: " + good + "\n",
+		"underscored 1_0": "    1_0: " + good + "\n",
+		"quoted":          "    \"8\": " + good + "\n",
+		"not a mapping":   "    - " + hex32 + "\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := Parse([]byte(head + entries))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !strings.Contains(err.Error(), "pcr_values") || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q does not name pcr_values on one line", err)
+			}
+		})
+	}
+	p, err := Parse([]byte(head + "    8: " + good + "\n    10: [" + hex32 + ", " + strings.Repeat("00", 32) + "]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.TPM.PCRValues) != 2 || len(p.TPM.PCRValues[8]) != 1 || len(p.TPM.PCRValues[10]) != 2 {
+		t.Fatalf("pcr_values parsed wrongly: %v", p.TPM.PCRValues)
+	}
+}
+
+// A PCR listed in pcr_values needs at least one allowed value: an empty (or null) list would
+// pin nothing.
+func TestPCRValuesEmpty(t *testing.T) {
+	for name, entries := range map[string]string{
+		"[]":   "{8: []}",
+		"null": "{8: }",
+		"~":    "{9: [" + hex32 + "], 8: ~}",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Parse([]byte("id: x\ntdx: {}\ntpm:\n  pcrs: [8, 9]\n  pcr_values: " + entries + "\n")); err == nil {
+				t.Fatal("accepted")
+			} else if !strings.Contains(err.Error(), "PCR 8 lists no allowed value") {
+				t.Fatalf("error %q does not name PCR 8", err)
+			}
+		})
+	}
+}
+
+// Whatever follows the first document is refused, even when it does not parse: the digest covers
+// the whole file.
+func TestParseTrailingDocument(t *testing.T) {
+	for name, y := range map[string]string{
+		"second policy":       "id: x\ntdx: {}\n---\nid: y\ntdx: {}\n",
+		"malformed second":    "id: x\ntdx: {}\n---\n[unclosed\n",
+		"malformed mapping":   "id: x\ntdx: {}\n---\nmrtd: [\n  - a\n",
+		"empty second":        "id: x\ntdx: {}\n---\n",
+		"second after ending": "id: x\ntdx: {}\n...\n--- [\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := Parse([]byte(y)); err == nil {
+				t.Fatal("accepted")
+			} else if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+		})
+	}
+	if _, err := Parse([]byte("id: x\ntdx: {}\n...\n")); err != nil {
+		t.Fatalf("a document end marker alone: %v", err)
+	}
 }
