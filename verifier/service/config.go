@@ -200,9 +200,10 @@ type FetchConfig struct {
 	// IntelUpdate is the Intel PCS update parameter: "standard" (the default) or "early" (TCB
 	// recovery collateral as soon as Intel publishes it).
 	IntelUpdate string `yaml:"intel_update"`
-	// Timeout bounds one HTTP request. Default 30s.
+	// Timeout bounds one HTTP request. Default 30s; between 1s and 5m.
 	Timeout time.Duration `yaml:"timeout"`
-	// MaxWait bounds how long one fetch waits for its host's budget and Retry-After. Default 10m.
+	// MaxWait bounds how long one fetch waits for its host's budget and Retry-After. Default 10m;
+	// between 1s and 1h.
 	MaxWait time.Duration `yaml:"max_wait"`
 	// CAFile holds PEM CA certificates trusted for the collateral servers besides the system
 	// roots (a PCCS with its own certificate).
@@ -213,7 +214,8 @@ type FetchConfig struct {
 	// its validity, if shorter). Default 24h.
 	RefreshHorizon time.Duration `yaml:"refresh_horizon"`
 	// RefetchEvery: a cached document is also refetched when it was not asked for this long, so
-	// that a TCB recovery published before the old TCB info expires arrives. Default 24h.
+	// that a TCB recovery published before the old TCB info expires arrives. Default 24h; between
+	// 1m and 168h (a week), never "never": a recovery must arrive before the old TCB info expires.
 	RefetchEvery time.Duration `yaml:"refetch_every"`
 }
 
@@ -252,7 +254,8 @@ type LogConfig struct {
 	// "proofline.local/log".
 	Origin string `yaml:"origin"`
 	// CheckpointInterval is how often a checkpoint is published (default 1s; at least 100ms, 1s
-	// with Database). A record's inclusion proof is available once a checkpoint covers it.
+	// with Database; at most 1m). A record's inclusion proof is available once a checkpoint
+	// covers it, and a caller asking earlier is told to retry after this long.
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
 	// BatchMaxWait bounds how long a group commit waits for the records of attestations still
 	// being verified (default 20ms, at most 1s): fuller batches make fewer durable writes under
@@ -265,7 +268,7 @@ type TokenConfig struct {
 	// Audience lists the relying parties result tokens are for (their "aud"); each relying party
 	// checks that its own name is in it. Default ["proofline-relying-party"].
 	Audience []string `yaml:"audience"`
-	// TTL is how long a result token is valid (default 10m, at most 24h).
+	// TTL is how long a result token is valid (default 10m; between 1s and 24h).
 	TTL time.Duration `yaml:"ttl"`
 }
 
@@ -281,11 +284,14 @@ type NonceConfig struct {
 // QueueConfig sizes the bounded queue in front of verification. Requests beyond Workers+Size are
 // answered 503 with Retry-After at once.
 type QueueConfig struct {
-	// Workers is how many attestations are appraised at once (default 8).
+	// Workers is how many attestations are appraised at once (default 8; at most 4096).
 	Workers int `yaml:"workers"`
-	// Size is how many more may wait for a turn (default 64).
+	// Size is how many more may wait for a turn (default 64; at most 65536). Every place may hold
+	// a request body of up to http.max_attest_body in memory, and a request that waits longer
+	// than the HTTP timeouts is lost anyway: add workers or replicas rather than places.
 	Size int `yaml:"size"`
-	// RetryAfter is what an overloaded verifier tells callers to wait (default 1s).
+	// RetryAfter is what an overloaded verifier tells callers to wait (default 1s; between 1s and
+	// 1h, the longest Retry-After the agent honours).
 	RetryAfter time.Duration `yaml:"retry_after"`
 }
 
@@ -295,6 +301,51 @@ const (
 	DefaultIssuer   = "proofline"
 	DefaultNonceTTL = 5 * time.Minute
 )
+
+// Bounds of the configuration's numbers, as the field comments state them, and the defaults
+// (Settings.withDefaults) that the messages name.
+const (
+	maxTokenTTL           = 24 * time.Hour
+	maxQueueWorkers       = 4096
+	maxQueueSize          = 1 << 16
+	maxRetryAfter         = time.Hour // the longest Retry-After the agent honours
+	maxCheckpointInterval = time.Minute
+	maxFetchTimeout       = 5 * time.Minute
+	maxFetchMaxWait       = time.Hour
+	minRefetchEvery       = time.Minute
+	maxRefetchEvery       = 7 * 24 * time.Hour
+
+	defaultTokenTTL     = 10 * time.Minute
+	defaultQueueWorkers = 8
+	defaultQueueSize    = 64
+	defaultRetryAfter   = time.Second
+)
+
+// durationIn reports a duration setting outside [lo, hi]; 0 (absent) is the default, def.
+func durationIn(bad func(string, ...any), key string, v, lo, hi, def time.Duration) {
+	if v != 0 && (v < lo || v > hi) {
+		bad("%s is %s; give a duration between %s and %s, or leave it out for the default (%s)", key, shortDuration(v), shortDuration(lo), shortDuration(hi), shortDuration(def))
+	}
+}
+
+// intIn reports a number setting outside [1, hi]; 0 (absent) is the default, def.
+func intIn(bad func(string, ...any), key string, v, hi, def int) {
+	if v < 0 || v > hi {
+		bad("%s is %d; give a number between 1 and %d, or leave it out for the default (%d)", key, v, hi, def)
+	}
+}
+
+// shortDuration writes d as an operator would: 24h, 1m, 100ms (not 24h0m0s).
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
 
 // Validate checks the configuration and says what to change. testMode is --test-mode.
 func (c *Config) Validate(testMode bool) error {
@@ -311,11 +362,9 @@ func (c *Config) Validate(testMode bool) error {
 		case cfg.DBName == "":
 			bad("database: the DSN names no database; end it with /dbname")
 		}
-		if c.Log.CheckpointInterval != 0 && c.Log.CheckpointInterval < time.Second {
-			bad("log.checkpoint_interval is %v; with a database it must be at least 1s", c.Log.CheckpointInterval)
-		}
-	} else if c.Log.CheckpointInterval != 0 && c.Log.CheckpointInterval < 100*time.Millisecond {
-		bad("log.checkpoint_interval is %v; it must be at least 100ms", c.Log.CheckpointInterval)
+		durationIn(bad, "log.checkpoint_interval (with a database)", c.Log.CheckpointInterval, time.Second, maxCheckpointInterval, log.DefaultCheckpointInterval)
+	} else {
+		durationIn(bad, "log.checkpoint_interval", c.Log.CheckpointInterval, 100*time.Millisecond, maxCheckpointInterval, log.DefaultCheckpointInterval)
 	}
 	if c.Log.BatchMaxWait < 0 || c.Log.BatchMaxWait > time.Second {
 		bad("log.batch_max_wait is %v; it must be between 0 (the default, 20ms) and 1s", c.Log.BatchMaxWait)
@@ -323,9 +372,7 @@ func (c *Config) Validate(testMode bool) error {
 	if strings.ContainsAny(c.Log.Origin, " \t\n+") {
 		bad("log.origin %q must not contain spaces or '+'", c.Log.Origin)
 	}
-	if c.Tokens.TTL < 0 || c.Tokens.TTL > 24*time.Hour {
-		bad("tokens.ttl is %v; give a duration between 1s and 24h, e.g. 10m", c.Tokens.TTL)
-	}
+	durationIn(bad, "tokens.ttl", c.Tokens.TTL, time.Second, maxTokenTTL, defaultTokenTTL)
 	for _, a := range c.Tokens.Audience {
 		if a == "" {
 			bad("tokens.audience holds an empty name")
@@ -334,9 +381,9 @@ func (c *Config) Validate(testMode bool) error {
 	if c.Nonce.TTL != 0 && (c.Nonce.TTL < nonce.MinTTL || c.Nonce.TTL > nonce.MaxTTL) {
 		bad("nonce.ttl is %v; give a duration between %v and %v, e.g. 5m", c.Nonce.TTL, nonce.MinTTL, nonce.MaxTTL)
 	}
-	if c.Queue.Workers < 0 || c.Queue.Size < 0 || c.Queue.RetryAfter < 0 {
-		bad("queue.workers, queue.size and queue.retry_after must not be negative")
-	}
+	intIn(bad, "queue.workers", c.Queue.Workers, maxQueueWorkers, defaultQueueWorkers)
+	intIn(bad, "queue.size", c.Queue.Size, maxQueueSize, defaultQueueSize)
+	durationIn(bad, "queue.retry_after", c.Queue.RetryAfter, time.Second, maxRetryAfter, defaultRetryAfter)
 	c.Collateral.validate(bad)
 	c.Alerts.validate(bad)
 	c.SelfCheck.validate(bad)
@@ -363,9 +410,14 @@ func (c *CollateralConfig) validate(bad func(string, ...any)) {
 		}
 		return
 	}
-	if f.Timeout < 0 || f.MaxWait < 0 || f.RefreshInterval < 0 || f.RefreshHorizon < 0 {
-		bad("collateral.fetch: timeout, max_wait, refresh_interval and refresh_horizon must not be negative")
+	if f.RefreshInterval < 0 || f.RefreshHorizon < 0 {
+		bad("collateral.fetch: refresh_interval and refresh_horizon must not be negative")
 	}
+	durationIn(bad, "collateral.fetch.timeout", f.Timeout, time.Second, maxFetchTimeout, DefaultCollateralTimeout)
+	durationIn(bad, "collateral.fetch.max_wait", f.MaxWait, time.Second, maxFetchMaxWait, collateral.DefaultMaxWait)
+	// collateral.Refresher reads a negative RefetchEvery as "never", which would stop a TCB
+	// recovery published before the old TCB info expires from arriving: refused with the rest.
+	durationIn(bad, "collateral.fetch.refetch_every", f.RefetchEvery, minRefetchEvery, maxRefetchEvery, collateral.DefaultRefetchEvery)
 	if f.RefreshInterval != 0 && f.RefreshInterval < time.Minute {
 		bad("collateral.fetch.refresh_interval is %v; give at least 1m (the vendors' rate limits apply)", f.RefreshInterval)
 	}
