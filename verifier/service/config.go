@@ -77,9 +77,11 @@ type Config struct {
 	// Nonce configures the challenge nonces.
 	Nonce NonceConfig `yaml:"nonce"`
 	// Policy is a policy file (verifier/policy/README.md) activated at the first start, when the
-	// policy store holds no active policy. Later changes go through the policy API. Default: the
-	// built-in default policy (every security rule, no reference values: results are at best
-	// "warning").
+	// policy store holds no active policy. Later changes go through the policy API
+	// (POST /v1/policies?activate=true, admin): editing this file changes nothing, and a start
+	// that finds it different from the active policy logs a warning naming both digests.
+	// Default: the built-in default policy (every security rule, no reference values: results
+	// are at best "warning").
 	Policy string `yaml:"policy"`
 	// Collateral says where vendor collateral comes from: a directory of recorded responses
 	// (offline), or live fetching from Intel PCS and AMD KDS with a persistent cache refreshed in

@@ -414,19 +414,32 @@ func (s *Service) recordFunc(ctx context.Context, rec *evidence.Record) (uint64,
 }
 
 // bootstrapPolicy activates the initial policy (Deps.InitialPolicy or the built-in default) when
-// no version is active: a fresh store starts with a recorded, active policy.
+// no version is active: a fresh store starts with a recorded, active policy. When a version is
+// active, a configured initial policy is not applied (changes go through the policy API, as
+// recorded policy_change records); if it differs from the active one, a warning says so, so that
+// an edited policy file is not mistaken for the policy in force.
 func (s *Service) bootstrapPolicy(ctx context.Context) error {
-	if _, err := s.d.Policies.Active(ctx); err == nil {
-		return nil
-	} else if !errors.Is(err, ErrNotFound) {
-		return err
-	}
 	body := s.d.InitialPolicy
 	if body == nil {
 		body = []byte(defaultPolicyYAML)
 	}
-	if _, err := policy.Parse(body); err != nil {
+	initial, err := policy.Parse(body)
+	if err != nil {
 		return fmt.Errorf("service: initial policy: %w", err)
+	}
+	active, err := s.d.Policies.Active(ctx)
+	switch {
+	case err == nil:
+		if s.d.InitialPolicy != nil && initial.Ref().Digest != active.Policy.Ref().Digest {
+			s.logger.WarnContext(ctx, "the configured policy file differs from the active policy and is not applied: "+
+				"it is activated at the first start only; to apply it, POST it to /v1/policies?activate=true with an admin token",
+				slog.String("configured_policy", initial.ID), slog.String("configured_digest", initial.Ref().Digest),
+				slog.String("active_policy", active.Policy.ID), slog.String("active_digest", active.Policy.Ref().Digest),
+				slog.Int64("active_version", active.Version))
+		}
+		return nil
+	case !errors.Is(err, ErrNotFound):
+		return err
 	}
 	if _, err := s.d.Blobs.Put(ctx, body); err != nil {
 		return fmt.Errorf("service: storing the initial policy: %w", err)
