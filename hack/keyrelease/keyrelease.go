@@ -30,7 +30,9 @@ import (
 // either bound to a nonce this service obtained for the request (background check), or issued
 // less than MaxAge ago (passport). Every decision, release or deny, is first recorded by the
 // verifier as a key_release evidence record (POST /v1/events); the secret leaves only once that
-// record is durable, and a decision that cannot be recorded releases nothing.
+// record is durable, and a decision that cannot be recorded releases nothing. A request that
+// carries no result the verifier signed or judged (malformed, a token that does not verify) is
+// no decision: it is refused (a refusal) and not recorded.
 type keyRelease struct {
 	verifier string // base URL of the verifier
 	token    string // this service's API token at the verifier (role relying-party)
@@ -155,17 +157,26 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 	if why == nil {
 		why = k.allowed(ctx, req.Resource, res, subject, claims, result)
 	}
-	var upstream *upstreamError
-	if errors.As(why, &upstream) {
+	var (
+		upstream *upstreamError
+		refused  *refusal
+	)
+	switch {
+	case errors.As(why, &upstream):
 		k.fail(w, r, http.StatusBadGateway, why) // the verifier could not answer: no decision
+		return
+	case errors.As(why, &refused):
+		k.fail(w, r, refused.status, refused.err)
+		return
+	case claims == nil:
+		// Only a decision that rests on a result the verifier signed is recorded.
+		k.fail(w, r, http.StatusUnauthorized, fmt.Errorf("no verified attestation result: %w", why))
 		return
 	}
 	decision := "release"
 	ev := map[string]any{"resource": req.Resource}
-	if claims != nil {
-		ev["platform"] = claims.Platform
-		ev["attestation_record_sha256"] = hex.EncodeToString(claims.RecordSHA256[:])
-	}
+	ev["platform"] = claims.Platform
+	ev["attestation_record_sha256"] = hex.EncodeToString(claims.RecordSHA256[:])
 	if subject == "" {
 		subject = "unknown"
 	}
@@ -211,7 +222,7 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.Claims, string, []byte, error) {
 	ev, err := attest.DecodeEvidence(envelope)
 	if err != nil {
-		return nil, "", nil, fmt.Errorf("the evidence is not an envelope: %w", err)
+		return nil, "", nil, &refusal{http.StatusBadRequest, fmt.Errorf("the evidence is not an envelope: %w", err)}
 	}
 	subject := ""
 	var rd struct {
@@ -221,9 +232,14 @@ func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.
 		subject = "runtime:" + rd.Agent
 	}
 	if ev.Nonce == nil {
-		return nil, subject, nil, errors.New("the evidence carries no nonce: ask GET /challenge first")
+		return nil, subject, nil, &refusal{http.StatusBadRequest, errors.New("the evidence carries no nonce: ask GET /challenge first")}
 	}
 	b, err := k.call(ctx, http.MethodPost, "/v1/attest", envelope)
+	var status *statusError
+	if errors.As(err, &status) && status.code == http.StatusBadRequest {
+		// The verifier could not read the evidence: it judged nothing.
+		return nil, subject, nil, &refusal{http.StatusBadRequest, err}
+	}
 	if err != nil {
 		return nil, subject, nil, &upstreamError{err}
 	}
@@ -235,6 +251,11 @@ func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.
 		return nil, subject, nil, &upstreamError{err}
 	}
 	c, err := k.verifyToken(ctx, a.Token, ev.Nonce)
+	var refused *refusal
+	if errors.As(err, &refused) {
+		// The verifier's own answer does not verify: it is the verifier that failed.
+		return nil, subject, nil, &upstreamError{err}
+	}
 	return c, subject, a.Result, err
 }
 
@@ -296,14 +317,17 @@ func (k *keyRelease) verifyToken(ctx context.Context, tok string, nonce []byte) 
 		c, err = v.VerifyJWT(tok)
 	}
 	if err != nil {
-		// rp checks the signature before the decision rules (status, age, test roots): when only
-		// those refused the token, its claims are the verifier's, and the denial record names them.
-		if errors.Is(err, rp.ErrStatus) || errors.Is(err, rp.ErrExpired) || errors.Is(err, rp.ErrTestRoots) {
+		// rp checks the signature before the decision rules (issuer, audience, time, test roots,
+		// status): when only those refused the token, its claims are the verifier's, and the
+		// denial is recorded naming them. A token that does not verify (malformed, unknown key,
+		// bad signature) is refused unrecorded: anyone can make one, and the log is append-only.
+		if errors.Is(err, rp.ErrIssuer) || errors.Is(err, rp.ErrAudience) || errors.Is(err, rp.ErrExpired) ||
+			errors.Is(err, rp.ErrNotYetValid) || errors.Is(err, rp.ErrTestRoots) || errors.Is(err, rp.ErrStatus) {
 			if c2, perr := signedClaims(tok); perr == nil {
 				return c2, err
 			}
 		}
-		return nil, err
+		return nil, &refusal{http.StatusUnauthorized, fmt.Errorf("the token does not verify: %w", err)}
 	}
 	if nonce != nil {
 		if err := c.RequireNonce(nonce); err != nil {
@@ -348,6 +372,24 @@ func (k *keyRelease) verifierKeys(ctx context.Context, refresh bool) (*rp.Verifi
 	return v, nil
 }
 
+// refusal is a request refused before any decision, answered with status and not recorded:
+// malformed, or carrying no result the verifier signed or judged.
+type refusal struct {
+	status int
+	err    error
+}
+
+func (e *refusal) Error() string { return e.err.Error() }
+func (e *refusal) Unwrap() error { return e.err }
+
+// statusError is a non-2xx answer of the verifier.
+type statusError struct {
+	code int
+	msg  string
+}
+
+func (e *statusError) Error() string { return e.msg }
+
 // upstreamError is a failure to talk to the verifier: no decision can be made.
 type upstreamError struct{ err error }
 
@@ -374,7 +416,7 @@ func (k *keyRelease) call(ctx context.Context, method, path string, body []byte)
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, fmt.Errorf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))
+		return nil, &statusError{resp.StatusCode, fmt.Sprintf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))}
 	}
 	return b, nil
 }

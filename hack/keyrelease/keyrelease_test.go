@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -44,6 +45,8 @@ type setup struct {
 	verifier   *httptest.Server
 	kr         *httptest.Server
 	failEvents atomic.Bool
+	events     atomic.Int64 // POST /v1/events: key_release records asked for
+	jwksGets   atomic.Int64 // GET /.well-known/jwks.json
 	agentToken string
 	krSecret   string
 }
@@ -71,6 +74,12 @@ func newSetup(t *testing.T) *setup {
 	mrtd := fakeintel.DefaultQuoteOptions().MrTd
 	h := srv.Handler()
 	s.verifier = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/events":
+			s.events.Add(1)
+		case "/.well-known/jwks.json":
+			s.jwksGets.Add(1)
+		}
 		if r.URL.Path == "/v1/events" && s.failEvents.Load() {
 			http.Error(w, `{"code":"unavailable"}`, http.StatusServiceUnavailable)
 			return
@@ -163,6 +172,86 @@ func (s *setup) recordSubject(idx uint64) (*evidence.KeyRelease, string) {
 	return kr, rec.Subject.ID
 }
 
+// attestSelf is the passport model: the VM attests itself and returns its result token.
+func (s *setup) attestSelf() string {
+	s.t.Helper()
+	code, b := s.do(s.verifier.URL, http.MethodGet, "/v1/challenge", s.agentToken, nil)
+	var ch struct {
+		Nonce []byte `json:"nonce"`
+	}
+	if code != http.StatusOK || json.Unmarshal(b, &ch) != nil {
+		s.t.Fatal(code)
+	}
+	code, b = s.do(s.verifier.URL, http.MethodPost, "/v1/attest", s.agentToken, s.evidence(ch.Nonce, servicetest.FaultNone))
+	var a struct {
+		Token string `json:"token"`
+	}
+	if code != http.StatusOK || json.Unmarshal(b, &a) != nil {
+		s.t.Fatalf("attest: %d %s", code, b)
+	}
+	return a.Token
+}
+
+// junkJWT is a well-formed JWS header naming key kid, with a payload and signature that are not
+// the verifier's.
+func junkJWT(kid string) string {
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"ES256","kid":"`+kid+`","typ":"eat+jwt"}`)) + "." + enc([]byte(`{"sub":"agent:vm-1"}`)) + "." + enc(make([]byte, 64))
+}
+
+// Requests that carry no result the verifier signed or judged are refused without a decision:
+// nothing is written to the verifier's append-only log. Denials that rest on a verified result
+// are still recorded.
+func TestUnverifiedRequestsAreNotRecorded(t *testing.T) {
+	s := newSetup(t)
+	tok := s.attestSelf()
+	parts := strings.Split(tok, ".")
+	sig := []byte(parts[2])
+	sig[3] = map[bool]byte{true: 'B', false: 'A'}[sig[3] == 'A'] // still base64url
+	tampered := parts[0] + "." + parts[1] + "." + string(sig)
+	evNoNonce := s.evidence(nil, servicetest.FaultNone)
+	before := s.events.Load()
+	for _, c := range []struct {
+		name string
+		req  map[string]any
+		want int
+	}{
+		{"not a token", map[string]any{"resource": "db-password", "token": "x"}, http.StatusUnauthorized},
+		{"unknown key", map[string]any{"resource": "db-password", "token": junkJWT("junk")}, http.StatusUnauthorized},
+		{"bad signature", map[string]any{"resource": "db-password", "token": tampered}, http.StatusUnauthorized},
+		{"not an envelope", map[string]any{"resource": "db-password", "evidence": map[string]any{"version": 7}}, http.StatusBadRequest},
+		{"evidence without nonce", map[string]any{"resource": "db-password", "evidence": evNoNonce}, http.StatusBadRequest},
+		{"both", map[string]any{"resource": "db-password", "token": tok, "evidence": evNoNonce}, http.StatusBadRequest},
+	} {
+		for range 3 {
+			code, r := s.release(c.req)
+			if code != c.want || r.Secret != nil || r.Decision != "" {
+				t.Errorf("%s: %d %+v, want %d and no decision", c.name, code, r, c.want)
+			}
+		}
+	}
+	if n := s.events.Load() - before; n != 0 {
+		t.Fatalf("%d key_release records for requests that carry no verified result", n)
+	}
+	// A verified token for a secret its workload is not allowed: a recorded denial.
+	code, r := s.release(map[string]any{"resource": "vm-2-key", "token": tok})
+	if code != http.StatusForbidden || r.Decision != "deny" {
+		t.Fatalf("%d %+v", code, r)
+	}
+	if kr, subj := s.recordSubject(r.Record); kr.Decision != evidence.DecisionDeny || subj != "agent:vm-1" {
+		t.Fatalf("record %+v subject %q", kr, subj)
+	}
+	// So is an expired one: its signature verified.
+	s.clock.Advance(3 * time.Minute)
+	code, r = s.release(map[string]any{"resource": "db-password", "token": tok})
+	if code != http.StatusForbidden || !strings.Contains(r.Reason, "expired") {
+		t.Fatalf("%d %+v", code, r)
+	}
+	if kr := s.record(r.Record); kr.Decision != evidence.DecisionDeny {
+		t.Fatalf("record %+v", kr)
+	}
+}
+
 func TestParseSecrets(t *testing.T) {
 	for _, bad := range []string{`{"db": "s3cret"}`, `{"db": {"secret": "s3cret"}}`, `{"db": {"secret": "x", "subjects": ["agent:a"], "measurements": ["zz"]}}`, `{"db": {"secret": "x", "subjects": ["agent:a"], "other": 1}}`} {
 		if _, err := parseSecrets([]byte(bad)); err == nil {
@@ -224,23 +313,7 @@ func TestKeyRelease(t *testing.T) {
 	})
 
 	// Passport: the VM attests itself and presents its token.
-	attestSelf := func() string {
-		code, b := s.do(s.verifier.URL, http.MethodGet, "/v1/challenge", s.agentToken, nil)
-		var ch struct {
-			Nonce []byte `json:"nonce"`
-		}
-		if code != http.StatusOK || json.Unmarshal(b, &ch) != nil {
-			t.Fatal(code)
-		}
-		code, b = s.do(s.verifier.URL, http.MethodPost, "/v1/attest", s.agentToken, s.evidence(ch.Nonce, servicetest.FaultNone))
-		var a struct {
-			Token string `json:"token"`
-		}
-		if code != http.StatusOK || json.Unmarshal(b, &a) != nil {
-			t.Fatalf("attest: %d %s", code, b)
-		}
-		return a.Token
-	}
+	attestSelf := s.attestSelf
 	t.Run("passport, fresh token", func(t *testing.T) {
 		code, r := s.release(map[string]any{"resource": "db-password", "token": attestSelf()})
 		if code != http.StatusOK || string(r.Secret) != s.krSecret {

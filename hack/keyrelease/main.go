@@ -32,6 +32,15 @@
 // 200 {"secret": …, "decision": "release", "record": N} releases; 403 {"decision": "deny",
 // "reason": …, "record": N} denies; either way record N is the decision's key_release record in
 // the verifier's evidence log. 503: the decision could not be recorded, and nothing is released.
+//
+// Only decisions are recorded, and a decision rests on a result the verifier signed (a token
+// whose signature verified, even if it is then refused as expired, contraindicated, for
+// another audience or for a workload not on the allow-list) or on evidence the verifier judged.
+// Anything else is answered without a record, so that junk requests cannot fill the verifier's
+// append-only log: 400 for a malformed request, evidence that is not an envelope or carries no
+// nonce; 401 for a token that does not verify (not parseable, unknown key, bad signature); 404
+// for an unknown resource; 502 when the verifier cannot be reached. /release itself has no
+// authentication and no rate limit: put it behind a proxy that limits requests per client.
 package main
 
 import (
