@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/proofline/proofline/attest"
 	"github.com/proofline/proofline/verifier/rp"
@@ -41,9 +42,17 @@ type keyRelease struct {
 	secrets  map[string]resource
 	logger   *slog.Logger
 
-	mu     sync.Mutex
-	tokens *rp.Verifier // from the verifier's JWKS; refreshed when a token names an unknown key
+	// mu guards the fields below; it is never held during a network call.
+	mu        sync.Mutex
+	tokens    *rp.Verifier  // from the verifier's JWKS; refreshed when a token names an unknown key
+	fetchedAt time.Time     // when the last JWKS fetch started
+	fetching  chan struct{} // closed when the JWKS fetch in flight ends; nil when none is
+	fetchErr  error         // the last JWKS fetch's error
 }
+
+// jwksRefreshInterval is the least time between two fetches of the verifier's JWKS: anyone can
+// present a token naming an unknown key, and each must not cost a fetch.
+const jwksRefreshInterval = 30 * time.Second
 
 // resource is one secret of the secrets file and the workloads it is released to.
 type resource struct {
@@ -354,22 +363,66 @@ func signedClaims(tok string) (*rp.Claims, error) {
 	return &rp.Claims{Claims: *c}, nil
 }
 
+// verifierKeys returns the verifier's keys, fetching its JWKS first if none is held or, when
+// refresh is set (a token named an unknown key: the verifier may have rotated), if the last
+// fetch started jwksRefreshInterval ago or more. Concurrent callers share one fetch.
 func (k *keyRelease) verifierKeys(ctx context.Context, refresh bool) (*rp.Verifier, error) {
 	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.tokens != nil && !refresh {
-		return k.tokens, nil
+	now := k.now()
+	recent := !k.fetchedAt.IsZero() && now.Sub(k.fetchedAt) < jwksRefreshInterval
+	if (k.tokens != nil && !refresh) || (k.fetching == nil && recent) {
+		v, err := k.tokens, k.fetchErr
+		k.mu.Unlock()
+		if v == nil {
+			return nil, err
+		}
+		return v, nil
 	}
+	done := k.fetching
+	if done == nil {
+		done = make(chan struct{})
+		k.fetching, k.fetchedAt = done, now
+		// The fetch serves every caller waiting for it: one caller's cancellation must not end
+		// it (the client's timeout does).
+		go k.fetchKeys(context.WithoutCancel(ctx), done)
+	}
+	k.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.tokens == nil {
+		return nil, k.fetchErr
+	}
+	return k.tokens, nil
+}
+
+// fetchKeys fetches the verifier's JWKS and, if it is a usable key set, keeps it; then closes done.
+func (k *keyRelease) fetchKeys(ctx context.Context, done chan struct{}) {
+	var v *rp.Verifier
 	jwks, err := k.call(ctx, http.MethodGet, "/.well-known/jwks.json", nil)
 	if err != nil {
-		return nil, fmt.Errorf("fetching the verifier's JWKS: %w", err)
+		err = fmt.Errorf("fetching the verifier's JWKS: %w", err)
+	} else {
+		v, err = rp.New(jwks, k.opts)
 	}
-	v, err := rp.New(jwks, k.opts)
-	if err != nil {
-		return nil, err
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if err == nil {
+		k.tokens = v
 	}
-	k.tokens = v
-	return v, nil
+	k.fetchErr, k.fetching = err, nil
+	close(done)
+}
+
+func (k *keyRelease) now() time.Time {
+	if k.opts.Now != nil {
+		return k.opts.Now()
+	}
+	return time.Now()
 }
 
 // refusal is a request refused before any decision, answered with status and not recorded:

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -45,8 +46,9 @@ type setup struct {
 	verifier   *httptest.Server
 	kr         *httptest.Server
 	failEvents atomic.Bool
-	events     atomic.Int64 // POST /v1/events: key_release records asked for
-	jwksGets   atomic.Int64 // GET /.well-known/jwks.json
+	events     atomic.Int64  // POST /v1/events: key_release records asked for
+	jwksGets   atomic.Int64  // GET /.well-known/jwks.json
+	jwksGate   chan struct{} // when set, JWKS requests wait until it is closed
 	agentToken string
 	krSecret   string
 }
@@ -79,6 +81,9 @@ func newSetup(t *testing.T) *setup {
 			s.events.Add(1)
 		case "/.well-known/jwks.json":
 			s.jwksGets.Add(1)
+			if s.jwksGate != nil {
+				<-s.jwksGate
+			}
 		}
 		if r.URL.Path == "/v1/events" && s.failEvents.Load() {
 			http.Error(w, `{"code":"unavailable"}`, http.StatusServiceUnavailable)
@@ -249,6 +254,54 @@ func TestUnverifiedRequestsAreNotRecorded(t *testing.T) {
 	}
 	if kr := s.record(r.Record); kr.Decision != evidence.DecisionDeny {
 		t.Fatalf("record %+v", kr)
+	}
+}
+
+// Tokens naming unknown keys cost at most one JWKS fetch per interval, and a fetch in flight
+// blocks no other request.
+func TestJWKSRefetch(t *testing.T) {
+	s := newSetup(t)
+	if code, r := s.release(map[string]any{"resource": "db-password", "token": s.attestSelf()}); code != http.StatusOK {
+		t.Fatalf("%d %+v", code, r)
+	}
+	s.clock.Advance(jwksRefreshInterval)
+	before := s.jwksGets.Load()
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			if code, r := s.release(map[string]any{"resource": "db-password", "token": junkJWT(fmt.Sprint("junk-", i))}); code != http.StatusUnauthorized {
+				t.Errorf("%d %+v", code, r)
+			}
+		})
+	}
+	wg.Wait()
+	if n := s.jwksGets.Load() - before; n != 1 {
+		t.Fatalf("20 tokens naming unknown keys caused %d JWKS fetches, want 1", n)
+	}
+
+	// A fetch that hangs holds up only the requests that need it.
+	s.clock.Advance(jwksRefreshInterval)
+	tok := s.attestSelf()
+	gate := make(chan struct{})
+	s.jwksGate = gate
+	defer close(gate)
+	before = s.jwksGets.Load()
+	go s.release(map[string]any{"resource": "db-password", "token": junkJWT("junk")})
+	for s.jwksGets.Load() == before {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan int)
+	go func() {
+		code, _ := s.release(map[string]any{"resource": "db-password", "token": tok})
+		done <- code
+	}()
+	select {
+	case code := <-done:
+		if code != http.StatusOK {
+			t.Fatalf("%d during a JWKS fetch", code)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a request with a known key waited for a JWKS fetch")
 	}
 }
 

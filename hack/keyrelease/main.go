@@ -41,6 +41,11 @@
 // nonce; 401 for a token that does not verify (not parseable, unknown key, bad signature); 404
 // for an unknown resource; 502 when the verifier cannot be reached. /release itself has no
 // authentication and no rate limit: put it behind a proxy that limits requests per client.
+//
+// The service fetches the verifier's JWKS at the first request, and again when a token names a
+// key it does not hold (the verifier rotated its key) — at most once per 30 s, whatever the
+// number of such tokens, in one fetch shared by the requests that need it; requests whose token
+// names a known key never wait for it.
 package main
 
 import (
