@@ -33,7 +33,9 @@ import (
 // verifier as a key_release evidence record (POST /v1/events); the secret leaves only once that
 // record is durable, and a decision that cannot be recorded releases nothing. A request that
 // carries no result the verifier signed or judged (malformed, a token that does not verify) is
-// no decision: it is refused (a refusal) and not recorded.
+// no decision: it is refused (a refusal) and not recorded. A passport token releases once
+// (replayCache): it is a bearer credential, and the secret is not yet wrapped to the workload's
+// key (see the package documentation).
 type keyRelease struct {
 	verifier string // base URL of the verifier
 	token    string // this service's API token at the verifier (role relying-party)
@@ -41,6 +43,7 @@ type keyRelease struct {
 	opts     rp.Options
 	secrets  map[string]resource
 	logger   *slog.Logger
+	replays  *replayCache // passport tokens that released a secret here
 
 	// mu guards the fields below; it is never held during a network call.
 	mu        sync.Mutex
@@ -166,6 +169,15 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 	if why == nil {
 		why = k.allowed(ctx, req.Resource, res, subject, claims, result)
 	}
+	spent := "" // the passport token this release spends
+	if why == nil && req.Token != "" {
+		// A background check's token is bound to a single-use nonce this service asked for; a
+		// passport token is not, and releases once.
+		name := tokenName(claims)
+		if why = k.replays.spend(name, k.tokenUntil(claims), k.now()); why == nil {
+			spent = name
+		}
+	}
 	var (
 		upstream *upstreamError
 		refused  *refusal
@@ -196,15 +208,17 @@ func (k *keyRelease) release(w http.ResponseWriter, r *http.Request) {
 	ev["subject"], ev["decision"] = subject, decision
 	body, _ := json.Marshal(ev)
 	b, err := k.call(ctx, http.MethodPost, "/v1/events", body)
-	if err != nil {
-		// Nothing is released unless the decision is on the record.
-		k.fail(w, r, http.StatusServiceUnavailable, fmt.Errorf("recording the decision: %w", err))
-		return
-	}
 	var rec struct {
 		LogIndex uint64 `json:"log_index"`
 	}
-	if err := json.Unmarshal(b, &rec); err != nil {
+	if err == nil {
+		err = json.Unmarshal(b, &rec)
+	}
+	if err != nil {
+		// Nothing is released unless the decision is on the record: the token is not spent.
+		if spent != "" {
+			k.replays.unspend(spent)
+		}
 		k.fail(w, r, http.StatusServiceUnavailable, fmt.Errorf("recording the decision: %w", err))
 		return
 	}
@@ -416,6 +430,16 @@ func (k *keyRelease) fetchKeys(ctx context.Context, done chan struct{}) {
 	}
 	k.fetchErr, k.fetching = err, nil
 	close(done)
+}
+
+// tokenUntil is when a token stops verifying here: its exp, or iat + MaxAge if earlier, plus
+// the leeway.
+func (k *keyRelease) tokenUntil(c *rp.Claims) time.Time {
+	until := c.Expiry
+	if k.opts.MaxAge > 0 && c.IssuedAt.Add(k.opts.MaxAge).Before(until) {
+		until = c.IssuedAt.Add(k.opts.MaxAge)
+	}
+	return until.Add(k.opts.Leeway)
 }
 
 func (k *keyRelease) now() time.Time {

@@ -42,6 +42,20 @@
 // for an unknown resource; 502 when the verifier cannot be reached. /release itself has no
 // authentication and no rate limit: put it behind a proxy that limits requests per client.
 //
+// A passport token is a bearer credential, across relying parties: every result token carries
+// the same aud, and its eat_nonce is the verifier nonce the workload attested with, which this
+// service did not issue and cannot check. Whoever sees a token (a proxy, another relying party)
+// can present it until it expires. This service lets each passport token release a secret once
+// (a replay cache keyed by jti, or record_sha256 for a token without one, kept in memory until
+// the token no longer verifies, at most 100 000 tokens: beyond that, 503): presented again, it
+// is a recorded denial ("the token already released a secret here"). That does not stop the
+// first redemption by someone else, nor one per other service, and the cache does not survive a
+// restart (--max-age bounds that window). Prefer the background check, whose nonce this service
+// asks for and the verifier accepts once. A production design must also bind the secret to the
+// workload: encrypt (wrap) it to the workload's public key that its runtime_data carries and its
+// report binds (REPORT_DATA), so that only the attested workload can unwrap it. This example
+// does not do that yet: it returns the secret in the clear to whoever presents the token.
+//
 // The service fetches the verifier's JWKS at the first request, and again when a token names a
 // key it does not hold (the verifier rotated its key) — at most once per 30 s, whatever the
 // number of such tokens, in one fetch shared by the requests that need it; requests whose token
@@ -151,5 +165,6 @@ func run() error {
 }
 
 func newKeyRelease(verifier, token string, client *http.Client, opts rp.Options, secrets map[string]resource, logger *slog.Logger) *keyRelease {
-	return &keyRelease{verifier: verifier, token: token, client: client, opts: opts, secrets: secrets, logger: logger}
+	return &keyRelease{verifier: verifier, token: token, client: client, opts: opts, secrets: secrets, logger: logger,
+		replays: newReplayCache(maxSpentTokens)}
 }
