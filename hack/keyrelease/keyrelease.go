@@ -258,11 +258,6 @@ func (k *keyRelease) backgroundCheck(ctx context.Context, envelope []byte) (*rp.
 		return nil, subject, nil, &refusal{http.StatusBadRequest, errors.New("the evidence carries no nonce: ask GET /challenge first")}
 	}
 	b, err := k.call(ctx, http.MethodPost, "/v1/attest", envelope)
-	var status *statusError
-	if errors.As(err, &status) && status.code == http.StatusBadRequest {
-		// The verifier could not read the evidence: it judged nothing.
-		return nil, subject, nil, &refusal{http.StatusBadRequest, err}
-	}
 	if err != nil {
 		return nil, subject, nil, &upstreamError{err}
 	}
@@ -459,14 +454,6 @@ type refusal struct {
 func (e *refusal) Error() string { return e.err.Error() }
 func (e *refusal) Unwrap() error { return e.err }
 
-// statusError is a non-2xx answer of the verifier.
-type statusError struct {
-	code int
-	msg  string
-}
-
-func (e *statusError) Error() string { return e.msg }
-
 // upstreamError is a failure to talk to the verifier: no decision can be made.
 type upstreamError struct{ err error }
 
@@ -493,7 +480,7 @@ func (k *keyRelease) call(ctx context.Context, method, path string, body []byte)
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, &statusError{resp.StatusCode, fmt.Sprintf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))}
+		return nil, fmt.Errorf("%s %s: %s %s", method, path, resp.Status, bytes.TrimSpace(b))
 	}
 	return b, nil
 }
