@@ -955,6 +955,16 @@ func TestDispatcherHangingDestination(t *testing.T) {
 	}
 	cancel()
 	guard(runDone, "Run did not end with its context")
+
+	// Stopped during the hanging send: that alert is released with the others, not left leased
+	// until its lease ends, so the next start sends it at once.
+	es, err := o.Claim(context.Background(), h2.Name(), "next-start", clock.Now(), time.Hour, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 2 {
+		t.Fatalf("%d alerts claimable for %s after the stop, want 2 (the one in flight released)", len(es), h2.Name())
+	}
 }
 
 // gauge is the value of the gauge named name in reg.

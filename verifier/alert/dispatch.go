@@ -262,12 +262,20 @@ func (d *Dispatcher) deliverRoute(ctx context.Context, r Route) (delivered, fail
 		for i, e := range es {
 			if d.cfg.Clock.Now().Add(d.cfg.SendTimeout).After(claimed.Add(d.cfg.Lease)) {
 				// The lease would lapse during this send (a slow clock step, or outbox writes
-				// slower than the margin): leave the rest to be claimed again.
+				// slower than the margin): release the rest, to be claimed again at once.
+				d.release(ctx, name, es[i:])
 				break
 			}
 			sctx, cancel := context.WithTimeout(ctx, d.cfg.SendTimeout)
 			err := r.Destination.Deliver(sctx, &e.Alert, e.Body)
 			cancel()
+			if ctx.Err() != nil {
+				// Stopping: this attempt's outcome is unknown, not a failure of the receiver.
+				// Release it and the rest so that the next start sends them at once (a receiver
+				// deduplicates by alert id if this one arrived).
+				d.release(ctx, name, es[i:])
+				return delivered, failed, retry
+			}
 			now := d.cfg.Clock.Now()
 			if err == nil {
 				delivered++
@@ -285,15 +293,28 @@ func (d *Dispatcher) deliverRoute(ctx context.Context, r Route) (delivered, fail
 			if err := d.cfg.Outbox.Failed(ctx, e, d.owner, retry, err); err != nil {
 				d.log.WarnContext(ctx, "alert outbox: recording a failed delivery failed", slog.String("alert_id", e.Alert.ID), slog.Any("error", err))
 			}
-			if rest := es[i+1:]; len(rest) > 0 {
-				if err := d.cfg.Outbox.Release(context.WithoutCancel(ctx), rest, d.owner); err != nil {
-					d.log.WarnContext(ctx, "alert outbox: releasing untried alerts failed (they are claimed again when their lease ends)", slog.String("destination", name), slog.Any("error", err))
-				}
-			}
+			d.release(ctx, name, es[i+1:])
 			return delivered, failed, retry
 		}
 	}
 	return delivered, failed, retry
+}
+
+// releaseTimeout bounds the release of claimed alerts, which also runs while the dispatcher
+// stops: an outbox that does not answer must not hold the shutdown up.
+const releaseTimeout = 5 * time.Second
+
+// release gives up this dispatcher's claim on es, untried, so that they can be claimed again at
+// once rather than when their lease ends.
+func (d *Dispatcher) release(ctx context.Context, name string, es []Entry) {
+	if len(es) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTimeout)
+	defer cancel()
+	if err := d.cfg.Outbox.Release(rctx, es, d.owner); err != nil {
+		d.log.WarnContext(ctx, "alert outbox: releasing untried alerts failed (they are claimed again when their lease ends)", slog.String("destination", name), slog.Any("error", err))
+	}
 }
 
 // updatePending sets the pending gauge from the outbox.
