@@ -210,22 +210,7 @@ func TestCachesConcurrent(t *testing.T) {
 		if revoke {
 			s.coll.PCKCRL.Revoked = []*big.Int{s.pki.PCK.SerialNumber}
 		}
-		raw, err := s.pki.Quote(s.quote)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs, err := s.pki.Collateral(s.coll)
-		if err != nil {
-			t.Fatal(err)
-		}
-		set := collateral.Set{}
-		if err := set.Add(rs...); err != nil {
-			t.Fatal(err)
-		}
-		pol, err := policy.Parse([]byte(s.policyYAML()))
-		if err != nil {
-			t.Fatal(err)
-		}
+		raw, set, pol := s.inputs(t)
 		want := ear.StatusAffirming
 		if revoke {
 			want = ear.StatusContraindicated

@@ -76,7 +76,9 @@ tdx:
 %s`, q.MrTd, q.Rtmrs[0], q.Rtmrs[1], q.Rtmrs[2], strings.Repeat("ab", 48), q.Rtmrs[3], q.MrConfigID, q.MrOwner, q.MrOwnerConfig, s.policy)
 }
 
-func (s *tdxScenario) run(t *testing.T) *ear.Result {
+// inputs are the scenario's quote (mutated as it says), the collateral it serves (edited as it
+// says, and remembered in s.served) and its policy.
+func (s *tdxScenario) inputs(t *testing.T) ([]byte, collateral.Set, *policy.Policy) {
 	t.Helper()
 	raw, err := s.pki.Quote(s.quote)
 	if err != nil {
@@ -101,6 +103,12 @@ func (s *tdxScenario) run(t *testing.T) *ear.Result {
 	if err != nil {
 		t.Fatalf("policy: %v\n%s", err, s.policyYAML())
 	}
+	return raw, set, pol
+}
+
+func (s *tdxScenario) run(t *testing.T) *ear.Result {
+	t.Helper()
+	raw, set, pol := s.inputs(t)
 	opts := verifier.Options{
 		Policy:     pol,
 		Roots:      &roots.Set{Intel: []*x509.Certificate{s.pki.Root}, Test: true},
@@ -551,16 +559,7 @@ func TestTDXUnevaluatedEvidence(t *testing.T) {
 	if r.Status != ear.StatusAffirming {
 		t.Fatal(describe(r))
 	}
-	raw, err := s.pki.Quote(s.quote)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, _ := s.pki.Collateral(s.coll)
-	set := collateral.Set{}
-	if err := set.Add(rs...); err != nil {
-		t.Fatal(err)
-	}
-	pol, _ := policy.Parse([]byte(s.policyYAML()))
+	raw, set, pol := s.inputs(t)
 	verify := func(ev *attest.Evidence) *ear.Result {
 		ev.Version, ev.Platform, ev.Report, ev.Nonce, ev.RuntimeData = 1, attest.PlatformTDX, raw, s.nonce, runtimeData
 		return verifier.Verify(context.Background(), ev, verifier.Options{Policy: pol, Roots: &roots.Set{Intel: []*x509.Certificate{s.pki.Root}}, Collateral: set, Now: testNow, Nonce: s.nonce})
@@ -728,22 +727,7 @@ func TestTDXStaleGraceUnsafe(t *testing.T) {
 // checks which recorded no failure left unrated. From a valid verification, one claim is emptied.
 func TestTDXPolicyRefusesUnratedTCB(t *testing.T) {
 	s := newTDXScenario(t, 4)
-	raw, err := s.pki.Quote(s.quote)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := s.pki.Collateral(s.coll)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set := collateral.Set{}
-	if err := set.Add(rs...); err != nil {
-		t.Fatal(err)
-	}
-	pol, err := policy.Parse([]byte(s.policyYAML()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	raw, set, pol := s.inputs(t)
 	for _, tc := range []struct {
 		name string
 		edit func(*ear.TDXClaims)
