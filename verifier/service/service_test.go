@@ -52,21 +52,7 @@ func TestConfigValidate(t *testing.T) {
 			want: []string{"data_dir", "log.origin", "tokens.ttl", "tokens.audience", "nonce.ttl", "queue.workers"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			err := c.cfg.Validate(c.testMode)
-			if len(c.want) == 0 {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("accepted")
-			}
-			for _, w := range c.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("%q lacks %q", err, w)
-				}
-			}
+			checkValidate(t, c.cfg.Validate(c.testMode), c.want)
 		})
 	}
 }
@@ -182,4 +168,24 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// checkValidate fails t unless err, a Config.Validate result, is nil when want is empty, or names
+// every string of want.
+func checkValidate(t *testing.T, err error, want []string) {
+	t.Helper()
+	if len(want) == 0 {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatal("accepted")
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("%q lacks %q", err, w)
+		}
+	}
 }
